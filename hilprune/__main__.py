@@ -1,0 +1,5 @@
+import sys
+
+from hilprune.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,58 @@
+"""The `hilprune` command. Each sub-command lives in its own module with a `register(app)`.
+
+User mistakes (HilpruneError) print one line and exit 2, without a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from ..errors import HilpruneError
+
+app = typer.Typer(
+    name="hilprune",
+    help="Hardware-in-the-loop structured pruning: find the layer-wise pruning policy that keeps the most "
+    "accuracy under a latency budget measured on your target device, then export the pruned model to ONNX.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Order is the order of `hilprune --help`.
+COMMAND_MODULES = ["train_cmd", "zoo_cmd", "policy_cmd", "prune_cmd", "device_cmd", "search_cmd"]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"{__package__}.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except HilpruneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except SystemExit as exc:  # click's own usage errors
+        return int(exc.code or 0)
+    except Exception as exc:  # click.ClickException and friends carry their own message
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("aborted", file=sys.stderr)
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

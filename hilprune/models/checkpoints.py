@@ -1,0 +1,72 @@
+"""Checkpoint files: the zoo's shipped ones (found by model and dataset name) and users' own.
+
+A checkpoint is a plain dict saved with `torch.save` and read with `weights_only=True`:
+no pickled code runs when one is loaded.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+
+CHECKPOINT_FORMAT = "hilprune.checkpoint/v1"
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
+
+
+def shipped_checkpoint(model: str, dataset: str) -> Path | None:
+    """The zoo checkpoint for (model, dataset), or None when none is shipped."""
+    path = SHIPPED_DIR / f"{model}__{dataset}.pt"
+    return path if path.is_file() else None
+
+
+def shipped_cards() -> list[dict[str, Any]]:
+    """Metadata of every shipped checkpoint (from the JSON written next to it by `hilprune train`)."""
+    cards = []
+    for meta in sorted(SHIPPED_DIR.glob("*.json")):
+        cards.append(json.loads(meta.read_text()))
+    return cards
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "meta": meta, "state_dict": model.state_dict()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint: a hilprune checkpoint dict or a bare state_dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"cannot read checkpoint {path}: {exc}") from exc
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return obj["state_dict"], obj.get("meta", {})
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, {}
+    raise ModelError(f"{path} is neither a hilprune checkpoint nor a state_dict")
+
+
+def load_weights(model: nn.Module, path: Path) -> dict[str, Any]:
+    """Load weights into `model`; a shape mismatch is a clear error naming the first bad tensor."""
+    state, meta = load_state(path)
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ModelError(
+                f"checkpoint {path} does not fit this model: {key} is {tuple(value.shape)} there, "
+                f"{tuple(own[key].shape)} here (pruned weights need their policy: use 'hilprune prune')"
+            )
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(f"checkpoint {path} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return meta

@@ -1,0 +1,141 @@
+"""The layer-wise sparsity policy and its versioned JSON format (`hilprune.policy/v1`).
+
+A policy holds one prune ratio per prunable group, the model it was made for, the
+importance criterion and the channel rounding. Requested and achieved ratios are both kept:
+rounding to whole (or aligned) channels makes them differ.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import PolicyError
+from .groups import PrunableGroup, groups_signature
+from .rounding import achieved_ratio, channels_after
+
+POLICY_FORMAT = "hilprune.policy/v1"
+DEFAULT_MAX_RATIO = 0.9
+
+
+@dataclass
+class GroupRatio:
+    name: str
+    requested_ratio: float
+    ratio: float  # achieved, after rounding to channels
+    channels_before: int
+    channels_after: int
+    kind: str = "conv"
+    members: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Policy:
+    model: dict[str, Any]  # ModelSpec.identity() plus "groups_signature"
+    groups: list[GroupRatio]
+    importance: str = "l1"
+    round_to: int = 1
+    max_ratio: float = DEFAULT_MAX_RATIO
+    metrics: dict[str, Any] = field(default_factory=dict)  # filled by whoever evaluated it
+
+    # --- construction -------------------------------------------------------------
+    @classmethod
+    def from_ratios(cls, groups: list[PrunableGroup], ratios: Mapping[str, float] | list[float], model_identity: dict[str, Any],
+                    importance: str = "l1", round_to: int = 1, max_ratio: float = DEFAULT_MAX_RATIO) -> "Policy":
+        """Build a policy from per-group ratios (a dict by group name or a list in group order)."""
+        if not isinstance(ratios, Mapping):
+            ratios = list(ratios)
+            if len(ratios) != len(groups):
+                raise PolicyError(f"expected {len(groups)} ratios (one per group), got {len(ratios)}")
+            ratios = {g.name: r for g, r in zip(groups, ratios)}
+        items = []
+        for g in groups:
+            if g.name not in ratios:
+                raise PolicyError(f"policy has no ratio for group {g.name!r}")
+            r = _check_ratio(g.name, ratios[g.name], max_ratio)
+            kept = channels_after(g.channels, r, round_to)
+            items.append(GroupRatio(g.name, r, achieved_ratio(g.channels, kept), g.channels, kept, g.kind, list(g.members)))
+        identity = dict(model_identity) | {"groups_signature": groups_signature(groups)}
+        return cls(identity, items, importance, round_to, max_ratio)
+
+    @classmethod
+    def uniform(cls, groups: list[PrunableGroup], ratio: float, model_identity: dict[str, Any], **kw: Any) -> "Policy":
+        return cls.from_ratios(groups, {g.name: ratio for g in groups}, model_identity, **kw)
+
+    # --- views ----------------------------------------------------------------------
+    def requested(self) -> dict[str, float]:
+        return {g.name: g.requested_ratio for g in self.groups}
+
+    def kept_channels(self) -> dict[str, int]:
+        return {g.name: g.channels_after for g in self.groups}
+
+    def key(self) -> tuple[int, ...]:
+        """Identity after rounding: two policies with the same key prune the same channels."""
+        return tuple(g.channels_after for g in self.groups)
+
+    # --- JSON -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": POLICY_FORMAT, "model": self.model, "importance": self.importance, "round_to": self.round_to,
+                "max_ratio": self.max_ratio, "groups": [asdict(g) for g in self.groups], "metrics": self.metrics}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.to_json() + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_dict(cls, obj: Any, source: str = "policy") -> "Policy":
+        if not isinstance(obj, dict):
+            raise PolicyError(f"{source}: a policy is a JSON object")
+        fmt = obj.get("format")
+        if fmt != POLICY_FORMAT:
+            raise PolicyError(f"{source}: unknown policy format {fmt!r} (expected {POLICY_FORMAT!r})")
+        try:
+            max_ratio = float(obj.get("max_ratio", DEFAULT_MAX_RATIO))
+            groups = []
+            for g in obj["groups"]:
+                groups.append(GroupRatio(name=str(g["name"]), requested_ratio=_as_float(g.get("requested_ratio", g.get("ratio")), g["name"]),
+                                         ratio=_as_float(g.get("ratio", g.get("requested_ratio")), g["name"]),
+                                         channels_before=int(g["channels_before"]), channels_after=int(g.get("channels_after", 0)),
+                                         kind=str(g.get("kind", "conv")), members=list(g.get("members", []))))
+            return cls(model=dict(obj["model"]), groups=groups, importance=str(obj.get("importance", "l1")),
+                       round_to=int(obj.get("round_to", 1)), max_ratio=max_ratio, metrics=dict(obj.get("metrics", {})))
+        except KeyError as exc:
+            raise PolicyError(f"{source}: missing field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise PolicyError(f"{source}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Policy":
+        path = Path(path)
+        if not path.is_file():
+            raise PolicyError(f"policy file not found: {path}")
+        try:
+            obj = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(obj, source=str(path))
+
+
+def _as_float(value: Any, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise PolicyError(f"group {name!r}: ratio {value!r} is not a number") from None
+
+
+def _check_ratio(name: str, value: Any, max_ratio: float) -> float:
+    r = _as_float(value, name)
+    if math.isnan(r) or math.isinf(r):
+        raise PolicyError(f"group {name!r}: ratio is {r}, must be a number in [0, {max_ratio}]")
+    if r < 0 or r > max_ratio + 1e-9:
+        raise PolicyError(f"group {name!r}: ratio {r} is outside [0, {max_ratio}] (max_ratio)")
+    return r

@@ -1,0 +1,7 @@
+"""Structured channel surgery: policy in, smaller dense model out (torch-pruning underneath)."""
+from .counting import macs_and_params
+from .importance import IMPORTANCE, make_importance
+from .persist import load_pruned, save_pruned
+from .surgeon import Surgeon, SurgeryResult
+
+__all__ = ["IMPORTANCE", "Surgeon", "SurgeryResult", "load_pruned", "macs_and_params", "make_importance", "save_pruned"]

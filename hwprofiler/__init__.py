@@ -1,0 +1,37 @@
+"""hwprofiler: measure and predict ONNX model latency on a target device.
+
+Runs with onnxruntime, onnx, numpy (and starlette/uvicorn to serve); it never imports torch,
+so it can be installed alone on the device (`pip install hilprune[device]`).
+"""
+from __future__ import annotations
+
+from hwprofiler.devices import DeviceSpec, MeasurePolicy, list_devices, load_device
+from hwprofiler.errors import DeviceError, InvalidModelError, KernelError
+from hwprofiler.fingerprint import fingerprint, fingerprint_id
+from hwprofiler.kernels import KernelSpec, build_kernel_model
+from hwprofiler.lut import LUT
+from hwprofiler.measure import Measurement, measure_onnx
+from hwprofiler.onnx_kernels import kernels_from_onnx
+from hwprofiler.predictor import FlopsPredictor, Predictor, fidelity, flops_predictor
+
+__all__ = [
+    "LUT",
+    "DeviceError",
+    "DeviceSpec",
+    "FlopsPredictor",
+    "InvalidModelError",
+    "KernelError",
+    "KernelSpec",
+    "MeasurePolicy",
+    "Measurement",
+    "Predictor",
+    "build_kernel_model",
+    "fidelity",
+    "fingerprint",
+    "fingerprint_id",
+    "flops_predictor",
+    "kernels_from_onnx",
+    "list_devices",
+    "load_device",
+    "measure_onnx",
+]

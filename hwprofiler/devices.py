@@ -1,0 +1,220 @@
+"""Device specs: how to run a model on one target, read from TOML.
+
+A latency is only meaningful together with the settings that produced it, so everything that
+changes it (providers, threads, optimisation level, batch, dtype) lives in one spec, and the
+measurement policy (how long to measure) sits beside it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hwprofiler.errors import DeviceError
+
+try:  # Python 3.11+
+    import tomllib as _toml
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as _toml  # type: ignore[no-redef]
+
+REMOTE_PREFIX = "remote:"
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class MeasurePolicy:
+    """When to stop timing: after `warmup` discarded runs, time back-to-back runs until the
+    median's 95% CI half-width is within `target_rel_ci` of it, or a cap is hit."""
+
+    warmup: int = 10
+    min_repeats: int = 20
+    max_repeats: int = 400
+    target_rel_ci: float = 0.02
+    time_cap_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.min_repeats < 1 or self.max_repeats < self.min_repeats:
+            raise DeviceError(
+                f"bad measurement policy {self}: need warmup >= 0 and 1 <= min_repeats <= max_repeats"
+            )
+        if not (self.target_rel_ci > 0 and self.time_cap_s > 0):
+            raise DeviceError(f"bad measurement policy {self}: target_rel_ci and time_cap_s must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+DEFAULT_KERNEL_POLICY = MeasurePolicy(warmup=5, min_repeats=10, max_repeats=200, target_rel_ci=0.03, time_cap_s=0.3)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One measurement target: an onnxruntime configuration on this host, or a remote profiler.
+
+    `remote` is the base URL of a `hwprofiler serve` process; measurements for such a spec go
+    through `hwprofiler.client` and the local runtime fields are ignored.
+    """
+
+    name: str
+    description: str = ""
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    provider_options: tuple[dict[str, str], ...] = ()
+    intra_op_threads: int = 1
+    graph_optimization_level: str = "all"
+    session_config: dict[str, str] = field(default_factory=dict)
+    batch: int = 1
+    dtype: str = "float32"
+    policy: MeasurePolicy = field(default_factory=MeasurePolicy)
+    kernel_policy: MeasurePolicy = DEFAULT_KERNEL_POLICY
+    source: str = "builtin"
+    remote: str | None = None
+    token: str | None = field(default=None, repr=False, compare=False)
+
+    def __hash__(self) -> int:  # dict fields are not hashable; name + remote identify a spec
+        return hash((self.name, self.remote))
+
+    @property
+    def is_remote(self) -> bool:
+        return self.remote is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-able data (no token)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "providers": list(self.providers),
+            "provider_options": [dict(o) for o in self.provider_options],
+            "intra_op_threads": self.intra_op_threads,
+            "graph_optimization_level": self.graph_optimization_level,
+            "session_config": dict(self.session_config),
+            "batch": self.batch,
+            "dtype": self.dtype,
+            "policy": self.policy.to_dict(),
+            "kernel_policy": self.kernel_policy.to_dict(),
+            "remote": self.remote,
+        }
+
+
+def _builtin_dir() -> Path:
+    return Path(str(resources.files("hwprofiler") / "devices"))
+
+
+def list_devices() -> list[str]:
+    """Names of the built-in device specs (`hwprofiler/devices/*.toml`)."""
+    return sorted(p.stem for p in _builtin_dir().glob("*.toml"))
+
+
+_TOP_KEYS = {"name", "description", "batch", "dtype", "onnxruntime", "policy", "kernel_policy"}
+_ORT_KEYS = {"providers", "provider_options", "intra_op_threads", "graph_optimization_level", "session_config"}
+
+
+def _policy(data: Any, where: str, default: MeasurePolicy) -> MeasurePolicy:
+    if data is None:
+        return default
+    if not isinstance(data, dict):
+        raise DeviceError(f"{where}: must be a table")
+    known = {f.name for f in fields(MeasurePolicy)}
+    unknown = set(data) - known
+    if unknown:
+        raise DeviceError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    try:
+        return MeasurePolicy(**{**default.to_dict(), **data})
+    except TypeError as e:
+        raise DeviceError(f"{where}: {e}") from None
+
+
+def spec_from_dict(data: dict[str, Any], source: str) -> DeviceSpec:
+    """Build and validate a spec from parsed TOML; every mistake becomes one `DeviceError` line."""
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise DeviceError(f"{source}: unknown keys {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
+    if not isinstance(data.get("name"), str) or not data["name"]:
+        raise DeviceError(f"{source}: needs a non-empty string `name`")
+    ort_cfg = data.get("onnxruntime", {})
+    unknown = set(ort_cfg) - _ORT_KEYS
+    if unknown:
+        raise DeviceError(f"{source}: unknown [onnxruntime] keys {sorted(unknown)}; known: {sorted(_ORT_KEYS)}")
+    providers = tuple(ort_cfg.get("providers", ["CPUExecutionProvider"]))
+    options = tuple({str(k): str(v) for k, v in o.items()} for o in ort_cfg.get("provider_options", []))
+    if options and len(options) != len(providers):
+        raise DeviceError(f"{source}: provider_options needs one table per provider ({len(providers)})")
+    level = ort_cfg.get("graph_optimization_level", "all")
+    if level not in OPT_LEVELS:
+        raise DeviceError(f"{source}: graph_optimization_level {level!r} is not one of {OPT_LEVELS}")
+    threads = ort_cfg.get("intra_op_threads", 1)
+    batch = data.get("batch", 1)
+    dtype = data.get("dtype", "float32")
+    if not isinstance(threads, int) or threads < 0:
+        raise DeviceError(f"{source}: intra_op_threads must be an integer >= 0 (0 lets onnxruntime choose)")
+    if not isinstance(batch, int) or batch < 1:
+        raise DeviceError(f"{source}: batch must be an integer >= 1")
+    if dtype not in DTYPES:
+        raise DeviceError(f"{source}: dtype {dtype!r} is not one of {DTYPES}")
+    policy = _policy(data.get("policy"), f"{source} [policy]", MeasurePolicy())
+    kpolicy = _policy(data.get("kernel_policy"), f"{source} [kernel_policy]", DEFAULT_KERNEL_POLICY)
+    return DeviceSpec(
+        name=data["name"],
+        description=str(data.get("description", "")),
+        providers=providers,
+        provider_options=options,
+        intra_op_threads=threads,
+        graph_optimization_level=level,
+        session_config={str(k): str(v) for k, v in ort_cfg.get("session_config", {}).items()},
+        batch=batch,
+        dtype=dtype,
+        policy=policy,
+        kernel_policy=kpolicy,
+        source=source,
+    )
+
+
+def _load_toml(path: Path) -> DeviceSpec:
+    try:
+        with path.open("rb") as f:
+            data = _toml.load(f)
+    except OSError as e:
+        raise DeviceError(f"cannot read device file {path}: {e.strerror}") from None
+    except _toml.TOMLDecodeError as e:
+        raise DeviceError(f"device file {path} is not valid TOML: {e}") from None
+    return spec_from_dict(data, str(path))
+
+
+def _remote_spec(target: str, token: str | None) -> DeviceSpec:
+    url = target[len(REMOTE_PREFIX):].rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url.split("//", 1)[1]) == 0:
+        raise DeviceError(f"bad remote device {target!r}: use remote:http://HOST:PORT")
+    if token is None:
+        token = os.environ.get("HWPROFILER_TOKEN")
+    if token is None and os.environ.get("HWPROFILER_TOKEN_FILE"):
+        try:
+            token = Path(os.environ["HWPROFILER_TOKEN_FILE"]).read_text().strip()
+        except OSError as e:
+            raise DeviceError(f"cannot read HWPROFILER_TOKEN_FILE: {e.strerror}") from None
+    return DeviceSpec(name=target, description=f"profiler server at {url}", source="remote", remote=url, token=token)
+
+
+def load_device(target: str | os.PathLike[str] | DeviceSpec, *, token: str | None = None) -> DeviceSpec:
+    """Resolve a built-in name, a path to a TOML file, or `remote:http://HOST:PORT`.
+
+    For a remote device the bearer token is `token`, else `$HWPROFILER_TOKEN`, else the
+    contents of `$HWPROFILER_TOKEN_FILE`.
+    """
+    if isinstance(target, DeviceSpec):
+        return target
+    text = os.fspath(target)
+    if text.startswith(REMOTE_PREFIX):
+        return _remote_spec(text, token)
+    if text in list_devices():
+        return _load_toml(_builtin_dir() / f"{text}.toml")
+    path = Path(text).expanduser()
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise DeviceError(f"device file {path} does not exist")
+        return _load_toml(path)
+    raise DeviceError(
+        f"unknown device {text!r}: not a built-in ({', '.join(list_devices())}), "
+        "not a .toml file, and not remote:http://HOST:PORT"
+    )

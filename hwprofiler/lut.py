@@ -1,0 +1,202 @@
+"""Per-device lookup table of kernel latencies, persisted as one JSON file.
+
+The file carries the device fingerprint, so it can be copied to another host of the same kind
+and is refused on a different one.  A miss is measured on the device itself (through the
+profiler server for a remote device), with the device's shorter kernel policy.  The table also
+stores the live (whole-network) observations the predictor fits its overhead model to.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from hwprofiler.cache import atomic_write_json, default_cache_dir
+from hwprofiler.devices import DeviceSpec, load_device
+from hwprofiler.errors import DeviceError
+from hwprofiler.fingerprint import fingerprint, fingerprint_id
+from hwprofiler.kernels import KernelSpec, build_kernel_model
+from hwprofiler.measure import Measurement, measure_local, model_bytes
+
+FORMAT = 1
+REMOTE_CHUNK = 8  # kernels per POST /kernels: short requests, a live progress bar
+log = logging.getLogger(__name__)
+
+
+def measure_kernels(specs: list[KernelSpec], device: DeviceSpec) -> list[Measurement]:
+    """Time each kernel's one-kernel model on the device with its kernel policy."""
+    if device.is_remote:
+        from hwprofiler.client import client_for
+
+        return client_for(device).kernels(specs)
+    return [
+        measure_local(model_bytes(build_kernel_model(s, device.dtype)), device, device.kernel_policy)
+        for s in specs
+    ]
+
+
+class LUT:
+    """Kernel latency table for one device fingerprint.
+
+    `LUT(device)` opens (or starts) the table at the default path
+    `<cache>/luts/<fingerprint_id>.json`; `LUT.load(path, device)` opens a copied file.
+    """
+
+    def __init__(
+        self,
+        device: DeviceSpec | str | None,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        strict: bool = True,
+        fingerprint_data: dict[str, Any] | None = None,
+    ) -> None:
+        self.device = load_device(device) if device is not None else None
+        if fingerprint_data is None:
+            if self.device is None:
+                raise DeviceError("a LUT needs a device or a fingerprint")
+            fingerprint_data = fingerprint(self.device)
+        self.fingerprint = {k: v for k, v in fingerprint_data.items() if k != "fingerprint_id"}
+        self.fingerprint_id = fingerprint_id(self.fingerprint)
+        self.path = Path(path) if path is not None else default_cache_dir() / "luts" / f"{self.fingerprint_id}.json"
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.observations: list[dict[str, Any]] = []
+        self.measured = 0  # kernels measured by this object (misses)
+        if self.path.exists():
+            self._read(self.path, strict=strict)
+
+    # persistence -------------------------------------------------------------------------
+    def _read(self, path: Path, strict: bool) -> None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DeviceError(f"cannot read LUT {path}: {e}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT or "fingerprint" not in data:
+            raise DeviceError(f"{path} is not a hwprofiler LUT of format {FORMAT}")
+        file_id = fingerprint_id(data["fingerprint"])
+        if strict and file_id != self.fingerprint_id:
+            raise DeviceError(
+                f"LUT {path} was measured on another device (fingerprint {file_id}, this one is "
+                f"{self.fingerprint_id}); measure a new table, or pass strict=False to use it anyway"
+            )
+        self.entries.update({e["key"]: e for e in data.get("entries", [])})
+        self.observations.extend(data.get("observations", []))
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], device: DeviceSpec | str | None = None, *, strict: bool = True
+    ) -> LUT:
+        """Open a LUT file; with a device, refuse a file measured on a different fingerprint."""
+        path = Path(path)
+        if not path.is_file():
+            raise DeviceError(f"LUT file {path} does not exist")
+        fp = None
+        if device is None:
+            try:
+                fp = json.loads(path.read_text(encoding="utf-8"))["fingerprint"]
+            except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DeviceError(f"cannot read LUT {path}: {e}") from None
+        return cls(device, path, strict=strict, fingerprint_data=fp)
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the table atomically (default: where it was opened) and return the path."""
+        target = Path(path) if path is not None else self.path
+        atomic_write_json(
+            target,
+            {
+                "format": FORMAT,
+                "fingerprint_id": self.fingerprint_id,
+                "fingerprint": self.fingerprint,
+                "device": self.device.to_dict() if self.device is not None else None,
+                "entries": sorted(self.entries.values(), key=lambda e: e["key"]),
+                "observations": self.observations,
+            },
+        )
+        return target
+
+    # lookups -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, spec: KernelSpec) -> bool:
+        return spec.key() in self.entries
+
+    def _store(self, spec: KernelSpec, m: Measurement) -> None:
+        self.entries[spec.key()] = {"key": spec.key(), "spec": spec.to_dict(), **m.to_dict(samples=False)}
+
+    def _need_device(self) -> DeviceSpec:
+        if self.device is None:
+            raise DeviceError(f"LUT {self.path} has no device attached to measure a missing kernel; load it with one")
+        return self.device
+
+    def get(self, spec: KernelSpec) -> float:
+        """Median latency of a kernel in ms, measured on the device on a miss."""
+        entry = self.entries.get(spec.key())
+        if entry is None:
+            (m,) = measure_kernels([spec], self._need_device())
+            self._store(spec, m)
+            self.measured += 1
+            return m.median_ms
+        return float(entry["median_ms"])
+
+    def missing(self, specs: Iterable[KernelSpec]) -> list[KernelSpec]:
+        """Distinct kernels of `specs` not yet in the table, in first-seen order."""
+        seen: dict[str, KernelSpec] = {}
+        for s in specs:
+            if s.key() not in self.entries:
+                seen.setdefault(s.key(), s)
+        return list(seen.values())
+
+    def fill(self, specs: Iterable[KernelSpec], progress: bool = True, save: bool = True) -> int:
+        """Measure every missing kernel, with a progress bar showing the time left; returns the count."""
+        todo = self.missing(specs)
+        if not todo:
+            return 0
+        device = self._need_device()
+        chunk = REMOTE_CHUNK if device.is_remote else 1
+        bar = _progress(len(todo), f"LUT {device.name}", progress)
+        try:
+            for start in range(0, len(todo), chunk):
+                part = todo[start : start + chunk]
+                for spec, m in zip(part, measure_kernels(part, device)):
+                    self._store(spec, m)
+                self.measured += len(part)
+                bar.update(len(part))
+        finally:
+            bar.close()
+            if save:
+                self.save()
+        return len(todo)
+
+    def add_observation(self, record: dict[str, Any]) -> None:
+        self.observations.append(record)
+
+
+class _LogBar:
+    """Stand-in for tqdm: a log line every 10% with the estimated time left."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.total, self.desc, self.enabled = total, desc, enabled
+        self.done, self.start, self.next_pct = 0, time.monotonic(), 10
+
+    def update(self, n: int) -> None:
+        self.done += n
+        pct = 100 * self.done // self.total
+        if self.enabled and pct >= self.next_pct:
+            rate = (time.monotonic() - self.start) / self.done
+            log.info("%s: %d/%d kernels, about %.0f s left", self.desc, self.done, self.total, rate * (self.total - self.done))
+            self.next_pct = pct + 10
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _LogBar(total, desc, enabled)
+    return tqdm(total=total, desc=desc, unit="kernel", disable=not enabled)

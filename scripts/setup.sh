@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtual environment in .venv with the CPU torch wheel first
+# (a bare 'torch' requirement would pull a multi-GB CUDA build), then hilprune itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements/torch-cpu.txt
+fi
+stamp=.venv/.hilprune-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  touch "$stamp"
+fi
