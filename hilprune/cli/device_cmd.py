@@ -1,8 +1,144 @@
-"""Placeholder: commands added by their issue's work."""
+"""`hilprune devices`, `hilprune profile`, `hilprune lut build|check`: the target device from the CLI."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from ..errors import HilpruneError
+from .options import CheckpointOpt, DatasetOpt, DeviceOpt, InputShapeOpt, JsonOpt, ModelOpt, NumClassesOpt
+from .output import console, print_json, print_table
+
+
+def _device(name: str):  # -> hwprofiler.DeviceSpec
+    import hwprofiler
+
+    try:
+        return hwprofiler.load_device(name)
+    except hwprofiler.DeviceError as exc:
+        raise HilpruneError(str(exc)) from None
+
 
 def register(app: typer.Typer) -> None:
-    return None
+    lut_app = typer.Typer(help="Per-kernel latency lookup tables of a device.", no_args_is_help=True)
+    app.add_typer(lut_app, name="lut")
+
+    @app.command("devices")
+    def devices_cmd(json_out: JsonOpt = False) -> None:
+        """List target devices: built-ins (this machine's CPU through onnxruntime) and how to add more."""
+        import hwprofiler
+
+        rows = []
+        for name in hwprofiler.list_devices():
+            spec = hwprofiler.load_device(name)
+            fp = hwprofiler.fingerprint(spec)
+            rows.append({"name": name, "description": spec.description, "providers": list(spec.providers),
+                         "threads": spec.intra_op_threads, "fingerprint_id": hwprofiler.fingerprint_id(fp), "fingerprint": fp})
+        if json_out:
+            print_json({"devices": rows})
+            return
+        print_table("target devices", ["name", "providers", "threads", "fingerprint", "description"],
+                    [[r["name"], ",".join(r["providers"]), r["threads"], r["fingerprint_id"], r["description"]] for r in rows])
+        console.print("Also: a path to a device TOML file, or remote:http://HOST:PORT for a 'hwprofiler serve' on the device.")
+
+    @app.command("profile")
+    def profile_cmd(
+        model: ModelOpt,
+        device: DeviceOpt = "ort-cpu-1t",
+        dataset: DatasetOpt = None,
+        input_shape: InputShapeOpt = None,
+        num_classes: NumClassesOpt = None,
+        checkpoint: CheckpointOpt = None,
+        policy: Annotated[Optional[Path], typer.Option("--policy", "-p", help="Measure the model pruned by this policy.")] = None,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="Measure again even if this graph was measured on this device.")] = False,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Measure a model's live latency on a device (median, p10/p90, samples, CI of the median)."""
+        import hwprofiler
+
+        from ..export import to_onnx_bytes
+        from ..models import resolve_model
+        from ..policy import Policy
+        from ..surgery import Surgeon
+
+        spec = resolve_model(model, dataset, input_shape, num_classes, checkpoint)
+        dev = _device(device)
+        net = spec.build(with_weights=False)
+        if policy is not None:
+            pol = Policy.load(policy)
+            net = Surgeon(net, spec.input_shape, spec.identity(), pol.importance).apply(pol, count=False).model
+        with console.status(f"measuring on {dev.name}"):
+            m = hwprofiler.measure_onnx(to_onnx_bytes(net, spec.input_shape, dev.batch), dev, cache=not no_cache)
+        result = {"median_ms": m.median_ms, "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "n": m.n, "rel_ci": m.rel_ci,
+                  "cached": m.cached, "device": dev.name}
+        if json_out:
+            print_json(result)
+        else:
+            console.print(f"{spec.name}{' (pruned)' if policy else ''} on {dev.name}: median {m.median_ms:.3f} ms "
+                          f"(p10 {m.p10_ms:.3f}, p90 {m.p90_ms:.3f}, n={m.n}, ±{100 * m.rel_ci:.1f}%){' [cached]' if m.cached else ''}")
+
+    @lut_app.command("build")
+    def lut_build_cmd(
+        model: ModelOpt,
+        device: DeviceOpt = "ort-cpu-1t",
+        dataset: DatasetOpt = None,
+        input_shape: InputShapeOpt = None,
+        num_classes: NumClassesOpt = None,
+        grid_step: Annotated[float, typer.Option(help="Ratio grid step: every policy on this grid is covered.")] = 0.1,
+        max_ratio: Annotated[float, typer.Option(help="Largest prune ratio of the grid.")] = 0.9,
+        round_to: Annotated[int, typer.Option(help="Channel rounding used by the policies.")] = 1,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Measure ahead of time every kernel that the model's policies on a ratio grid can produce."""
+        from ..kernel_map import KernelMap, ratio_grid
+        from ..models import resolve_model
+        from ..surgery import Surgeon
+        from hwprofiler import LUT
+
+        if not 0 < grid_step <= max_ratio <= 1:
+            raise HilpruneError("need 0 < --grid-step <= --max-ratio <= 1")
+        spec = resolve_model(model, dataset, input_shape, num_classes, use_shipped=False)
+        dev = _device(device)
+        with console.status("mapping kernels to groups"):
+            kmap = KernelMap(Surgeon(spec.build(with_weights=False), spec.input_shape, spec.identity()), batch=dev.batch)
+        kernels = kmap.reachable(ratio_grid(max_ratio, grid_step), round_to)
+        lut = LUT(dev)
+        before = len(lut)
+        measured = lut.fill(kernels, progress=not json_out)
+        result = {"lut": str(lut.path), "kernels_reachable": len(kernels), "measured": measured, "entries_before": before,
+                  "entries": len(lut), "device": dev.name}
+        if json_out:
+            print_json(result)
+        else:
+            console.print(f"LUT {lut.path}: {len(kernels)} reachable kernels, {measured} measured now, {len(lut)} entries")
+
+    @lut_app.command("check")
+    def lut_check_cmd(
+        model: ModelOpt,
+        device: DeviceOpt = "ort-cpu-1t",
+        dataset: DatasetOpt = None,
+        input_shape: InputShapeOpt = None,
+        num_classes: NumClassesOpt = None,
+        samples: Annotated[int, typer.Option(help="Random policies measured live.")] = 50,
+        seed: Annotated[int, typer.Option(help="Seed of the random policies.")] = 0,
+        max_ratio: Annotated[float, typer.Option(help="Largest prune ratio drawn.")] = 0.9,
+        round_to: Annotated[int, typer.Option(help="Channel rounding of the policies.")] = 1,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Predicted vs live latency on random policies: share within ±10%, MAPE, Kendall tau; same for FLOPs."""
+        from ..latency_check import check_fidelity
+        from ..models import resolve_model
+
+        if samples < 2:
+            raise HilpruneError("--samples must be at least 2")
+        spec = resolve_model(model, dataset, input_shape, num_classes, use_shipped=False)
+        _device(device)
+        r = check_fidelity(spec, device, samples, seed, max_ratio, round_to, progress=not json_out)
+        keys = ["within_10pct", "mape", "kendall_tau", "flops_within_10pct", "flops_mape", "flops_kendall_tau", "samples"]
+        if json_out:
+            print_json({k: r[k] for k in keys} | {"model": r["model"], "device": r["device"], "overhead": r["overhead"]})
+            return
+        print_table(f"LUT fidelity: {r['model']} on {r['device']} ({samples} random policies)", ["predictor", "within ±10%", "MAPE", "Kendall tau"],
+                    [["LUT + overhead", f"{100 * r['within_10pct']:.0f}%", f"{100 * r['mape']:.1f}%", f"{r['kendall_tau']:.3f}"],
+                     ["FLOPs", f"{100 * r['flops_within_10pct']:.0f}%", f"{100 * r['flops_mape']:.1f}%", f"{r['flops_kendall_tau']:.3f}"]])

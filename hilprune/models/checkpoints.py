@@ -34,6 +34,8 @@ def shipped_cards() -> list[dict[str, Any]]:
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Plain JSON types only (torch.__version__ is a TorchVersion, which weights_only loading refuses).
+    meta = json.loads(json.dumps(meta, default=str))
     payload = {"format": CHECKPOINT_FORMAT, "meta": meta, "state_dict": model.state_dict()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -46,9 +48,12 @@ def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # TorchVersion (a str subclass) is allowed: checkpoints written before meta was sanitized hold one.
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"cannot read checkpoint {path}: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot read checkpoint {path}: {first}") from exc
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         return obj["state_dict"], obj.get("meta", {})
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):

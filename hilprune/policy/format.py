@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -45,6 +46,8 @@ class Policy:
     def from_ratios(cls, groups: list[PrunableGroup], ratios: Mapping[str, float] | list[float], model_identity: dict[str, Any],
                     importance: str = "l1", round_to: int = 1, max_ratio: float = DEFAULT_MAX_RATIO) -> "Policy":
         """Build a policy from per-group ratios (a dict by group name or a list in group order)."""
+        max_ratio = _check_max_ratio(max_ratio)
+        round_to = _check_round_to(round_to)
         if not isinstance(ratios, Mapping):
             ratios = list(ratios)
             if len(ratios) != len(groups):
@@ -99,7 +102,12 @@ class Policy:
         if fmt != POLICY_FORMAT:
             raise PolicyError(f"{source}: unknown policy format {fmt!r} (expected {POLICY_FORMAT!r})")
         try:
-            max_ratio = float(obj.get("max_ratio", DEFAULT_MAX_RATIO))
+            max_ratio = _check_max_ratio(obj.get("max_ratio", DEFAULT_MAX_RATIO), source)
+            round_to = _check_round_to(obj.get("round_to", 1), source)
+            if not isinstance(obj["groups"], list) or not all(isinstance(g, dict) for g in obj["groups"]):
+                raise PolicyError(f"{source}: 'groups' must be a list of objects (one per prunable group)")
+            if not isinstance(obj["model"], dict):
+                raise PolicyError(f"{source}: 'model' must be an object (the model's identity)")
             groups = []
             for g in obj["groups"]:
                 groups.append(GroupRatio(name=str(g["name"]), requested_ratio=_as_float(g.get("requested_ratio", g.get("ratio")), g["name"]),
@@ -107,10 +115,10 @@ class Policy:
                                          channels_before=int(g["channels_before"]), channels_after=int(g.get("channels_after", 0)),
                                          kind=str(g.get("kind", "conv")), members=list(g.get("members", []))))
             return cls(model=dict(obj["model"]), groups=groups, importance=str(obj.get("importance", "l1")),
-                       round_to=int(obj.get("round_to", 1)), max_ratio=max_ratio, metrics=dict(obj.get("metrics", {})))
+                       round_to=round_to, max_ratio=max_ratio, metrics=dict(obj.get("metrics", {})))
         except KeyError as exc:
             raise PolicyError(f"{source}: missing field {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise PolicyError(f"{source}: {exc}") from None
 
     @classmethod
@@ -119,9 +127,11 @@ class Policy:
         if not path.is_file():
             raise PolicyError(f"policy file not found: {path}")
         try:
-            obj = json.loads(path.read_text())
+            obj = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise PolicyError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except UnicodeDecodeError:
+            raise PolicyError(f"{path}: not valid JSON (not UTF-8 text)") from None
         return cls.from_dict(obj, source=str(path))
 
 
@@ -130,6 +140,24 @@ def _as_float(value: Any, name: str) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise PolicyError(f"group {name!r}: ratio {value!r} is not a number") from None
+
+
+def _check_max_ratio(value: Any, source: str = "policy") -> float:
+    try:
+        m = float(value)
+    except (TypeError, ValueError):
+        raise PolicyError(f"{source}: max_ratio {value!r} is not a number") from None
+    if not 0.0 <= m <= 1.0:  # also refuses NaN
+        raise PolicyError(f"{source}: max_ratio {value!r} must be in [0, 1]")
+    return m
+
+
+def _check_round_to(value: Any, source: str = "policy") -> int:
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+          and value == int(value) and int(value) >= 1)
+    if not ok:
+        raise PolicyError(f"{source}: round_to {value!r} must be a positive integer")
+    return int(value)
 
 
 def _check_ratio(name: str, value: Any, max_ratio: float) -> float:

@@ -31,7 +31,11 @@ def load_pruned(spec: ModelSpec, path: str | Path) -> tuple[nn.Module, Policy]:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"pruned weights not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot read pruned weights {path}: {first}") from exc
     if not isinstance(obj, dict) or obj.get("format") != PRUNED_FORMAT:
         raise ModelError(f"{path} is not a hilprune pruned-weights file")
     policy = Policy.from_dict(json.loads(obj["policy"]), source=str(path))

@@ -1,0 +1,60 @@
+"""Shared by the bench scripts: the machine description and writing one section of docs/benchmarks.md."""
+from __future__ import annotations
+
+import json
+import platform
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS_MD = ROOT / "docs" / "benchmarks.md"
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for mod in ("torch", "onnxruntime", "onnx", "torch_pruning", "optuna", "stable_baselines3", "gymnasium"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing optional package is just not listed
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions,
+            "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(shlex.quote(a) for a in sys.argv)}
+
+
+def header(info: dict[str, Any]) -> str:
+    v = ", ".join(f"{k} {val}" for k, val in info["versions"].items())
+    return (f"Command: `{info['command']}`  \nMachine: {info['cpu']}, {info['cores']} cores; Python {info['python']}; {v}  \n"
+            f"Date: {info['date']}\n")
+
+
+def write_section(name: str, markdown: str) -> None:
+    """Replace (or append) the section between `<!-- name:start -->` and `<!-- name:end -->`."""
+    BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n\nEvery number here comes from a script in `bench/`; each section shows its command, machine and date.\n"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{markdown.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    BENCHMARKS_MD.write_text(text)
+
+
+def write_json(name: str, obj: Any) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    return path
