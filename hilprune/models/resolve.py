@@ -44,8 +44,16 @@ class ModelSpec:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def build(self, with_weights: bool = True) -> nn.Module:
-        """A fresh dense model in eval mode, with the checkpoint's weights when one is set."""
-        model = load_user_model(self.name) if is_user_model_spec(self.name) else build_zoo_model(self.name, self.input_shape, self.num_classes)
+        """A fresh dense model in eval mode, with the checkpoint's weights when one is set.
+
+        Initialization is seeded (in a forked RNG): the same spec always gives the same model,
+        so its ONNX graph, and every cache keyed by it, stays the same between runs.
+        """
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = load_user_model(self.name) if is_user_model_spec(self.name) else build_zoo_model(self.name, self.input_shape, self.num_classes)
         if with_weights and self.checkpoint:
             load_weights(model, Path(self.checkpoint))
         return model.eval()

@@ -1,0 +1,55 @@
+"""`hilprune devices`, `profile`, `lut build`, `lut check` on digits-cnn, with real onnxruntime runs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hilprune.cli.main import main
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWPROFILER_CACHE", str(tmp_path / "hwcache"))
+
+
+def run_json(capsys, args: list[str]) -> dict:
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_devices_lists_builtins(capsys) -> None:
+    out = run_json(capsys, ["devices", "--json"])
+    names = [d["name"] for d in out["devices"]]
+    assert {"ort-cpu-1t", "ort-cpu-2t"} <= set(names)
+    assert all(d["fingerprint"]["onnxruntime"] for d in out["devices"] if "onnxruntime" in d["fingerprint"])
+
+
+def test_profile_dense_and_pruned(capsys, tmp_path) -> None:
+    dense = run_json(capsys, ["profile", "--model", "digits-cnn", "--dataset", "digits", "--json"])
+    assert set(dense) >= {"median_ms", "p10_ms", "p90_ms", "n", "rel_ci"}
+    assert dense["p10_ms"] <= dense["median_ms"] <= dense["p90_ms"] and dense["n"] >= 10
+    again = run_json(capsys, ["profile", "--model", "digits-cnn", "--dataset", "digits", "--json"])
+    assert again["cached"] and again["median_ms"] == dense["median_ms"]
+    policy = tmp_path / "p.json"
+    assert main(["policy", "init", "--model", "digits-cnn", "--dataset", "digits", "--ratio", "0.75", "--out", str(policy)]) == 0
+    capsys.readouterr()
+    pruned = run_json(capsys, ["profile", "--model", "digits-cnn", "--dataset", "digits", "--policy", str(policy), "--json"])
+    assert not pruned["cached"]
+
+
+def test_lut_build_then_check(capsys) -> None:
+    built = run_json(capsys, ["lut", "build", "--model", "digits-cnn", "--dataset", "digits", "--grid-step", "0.45", "--json"])
+    assert built["kernels_reachable"] == built["measured"] > 0
+    again = run_json(capsys, ["lut", "build", "--model", "digits-cnn", "--dataset", "digits", "--grid-step", "0.45", "--json"])
+    assert again["measured"] == 0 and again["entries"] == built["entries"]
+    check = run_json(capsys, ["lut", "check", "--model", "digits-cnn", "--dataset", "digits", "--samples", "4", "--json"])
+    for key in ("within_10pct", "mape", "kendall_tau", "flops_within_10pct", "flops_kendall_tau"):
+        assert key in check
+    assert check["samples"] == 4 and 0.0 <= check["within_10pct"] <= 1.0 and check["mape"] >= 0
+
+
+def test_unknown_device_is_one_clear_error(capsys) -> None:
+    assert main(["profile", "--model", "digits-cnn", "--dataset", "digits", "--device", "no-such-device"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "no-such-device" in err and "Traceback" not in err
