@@ -42,16 +42,33 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # click's own usage errors
         return int(exc.code or 0)
     except Exception as exc:  # click.ClickException and friends carry their own message
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        click_errors, aborts = _click_exception_types()
+        if isinstance(exc, click_errors):
+            exc.show()  # type: ignore[attr-defined]
+            return exc.exit_code  # type: ignore[attr-defined]
+        if isinstance(exc, aborts):
             print("aborted", file=sys.stderr)
             return 130
         raise
     return 0
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Usage-error and abort classes: typer >= 0.20 vendors click as `typer._click`, whose exceptions
+    (missing option, typer.BadParameter) are not click's own."""
+    import click
+
+    errors: list[type] = [click.ClickException]
+    aborts: list[type] = [click.exceptions.Abort, typer.Abort]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        pass
+    else:
+        errors.append(vendored.ClickException)
+        if hasattr(vendored, "Abort"):
+            aborts.append(vendored.Abort)
+    return tuple(errors), tuple(aborts)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,190 @@
-"""Placeholder: commands added by their issue's work."""
+"""`hilprune search`, `report`, `export`, `dashboard` and `demo`: search jobs from the CLI."""
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
+from ..errors import HilpruneError
+from .options import DataDirOpt, JsonOpt, NumClassesOpt
+from .output import console, print_json
+
+DEMO_EVALS = 24
+
+
+def _search_flags(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None and not (isinstance(v, list) and not v)}
+
+
+def _run(job: Any, json_out: bool, progress: bool) -> dict[str, Any]:
+    from search.report import print_summary
+    from search.runner import run_search
+
+    if not json_out:
+        console.print(f"search [bold]{job.name}[/]: {job.model}" + (f" on {job.dataset}" if job.dataset else "")
+                      + f", device {job.device}, budgets {', '.join(job.budgets)}, agents {', '.join(job.agents)}, "
+                      f"{job.evals} evaluations each  ->  {job.out}")
+    outcome = run_search(job, progress=progress)
+    summary = outcome.summary
+    if json_out:
+        print_json(summary | {"ran": outcome.ran, "failed": outcome.failed})
+    else:
+        print_summary(summary)
+        for agent, n in outcome.short.items():
+            console.print(f"[yellow]{agent}[/] stopped {n} evaluation(s) short of {job.evals} (nothing new to try)")
+        if outcome.failed:
+            for agent, err in outcome.failed.items():
+                console.print(f"[red]{agent} failed:[/] {err}")
+            console.print("Rerun the same command to retry the failed agents (finished trials are kept).")
+    if outcome.failed:
+        raise typer.Exit(1)
+    return summary
+
+
+def _print_best_policy(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from ..policy import Policy
+
+    for label, b in summary["best"].items():
+        if not b:
+            console.print(f"budget {label}: no policy within the budget yet")
+            continue
+        pol = Policy.load(b["policy_path"])
+        t = Table(title=f"best policy for budget {label} ({summary['budgets_ms'][label]:.4g} ms): {b['agent']} trial {b['trial']}, "
+                        f"val accuracy {b['accuracy']:.4f} (dense {summary['dense']['accuracy']:.4f}), "
+                        f"{b['latency_ms']:.4g} ms, {b['speedup'] or 0:.2f}x faster")
+        for col in ("group", "kind", "channels", "pruned"):
+            t.add_column(col)
+        for g in pol.groups:
+            t.add_row(g.name, g.kind, f"{g.channels_before} -> {g.channels_after}", f"{g.ratio:.0%}")
+        from rich.console import Console
+
+        Console().print(t)
+        console.print(f"policy: {b['policy_path']}")
+
 
 def register(app: typer.Typer) -> None:
-    return None
+    @app.command("search")
+    def search_cmd(
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Zoo name, 'file.py:factory' or 'package.module:factory'.")] = None,
+        checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Dense weights (default: the shipped checkpoint).")] = None,
+        input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="C,H,W of one input (overrides the data set's).")] = None,
+        num_classes: NumClassesOpt = None,
+        dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="digits, fashion-mnist or cifar10 (accuracy on its validation split).")] = None,
+        data_dir: DataDirOpt = None,
+        device: Annotated[Optional[str], typer.Option("--device", help="Target device: built-in name, TOML file or remote:http://HOST:PORT [default: ort-cpu-1t].")] = None,
+        budget: Annotated[Optional[list[str]], typer.Option("--budget", "-b", help="Latency budget: fraction of the dense latency (0.5) or milliseconds (1.2ms); repeat or comma-separate [default: 0.5].")] = None,
+        agent: Annotated[Optional[list[str]], typer.Option("--agent", "-a", help="Agents, comma-separated or repeated: uniform, random, tpe, nsga2, autoprune, ppo, sac [default: uniform,random].")] = None,
+        evals: Annotated[Optional[int], typer.Option("--evals", "-n", help="Evaluations per agent in total; rerunning continues up to this [default: 20].")] = None,
+        seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed [default: 0].")] = None,
+        val_size: Annotated[Optional[int], typer.Option("--val-size", help="Validation images per evaluation [default: the evaluator's].")] = None,
+        latency_source: Annotated[Optional[str], typer.Option("--latency-source", help="Latency each trial is judged by: lut (predicted), live (measured) or hybrid [default: lut].")] = None,
+        reward: Annotated[Optional[str], typer.Option("--reward", help="Reward for RL agents (envs.rewards): constrained, mnasnet, penalty, try_and_learn [default: constrained].")] = None,
+        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<name>].")] = None,
+        name: Annotated[Optional[str], typer.Option("--name", help="Job name (studies are '<name>/<agent>') [default: <model>-<dataset>-<device>].")] = None,
+        storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage: a journal file path or an RDB URL (postgresql://...) [default: <out>/study.journal].")] = None,
+        workers: Annotated[Optional[int], typer.Option("--workers", "-j", help="Processes per Optuna agent (tpe, nsga2, autoprune) on the same storage [default: 1].")] = None,
+        job_file: Annotated[Optional[Path], typer.Option("--job", help="Job TOML file (flags override its fields).")] = None,
+        no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Search layer-wise pruning policies under latency budgets; resumes the job in --out if it exists.
+
+        Every evaluation is a trial in an Optuna storage (one study per agent); at the end the best
+        policy per budget is written to <out>/best/<budget>.json with a Pareto plot and a report.
+        """
+        from search.job import resolve_job
+
+        flags = _search_flags(model=model, checkpoint=str(checkpoint) if checkpoint else None, input_shape=input_shape,
+                              num_classes=num_classes, dataset=dataset, data_dir=str(data_dir) if data_dir else None, device=device,
+                              budgets=budget, agents=agent, evals=evals, seed=seed, val_size=val_size,
+                              latency_source=latency_source, reward=reward, out=str(out) if out else None, name=name,
+                              storage=storage, workers=workers)
+        job = resolve_job(job_file, **flags)
+        _run(job, json_out, progress=not no_progress)
+
+    @app.command("report")
+    def report_cmd(
+        run_dir: Annotated[Path, typer.Argument(help="A search run directory (runs/<name>).")],
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Best policy per budget, Pareto plot and markdown report of a search run (from its storage)."""
+        from search.report import print_summary, write_report
+
+        summary = write_report(run_dir)
+        if json_out:
+            print_json(summary)
+        else:
+            print_summary(summary)
+
+    @app.command("export")
+    def export_cmd(
+        run_dir: Annotated[Path, typer.Argument(help="A search run directory (runs/<name>).")],
+        budget: Annotated[str, typer.Option("--budget", "-b", help="The budget to export for (as given to search: 0.5 or 1.2ms).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (model.onnx, pruned.pt, policy.json, MODEL_CARD.md).")],
+        trial: Annotated[Optional[str], typer.Option("--trial", help="Export this trial (N, or AGENT:N) instead of the best one.")] = None,
+        finetune_epochs: Annotated[float, typer.Option("--finetune-epochs", "-e", help="Fine-tuning epochs on the train split (0: none).")] = 1.0,
+        lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.")] = 0.01,
+        no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Prune, fine-tune and export the most accurate trial that meets a budget by live latency."""
+        from search.export import export_run
+
+        res = export_run(run_dir, budget, out, trial=trial, finetune_epochs=finetune_epochs, lr=lr, progress=not no_progress and not json_out)
+        if json_out:
+            print_json(res)
+            return
+        console.print(f"[green]exported[/] {res['agent']} trial {res['trial']} for budget {res['budget']} ({res['budget_ms']:.4g} ms) -> {res['onnx']}")
+        console.print(f"test accuracy {res['test_accuracy']:.4f} (before fine-tuning {res['test_accuracy_before_finetune']:.4f}, "
+                      f"dense {res['dense_test_accuracy']:.4f}); live latency {res['latency_ms']:.4g} ms "
+                      f"(dense {res['dense_latency_ms']:.4g} ms, {res['speedup'] or 0:.2f}x); ONNX vs torch {res['max_abs_diff']:.1e}")
+        if not res["meets_budget"]:
+            console.print("[yellow]the exported model is over the budget by live latency[/]")
+        console.print(f"policy {res['policy']}, weights {res['pruned']}, model card {res['model_card']}")
+
+    @app.command("dashboard")
+    def dashboard_cmd(
+        run_dir: Annotated[Path, typer.Argument(help="A search run directory (runs/<name>).")],
+        port: Annotated[int, typer.Option("--port", help="Port.")] = 8080,
+        host: Annotated[str, typer.Option("--host", help="Address to listen on (the dashboard has no authentication: keep it on loopback).")] = "127.0.0.1",
+    ) -> None:
+        """Serve optuna-dashboard on a search run's storage (Pareto front, trials, policy artifacts)."""
+        from search.dashboard import serve
+
+        serve(run_dir, host=host, port=port)
+
+    @app.command("demo")
+    def demo_cmd(
+        evals: Annotated[int, typer.Option("--evals", "-n", help="Evaluations per agent.")] = DEMO_EVALS,
+        out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/demo"),
+        fresh: Annotated[bool, typer.Option("--fresh", help="Start over (delete the previous demo run in --out).")] = False,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """About 3 minutes: PPO and the uniform baseline halve digits-cnn's latency on this CPU; prints the best policy.
+
+        Runs `hilprune search -m digits-cnn -d digits --device ort-cpu-1t --budget 0.5 --agent ppo,uniform`
+        into runs/demo (uniform + random when PPO is not installed); rerunning continues it.
+        """
+        from search.agents import available
+        from search.job import JOB_FILE, load_run_job, resolve_job
+
+        agents = ["ppo", "uniform"]
+        if not available("ppo"):
+            agents = ["uniform", "random"]
+            console.print("[yellow]PPO (agent.ppo) is not available here: the demo runs uniform + random search instead[/]")
+        if fresh and out.exists():
+            if not (out / JOB_FILE).is_file() or load_run_job(out).name != "demo":
+                raise HilpruneError(f"--fresh: {out} is not a demo run directory; not deleting it")
+            shutil.rmtree(out)
+        job = resolve_job(None, model="digits-cnn", dataset="digits", device="ort-cpu-1t", budgets=["0.5"], agents=agents,
+                          evals=evals, seed=0, out=str(out), name="demo")
+        summary = _run(job, json_out, progress=not json_out)
+        if not json_out:
+            _print_best_policy(summary)
+            label = next(iter(summary["best"]), "0.5")
+            console.print(f"\nnext: hilprune export {out} --budget {label} --finetune-epochs 2 --out {out}/export"
+                          f"\n      hilprune dashboard {out}")

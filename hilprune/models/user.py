@@ -39,6 +39,8 @@ def load_user_model(spec: str) -> nn.Module:
             module = importlib.import_module(target)
         except ImportError as exc:
             raise ModelError(f"cannot import module {target!r}: {exc}") from exc
+        except Exception as exc:  # the user's module failed while importing: say where, not a traceback
+            raise ModelError(f"importing module {target!r} failed: {type(exc).__name__}: {exc}") from exc
     factory = getattr(module, factory_name, None)
     if factory is None or not callable(factory):
         raise ModelError(f"{target} has no callable {factory_name!r}")

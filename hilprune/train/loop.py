@@ -106,7 +106,8 @@ def train(model: nn.Module, data: DatasetBundle, cfg: TrainConfig, device: str |
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            running = 0.98 * running + 0.02 * float(loss) if step else float(loss)
+            value = loss.item()
+            running = 0.98 * running + 0.02 * value if step else value
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", epoch=epoch)

@@ -1,0 +1,34 @@
+"""Shared test set-up: torch on one thread (2 threads on a busy 2-core machine is ~100x slower)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+TESTS_DIR = Path(__file__).parent
+FIXTURES = TESTS_DIR / "fixtures"
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    """tests/fixtures (user model files and the like)."""
+    return FIXTURES
+
+
+@pytest.fixture
+def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Empty $HILPRUNE_DATA and $XDG_CACHE_HOME: no data set is found unless a test writes one."""
+    data, cache = tmp_path / "hilprune-data", tmp_path / "xdg-cache"
+    data.mkdir()
+    cache.mkdir()
+    monkeypatch.setenv("HILPRUNE_DATA", str(data))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return data
