@@ -89,6 +89,15 @@ class KernelSpec:
             return self.batch * self.cin * self.cout
         return 0
 
+    @property
+    def params(self) -> int:
+        """Weights and biases of conv and linear kernels (0 for the rest)."""
+        if self.op == "conv":
+            return self.cout * (self.cin // self.groups) * self.kernel * self.kernel + self.cout
+        if self.op == "linear":
+            return self.cin * self.cout + self.cout
+        return 0
+
     def key(self) -> str:
         """Stable text key used in lookup tables."""
         return "|".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))

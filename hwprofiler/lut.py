@@ -39,6 +39,16 @@ def measure_kernels(specs: list[KernelSpec], device: DeviceSpec) -> list[Measure
     ]
 
 
+def _read_lut_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DeviceError(f"cannot read LUT {path}: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("fingerprint"), dict):
+        raise DeviceError(f"{path} is not a hwprofiler LUT of format {FORMAT}")
+    return data
+
+
 class LUT:
     """Kernel latency table for one device fingerprint.
 
@@ -70,12 +80,7 @@ class LUT:
 
     # persistence -------------------------------------------------------------------------
     def _read(self, path: Path, strict: bool) -> None:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise DeviceError(f"cannot read LUT {path}: {e}") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT or "fingerprint" not in data:
-            raise DeviceError(f"{path} is not a hwprofiler LUT of format {FORMAT}")
+        data = _read_lut_file(path)
         file_id = fingerprint_id(data["fingerprint"])
         if strict and file_id != self.fingerprint_id:
             raise DeviceError(
@@ -93,12 +98,7 @@ class LUT:
         path = Path(path)
         if not path.is_file():
             raise DeviceError(f"LUT file {path} does not exist")
-        fp = None
-        if device is None:
-            try:
-                fp = json.loads(path.read_text(encoding="utf-8"))["fingerprint"]
-            except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DeviceError(f"cannot read LUT {path}: {e}") from None
+        fp = _read_lut_file(path)["fingerprint"] if device is None else None
         return cls(device, path, strict=strict, fingerprint_data=fp)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
@@ -127,7 +127,8 @@ class LUT:
     def _store(self, spec: KernelSpec, m: Measurement) -> None:
         self.entries[spec.key()] = {"key": spec.key(), "spec": spec.to_dict(), **m.to_dict(samples=False)}
 
-    def _need_device(self) -> DeviceSpec:
+    def require_device(self) -> DeviceSpec:
+        """The device that measures misses; a LUT opened without one cannot measure."""
         if self.device is None:
             raise DeviceError(f"LUT {self.path} has no device attached to measure a missing kernel; load it with one")
         return self.device
@@ -136,7 +137,7 @@ class LUT:
         """Median latency of a kernel in ms, measured on the device on a miss."""
         entry = self.entries.get(spec.key())
         if entry is None:
-            (m,) = measure_kernels([spec], self._need_device())
+            (m,) = measure_kernels([spec], self.require_device())
             self._store(spec, m)
             self.measured += 1
             return m.median_ms
@@ -155,7 +156,7 @@ class LUT:
         todo = self.missing(specs)
         if not todo:
             return 0
-        device = self._need_device()
+        device = self.require_device()
         chunk = REMOTE_CHUNK if device.is_remote else 1
         bar = _progress(len(todo), f"LUT {device.name}", progress)
         try:

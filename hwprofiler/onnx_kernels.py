@@ -67,6 +67,12 @@ class _Graph:
             )
         return s
 
+    def shape4(self, name: str, node: onnx.NodeProto) -> tuple[int, int, int, int]:
+        s = self.shape(name, node)
+        if len(s) != 4:
+            raise KernelError(f"{node.name or node.op_type}: only NCHW (2-D spatial) tensors are supported, got shape {s}")
+        return s  # type: ignore[return-value]
+
     def lone_consumer(self, name: str) -> int | None:
         """The node that alone reads `name`, or None (several readers, or a graph output)."""
         users = self.consumers.get(name, [])
@@ -136,7 +142,7 @@ def _takes_add(g: _Graph, add: onnx.NodeProto, out: str, used: set[int]) -> bool
 def _conv(g: _Graph, i: int, used: set[int]) -> tuple[KernelSpec, list[int]]:
     node = g.nodes[i]
     group = [i]
-    n, cin, h, w = g.shape(node.input[0], node)
+    n, cin, h, w = g.shape4(node.input[0], node)
     wshape = g.shape(node.input[1], node)
     a = _attrs(node)
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
@@ -191,7 +197,7 @@ def _linear(g: _Graph, i: int, used: set[int]) -> tuple[KernelSpec, list[int]]:
 
 def _pool(g: _Graph, i: int) -> KernelSpec:
     node = g.nodes[i]
-    n, c, h, w = g.shape(node.input[0], node)
+    n, c, h, w = g.shape4(node.input[0], node)
     a = _attrs(node)
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         raise KernelError(f"{node.name or node.op_type}: auto_pad is not supported; export with explicit pads")
@@ -281,7 +287,7 @@ def kernels_from_onnx(
         elif op in ("GlobalAveragePool", "GlobalMaxPool") or (
             op == "ReduceMean" and _reduce_mean_axes(g, node) == [2, 3]
         ):
-            n, c, h, w = g.shape(node.input[0], node)
+            n, c, h, w = g.shape4(node.input[0], node)
             kind = "globalmaxpool" if op == "GlobalMaxPool" else "globalavgpool"
             spec = KernelSpec(op=kind, batch=n, cin=c, cout=c, h=h, w=w)
         elif op in ("Add", "Mul"):

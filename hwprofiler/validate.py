@@ -53,9 +53,9 @@ def parse_model(data: bytes) -> onnx.ModelProto:
         model.ParseFromString(data)
     except (DecodeError, ValueError) as e:
         raise InvalidModelError(f"not an ONNX model: {e}") from None
+    _check_safe(model)
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as e:
         raise InvalidModelError(f"onnx.checker rejected the model: {str(e).strip()}") from None
-    _check_safe(model)
     return model

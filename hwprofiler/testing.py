@@ -1,0 +1,70 @@
+"""Tiny ONNX models and a fast device spec, for tests and demos (no torch needed)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from hwprofiler.devices import DeviceSpec, MeasurePolicy
+
+FAST_POLICY = MeasurePolicy(warmup=3, min_repeats=8, max_repeats=300, target_rel_ci=0.03, time_cap_s=0.25)
+FAST_KERNEL_POLICY = MeasurePolicy(warmup=3, min_repeats=8, max_repeats=200, target_rel_ci=0.04, time_cap_s=0.1)
+
+
+def fast_device(threads: int = 1, name: str = "test-fast") -> DeviceSpec:
+    """The CPU device with short measurement policies, so a test suite stays quick."""
+    return DeviceSpec(
+        name=name,
+        intra_op_threads=threads,
+        policy=FAST_POLICY,
+        kernel_policy=FAST_KERNEL_POLICY,
+        source="hwprofiler.testing",
+    )
+
+
+def tiny_cnn(c: int = 16, c2: int | None = 32, hw: int = 16, classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """Conv-BN-Relu -> Conv-Add(residual)-Relu -> [Conv(stride 2)-Relu] -> GlobalAveragePool -> Flatten -> Gemm.
+
+    Unoptimised, as an exporter writes it (BN not folded), opset 17, fixed 1x3xHWxHW input.
+    """
+    rng = np.random.default_rng(seed)
+
+    def t(name: str, *shape: int, positive: bool = False) -> onnx.TensorProto:
+        a = rng.standard_normal(shape).astype(np.float32) * 0.1
+        return numpy_helper.from_array(np.abs(a) + 1.0 if positive else a, name)
+
+    inits = [
+        t("w1", c, 3, 3, 3), t("bn_g", c, positive=True), t("bn_b", c), t("bn_m", c), t("bn_v", c, positive=True),
+        t("w2", c, c, 3, 3), t("b2", c),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("BatchNormalization", ["c1", "bn_g", "bn_b", "bn_m", "bn_v"], ["bn1"], name="bn1"),
+        helper.make_node("Relu", ["bn1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Add", ["c2", "r1"], ["a2"], name="add2"),
+        helper.make_node("Relu", ["a2"], ["r2"], name="relu2"),
+    ]
+    last, width = "r2", c
+    if c2 is not None:
+        inits += [t("w3", c2, c, 3, 3), t("b3", c2)]
+        nodes += [
+            helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], name="conv3"),
+            helper.make_node("Relu", ["c3"], ["r3"], name="relu3"),
+        ]
+        last, width = "r3", c2
+    inits += [t("fc_w", classes, width), t("fc_b", classes)]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [last], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, classes])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="hwprofiler.testing")
+    model.ir_version = 8
+    return model

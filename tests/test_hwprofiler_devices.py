@@ -1,0 +1,117 @@
+"""Device specs, fingerprints, and the no-torch import rule."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+import hwprofiler
+from hwprofiler import DeviceError, fingerprint, fingerprint_id, list_devices, load_device
+
+
+def test_builtins_listed_and_loadable():
+    assert {"ort-cpu-1t", "ort-cpu-2t"} <= set(list_devices())
+    one, two = load_device("ort-cpu-1t"), load_device("ort-cpu-2t")
+    assert one.intra_op_threads == 1 and two.intra_op_threads == 2
+    assert one.graph_optimization_level == "all" and one.policy.target_rel_ci == 0.02
+    assert one.kernel_policy.time_cap_s < one.policy.time_cap_s
+
+
+def test_load_from_toml_path(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        'name = "mine"\nbatch = 2\n[onnxruntime]\nintra_op_threads = 2\n[policy]\nwarmup = 1\ntime_cap_s = 0.5\n'
+    )
+    spec = load_device(str(path))
+    assert (spec.name, spec.batch, spec.intra_op_threads) == ("mine", 2, 2)
+    assert spec.policy.warmup == 1 and spec.policy.min_repeats == 20  # unspecified keys keep defaults
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('name = "x"\nthreads = 2\n', "unknown keys"),
+        ('name = "x"\n[onnxruntime]\ngraph_optimization_level = "max"\n', "graph_optimization_level"),
+        ('name = "x"\n[policy]\nmin_repeats = 0\n', "policy"),
+        ("name = [\n", "not valid TOML"),
+    ],
+)
+def test_bad_toml_is_one_clear_device_error(tmp_path, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(DeviceError, match=needle) as info:
+        load_device(path)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_device_is_device_error():
+    with pytest.raises(DeviceError, match="unknown device 'no-such-device'.*ort-cpu-1t"):
+        load_device("no-such-device")
+    with pytest.raises(DeviceError, match="does not exist"):
+        load_device("/nonexistent/dev.toml")
+    with pytest.raises(DeviceError, match="remote:http://HOST:PORT"):
+        load_device("remote:ftp://x")
+    assert issubclass(DeviceError, Exception) and not issubclass(DeviceError, ValueError)
+
+
+def test_remote_spec_takes_token_from_env(monkeypatch):
+    monkeypatch.setenv("HWPROFILER_TOKEN", "s3cret")
+    spec = load_device("remote:http://127.0.0.1:9/")
+    assert spec.is_remote and spec.remote == "http://127.0.0.1:9" and spec.token == "s3cret"
+    assert "s3cret" not in repr(spec)
+
+
+def test_fingerprint_is_stable_and_setting_sensitive():
+    one = load_device("ort-cpu-1t")
+    fp = fingerprint(one)
+    for key in ("cpu_model", "logical_cores", "onnxruntime", "providers", "intra_op_threads", "provider_options"):
+        assert key in fp
+    fid = fingerprint_id(one)
+    assert fid == fingerprint_id(fp) == fingerprint_id(load_device("ort-cpu-1t")) and len(fid) == 16
+    assert fingerprint_id(replace(one, name="renamed")) == fid  # names do not matter
+    assert fingerprint_id(load_device("ort-cpu-2t")) != fid
+    assert fingerprint_id(replace(one, graph_optimization_level="basic")) != fid
+
+
+BLOCK_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked: hwprofiler must work without it")
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def test_import_leaves_torch_unimported():
+    code = (
+        "import sys, hwprofiler, hwprofiler.server, hwprofiler.cli, hwprofiler.client, hwprofiler.predictor;"
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_device_side_works_with_torch_blocked(tmp_path):
+    code = BLOCK_TORCH + (
+        "import hwprofiler as hp\n"
+        "from hwprofiler.server import create_app\n"
+        "from hwprofiler.testing import fast_device, tiny_cnn\n"
+        "dev = fast_device()\n"
+        "lut = hp.LUT(dev)\n"
+        "lut.fill(hp.kernels_from_onnx(tiny_cnn(c=4, c2=None)), progress=True)\n"
+        "assert hp.measure_onnx(tiny_cnn(c=4, c2=None), dev).median_ms > 0\n"
+        "create_app(dev, 'token')\n"
+    )
+    env = {**os.environ, "HWPROFILER_CACHE": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env, capture_output=True)
+
+
+def test_public_api():
+    for name in (
+        "DeviceSpec", "load_device", "list_devices", "fingerprint", "measure_onnx", "Measurement", "KernelSpec",
+        "kernels_from_onnx", "build_kernel_model", "LUT", "Predictor", "DeviceError",
+    ):
+        assert name in hwprofiler.__all__ and hasattr(hwprofiler, name)

@@ -1,0 +1,125 @@
+"""Kernel specs, single-kernel models, and grouping an ONNX graph into fused kernels."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hwprofiler import KernelError, KernelSpec, build_kernel_model, kernels_from_onnx
+from hwprofiler.measure import make_session, random_feeds
+from hwprofiler.testing import fast_device, tiny_cnn
+
+FREE = {"Flatten", "Reshape", "ReorderInput", "ReorderOutput"}
+
+
+def test_tiny_cnn_groups_into_the_fused_kernels():
+    got = kernels_from_onnx(tiny_cnn(c=16, c2=32, hw=16))
+    assert got == [
+        KernelSpec(op="conv", cin=3, cout=16, kernel=3, padding=1, h=16, w=16, activation="relu"),
+        KernelSpec(op="conv", cin=16, cout=16, kernel=3, padding=1, h=16, w=16, activation="relu", residual_add=True),
+        KernelSpec(op="conv", cin=16, cout=32, kernel=3, stride=2, padding=1, h=16, w=16, activation="relu"),
+        KernelSpec(op="globalavgpool", cin=32, cout=32, h=8, w=8),
+        KernelSpec(op="linear", cin=32, cout=10),
+    ]
+
+
+@pytest.mark.parametrize("c", [16, 30])  # 16: blocked NCHWc convs; 30: plain FusedConv path
+def test_kernel_count_matches_what_onnxruntime_runs(tmp_path, c):
+    model = tiny_cnn(c=c, c2=2 * c)
+    opt = tmp_path / "opt.onnx"
+    make_session(model.SerializeToString(), fast_device(), optimized_model_path=str(opt))
+    ran = [n.op_type for n in onnx.load(str(opt)).graph.node if n.op_type not in FREE]
+    assert len(ran) == len(kernels_from_onnx(model)), ran
+
+
+def _w(name, *shape):
+    return numpy_helper.from_array(np.random.default_rng(0).standard_normal(shape).astype(np.float32), name)
+
+
+def _model(nodes, inits, x_shape, y_name, y_shape, opset=17):
+    g = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info(y_name, TensorProto.FLOAT, y_shape)], inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def test_downsample_block_gives_the_add_to_the_first_input():
+    # main: conv(x) -> relu -> conv ; shortcut: conv 1x1 stride 1; Add(main, shortcut) -> Relu
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["x", "wd", "bd"], ["sc"]),  # shortcut comes first in node order
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "sc"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    inits = [_w("w1", 8, 4, 3, 3), _w("b1", 8), _w("wd", 8, 4, 1, 1), _w("bd", 8), _w("w2", 8, 8, 3, 3), _w("b2", 8)]
+    ks = kernels_from_onnx(_model(nodes, inits, [1, 4, 8, 8], "y", [1, 8, 8, 8]))
+    assert [(k.kernel, k.residual_add, k.activation) for k in ks] == [(3, False, "relu"), (1, False, None), (3, True, "relu")]
+
+
+def test_linear_from_matmul_add_and_standalone_ops():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("ReduceMean", ["r", "axes"], ["m"], keepdims=0),
+        helper.make_node("MatMul", ["m", "w"], ["mm"]),
+        helper.make_node("Add", ["mm", "b"], ["lin"]),
+        helper.make_node("Clip", ["lin", "lo", "hi"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"), _w("w", 6, 5), _w("b", 5),
+        numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+    ]
+    ks = kernels_from_onnx(_model(nodes, inits, ["N", 6, 4, 4], "y", ["N", 5], opset=18), batch=2)
+    assert ks == [
+        KernelSpec(op="act", batch=2, cin=6, cout=6, h=4, w=4, activation="relu"),
+        KernelSpec(op="globalavgpool", batch=2, cin=6, cout=6, h=4, w=4),
+        KernelSpec(op="linear", batch=2, cin=6, cout=5, activation="relu6"),
+    ]
+
+
+def test_unsupported_op_names_the_node():
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], name="the_softmax")]
+    with pytest.raises(KernelError, match="the_softmax.*Softmax"):
+        kernels_from_onnx(_model(nodes, [], [1, 10], "y", [1, 10]))
+
+
+SPECS = [
+    KernelSpec(op="conv", cin=8, cout=16, kernel=3, stride=2, padding=1, h=12, w=12, activation="relu6"),
+    KernelSpec(op="conv", cin=16, cout=16, kernel=3, groups=16, padding=1, h=8, w=8, residual_add=True),
+    KernelSpec(op="linear", cin=32, cout=10, activation="relu"),
+    KernelSpec(op="maxpool", cin=8, cout=8, kernel=3, stride=2, padding=1, h=9, w=9),
+    KernelSpec(op="avgpool", cin=8, cout=8, kernel=2, stride=2, h=8, w=8),
+    KernelSpec(op="globalavgpool", cin=8, cout=8, h=4, w=4),
+    KernelSpec(op="add", cin=8, cout=8, h=4, w=4, activation="relu"),
+    KernelSpec(op="act", cin=8, cout=8, h=4, w=4, activation="sigmoid"),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.op)
+def test_kernel_models_check_run_and_round_trip(spec):
+    model = build_kernel_model(spec)
+    onnx.checker.check_model(model, full_check=True)
+    assert build_kernel_model(spec).SerializeToString() == model.SerializeToString()  # stable cache key
+    sess = make_session(model.SerializeToString(), fast_device())
+    (y,) = sess.run(None, random_feeds(sess, 1))
+    ho, wo = spec.out_hw
+    assert y.shape == ((1, spec.cout) if spec.op == "linear" else (1, spec.cout, ho, wo))
+    assert KernelSpec.from_dict(spec.to_dict()) == spec
+    assert len({spec.key(), *(s.key() for s in SPECS if s != spec)}) == len(SPECS)
+
+
+def test_bad_specs_are_kernel_errors():
+    with pytest.raises(KernelError, match="unknown kernel op"):
+        KernelSpec(op="lstm")
+    with pytest.raises(KernelError, match="groups"):
+        KernelSpec(op="conv", cin=6, cout=8, groups=4)
+    with pytest.raises(KernelError, match="unknown kernel spec keys"):
+        KernelSpec.from_dict({"op": "conv", "chanels": 3})
+    with pytest.raises(KernelError, match="positive"):
+        KernelSpec.from_dict({"op": "conv", "cin": -1})
+    assert KernelSpec(op="conv", cin=4, cout=8, kernel=3, padding=1, h=8, w=8).macs == 8 * 8 * 8 * 4 * 9
