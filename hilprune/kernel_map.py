@@ -21,45 +21,59 @@ from .policy import channels_after
 from .surgery import Surgeon
 
 
+Channels = dict[int, int]  # group index -> weight: channels = dense + sum(weight * (kept - dense))
+
+
 @dataclass(frozen=True)
 class _Tie:
-    in_group: int | None  # index of the group that sets the kernel's input channels
-    out_group: int | None  # ... its output channels
+    cin: Channels  # how the kernel's input channels follow the groups
+    cout: Channels  # ... its output channels
     depthwise: bool  # groups == cin == cout: the group count follows the channels
 
 
 class KernelMap:
-    """Maps per-group kept channels to the kernel list of the pruned model."""
+    """Maps per-group kept channels to the kernel list of the pruned model.
+
+    A kernel's channel count is linear in the groups' kept channels: one group after a plain
+    conv or a residual add, the sum of the branches after a concat, channels x H x W after a
+    flatten. Each group is pruned alone once to read off its integer weight on every kernel.
+    """
 
     def __init__(self, surgeon: Surgeon, batch: int = 1) -> None:
         self.groups = surgeon.groups
         self.input_shape = tuple(surgeon.example.shape[1:])
         self.dense = kernels_from_onnx(to_onnx_bytes(surgeon.dense, self.input_shape, batch), batch=batch)
-        ins: list[int | None] = [None] * len(self.dense)
-        outs: list[int | None] = [None] * len(self.dense)
+        cin: list[Channels] = [{} for _ in self.dense]
+        cout: list[Channels] = [{} for _ in self.dense]
         for gi, g in enumerate(self.groups):
             if g.channels < 2:
                 continue
             probe = {h.name: 0.0 for h in self.groups} | {g.name: 0.5}
-            pruned = surgeon.apply(surgeon.policy(probe, max_ratio=1.0), count=False).model
+            policy = surgeon.policy(probe, max_ratio=1.0)
+            removed = g.channels - policy.groups[gi].channels_after
+            pruned = surgeon.apply(policy, count=False).model
             kernels = kernels_from_onnx(to_onnx_bytes(pruned, self.input_shape, batch), batch=batch)
             if len(kernels) != len(self.dense):
                 raise RuntimeError(f"pruning group {g.name} changed the kernel graph ({len(self.dense)} -> {len(kernels)} kernels)")
             for i, (k0, k1) in enumerate(zip(self.dense, kernels)):
-                if k1.cin != k0.cin:
-                    ins[i] = gi
-                if k1.cout != k0.cout:
-                    outs[i] = gi
-        self.ties = [_Tie(ins[i], outs[i], k.op == "conv" and k.groups > 1 and k.groups == k.cin == k.cout)
+                for field, ties in (("cin", cin), ("cout", cout)):
+                    delta = getattr(k0, field) - getattr(k1, field)
+                    if delta:
+                        if delta % removed:
+                            raise RuntimeError(f"kernel {i} ({k0.op}) {field} does not follow group {g.name} linearly")
+                        ties[i][gi] = delta // removed
+        self.ties = [_Tie(cin[i], cout[i], k.op == "conv" and k.groups > 1 and k.groups == k.cin == k.cout)
                      for i, k in enumerate(self.dense)]
+
+    def _count(self, dense: int, ties: Channels, kept: Sequence[int]) -> int:
+        return dense + sum(w * (kept[gi] - self.groups[gi].channels) for gi, w in ties.items())
 
     def kernels(self, kept: Sequence[int]) -> list[KernelSpec]:
         """Kernels of the model whose group i keeps kept[i] channels."""
         out = []
         for k, tie in zip(self.dense, self.ties):
-            cin = kept[tie.in_group] if tie.in_group is not None else k.cin
-            cout = kept[tie.out_group] if tie.out_group is not None else k.cout
-            out.append(self.kernels_at(k, tie, cin, cout))
+            cin, cout = self._count(k.cin, tie.cin, kept), self._count(k.cout, tie.cout, kept)
+            out.append(replace(k, cin=cin, cout=cout, groups=cin if tie.depthwise else k.groups))
         return out
 
     def kept(self, ratios: Mapping[str, float] | Sequence[float], round_to: int = 1) -> list[int]:
@@ -73,27 +87,19 @@ class KernelMap:
     def reachable(self, grid: Sequence[float], round_to: int = 1) -> list[KernelSpec]:
         """Every distinct kernel that a policy on `grid` (ratios per group) can produce."""
         seen: dict[str, KernelSpec] = {}
-        for k, tie in zip(self.dense, self.ties):
-            choices_in = _choices(self.groups, tie.in_group, grid, round_to, k.cin)
-            choices_out = _choices(self.groups, tie.out_group, grid, round_to, k.cout)
-            same = tie.in_group is not None and tie.in_group == tie.out_group
-            pairs = [(c, c) for c in choices_out] if same else itertools.product(choices_in, choices_out)
-            for cin, cout in pairs:
-                spec = self.kernels_at(k, tie, cin, cout)
+        dense_kept = [g.channels for g in self.groups]
+        for i, tie in enumerate(self.ties):
+            involved = sorted(set(tie.cin) | set(tie.cout))
+            options = [sorted({channels_after(self.groups[gi].channels, float(r), round_to) for r in grid}) for gi in involved]
+            for combo in itertools.product(*options):
+                kept = list(dense_kept)
+                for gi, c in zip(involved, combo):
+                    kept[gi] = c
+                k = self.dense[i]
+                cin, cout = self._count(k.cin, tie.cin, kept), self._count(k.cout, tie.cout, kept)
+                spec = replace(k, cin=cin, cout=cout, groups=cin if tie.depthwise else k.groups)
                 seen.setdefault(spec.key(), spec)
         return list(seen.values())
-
-    @staticmethod
-    def kernels_at(k: KernelSpec, tie: _Tie, cin: int, cout: int) -> KernelSpec:
-        if k.op not in ("conv", "linear"):
-            cin = cout
-        return replace(k, cin=cin, cout=cout, groups=cin if tie.depthwise else k.groups)
-
-
-def _choices(groups: Sequence, gi: int | None, grid: Sequence[float], round_to: int, dense: int) -> list[int]:
-    if gi is None:
-        return [dense]
-    return sorted({channels_after(groups[gi].channels, float(r), round_to) for r in grid})
 
 
 def ratio_grid(max_ratio: float, step: float) -> list[float]:

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hwprofiler.errors import KernelError
 
-OPS = ("conv", "linear", "maxpool", "avgpool", "globalavgpool", "globalmaxpool", "add", "mul", "act")
+OPS = ("conv", "linear", "maxpool", "avgpool", "globalavgpool", "globalmaxpool", "add", "mul", "act", "concat")
 ACTIVATIONS = ("relu", "relu6", "clip", "sigmoid", "tanh", "leakyrelu", "hardsigmoid")
 OPSET = 17
 _ONNX_DTYPES = {"float32": (TensorProto.FLOAT, np.float32), "float16": (TensorProto.FLOAT16, np.float16)}
@@ -59,6 +59,8 @@ class KernelSpec:
             raise KernelError(f"kernel sizes must be positive integers: {self}")
         if self.op == "conv" and (self.cin % self.groups or self.cout % self.groups):
             raise KernelError(f"groups={self.groups} must divide cin={self.cin} and cout={self.cout}")
+        if self.op == "concat" and self.cout <= self.cin:
+            raise KernelError(f"concat joins its first input's cin channels with more: cout must exceed cin ({self})")
         if self.residual_add and self.op != "conv":
             raise KernelError("residual_add only applies to conv kernels")
         if self.op in ("maxpool", "avgpool", "globalavgpool", "globalmaxpool", "add", "mul", "act") and self.cin != self.cout:
@@ -186,6 +188,10 @@ def build_kernel_model(spec: KernelSpec, dtype: str = "float32") -> onnx.ModelPr
         op = "GlobalAveragePool" if spec.op == "globalavgpool" else "GlobalMaxPool"
         nodes.append(helper.make_node(op, ["x"], ["pool"]))
         last = "pool"
+    elif spec.op == "concat":
+        inputs.append(helper.make_tensor_value_info("rest", elem, [b, spec.cout - spec.cin, spec.h, spec.w]))
+        nodes.append(helper.make_node("Concat", ["x", "rest"], ["cat"], axis=1))
+        last = "cat"
     elif spec.op in ("add", "mul"):
         inputs.append(helper.make_tensor_value_info("other", elem, x_shape))
         nodes.append(helper.make_node("Add" if spec.op == "add" else "Mul", ["x", "other"], ["binary"]))

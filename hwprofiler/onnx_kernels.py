@@ -294,6 +294,12 @@ def kernels_from_onnx(
             n, c, h, w = _eltwise_shape(g.shape(node.output[0], node))
             act, _ = _take_activation(g, node.output[0], used, group)
             spec = KernelSpec(op=op.lower(), batch=n, cin=c, cout=c, h=h, w=w, activation=act)
+        elif op == "Concat" and len(node.input) > 1 and len(g.shape(node.output[0], node)) == 4:
+            # Priced as the copy of the first input's channels next to the rest (axis 1 only).
+            n, c_out, h, w = g.shape4(node.output[0], node)
+            if _attrs(node).get("axis", 0) not in (1, -3):
+                raise KernelError(f"{node.name or op}: only channel-axis Concat is supported")
+            spec = KernelSpec(op="concat", batch=n, cin=g.shape4(node.input[0], node)[1], cout=c_out, h=h, w=w)
         elif op in ACT_OPS:
             n, c, h, w = _eltwise_shape(g.shape(node.input[0], node))
             spec = KernelSpec(op="act", batch=n, cin=c, cout=c, h=h, w=w, activation=_activation(g, node))
@@ -301,7 +307,7 @@ def kernels_from_onnx(
             raise KernelError(
                 f"cannot price node {node.name or op!r} ({op}): supported are Conv, BatchNormalization after Conv, "
                 "Gemm, MatMul, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean over H and W, "
-                f"Add, Mul, {', '.join(ACT_OPS)} and shape-only ops"
+                f"Add, Mul, channel Concat, {', '.join(ACT_OPS)} and shape-only ops"
             )
         used.update(group)
         kernels.append(spec)

@@ -123,3 +123,20 @@ def test_bad_specs_are_kernel_errors():
     with pytest.raises(KernelError, match="positive"):
         KernelSpec.from_dict({"op": "conv", "cin": -1})
     assert KernelSpec(op="conv", cin=4, cout=8, kernel=3, padding=1, h=8, w=8).macs == 8 * 8 * 8 * 4 * 9
+
+
+def test_concat_kernel_builds_runs_and_is_found() -> None:
+    import onnxruntime as ort
+
+    spec = KernelSpec(op="concat", cin=8, cout=20, h=6, w=6)
+    sess = ort.InferenceSession(build_kernel_model(spec).SerializeToString(), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"x": np.zeros((1, 8, 6, 6), np.float32), "rest": np.ones((1, 12, 6, 6), np.float32)})[0]
+    assert out.shape == (1, 20, 6, 6)
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8, 6, 6])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 12, 6, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 20, 6, 6])
+    graph = helper.make_graph([helper.make_node("Concat", ["a", "b"], ["y"], axis=1)], "cat", [a, b], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert kernels_from_onnx(model) == [KernelSpec(op="concat", cin=8, cout=20, h=6, w=6)]
+    with pytest.raises(KernelError):
+        KernelSpec(op="concat", cin=8, cout=8, h=6, w=6)

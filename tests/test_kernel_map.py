@@ -38,3 +38,17 @@ def test_reachable_covers_grid_policies() -> None:
     for _ in range(10):
         ratios = [rng.choice(grid) for _ in surgeon.groups]
         assert {k.key() for k in kmap.kernels_for(ratios)} <= reachable
+
+
+def test_concat_and_depthwise_user_model(fixtures_dir) -> None:
+    """After a concat a kernel's input channels are the sum of two groups' channels."""
+    spec = resolve_model(f"{fixtures_dir / 'user_model.py'}:build", input_shape=(3, 16, 16))
+    surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity())
+    kmap = KernelMap(surgeon)
+    assert any(k.op == "concat" for k in kmap.dense)
+    assert any(len(t.cin) >= 2 for t in kmap.ties), "some kernel should follow two groups (the concat)"
+    rng = random.Random(3)
+    for _ in range(4):
+        ratios = [rng.choice([0.0, 0.25, 0.5, 0.75]) for _ in surgeon.groups]
+        pruned = surgeon.apply(surgeon.policy(ratios), count=False).model
+        assert kmap.kernels_for(ratios) == kernels_from_onnx(to_onnx_bytes(pruned, spec.input_shape))
