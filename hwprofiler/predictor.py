@@ -25,6 +25,7 @@ from hwprofiler.lut import LUT
 from hwprofiler.measure import Measurement, measure_onnx, model_bytes
 from hwprofiler.onnx_kernels import kernels_from_onnx
 
+FLOOR = 0.25  # of the kernel sum: see Predictor.predict
 PRIOR = (1.0, 0.0, 0.0, 0.0)
 Coefficients = tuple[float, float, float, float]
 
@@ -51,7 +52,9 @@ def fit_overhead(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) ->
     relative to live_ms (a 10% miss counts the same on a 0.1 ms and a 100 ms network).
 
     Physical signs are enforced: weights cannot make a network faster (d >= 0, else refit
-    without d), and a non-positive scale falls back to a pure ratio live/sum.
+    without d), a session's fixed cost cannot be negative (c >= 0, else refit without c; a
+    negative intercept sends small, heavily pruned networks to zero), and a non-positive scale
+    falls back to a pure ratio live/sum.
     """
     if not points:
         return PRIOR
@@ -60,9 +63,12 @@ def fit_overhead(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) ->
     w = np.array([p.get("weight_mb", 0.0) for p in points], dtype=float)
     y = np.array([p["live_ms"] for p in points], dtype=float)
     X = np.stack([s, n, np.ones_like(s), w], axis=1) / y[:, None]
-    coef = _ridge(X, [0, 1, 2, 3], prior_weight)
-    if coef[3] < 0:
-        coef = _ridge(X, [0, 1, 2], prior_weight)
+    cols = [0, 1, 2, 3]
+    coef = _ridge(X, cols, prior_weight)
+    for sign_constrained in (3, 2):
+        if coef[sign_constrained] < 0:
+            cols.remove(sign_constrained)
+            coef = _ridge(X, cols, prior_weight)
     if coef[0] <= 0:
         coef = _ridge(X, [0], 0.0)
     return float(coef[0]), float(coef[1]), float(coef[2]), float(coef[3])
@@ -94,9 +100,14 @@ class Predictor:
         return sum(self.lut.get(k) for k in kernels)
 
     def predict(self, kernels: Sequence[KernelSpec]) -> float:
-        """Predicted network latency in ms."""
+        """Predicted network latency in ms.
+
+        Floored at a quarter of the kernel sum: the fit is linear, and far outside the networks it
+        was fitted on (a tiny, heavily pruned one) a negative per-kernel term must not reach zero.
+        """
         a, b, c, d = self.coef
-        return max(a * self.kernel_sum(kernels) + b * len(kernels) + c + d * weight_mb(kernels, self._dtype), 1e-6)
+        total = self.kernel_sum(kernels)
+        return max(a * total + b * len(kernels) + c + d * weight_mb(kernels, self._dtype), FLOOR * total, 1e-6)
 
     def predict_model(self, model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> float:
         """Predicted latency in ms of an exported model (free batch dimension = device batch)."""
