@@ -18,7 +18,7 @@ def _search_flags(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None and not (isinstance(v, list) and not v)}
 
 
-def _run(job: Any, json_out: bool, progress: bool) -> dict[str, Any]:
+def _run(job: Any, json_out: bool, progress: bool, exit_on_failure: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
     from search.report import print_summary
     from search.runner import run_search
 
@@ -38,9 +38,9 @@ def _run(job: Any, json_out: bool, progress: bool) -> dict[str, Any]:
             for agent, err in outcome.failed.items():
                 console.print(f"[red]{agent} failed:[/] {err}")
             console.print("Rerun the same command to retry the failed agents (finished trials are kept).")
-    if outcome.failed:
+    if outcome.failed and exit_on_failure:
         raise typer.Exit(1)
-    return summary
+    return summary, outcome.failed
 
 
 def _print_best_policy(summary: dict[str, Any]) -> None:
@@ -53,16 +53,15 @@ def _print_best_policy(summary: dict[str, Any]) -> None:
             console.print(f"budget {label}: no policy within the budget yet")
             continue
         pol = Policy.load(b["policy_path"])
-        t = Table(title=f"best policy for budget {label} ({summary['budgets_ms'][label]:.4g} ms): {b['agent']} trial {b['trial']}, "
-                        f"val accuracy {b['accuracy']:.4f} (dense {summary['dense']['accuracy']:.4f}), "
-                        f"{b['latency_ms']:.4g} ms, {b['speedup'] or 0:.2f}x faster")
+        console.print(f"\n[bold]best policy for budget {label}[/] ({summary['budgets_ms'][label]:.4g} ms): {b['agent']} trial {b['trial']}, "
+                      f"val accuracy {b['accuracy']:.4f} (dense {summary['dense']['accuracy']:.4f}), "
+                      f"{b['latency_ms']:.4g} ms ({summary.get('latency_source', 'lut')}), {b['speedup'] or 0:.2f}x faster")
+        t = Table()
         for col in ("group", "kind", "channels", "pruned"):
             t.add_column(col)
         for g in pol.groups:
             t.add_row(g.name, g.kind, f"{g.channels_before} -> {g.channels_after}", f"{g.ratio:.0%}")
-        from rich.console import Console
-
-        Console().print(t)
+        console.print(t)
         console.print(f"policy: {b['policy_path']}")
 
 
@@ -182,9 +181,11 @@ def register(app: typer.Typer) -> None:
             shutil.rmtree(out)
         job = resolve_job(None, model="digits-cnn", dataset="digits", device="ort-cpu-1t", budgets=["0.5"], agents=agents,
                           evals=evals, seed=0, out=str(out), name="demo")
-        summary = _run(job, json_out, progress=not json_out)
+        summary, failed = _run(job, json_out, progress=not json_out, exit_on_failure=False)
         if not json_out:
             _print_best_policy(summary)
             label = next(iter(summary["best"]), "0.5")
             console.print(f"\nnext: hilprune export {out} --budget {label} --finetune-epochs 2 --out {out}/export"
                           f"\n      hilprune dashboard {out}")
+        if failed:
+            raise typer.Exit(1)
