@@ -1,0 +1,12 @@
+"""Errors of the environments: user mistakes, so they are `HilpruneError`s (one line, exit 2 in the CLI)."""
+from __future__ import annotations
+
+from hilprune.errors import HilpruneError
+
+
+class EnvConfigError(HilpruneError):
+    """A bad environment or evaluator option (unknown reward, latency source, action shape...)."""
+
+
+class BudgetError(HilpruneError):
+    """A latency budget that cannot be met, or cannot be read."""

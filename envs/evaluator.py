@@ -1,0 +1,696 @@
+"""Policy in, accuracy and device latency out: the one place where a pruning policy is judged.
+
+Everything that does not depend on the policy is done once, at construction: the model and its
+checkpoint, the validation subset (from the *val* split, never test), channel ranking (Surgeon),
+the dense ONNX graph and its live latency on the device, the dense accuracy, the kernel map and
+the device's LUT and predictor. `evaluate(ratios)` then runs, per new policy:
+
+    surgery -> BN recalibration on K train batches -> accuracy on the fixed val subset
+            -> latency from the LUT, the device (live), or both (hybrid)
+
+and caches the result by the rounded policy (`Policy.key()`: the kept channels per group).
+`predict_latency(ratios)` is the LUT alone through the kernel map: no surgery, well under a
+millisecond once the LUT holds the kernels, so environments call it at every step.
+"""
+from __future__ import annotations
+
+import atexit
+import copy
+import logging
+import math
+import time
+import weakref
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from hilprune.errors import HilpruneError, PolicyError
+from hilprune.policy import Policy, channels_after, validate_policy
+
+from .devlock import device_lock
+from hwprofiler import kernels_from_onnx as price_kernels
+from .errors import BudgetError, EnvConfigError
+
+log = logging.getLogger(__name__)
+
+LATENCY_SOURCES = ("lut", "live", "hybrid")
+EVAL_BACKENDS = ("auto", "torch", "ort")
+EVAL_CHUNK = 250  # images per inference call (both backends)
+LUT_SAVE_EVERY_S = 30.0
+
+Ratios = Mapping[str, float] | Sequence[float] | Policy
+
+
+@dataclass
+class EvalResult:
+    """One evaluated policy. `latency_ms` is the number the search should use: the live
+    measurement when one was taken (`latency_kind == "live"`), else the LUT prediction."""
+
+    policy: Policy
+    accuracy: float
+    latency_ms: float
+    lut_latency_ms: float
+    live_latency_ms: float | None
+    macs: int
+    params: int
+    cached: bool = False
+    wall_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    latency_kind: str = "lut"
+
+    def key(self) -> tuple[int, ...]:
+        return self.policy.key()
+
+    def ratios(self) -> dict[str, float]:
+        """Requested ratio per group."""
+        return self.policy.requested()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.to_dict(), "accuracy": self.accuracy, "latency_ms": self.latency_ms,
+                "lut_latency_ms": self.lut_latency_ms, "live_latency_ms": self.live_latency_ms, "macs": self.macs,
+                "params": self.params, "cached": self.cached, "wall_s": self.wall_s, "phases": dict(self.phases),
+                "latency_kind": self.latency_kind}
+
+
+class PolicyEvaluator:
+    """Judge pruning policies of one model on one data set and one device.
+
+    :param model: zoo name, ``file.py:factory``, ``package.module:factory`` or a ``ModelSpec``
+    :param dataset: data set name; None only for latency-only use (then accuracy is NaN)
+    :param device: hwprofiler device (built-in name, TOML path, ``remote:http://...`` or spec)
+    :param latency_source: ``lut`` (predicted), ``live`` (measured every time) or ``hybrid``
+        (LUT every time, live for within-budget policies that would enter the best-k or Pareto set)
+    :param val_size: images of the val split used for accuracy (the first ones: a fixed subset)
+    :param bn_batches, bn_batch_size: BN recalibration on ``bn_batches`` x ``bn_batch_size`` train images
+    :param eval_backend: ``torch``, ``ort`` (onnxruntime on the exported pruned graph) or ``auto``
+        (the faster of the two, timed on the dense model at construction)
+    :param budgets: latency budgets (ms, fraction or ``"1.2ms"``) for the hybrid rule; envs add theirs
+    :param hybrid_k: size of the best-k set of the hybrid rule
+    :param lut_path: LUT file (default: hwprofiler's per-fingerprint table in its cache dir)
+    """
+
+    def __init__(self, model: Any, dataset: str | None = None, device: Any = "ort-cpu-1t", checkpoint: str | None = None,
+                 input_shape: Any = None, num_classes: int | None = None, latency_source: str = "lut",
+                 val_size: int | None = 1000, max_ratio: float = 0.9, round_to: int = 1, importance: str = "l1",
+                 bn_batches: int = 10, data_dir: str | None = None, seed: int = 0, *, bn_batch_size: int = 25,
+                 eval_backend: str = "auto", budgets: Sequence[float | str] = (), hybrid_k: int = 5,
+                 lut_path: str | None = None, lock: bool = True) -> None:
+        torch.set_num_threads(1)
+        t_start = time.perf_counter()
+        from hilprune.data import load_dataset
+        from hilprune.models import ModelSpec, resolve_model
+        from hilprune.surgery import Surgeon
+        import hwprofiler
+
+        if latency_source not in LATENCY_SOURCES:
+            raise EnvConfigError(f"unknown latency_source {latency_source!r}; choose one of {', '.join(LATENCY_SOURCES)}")
+        if eval_backend not in EVAL_BACKENDS:
+            raise EnvConfigError(f"unknown eval_backend {eval_backend!r}; choose one of {', '.join(EVAL_BACKENDS)}")
+        if not (isinstance(max_ratio, (int, float)) and 0.0 < float(max_ratio) < 1.0):
+            raise EnvConfigError(f"max_ratio must be in (0, 1), got {max_ratio!r}")
+        if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
+            raise EnvConfigError(f"round_to must be a positive integer, got {round_to!r}")
+        if val_size is not None and int(val_size) < 1:
+            raise EnvConfigError(f"val_size must be a positive integer, got {val_size!r}")
+        self.latency_source = latency_source
+        self.max_ratio = float(max_ratio)
+        self.round_to = int(round_to)
+        self.importance = importance
+        self.bn_batches = int(bn_batches)
+        self.bn_batch_size = int(bn_batch_size)
+        self.seed = int(seed)
+        self.hybrid_k = int(hybrid_k)
+        self._lock = bool(lock)
+
+        # --- model, data, device ----------------------------------------------------------------
+        self.spec = model if isinstance(model, ModelSpec) else resolve_model(model, dataset, input_shape, num_classes, checkpoint)
+        self.input_shape = tuple(self.spec.input_shape)
+        dense = self.spec.build()
+        self.dataset = dataset
+        self.train = self.val = None
+        if dataset:
+            bundle = load_dataset(dataset, data_dir)
+            if tuple(bundle.input_shape) != self.input_shape:
+                raise EnvConfigError(f"model input shape {self.input_shape} does not match data set {dataset!r} "
+                                     f"({tuple(bundle.input_shape)})")
+            self.train = bundle.train
+            self.val = bundle.val.subset(int(val_size) if val_size is not None else None)
+        self.val_size = len(self.val) if self.val is not None else 0
+        try:
+            self.device = hwprofiler.load_device(device)
+            fp = hwprofiler.fingerprint(self.device)
+        except hwprofiler.DeviceError as exc:
+            raise EnvConfigError(str(exc)) from None
+        self.fingerprint_id = hwprofiler.fingerprint_id(fp)
+        self.fingerprint = dict(fp) | {"fingerprint_id": self.fingerprint_id}
+
+        # --- channel ranking and the dense graph ----------------------------------------------------
+        calibration = None
+        if importance == "taylor":
+            if self.train is None:
+                raise EnvConfigError("importance 'taylor' needs a dataset (gradients on a calibration batch)")
+            calibration = (self.train.x[:64], self.train.y[:64])
+        self.surgeon = Surgeon(dense, self.input_shape, self.spec.identity(), importance=importance, calibration=calibration)
+        self.groups = self.surgeon.groups
+        if not self.groups:
+            raise EnvConfigError(f"model {self.spec.name!r} has no prunable layer groups")
+        self.dense_macs = int(self.surgeon.macs_before)
+        self.dense_params = int(self.surgeon.params_before)
+        self.dense_onnx = _export_checked(self.surgeon.dense, self.input_shape, self.device.batch)
+
+        # --- LUT, kernel map, dense live latency ----------------------------------------------------
+        self.lut = hwprofiler.LUT(self.device, lut_path)
+        self.predictor = hwprofiler.Predictor(self.lut)
+        self._lut_entries_at_save = len(self.lut)
+        self._last_save = time.monotonic()
+        self.kmap = None
+        self.kmap_ok = False
+        self._lut_error: str | None = None
+        self.dense_kernels: list[Any] | None = None
+        try:
+            self.dense_kernels = price_kernels(self.dense_onnx, batch=self.device.batch)
+        except hwprofiler.KernelError as exc:
+            self._lut_error = str(exc)
+            if latency_source != "live":
+                raise EnvConfigError(f"latency_source {latency_source!r} needs a LUT, but the model cannot be priced by one "
+                                     f"({exc}); use latency_source='live'") from None
+        if self.dense_kernels is not None:
+            self._build_kernel_map()
+        m = self._measure_live(self.dense_onnx)
+        self.dense_latency_ms = float(m.median_ms)
+        self.dense_measurement = m
+        if self.dense_kernels is not None:
+            self._observe(self.dense_kernels, m)
+        self._lut_memo: dict[tuple[int, ...], float] = {}
+        self._max_key = tuple(channels_after(g.channels, self.max_ratio, self.round_to) for g in self.groups)
+        self._dense_key = tuple(g.channels for g in self.groups)
+        self.dense_lut_latency_ms = self._lut_for_key(self._dense_key) if self.has_lut else float("nan")
+
+        # --- accuracy backend and dense accuracy ----------------------------------------------------
+        self.eval_backend = "torch"
+        self.dense_accuracy = float("nan")
+        self.backend_timing: dict[str, float] = {}
+        if self.val is not None:
+            self._choose_backend(eval_backend)
+
+        # --- bookkeeping ------------------------------------------------------------------------------
+        self.budgets_ms: list[float] = []
+        for b in budgets:
+            self.add_budget(b)
+        self._cache: dict[tuple[int, ...], EvalResult] = {}
+        self._points: list[tuple[float, float]] = []  # (accuracy, LUT ms) of every evaluated policy (hybrid rule)
+        self.n_evaluations = 0
+        self.n_cache_hits = 0
+        self.n_live = 0
+        self.setup_s = time.perf_counter() - t_start
+        _LIVE.add(self)
+
+    def __deepcopy__(self, memo: dict) -> "PolicyEvaluator":
+        # A shared service, not a value: gym.make deep-copies env kwargs (evaluator=...), keep one.
+        return self
+
+    # ------------------------------------------------------------------------------------------------
+    # construction helpers
+    def _build_kernel_map(self) -> None:
+        """KernelMap (no-surgery kernels) if it reproduces real exports, else the slow path."""
+        import hwprofiler
+
+        from hilprune.export import to_onnx_bytes
+        from hilprune.kernel_map import KernelMap
+
+        try:
+            kmap = KernelMap(self.surgeon, batch=self.device.batch)
+        except Exception as exc:  # a graph the map cannot follow: fall back to surgery + export
+            log.info("kernel map unavailable for %s (%s): predict_latency will export each policy", self.spec.name, exc)
+            return
+        self.kmap = kmap
+        rng = np.random.default_rng(self.seed + 12345)
+        for _ in range(2):
+            ratios = [float(rng.uniform(0.05, self.max_ratio)) for _ in self.groups]
+            policy = self.policy(ratios)
+            model = self.surgeon.apply(policy, count=False).model
+            real = price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), batch=self.device.batch)
+            if kmap.kernels(list(policy.key())) != real:
+                log.warning("kernel map of %s does not match real exports (a concat or reshape it cannot follow); "
+                            "predict_latency falls back to surgery + export (slower)", self.spec.name)
+                return
+        self.kmap_ok = True
+
+    def _choose_backend(self, wanted: str) -> None:
+        """Pick torch or onnxruntime for accuracy, by CPU time on a half-pruned model (what most
+        evaluations look like), counting the export when only onnxruntime would need it."""
+        from hilprune.export import to_onnx_bytes
+        from hilprune.train import evaluate as torch_eval
+
+        self.eval_backend = "torch"
+        if wanted != "torch":
+            probe = self.surgeon.apply(self.policy([self.max_ratio / 2] * len(self.groups)), count=False).model
+            t0 = time.process_time()
+            acc_torch = torch_eval(probe, self.val, batch_size=EVAL_CHUNK)
+            t_torch = time.process_time() - t0
+            try:
+                t0 = time.process_time()
+                data = to_onnx_bytes(probe, self.input_shape, batch=self.device.batch)
+                t_export = time.process_time() - t0
+                t0 = time.process_time()
+                acc_ort = self._eval_ort(data)
+                t_ort = time.process_time() - t0
+            except Exception as exc:  # a graph onnxruntime cannot batch: stay on torch
+                if wanted == "ort":
+                    raise EnvConfigError(f"eval_backend 'ort' failed: {exc}") from None
+                log.info("onnxruntime evaluation unavailable (%s): using torch", exc)
+            else:
+                self.backend_timing = {"torch_s": t_torch, "ort_s": t_ort, "export_s": t_export}
+                if abs(acc_ort - acc_torch) * len(self.val) > max(1.0, 0.002 * len(self.val)):
+                    log.warning("onnxruntime and torch disagree on accuracy (%.4f vs %.4f): using torch", acc_ort, acc_torch)
+                else:
+                    # The export is needed anyway for live latency or when the kernel map is unavailable.
+                    export_cost = 0.0 if (self.latency_source == "live" or not self.kmap_ok) else t_export
+                    if wanted == "ort" or t_ort + export_cost < t_torch:
+                        self.eval_backend = "ort"
+        if self.eval_backend == "ort":
+            self.dense_accuracy = float(self._eval_ort(self.dense_onnx))
+        else:
+            self.dense_accuracy = float(torch_eval(self.surgeon.dense, self.val, batch_size=EVAL_CHUNK))
+
+    # ------------------------------------------------------------------------------------------------
+    # public API
+    @property
+    def has_lut(self) -> bool:
+        return self.dense_kernels is not None
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+    def policy(self, ratios: Ratios) -> Policy:
+        """The rounded policy for per-group ratios (dict by group name, list in group order, or a Policy)."""
+        if isinstance(ratios, Policy):
+            return validate_policy(copy.deepcopy(ratios), self.groups, self.spec.identity())
+        if isinstance(ratios, np.ndarray):
+            ratios = [float(r) for r in ratios.ravel()]
+        return self.surgeon.policy(ratios, round_to=self.round_to, max_ratio=self.max_ratio)
+
+    def kept(self, ratios: Ratios) -> tuple[int, ...]:
+        """Kept channels per group (the policy key) without building a Policy: fast path."""
+        if isinstance(ratios, Policy):
+            return self.policy(ratios).key()
+        if isinstance(ratios, Mapping):
+            missing = [g.name for g in self.groups if g.name not in ratios]
+            if missing:
+                raise PolicyError(f"policy has no ratio for group(s) {', '.join(missing[:5])}")
+            values = [ratios[g.name] for g in self.groups]
+        else:
+            values = list(np.asarray(ratios, dtype=float).ravel()) if not isinstance(ratios, list) else ratios
+            if len(values) != len(self.groups):
+                raise PolicyError(f"expected {len(self.groups)} ratios (one per group), got {len(values)}")
+        out = []
+        for g, r in zip(self.groups, values):
+            r = float(r)
+            if not (0.0 <= r <= self.max_ratio + 1e-9):  # also refuses NaN
+                raise PolicyError(f"group {g.name!r}: ratio {r} is outside [0, {self.max_ratio}] (max_ratio)")
+            out.append(channels_after(g.channels, r, self.round_to))
+        return tuple(out)
+
+    def budget_ms(self, budget: float | str) -> float:
+        """A budget in ms: a fraction of the dense live latency (0.5, "0.5", "50%") or absolute ("1.2ms")."""
+        if isinstance(budget, bool):
+            raise BudgetError(f"budget must be a fraction (0.5) or milliseconds ('1.2ms'), got {budget!r}")
+        if isinstance(budget, str):
+            text = budget.strip().lower().replace(" ", "")
+            try:
+                if text.endswith("ms"):
+                    value = float(text[:-2])
+                    if not (value > 0 and math.isfinite(value)):
+                        raise ValueError
+                    return value
+                frac = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+            except ValueError:
+                raise BudgetError(f"cannot read budget {budget!r}: use a fraction of the dense latency (0.5, '50%') "
+                                  "or milliseconds ('1.2ms')") from None
+        elif isinstance(budget, (int, float, np.floating, np.integer)):
+            frac = float(budget)
+        else:
+            raise BudgetError(f"budget must be a fraction (0.5) or milliseconds ('1.2ms'), got {budget!r}")
+        if not (0.0 < frac <= 1.0):
+            raise BudgetError(f"budget fraction {frac!r} must be in (0, 1] of the dense latency "
+                              f"({self.dense_latency_ms:.4g} ms); write absolute budgets as '1.2ms'")
+        return frac * self.dense_latency_ms
+
+    def min_latency_ms(self) -> float:
+        """LUT latency with every group pruned at max_ratio: the lowest budget that can be met."""
+        return self._lut_for_key(self._max_key)
+
+    def check_budget(self, budget: float | str) -> float:
+        """The budget in ms; BudgetError when pruning every group at max_ratio cannot meet it (by the LUT)."""
+        ms = self.budget_ms(budget)
+        if self.has_lut:
+            floor = self.min_latency_ms()
+            if floor > ms * (1 + 1e-9):
+                raise BudgetError(
+                    f"budget {ms:.4g} ms cannot be met: pruning every group at max_ratio={self.max_ratio} still takes "
+                    f"{floor:.4g} ms on {self.device.name} by the LUT (dense: {self.dense_latency_ms:.4g} ms live, "
+                    f"{self.dense_lut_latency_ms:.4g} ms LUT); raise the budget to at least {floor / self.dense_latency_ms:.2f} "
+                    f"of the dense latency or raise max_ratio")
+        return ms
+
+    def add_budget(self, budget: float | str) -> float:
+        """Register a budget (fraction or "1.2ms") for the hybrid rule (idempotent); returns it in ms."""
+        return self.add_budget_ms(self.budget_ms(budget))
+
+    def add_budget_ms(self, ms: float) -> float:
+        """Register a budget already in milliseconds for the hybrid rule (idempotent)."""
+        ms = float(ms)
+        if not (ms > 0 and math.isfinite(ms)):
+            raise BudgetError(f"budget must be a positive number of milliseconds, got {ms!r}")
+        if not any(abs(ms - b) <= 1e-12 for b in self.budgets_ms):
+            self.budgets_ms.append(ms)
+        return ms
+
+    def predict_latency(self, ratios: Ratios) -> float:
+        """LUT latency of a policy in ms (no surgery when the kernel map works)."""
+        if not self.has_lut:
+            raise EnvConfigError(f"no LUT for this model ({self._lut_error}): only live latency is available")
+        return self._lut_for_key(self.kept(ratios))
+
+    def predict_kept(self, kept: Sequence[int]) -> float:
+        """LUT latency for kept channels per group (what `kept()` returns)."""
+        return self._lut_for_key(tuple(int(k) for k in kept))
+
+    def kernels_for(self, kept: Sequence[int]) -> list[Any]:
+        """The device kernels of the pruned model that keeps `kept` channels per group."""
+        if self.kmap_ok:
+            return self.kmap.kernels(list(kept))
+        from hilprune.export import to_onnx_bytes
+
+        ratios = [1.0 - k / g.channels for k, g in zip(kept, self.groups)]
+        policy = self.surgeon.policy(ratios, round_to=1, max_ratio=1.0)
+        model = self.surgeon.apply(policy, count=False).model
+        return price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), batch=self.device.batch)
+
+    def prefill(self, grid_step: float = 0.05, progress: bool = True) -> int:
+        """Measure every kernel a policy on the ratio grid can produce (a cold LUT otherwise fills
+        itself during the first episodes); returns how many were measured."""
+        if not self.kmap_ok:
+            return 0
+        from hilprune.kernel_map import ratio_grid
+
+        kernels = self.kmap.reachable(ratio_grid(self.max_ratio, grid_step), self.round_to)
+        with device_lock(self.fingerprint_id, self._lock):
+            n = self.lut.fill(kernels, progress=progress, save=False)
+        self.flush()
+        return n
+
+    def group_latency_shares(self) -> list[float]:
+        """Each group's share of the dense model's LUT latency (kernels split between the groups
+        that set their input and output channels); sums to at most 1."""
+        if getattr(self, "_shares", None) is not None:
+            return list(self._shares)
+        if not self.has_lut:
+            shares = [1.0 / len(self.groups)] * len(self.groups)
+        elif self.kmap_ok:
+            # A kernel belongs to the groups whose pruning changes its shape (shared equally).
+            self._fill(self.dense_kernels)
+            times = [self.lut.get(k) for k in self.dense_kernels]
+            total = sum(times) or 1.0
+            owners: list[set[int]] = [set() for _ in self.dense_kernels]
+            for gi in range(len(self.groups)):
+                key = list(self._dense_key)
+                key[gi] = max(1, self._dense_key[gi] // 2) if self._dense_key[gi] > 1 else 1
+                for j, (k0, k1) in enumerate(zip(self.dense_kernels, self.kmap.kernels(key))):
+                    if k0 != k1:
+                        owners[j].add(gi)
+            shares = [0.0] * len(self.groups)
+            for t, own in zip(times, owners):
+                for gi in own:
+                    shares[gi] += t / total / len(own)
+        else:  # marginal: what pruning the group alone at max_ratio saves
+            dense = self.dense_lut_latency_ms
+            saved = []
+            for i in range(len(self.groups)):
+                key = list(self._dense_key)
+                key[i] = self._max_key[i]
+                saved.append(max(0.0, dense - self._lut_for_key(tuple(key))) / max(1e-9, 1 - self._max_key[i] / self._dense_key[i]))
+            total = sum(saved) or 1.0
+            shares = [s / total for s in saved]
+        self._shares = shares
+        return list(shares)
+
+    # ------------------------------------------------------------------------------------------------
+    def evaluate(self, ratios: Ratios, *, live: bool | None = None) -> EvalResult:
+        """Accuracy and latency of a policy (cached by its rounded form).
+
+        `live=True` forces a live measurement (e.g. to confirm a final policy), `live=False`
+        forbids one; None follows `latency_source`.
+        """
+        t0 = time.perf_counter()
+        policy = self.policy(ratios)
+        key = policy.key()
+        hit = self._cache.get(key)
+        if hit is not None and not (live and hit.live_latency_ms is None):
+            self.n_cache_hits += 1
+            metrics = dict(hit.policy.metrics)
+            policy.metrics.update(metrics)
+            return replace(hit, policy=policy, cached=True, wall_s=time.perf_counter() - t0,
+                           phases={"cache": time.perf_counter() - t0})
+        phases: dict[str, float] = {}
+        t = time.perf_counter()
+        res = self.surgeon.apply(policy)
+        model = res.model
+        phases["surgery"] = time.perf_counter() - t
+
+        accuracy = float("nan")
+        if self.val is not None:
+            from hilprune.train import recalibrate_bn
+
+            t = time.perf_counter()
+            recalibrate_bn(model, self.train, self.bn_batches, batch_size=self.bn_batch_size, seed=self.seed)
+            phases["bn"] = time.perf_counter() - t
+
+        exported: list[bytes] = []
+
+        def onnx_bytes() -> bytes:  # exported once, when first needed (ORT accuracy, live latency, no kernel map)
+            if not exported:
+                from hilprune.export import to_onnx_bytes
+
+                t_exp = time.perf_counter()
+                exported.append(to_onnx_bytes(model, self.input_shape, batch=self.device.batch))
+                phases["export"] = time.perf_counter() - t_exp
+            return exported[0]
+
+        def timed(name: str, fn: Any) -> Any:  # a phase's time, less any export it triggered
+            before, t = phases.get("export", 0.0), time.perf_counter()
+            out = fn()
+            phases[name] = phases.get(name, 0.0) + time.perf_counter() - t - (phases.get("export", 0.0) - before)
+            return out
+
+        if self.val is not None:
+            accuracy = timed("eval", lambda: self._accuracy(model, onnx_bytes))
+
+        def latency_phase() -> tuple[float, float | None]:
+            lut, live_value = float("nan"), None
+            kernels = None
+            if self.has_lut:
+                kernels = self.kmap.kernels(list(key)) if self.kmap_ok else price_kernels(onnx_bytes(), batch=self.device.batch)
+                lut = self._lut_for_key(key, kernels)
+            if live is True or (live is None and (self.latency_source == "live" or (
+                    self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))):
+                m = self._measure_live(onnx_bytes())
+                live_value = float(m.median_ms)
+                self.n_live += 1
+                if kernels is not None:
+                    self._observe(kernels, m)
+            return lut, live_value
+
+        lut_ms, live_ms = timed("latency", latency_phase)
+        self._maybe_save()
+
+        latency = live_ms if live_ms is not None else lut_ms
+        policy = res.policy
+        policy.metrics.update({
+            "accuracy": accuracy, "latency_ms": latency, "lut_latency_ms": lut_ms, "live_latency_ms": live_ms,
+            "latency_source": self.latency_source, "device": self.device.name, "device_fingerprint": self.fingerprint_id,
+            "dataset": self.dataset, "split": "val", "val_size": self.val_size, "bn_batches": self.bn_batches,
+        })
+        result = EvalResult(policy=policy, accuracy=accuracy, latency_ms=latency, lut_latency_ms=lut_ms,
+                            live_latency_ms=live_ms, macs=int(res.macs_after), params=int(res.params_after), cached=False,
+                            wall_s=time.perf_counter() - t0, phases=phases, latency_kind="live" if live_ms is not None else "lut")
+        self._cache[key] = result
+        self._points.append((accuracy, lut_ms))
+        self.n_evaluations += 1
+        return replace(result, policy=copy.deepcopy(policy), phases=dict(phases))
+
+    def dense_latency_for(self, result: EvalResult) -> float:
+        """The dense latency measured the same way as the result's `latency_ms` (live or LUT)."""
+        return self.dense_latency_ms if result.latency_kind == "live" else self.dense_lut_latency_ms
+
+    def stats(self) -> dict[str, Any]:
+        return {"evaluations": self.n_evaluations, "cache_hits": self.n_cache_hits, "live_measurements": self.n_live,
+                "lut_entries": len(self.lut), "lut_measured": self.lut.measured, "eval_backend": self.eval_backend,
+                "kernel_map": self.kmap_ok, "setup_s": self.setup_s, "predictor": self.predictor.coefficients}
+
+    def describe(self) -> dict[str, Any]:
+        """The dense reference and settings, JSON-able."""
+        return {"model": self.spec.identity(), "dataset": self.dataset, "val_size": self.val_size, "device": self.device.name,
+                "fingerprint_id": self.fingerprint_id, "latency_source": self.latency_source, "max_ratio": self.max_ratio,
+                "round_to": self.round_to, "importance": self.importance, "bn_batches": self.bn_batches,
+                "bn_batch_size": self.bn_batch_size, "eval_backend": self.eval_backend, "groups": [g.name for g in self.groups],
+                "dense_accuracy": self.dense_accuracy, "dense_latency_ms": self.dense_latency_ms,
+                "dense_lut_latency_ms": self.dense_lut_latency_ms, "dense_macs": self.dense_macs, "dense_params": self.dense_params}
+
+    def flush(self) -> None:
+        """Write new LUT entries and observations (merged with what other processes wrote)."""
+        if not self.has_lut:
+            return
+        import hwprofiler
+
+        try:
+            with device_lock(self.fingerprint_id, self._lock):
+                if self.lut.path.exists():
+                    disk = hwprofiler.LUT(self.device, self.lut.path)
+                    for k, v in disk.entries.items():
+                        self.lut.entries.setdefault(k, v)
+                    mine = {_obs_id(o) for o in self.lut.observations}
+                    self.lut.observations.extend(o for o in disk.observations if _obs_id(o) not in mine)
+                self.lut.save()
+        except Exception as exc:  # never lose an evaluation over a cache file
+            log.warning("could not save the LUT %s: %s", self.lut.path, exc)
+        self._lut_entries_at_save = len(self.lut)
+        self._last_save = time.monotonic()
+
+    close = flush
+
+    # ------------------------------------------------------------------------------------------------
+    # internals
+    def _accuracy(self, model: torch.nn.Module, onnx_bytes: Any) -> float:
+        """Top-1 accuracy on the val subset; `onnx_bytes()` exports the model when onnxruntime needs it."""
+        if self.eval_backend == "ort":
+            try:
+                return self._eval_ort(onnx_bytes())
+            except Exception as exc:  # e.g. a reshape with a fixed batch: torch from now on
+                log.warning("onnxruntime evaluation failed (%s): switching to torch", exc)
+                self.eval_backend = "torch"
+        from hilprune.train import evaluate as torch_eval
+
+        return float(torch_eval(model, self.val, batch_size=EVAL_CHUNK))
+
+    def _eval_ort(self, onnx_bytes: bytes) -> float:
+        from hilprune.export import ort_session
+
+        sess = ort_session(_dynamic_batch(onnx_bytes), threads=1)
+        name = sess.get_inputs()[0].name
+        x, y = self.val.x.numpy(), self.val.y.numpy()
+        correct = 0
+        for i in range(0, len(y), EVAL_CHUNK):
+            out = sess.run(None, {name: x[i:i + EVAL_CHUNK]})[0]
+            correct += int((out.argmax(1) == y[i:i + EVAL_CHUNK]).sum())
+        return correct / max(1, len(y))
+
+    def _fill(self, kernels: Sequence[Any]) -> None:
+        missing = self.lut.missing(kernels)
+        if missing:
+            with device_lock(self.fingerprint_id, self._lock):
+                self.lut.fill(missing, progress=False, save=False)
+
+    def _lut_for_key(self, key: tuple[int, ...], kernels: Sequence[Any] | None = None) -> float:
+        memo = self._lut_memo if hasattr(self, "_lut_memo") else {}
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
+        kernels = kernels if kernels is not None else self.kernels_for(key)
+        self._fill(kernels)
+        value = float(self.predictor.predict(kernels))
+        memo[key] = value
+        return value
+
+    def _measure_live(self, onnx_bytes: bytes) -> Any:
+        import hwprofiler
+
+        with device_lock(self.fingerprint_id, self._lock):
+            return hwprofiler.measure_onnx(onnx_bytes, self.device)
+
+    def _observe(self, kernels: Sequence[Any], m: Any) -> None:
+        """Refit the predictor on a live measurement (once per distinct graph)."""
+        live = float(m.median_ms)
+        n, macs = len(kernels), sum(k.macs for k in kernels)
+        for o in self.lut.observations:
+            if o.get("n_kernels") == n and o.get("macs") == macs and abs(float(o.get("live_ms", -1)) - live) <= 1e-9:
+                return
+        self._fill(kernels)
+        self.predictor.observe(kernels, live, save=False)
+        if hasattr(self, "_lut_memo"):
+            self._lut_memo.clear()
+
+    def _wants_live(self, accuracy: float, lut_ms: float) -> bool:
+        """Hybrid rule: within a budget by the LUT, and would enter the best-k or the Pareto set.
+
+        Every point is compared by its LUT latency (one currency: a biased predictor must not
+        make every new policy look faster than the live-measured ones)."""
+        if not math.isfinite(lut_ms):
+            return True
+        budgets = self.budgets_ms or [math.inf]
+        if lut_ms > max(budgets) * (1 + 1e-9):
+            return False
+        acc = accuracy if math.isfinite(accuracy) else 0.0
+        if not any(a >= acc and lat <= lut_ms for a, lat in self._points):
+            return True  # not dominated: enters the Pareto set
+        for b in budgets:
+            if lut_ms <= b * (1 + 1e-9):
+                accs = sorted((a for a, lat in self._points if lat <= b), reverse=True)
+                if len(accs) < self.hybrid_k or acc > accs[self.hybrid_k - 1]:
+                    return True
+        return False
+
+    def _maybe_save(self) -> None:
+        if len(self.lut) != self._lut_entries_at_save and time.monotonic() - self._last_save > LUT_SAVE_EVERY_S:
+            self.flush()
+
+
+@torch.no_grad()
+def _export_checked(model: torch.nn.Module, input_shape: tuple[int, ...], batch: int, rel_tol: float = 1e-4) -> bytes:
+    """The dense export, checked against torch with a tolerance relative to the logits' scale
+    (deep nets with random weights have large logits, where an absolute 1e-4 is float noise)."""
+    from hilprune.export import TOLERANCE, to_onnx_bytes, verify_onnx
+
+    data = to_onnx_bytes(model, input_shape, batch)
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    scale = float(model.eval()(x).abs().max())
+    diff = verify_onnx(model, data, tuple(input_shape), batch)
+    if diff > max(TOLERANCE, rel_tol * scale):
+        raise HilpruneError(f"ONNX export does not match torch: max abs difference {diff:.2e} "
+                            f"(logits up to {scale:.3g}); the model cannot be measured on the device")
+    return data
+
+
+def _obs_id(o: Mapping[str, Any]) -> tuple:
+    return (o.get("time"), o.get("live_ms"), o.get("n_kernels"))
+
+
+def _dynamic_batch(onnx_bytes: bytes) -> bytes:
+    """The same graph with a free batch dimension, to evaluate many images per run."""
+    import onnx
+
+    m = onnx.load_from_string(onnx_bytes)
+    for t in list(m.graph.input) + list(m.graph.output):
+        dims = t.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].Clear()
+            dims[0].dim_param = "N"
+    del m.graph.value_info[:]
+    return m.SerializeToString()
+
+
+# LUT entries measured by evaluators that are never closed are still written at exit.
+_LIVE: "weakref.WeakSet[PolicyEvaluator]" = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for ev in list(_LIVE):
+        if len(ev.lut) != ev._lut_entries_at_save:
+            ev.flush()
+
+
+__all__ = ["EVAL_BACKENDS", "LATENCY_SOURCES", "BudgetError", "EvalResult", "HilpruneError", "PolicyEvaluator"]

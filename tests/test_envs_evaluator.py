@@ -1,0 +1,151 @@
+"""envs.evaluator.PolicyEvaluator on digits-cnn / digits / ort-cpu-1t (and a user model file)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from envs.errors import BudgetError, EnvConfigError
+from envs.evaluator import EvalResult, PolicyEvaluator
+from hilprune.errors import HilpruneError, PolicyError
+
+CACHE = Path(tempfile.gettempdir()) / f"hilprune-envs-tests-{os.getpid()}"
+USER_MODEL = str(Path(__file__).parent / "fixtures_envs" / "user_cnn.py") + ":build"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hw_cache():
+    """A private hwprofiler cache (LUT, measurements) shared by the envs tests of this run."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HWPROFILER_CACHE", str(CACHE))
+        yield
+
+
+@pytest.fixture(scope="module")
+def ev() -> PolicyEvaluator:
+    return PolicyEvaluator("digits-cnn", dataset="digits", device="ort-cpu-1t", val_size=200)
+
+
+def test_dense_reference(ev: PolicyEvaluator) -> None:
+    assert torch.get_num_threads() == 1
+    assert [g.name for g in ev.groups] == ["features.0", "features.3", "features.7", "features.10"]
+    assert ev.dense_accuracy > 0.9  # the shipped checkpoint
+    assert ev.dense_latency_ms > 0 and ev.dense_lut_latency_ms > 0
+    assert ev.dense_macs > 0
+    assert ev.fingerprint["fingerprint_id"] == ev.fingerprint_id
+    assert ev.kmap_ok
+    assert ev.val_size == 200
+    shares = ev.group_latency_shares()
+    assert len(shares) == 4 and all(s > 0 for s in shares) and sum(shares) <= 1 + 1e-9
+
+
+def test_val_subset_comes_from_the_val_split(ev: PolicyEvaluator) -> None:
+    from hilprune.data import load_dataset
+
+    bundle = load_dataset("digits")
+    assert torch.equal(ev.val.x, bundle.val.x[:200])
+    assert not any(torch.equal(ev.val.x[:5], bundle.test.x[i:i + 5]) for i in range(0, len(bundle.test) - 5, 5))
+
+
+def test_budget_parsing(ev: PolicyEvaluator) -> None:
+    d = ev.dense_latency_ms
+    assert ev.budget_ms(0.5) == pytest.approx(0.5 * d)
+    assert ev.budget_ms("0.5") == pytest.approx(0.5 * d)
+    assert ev.budget_ms("50%") == pytest.approx(0.5 * d)
+    assert ev.budget_ms("1.2ms") == pytest.approx(1.2)
+    for bad in (1.5, 0, "fast", True, "-1ms"):
+        with pytest.raises(BudgetError):
+            ev.budget_ms(bad)
+    with pytest.raises(BudgetError) as exc:
+        ev.check_budget(0.01)
+    assert isinstance(exc.value, HilpruneError) and "max_ratio" in str(exc.value)
+    assert ev.check_budget(0.7) == pytest.approx(0.7 * d)
+
+
+def test_evaluate_phases_and_cache(ev: PolicyEvaluator) -> None:
+    ratios = [0.3, 0.5, 0.2, 0.6]
+    n0 = ev.n_evaluations
+    r1 = ev.evaluate(ratios)
+    assert isinstance(r1, EvalResult) and not r1.cached
+    assert {"surgery", "bn", "eval", "latency"} <= set(r1.phases)
+    assert 0.0 <= r1.accuracy <= 1.0
+    assert r1.latency_ms == r1.lut_latency_ms and r1.live_latency_ms is None and r1.latency_kind == "lut"
+    assert 0 < r1.macs < ev.dense_macs
+    assert r1.policy.metrics["accuracy"] == r1.accuracy
+    # Same rounded policy (other requested ratios, same kept channels): a cache hit, not a new evaluation.
+    r2 = ev.evaluate({g.name: r + 0.001 for g, r in zip(ev.groups, ratios)})
+    assert r2.cached and r2.key() == r1.key()
+    assert (r2.accuracy, r2.latency_ms, r2.macs) == (r1.accuracy, r1.latency_ms, r1.macs)
+    assert ev.n_evaluations == n0 + 1
+    # The evaluation is deterministic: a fresh result for the same policy gives the same accuracy.
+    ev._cache.clear()
+    assert ev.evaluate(ratios).accuracy == r1.accuracy
+
+
+def test_predict_latency_matches_real_export(ev: PolicyEvaluator) -> None:
+    from hilprune.export import to_onnx_bytes
+    import hwprofiler
+
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        ratios = list(rng.uniform(0, 0.9, ev.n_groups))
+        fast = ev.predict_latency(ratios)
+        model = ev.surgeon.apply(ev.policy(ratios), count=False).model
+        real = ev.predictor.predict(hwprofiler.kernels_from_onnx(to_onnx_bytes(model, ev.input_shape)))
+        assert fast == pytest.approx(real)
+    assert ev.predict_latency([0.0] * 4) == pytest.approx(ev.dense_lut_latency_ms)
+    assert ev.min_latency_ms() == pytest.approx(ev.predict_latency([0.9] * 4))
+    with pytest.raises(PolicyError):
+        ev.predict_latency([0.95] * 4)
+    with pytest.raises(PolicyError):
+        ev.predict_latency([0.1] * 3)
+
+
+def test_bad_options() -> None:
+    with pytest.raises(EnvConfigError):
+        PolicyEvaluator("digits-cnn", dataset="digits", latency_source="magic")
+    with pytest.raises(HilpruneError):
+        PolicyEvaluator("no-such-model", dataset="digits")
+
+
+def test_live_and_hybrid_sources() -> None:
+    live = PolicyEvaluator("digits-cnn", dataset="digits", latency_source="live", val_size=100)
+    r = live.evaluate([0.5] * 4)
+    assert r.live_latency_ms is not None and r.latency_ms == r.live_latency_ms and r.latency_kind == "live"
+    assert r.lut_latency_ms > 0 and "export" in r.phases
+
+    hyb = PolicyEvaluator("digits-cnn", dataset="digits", latency_source="hybrid", val_size=100, budgets=["100ms"])
+    n_obs = len(hyb.lut.observations)
+    first = hyb.evaluate([0.2] * 4)  # empty Pareto set: measured live, and the predictor learns from it
+    assert first.live_latency_ms is not None
+    assert len(hyb.lut.observations) >= n_obs  # (deduplicated when this graph was already observed)
+    # A policy dominated by what was seen (lower accuracy, higher latency) within budget: LUT only.
+    hyb._points = [(1.0, 1e-6)] * (hyb.hybrid_k + 1)
+    dominated = hyb.evaluate([0.1] * 4)
+    assert dominated.live_latency_ms is None and dominated.latency_kind == "lut"
+    # Over every budget by the LUT: never measured live.
+    hyb.budgets_ms = [1e-9]
+    hyb._points = []
+    assert hyb.evaluate([0.05] * 4).live_latency_ms is None
+    forced = hyb.evaluate([0.05] * 4, live=True)
+    assert forced.live_latency_ms is not None
+
+
+def test_user_model_from_a_file() -> None:
+    from hilprune.export import to_onnx_bytes
+    from hwprofiler import kernels_from_onnx
+
+    ev = PolicyEvaluator(USER_MODEL, dataset="digits", val_size=100)
+    assert ev.spec.name == USER_MODEL and ev.n_groups >= 3
+    assert ev.kmap_ok, "the kernel map should handle the concat (no slow fallback)"
+    ratios = [0.5] * ev.n_groups
+    r = ev.evaluate(ratios)
+    assert 0.0 <= r.accuracy <= 1.0 and r.latency_ms > 0
+    model = ev.surgeon.apply(ev.policy(ratios), count=False).model
+    real = ev.predictor.predict(kernels_from_onnx(to_onnx_bytes(model, ev.input_shape)))
+    assert ev.predict_latency(ratios) == pytest.approx(real)
+    assert r.lut_latency_ms == pytest.approx(real)
