@@ -30,7 +30,12 @@ for _name in COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     try:
-        app(args=argv, standalone_mode=False)
+        # With standalone_mode=False, typer *returns* typer.Exit codes and 130 for Ctrl-C.
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):
+            return rv
+        if hasattr(rv, "exit_code"):
+            return int(rv.exit_code)
     except HilpruneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from ..errors import HilpruneError
 from .options import DataDirOpt, JsonOpt, NumClassesOpt
 from .output import console, print_json
 
-DEMO_EVALS = 24
+DEMO_EVALS = 1800  # PPO episodes (~85 ms each for digits-cnn on 2 busy cores, plus start-up): about 3 minutes in all
 
 
 def _search_flags(**kw: Any) -> dict[str, Any]:
@@ -19,27 +19,33 @@ def _search_flags(**kw: Any) -> dict[str, Any]:
 
 
 def _run(job: Any, json_out: bool, progress: bool, exit_on_failure: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
+    from search.job import JOB_FILE, check_compatible, load_run_job
     from search.report import print_summary
     from search.runner import run_search
 
+    if (Path(job.out) / JOB_FILE).is_file():  # refuse a mismatched run directory before announcing anything
+        check_compatible(job, load_run_job(job.out))
     if not json_out:
         console.print(f"search [bold]{job.name}[/]: {job.model}" + (f" on {job.dataset}" if job.dataset else "")
                       + f", device {job.device}, budgets {', '.join(job.budgets)}, agents {', '.join(job.agents)}, "
                       f"{job.evals} evaluations each  ->  {job.out}")
-    outcome = run_search(job, progress=progress)
+    try:
+        outcome = run_search(job, progress=progress)
+    except KeyboardInterrupt:  # typer turns it into a plain return value without a message: exit 130 here
+        raise SystemExit(130) from None
     summary = outcome.summary
     if json_out:
         print_json(summary | {"ran": outcome.ran, "failed": outcome.failed})
     else:
         print_summary(summary)
         for agent, n in outcome.short.items():
-            console.print(f"[yellow]{agent}[/] stopped {n} evaluation(s) short of {job.evals} (nothing new to try)")
+            console.print(f"{agent}: done after {job.evals - n} evaluation(s), nothing new to try")
         if outcome.failed:
             for agent, err in outcome.failed.items():
                 console.print(f"[red]{agent} failed:[/] {err}")
             console.print("Rerun the same command to retry the failed agents (finished trials are kept).")
     if outcome.failed and exit_on_failure:
-        raise typer.Exit(1)
+        raise SystemExit(1)  # (typer.Exit is returned, not raised, by app() outside standalone mode)
     return summary, outcome.failed
 
 
@@ -188,4 +194,4 @@ def register(app: typer.Typer) -> None:
             console.print(f"\nnext: hilprune export {out} --budget {label} --finetune-epochs 2 --out {out}/export"
                           f"\n      hilprune dashboard {out}")
         if failed:
-            raise typer.Exit(1)
+            raise SystemExit(1)

@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
 
         from ..data import load_dataset
         from ..models import resolve_model, save_checkpoint
-        from ..train import TrainConfig, evaluate, pick_device, train
+        from ..train import TrainConfig, augmentation_for, evaluate, pick_device, train
 
         if threads:
             torch.set_num_threads(threads)
@@ -56,8 +56,7 @@ def register(app: typer.Typer) -> None:
         spec = resolve_model(model, dataset, input_shape, num_classes, checkpoint, use_shipped=False)
         data = load_dataset(dataset, data_dir)
         net = spec.build(with_weights=bool(checkpoint))
-        cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, crop_pad=0 if spec.input_shape[1] <= 8 else 2,
-                          flip=dataset != "digits")
+        cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, **augmentation_for(data))
         start = time.perf_counter()
         result = train(net, data, cfg, device=device, desc=f"train {model}")
         test_acc = evaluate(net, data.test)

@@ -123,8 +123,14 @@ def train(model: nn.Module, data: DatasetBundle, cfg: TrainConfig, device: str |
     return TrainResult(val_accuracy=val_acc, train_loss=running, wall_s=time.perf_counter() - start, steps=step, history=history)
 
 
+def augmentation_for(data: DatasetBundle) -> dict[str, int | bool]:
+    """The augmentation that suits a data set: no crop padding on 8x8 images, no flips for digits
+    (a flipped 2 is not a 2). `hilprune train`, fine-tuning and export all use it."""
+    return {"crop_pad": 0 if data.input_shape[1] <= 8 else 2, "flip": data.name != "digits"}
+
+
 def finetune(model: nn.Module, data: DatasetBundle, epochs: float = 1.0, steps: int | None = None, lr: float = 0.01,
              seed: int = 0, device: str | None = None, progress: bool = True) -> TrainResult:
     """Short fine-tune of a pruned model: small learning rate, cosine decay, no warm-up."""
-    cfg = TrainConfig(epochs=epochs, steps=steps, lr=lr, warmup_epochs=0.0, seed=seed)
+    cfg = TrainConfig(epochs=epochs, steps=steps, lr=lr, warmup_epochs=0.0, seed=seed, **augmentation_for(data))
     return train(model, data, cfg, device=device, progress=progress, desc="fine-tune")

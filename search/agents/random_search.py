@@ -1,0 +1,43 @@
+"""Random search: random per-group ratios, clipped to a budget like the RL environment clips.
+
+Evaluation i (counted over the whole job, so a resumed job continues the same sequence) draws
+ratios uniformly in [0, max_ratio] from `numpy.random.default_rng([seed, i])`, then raises them
+group by group until the predicted latency meets budget i mod len(budgets) (see `search.clip`).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..clip import sequential_clip
+
+if TYPE_CHECKING:
+    from ..context import SearchContext
+
+
+class RandomAgent:
+    name = "random"
+    supports_workers = False
+
+    def __init__(self, clip: bool = True, low: float = 0.0, high: float | None = None) -> None:
+        self.clip = bool(clip)
+        self.low = float(low)
+        self.high = high
+
+    def sample(self, ctx: "SearchContext", index: int) -> tuple[dict[str, float], float | None]:
+        """The policy of the job's `index`-th random evaluation and the budget it was clipped to."""
+        names = ctx.group_names
+        high = float(self.high) if self.high is not None else ctx.max_ratio
+        rng = np.random.default_rng([int(ctx.seed), int(index)])
+        raw = rng.uniform(self.low, high, size=len(names)).tolist()
+        budget = ctx.budgets_ms[index % len(ctx.budgets_ms)] if ctx.budgets_ms else None
+        if self.clip and budget is not None:
+            raw = sequential_clip(ctx.evaluator.predict_latency, names, raw, budget, ctx.max_ratio)
+        return dict(zip(names, raw)), budget
+
+    def run(self, ctx: "SearchContext", n_evals: int) -> None:
+        start = ctx.finished(self.name)
+        for i in range(start, start + int(n_evals)):
+            ratios, budget = self.sample(ctx, i)
+            ctx.evaluate(self.name, ratios, budget_ms=budget, extra_attrs={"random_index": i})

@@ -1,0 +1,256 @@
+"""Export a search's best policy for a budget as a fine-tuned, pruned ONNX model.
+
+The trial is the most accurate one (any agent) that meets the budget by *live* latency on the
+job's device: trials recorded with a predicted latency only are measured live first (in
+accuracy order, and only those whose recorded latency is near the budget). Then: surgery,
+BN recalibration, fine-tuning on the train split, accuracy on the TEST split (the search only
+ever saw the validation split), ONNX export verified against torch, live latency of the
+exported model. Written to the output folder:
+
+    model.onnx      the pruned model (opset 17, fixed input shape), max |ORT - torch| <= 1e-4
+    pruned.pt       pruned weights (hilprune.surgery.save_pruned; reload with load_pruned)
+    policy.json     the policy with accuracy before/after fine-tuning, predicted and live latency,
+                    speedup and the device fingerprint
+    MODEL_CARD.md   how it was made and what it measures
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from hilprune.errors import HilpruneError
+
+from . import store
+from .job import budget_value, load_run_job, parse_budget
+from .store import TrialRecord
+
+log = logging.getLogger(__name__)
+
+LIVE_CACHE = "live_latency.json"
+MAX_LIVE_CANDIDATES = 25
+NEAR_BUDGET = 1.25  # measure live only trials whose recorded latency is within 125% of the budget
+
+
+def _budget_ms(label: str, dense: dict[str, Any]) -> float:
+    if label in (dense.get("budgets_ms") or {}):
+        return float(dense["budgets_ms"][label])
+    value, is_ms = budget_value(label)
+    return value if is_ms else value * float(dense["latency_ms"])
+
+
+def _find_trial(records: dict[str, list[TrialRecord]], ref: str) -> TrialRecord:
+    agent, _, num = ref.rpartition(":") if ":" in ref else ("", "", ref)
+    try:
+        number = int(num)
+    except ValueError:
+        raise HilpruneError(f"--trial must be N or AGENT:N (e.g. ppo:12), got {ref!r}") from None
+    hits = [r for a, recs in records.items() if not agent or a == agent for r in recs if r.number == number]
+    if not hits:
+        raise HilpruneError(f"no finished trial {ref!r} in this run (agents: {', '.join(sorted(records)) or 'none'})")
+    if len(hits) > 1:
+        raise HilpruneError(f"trial {number} exists for several agents ({', '.join(r.agent for r in hits)}); write AGENT:{number}")
+    return hits[0]
+
+
+class LiveLatency:
+    """Live latency of pruned models on the job's device, cached in the run directory by policy key."""
+
+    def __init__(self, run_dir: Path, surgeon: Any, input_shape: tuple[int, int, int], device: str, fp_id: str | None) -> None:
+        self.path = run_dir / LIVE_CACHE
+        self.surgeon, self.input_shape, self.device, self.fp_id = surgeon, input_shape, device, fp_id
+        try:
+            data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except json.JSONDecodeError:
+            data = {}
+        self.cache: dict[str, float] = data.get("latency_ms", {}) if data.get("fingerprint_id") == fp_id else {}
+
+    def measure_bytes(self, onnx_bytes: bytes) -> float:
+        from hwprofiler import measure_onnx
+
+        return float(measure_onnx(onnx_bytes, self.device).median_ms)
+
+    def __call__(self, policy: Any) -> float:
+        from hilprune.export import to_onnx_bytes
+
+        key = ",".join(str(k) for k in policy.key())
+        if key not in self.cache:
+            model = self.surgeon.apply(policy, count=False).model
+            self.cache[key] = self.measure_bytes(to_onnx_bytes(model, self.input_shape))
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"fingerprint_id": self.fp_id, "device": self.device, "latency_ms": self.cache}, indent=1))
+            tmp.replace(self.path)
+        return self.cache[key]
+
+
+def pick_trial(records: dict[str, list[TrialRecord]], budget_ms: float, live: Any, policy_of: Any) -> tuple[TrialRecord, float]:
+    """Most accurate trial whose live latency meets the budget, and that live latency."""
+    candidates = sorted((r for recs in records.values() for r in recs if r.latency_ms <= budget_ms * NEAR_BUDGET
+                         or (r.live_latency_ms is not None and r.live_latency_ms <= budget_ms)),
+                        key=lambda r: (-r.accuracy, r.latency_ms))
+    measured = 0
+    for r in candidates:
+        if r.live_latency_ms is not None:
+            lat = r.live_latency_ms
+        else:
+            if measured >= MAX_LIVE_CANDIDATES:
+                break
+            lat = live(policy_of(r))
+            measured += 1
+        if lat <= budget_ms:
+            return r, lat
+    raise HilpruneError(f"no trial meets the budget of {budget_ms:.4g} ms by live latency "
+                        f"({len(candidates)} candidate(s) checked); search longer, or pick one with --trial")
+
+
+def export_run(run_dir: str | Path, budget: str, out: str | Path, *, trial: str | None = None, finetune_epochs: float = 1.0,
+               lr: float = 0.01, seed: int | None = None, bn_batches: int = 10, progress: bool = True) -> dict[str, Any]:
+    """Export the best policy of `run_dir` for `budget` to `out`; returns what `--json` prints."""
+    import torch
+
+    from hilprune.data import load_dataset
+    from hilprune.export import export_onnx, to_onnx_bytes
+    from hilprune.models import resolve_model
+    from hilprune.policy import Policy
+    from hilprune.surgery import Surgeon, save_pruned
+    from hilprune.train import evaluate, recalibrate_bn
+
+    from .runner import read_dense
+
+    torch.set_num_threads(1)
+    run_dir = Path(run_dir)
+    out = Path(out)
+    if finetune_epochs < 0:
+        raise HilpruneError("--finetune-epochs must be >= 0")
+    job = load_run_job(run_dir)
+    dense = read_dense(run_dir)
+    if dense is None:
+        raise HilpruneError(f"{run_dir}: no dense.json; run 'hilprune search' first")
+    if not job.dataset:
+        raise HilpruneError("export fine-tunes and tests on the job's data set, but this job has none (--dataset)")
+    label = parse_budget(budget)
+    budget_ms = _budget_ms(label, dense)
+    records = store.load_records(store.open_storage(job.storage_url), job.name)
+    if not any(records.values()):
+        raise HilpruneError(f"{run_dir}: no finished trials yet")
+
+    spec = resolve_model(job.model, job.dataset, job.input_shape, job.num_classes, job.checkpoint)
+    data = load_dataset(job.dataset, job.data_dir, job.val_size)
+    dense_model = spec.build()
+    surgeon = Surgeon(dense_model, spec.input_shape, spec.identity(), importance=job.importance)
+    live = LiveLatency(run_dir, surgeon, spec.input_shape, job.device, dense.get("fingerprint_id"))
+
+    def policy_of(r: TrialRecord) -> Policy:
+        if not r.policy:
+            raise HilpruneError(f"trial {r.ref} has no policy attr")
+        return Policy.from_dict(r.policy, source=f"trial {r.ref}")
+
+    t0 = time.perf_counter()
+    if trial is not None:
+        rec = _find_trial(records, trial)
+        live_before = live(policy_of(rec))
+        if live_before > budget_ms:
+            log.warning("trial %s runs in %.4g ms live, over the %s budget (%.4g ms)", rec.ref, live_before, label, budget_ms)
+    else:
+        rec, live_before = pick_trial(records, budget_ms, live, policy_of)
+
+    policy = policy_of(rec)
+    result = surgeon.apply(policy)
+    model = result.model
+    recalibrate_bn(model, data.train, batches=bn_batches, seed=job.seed)
+    val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)
+    ft = None
+    if finetune_epochs > 0:
+        ft = _finetune(model, data, spec.input_shape, job.dataset, finetune_epochs, lr, job.seed if seed is None else seed, progress)
+        model.cpu().eval()
+    val_after, test_after = evaluate(model, data.val), evaluate(model, data.test)
+    dense_test = evaluate(dense_model, data.test)
+
+    out.mkdir(parents=True, exist_ok=True)
+    exp = export_onnx(model, spec.input_shape, out / "model.onnx")
+    live_ms = live.measure_bytes(exp.onnx_bytes)
+    dense_live = live.measure_bytes(to_onnx_bytes(dense_model, spec.input_shape))
+    speedup = dense_live / live_ms if live_ms > 0 else None
+    save_pruned(out / "pruned.pt", model, policy)
+
+    policy.metrics = dict(policy.metrics) | {
+        "source": {"run_dir": str(run_dir.resolve()), "job": job.name, "agent": rec.agent, "trial": rec.number,
+                   "study": store.study_name(job.name, rec.agent)},
+        "budget": label, "budget_ms": budget_ms,
+        "accuracy_before_finetune": {"val": val_before, "test": test_before, "search_val": rec.accuracy},
+        "accuracy_after_finetune": {"val": val_after, "test": test_after},
+        "dense_accuracy": {"test": dense_test, "val": dense.get("accuracy")},
+        "finetune": {"epochs": finetune_epochs, "lr": lr, "steps": ft.steps if ft else 0, "wall_s": round(ft.wall_s, 1) if ft else 0.0},
+        "predicted_latency_ms": rec.lut_latency_ms, "search_latency_ms": rec.latency_ms, "search_latency_source": rec.latency_source,
+        "live_latency_ms": live_ms, "dense_live_latency_ms": dense_live, "speedup": speedup,
+        "device": job.device, "device_fingerprint": dense.get("fingerprint"), "device_fingerprint_id": dense.get("fingerprint_id"),
+        "onnx_max_abs_diff": exp.max_abs_diff,
+    }
+    policy_path = policy.save(out / "policy.json")
+    card = model_card(job, rec, policy, spec, exp.max_abs_diff, time.perf_counter() - t0)
+    (out / "MODEL_CARD.md").write_text(card)
+    return {"onnx": str(out / "model.onnx"), "test_accuracy": test_after, "latency_ms": live_ms, "speedup": speedup,
+            "policy": str(policy_path), "pruned": str(out / "pruned.pt"), "model_card": str(out / "MODEL_CARD.md"),
+            "val_accuracy": val_after, "test_accuracy_before_finetune": test_before, "dense_test_accuracy": dense_test,
+            "dense_latency_ms": dense_live, "budget": label, "budget_ms": budget_ms, "agent": rec.agent, "trial": rec.number,
+            "max_abs_diff": exp.max_abs_diff, "meets_budget": live_ms <= budget_ms}
+
+
+def _finetune(model: Any, data: Any, input_shape: tuple[int, int, int], dataset: str, epochs: float, lr: float, seed: int,
+              progress: bool) -> Any:
+    """`hilprune.train.finetune`: small lr, cosine, no warm-up, the data set's own augmentation."""
+    import warnings
+
+    from hilprune.train import finetune
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return finetune(model, data, epochs=epochs, lr=lr, seed=seed, progress=progress)
+
+
+def model_card(job: Any, rec: TrialRecord, policy: Any, spec: Any, diff: float | None, wall_s: float) -> str:
+    m = policy.metrics
+    rows = "\n".join(f"| {g.name} | {g.kind} | {g.channels_before} | {g.channels_after} | {g.ratio:.3f} |" for g in policy.groups)
+    fp = m.get("device_fingerprint") or {}
+    fp_line = ", ".join(f"{k}={v}" for k, v in fp.items() if not isinstance(v, (dict, list))) if isinstance(fp, dict) else str(fp)
+    macs_b, macs_a = m.get("macs_before"), m.get("macs_after")
+    macs = f"{macs_a:,} (dense {macs_b:,})" if isinstance(macs_a, int) and isinstance(macs_b, int) and macs_a >= 0 else "-"
+    acc_b, acc_a = m["accuracy_before_finetune"], m["accuracy_after_finetune"]
+    pred = m.get("predicted_latency_ms")
+    return f"""# Pruned {job.model}{' on ' + job.dataset if job.dataset else ''} for budget {m['budget']} on {job.device}
+
+Found by agent `{rec.agent}` (trial {rec.number} of study `{m['source']['study']}`) in the search run
+`{m['source']['run_dir']}`, then fine-tuned and exported by `hilprune export`.
+
+| | |
+|---|---|
+| budget | {m['budget']} = {m['budget_ms']:.4g} ms |
+| live latency | {m['live_latency_ms']:.4g} ms (dense {m['dense_live_latency_ms']:.4g} ms): **{(m['speedup'] or 0):.2f}x** faster |
+| predicted latency (LUT) | {f"{pred:.4g} ms" if pred is not None else "-"} |
+| test accuracy | **{acc_a['test']:.4f}** after fine-tuning, {acc_b['test']:.4f} before (dense {m['dense_accuracy']['test']:.4f}) |
+| validation accuracy | {acc_a['val']:.4f} after, {acc_b['val']:.4f} before (the search saw {acc_b['search_val']:.4f}) |
+| fine-tuning | {m['finetune']['epochs']} epoch(s), lr {m['finetune']['lr']}, {m['finetune']['steps']} steps, {m['finetune']['wall_s']} s |
+| MACs | {macs} |
+| input shape | {list(spec.input_shape)} (batch 1, fixed), {spec.num_classes} classes |
+| ONNX | opset 17, max abs difference to torch {diff if diff is not None else float('nan'):.2e} |
+| device | `{job.device}`; {fp_line} |
+| host | {platform.node()} ({platform.machine()}), {time.strftime('%Y-%m-%d %H:%M')} |
+
+Latency is the median of onnxruntime runs on the device above (hwprofiler); it is only
+meaningful on that device with those settings.
+
+## Layer-wise policy
+
+| group | kind | channels before | channels after | pruned ratio |
+|---|---|---|---|---|
+{rows}
+
+## Files
+
+- `model.onnx`: the pruned model
+- `pruned.pt`: its weights (`hilprune.surgery.load_pruned(spec, path)` rebuilds it from the dense model)
+- `policy.json`: the policy and every number above (`hilprune.policy/v1`)
+"""

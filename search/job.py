@@ -1,0 +1,326 @@
+"""A search job: what to prune, on which device, under which budgets, with which agents.
+
+A job comes from a TOML file (`--job`), from CLI flags, or both (flags win). The resolved
+job is written to `<out>/job.toml`; rerunning the same command (or `hilprune search --job
+<out>/job.toml`) continues the job until every agent has `evals` finished evaluations.
+
+```toml
+name = "digits"
+model = "digits-cnn"
+dataset = "digits"
+device = "ort-cpu-1t"
+budgets = ["0.5", "1.2ms"]      # fractions of the dense model's live latency, or milliseconds
+agents = ["uniform", "random", "ppo"]
+evals = 40                      # per agent, in total (resume continues up to this)
+seed = 0
+latency_source = "lut"          # lut | live | hybrid  (the latency each trial is judged by)
+reward = "constrained"
+
+[agent_options.ppo]             # keyword arguments passed to an agent's factory
+n_steps = 64
+```
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hilprune.errors import HilpruneError
+
+try:  # Python 3.11+
+    import tomllib as _toml
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as _toml  # type: ignore[no-redef]
+
+JOB_FILE = "job.toml"
+LATENCY_SOURCES = ("lut", "live", "hybrid")
+DEFAULT_AGENTS = ("uniform", "random")
+
+# Fields that define what a job's trials mean: changing one of them on an existing run
+# directory would mix incomparable trials, so it is refused. Budgets, agents, evals and
+# workers may change between runs (a trial's accuracy and latency do not depend on them).
+IDENTITY_FIELDS = ("model", "dataset", "input_shape", "num_classes", "checkpoint", "device", "val_size",
+                   "latency_source", "max_ratio", "round_to", "importance", "seed")
+
+
+# --- budgets ------------------------------------------------------------------------------------
+_MS = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*ms\s*$")
+
+
+def parse_budget(text: str | float | int) -> str:
+    """Canonical label of one budget: a fraction of dense latency ('0.5') or milliseconds ('1.2ms')."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+        raw = repr(text)
+    else:
+        raw = str(text).strip().lower()
+        m = _MS.match(raw)
+        if m:
+            ms = float(m.group(1))
+            if not (ms > 0 and math.isfinite(ms)):
+                raise HilpruneError(f"budget {text!r}: a latency budget must be a positive number of milliseconds")
+            return f"{_fmt(ms)}ms"
+        try:
+            value = float(raw)
+        except ValueError:
+            raise HilpruneError(f"budget {text!r}: expected a fraction of the dense latency (0.5) or milliseconds (1.2ms)") from None
+    if not (0 < value <= 1) or not math.isfinite(value):
+        raise HilpruneError(f"budget {raw}: a fractional budget must be in (0, 1] (a fraction of the dense model's latency); "
+                            "write milliseconds as e.g. 1.2ms")
+    return _fmt(value)
+
+
+def parse_budgets(values: Any) -> list[str]:
+    """Budgets from a list and/or comma-separated strings; duplicates removed, order kept."""
+    if values is None:
+        return []
+    if isinstance(values, (str, int, float)):
+        values = [values]
+    out: list[str] = []
+    for v in values:
+        parts = [p for p in str(v).split(",") if p.strip()] if isinstance(v, str) else [v]
+        for p in parts:
+            label = parse_budget(p)
+            if label not in out:
+                out.append(label)
+    return out
+
+
+def budget_value(label: str) -> tuple[float, bool]:
+    """(value, is_ms) of a canonical budget label."""
+    if label.endswith("ms"):
+        return float(label[:-2]), True
+    return float(label), False
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def split_list(values: Any) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    out: list[str] = []
+    for v in values:
+        for p in str(v).split(","):
+            p = p.strip()
+            if p and p not in out:
+                out.append(p)
+    return out
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "job"
+
+
+# --- the job ------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    model: str
+    name: str = ""
+    dataset: str | None = None
+    checkpoint: str | None = None
+    input_shape: str | None = None
+    num_classes: int | None = None
+    data_dir: str | None = None
+    device: str = "ort-cpu-1t"
+    budgets: list[str] = field(default_factory=lambda: ["0.5"])
+    agents: list[str] = field(default_factory=lambda: list(DEFAULT_AGENTS))
+    evals: int = 20
+    seed: int = 0
+    val_size: int | None = None
+    latency_source: str = "lut"
+    reward: str = "constrained"
+    out: str = ""
+    storage: str | None = None
+    workers: int = 1
+    max_ratio: float = 0.9
+    round_to: int = 1
+    importance: str = "l1"
+    agent_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    # --- paths -------------------------------------------------------------------------------
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def storage_url(self) -> str:
+        from .store import default_storage_url
+
+        return self.storage or default_storage_url(self.out_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        data = {k: v for k, v in self.to_dict().items() if v is not None and k != "agent_options"}
+        text = "# Resolved hilprune search job: rerun with `hilprune search --job <this file>` to continue it.\n"
+        text += tomli_w.dumps(data)
+        if self.agent_options:
+            text += "\n" + tomli_w.dumps({"agent_options": self.agent_options})
+        return text
+
+    def write(self, path: Path | None = None) -> Path:
+        path = path or self.out_dir / JOB_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".toml.tmp")
+        tmp.write_text(self.to_toml())
+        tmp.replace(path)
+        return path
+
+    def identity(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in IDENTITY_FIELDS}
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise HilpruneError(f"job file not found: {path}")
+    try:
+        return _toml.loads(path.read_text())
+    except _toml.TOMLDecodeError as exc:
+        raise HilpruneError(f"{path}: not valid TOML ({exc})") from None
+
+
+_KNOWN = {f.name for f in fields(Job)} | {"budget", "agent"}
+
+
+def resolve_job(job_file: str | Path | None = None, **flags: Any) -> Job:
+    """Merge a job file and CLI flags (flags that are not None win) into a validated Job."""
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if job_file is not None:
+        data = read_toml(job_file)
+        unknown = sorted(set(data) - _KNOWN)
+        if unknown:
+            raise HilpruneError(f"{job_file}: unknown job field(s) {', '.join(unknown)}; known: {', '.join(sorted(_KNOWN - {'budget', 'agent'}))}")
+        base = Path(job_file).resolve().parent
+        if "budget" in data:
+            data.setdefault("budgets", data.pop("budget"))
+        if "agent" in data:
+            data.setdefault("agents", data.pop("agent"))
+        # relative paths in a job file are relative to the file
+        for key in ("checkpoint", "data_dir", "out"):
+            if data.get(key) and not Path(str(data[key])).is_absolute() and not _looks_remote(str(data[key])):
+                data[key] = str((base / str(data[key])).resolve())
+        st = data.get("storage")
+        if st and "://" not in str(st) and not Path(str(st)).is_absolute():
+            data["storage"] = str((base / str(st)).resolve())
+    for k, v in flags.items():
+        if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
+            continue
+        data[k] = v
+    if not data.get("model"):
+        raise HilpruneError("a search needs --model (or 'model' in the --job file)")
+    job = Job(model=str(data.pop("model")))
+    for k, v in data.items():
+        if k not in _KNOWN:
+            raise HilpruneError(f"unknown job field {k!r}")
+        setattr(job, k, v)
+    return _validate(job)
+
+
+def _looks_remote(text: str) -> bool:
+    return "://" in text or text.startswith("remote:")
+
+
+def _validate(job: Job) -> Job:
+    job.budgets = parse_budgets(job.budgets) or ["0.5"]
+    job.agents = split_list(job.agents) or list(DEFAULT_AGENTS)
+    from .agents import REGISTRY
+
+    bad = [a for a in job.agents if a not in REGISTRY]
+    if bad:
+        raise HilpruneError(f"unknown agent(s) {', '.join(bad)}; known: {', '.join(REGISTRY)}")
+    try:
+        job.evals = int(job.evals)
+        job.seed = int(job.seed)
+        job.workers = int(job.workers)
+        job.round_to = int(job.round_to)
+        job.max_ratio = float(job.max_ratio)
+        job.val_size = int(job.val_size) if job.val_size is not None else None
+        job.num_classes = int(job.num_classes) if job.num_classes is not None else None
+    except (TypeError, ValueError) as exc:
+        raise HilpruneError(f"bad job value: {exc}") from None
+    if job.evals < 1:
+        raise HilpruneError("--evals must be at least 1")
+    if job.workers < 1:
+        raise HilpruneError("--workers must be at least 1")
+    if not 0 < job.max_ratio < 1:
+        raise HilpruneError("max_ratio must be in (0, 1)")
+    if job.latency_source not in LATENCY_SOURCES:
+        raise HilpruneError(f"--latency-source must be one of {', '.join(LATENCY_SOURCES)}, got {job.latency_source!r}")
+    if job.input_shape is not None and not isinstance(job.input_shape, str):
+        job.input_shape = ",".join(str(int(x)) for x in job.input_shape)
+    if job.checkpoint:
+        ck = Path(str(job.checkpoint)).expanduser()
+        if not ck.is_file():
+            raise HilpruneError(f"checkpoint not found: {ck}")
+        job.checkpoint = str(ck.resolve())
+    if job.data_dir:
+        job.data_dir = str(Path(str(job.data_dir)).expanduser().resolve())
+    if not job.dataset:
+        raise HilpruneError("a search needs --dataset (accuracy is measured on its validation split): digits, fashion-mnist or cifar10")
+    if not job.name:
+        model = Path(job.model.split(":")[0]).stem if ":" in job.model else job.model
+        device = Path(job.device).stem if str(job.device).endswith(".toml") else job.device
+        job.name = Path(str(job.out)).name if job.out else slug(f"{model}-{job.dataset}-{device}")
+    job.name = slug(str(job.name))
+    if not job.out:
+        job.out = str(Path("runs") / job.name)
+    job.out = str(Path(str(job.out)).expanduser().resolve())
+    if job.storage:
+        st = str(job.storage)
+        if "://" not in st:
+            st = str(Path(st).expanduser().resolve())
+        job.storage = st
+    if not isinstance(job.agent_options, dict):
+        raise HilpruneError("agent_options must be a table of tables ([agent_options.ppo] ...)")
+    return job
+
+
+def load_run_job(run_dir: str | Path) -> Job:
+    """The resolved job of an existing run directory."""
+    run_dir = Path(run_dir)
+    path = run_dir / JOB_FILE
+    if not path.is_file():
+        raise HilpruneError(f"{run_dir} is not a search run directory (no {JOB_FILE}); run 'hilprune search' first")
+    data = read_toml(path)
+    data.setdefault("out", str(run_dir.resolve()))
+    model = data.pop("model", None)
+    if not model:
+        raise HilpruneError(f"{path}: no model")
+    job = Job(model=model)
+    for k, v in data.items():
+        if k in _KNOWN and k not in ("budget", "agent"):
+            setattr(job, k, v)
+    # a moved run directory still works: its own files win over the recorded out path
+    if Path(job.out).resolve() != run_dir.resolve():
+        if job.storage and job.storage == str(Path(job.out) / "study.journal"):
+            job.storage = None
+        job.out = str(run_dir.resolve())
+    return job
+
+
+def check_compatible(new: Job, old: Job) -> None:
+    """Refuse to continue a run directory with settings that change what its trials mean."""
+    a, b = new.identity(), old.identity()
+    diff = [k for k in IDENTITY_FIELDS if _norm(a[k]) != _norm(b[k])]
+    if diff:
+        detail = "; ".join(f"{k}: {b[k]!r} -> {a[k]!r}" for k in diff)
+        raise HilpruneError(f"{new.out} holds a job with other settings ({detail}); "
+                            "use another --out, or the same settings to continue it")
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return [str(x) for x in v]
+    return v

@@ -1,0 +1,211 @@
+"""A short real search (digits-cnn on digits, uniform + random), then report, export and dashboard on it."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("envs.evaluator", reason="envs.evaluator (PolicyEvaluator) is not available")
+
+from hilprune.cli.main import main  # noqa: E402
+from search import store  # noqa: E402
+from search.job import load_run_job  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EVALS = 4
+BUDGET = "0.5"
+TRIAL_ATTRS = {"macs", "params", "latency_source", "lut_latency_ms", "live_latency_ms", "reward", "agent", "seed",
+               "device_fingerprint", "policy"}
+
+
+def run_cli(capsys: pytest.CaptureFixture, *args: str) -> dict:
+    capsys.readouterr()
+    rc = main(list(args))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("search") / "run"
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(["search", "-m", "digits-cnn", "-d", "digits", "--device", "ort-cpu-1t", "--budget", BUDGET,
+                   "--agent", "uniform,random", "--evals", str(EVALS), "--seed", "0", "--out", str(out), "--no-progress", "--json"])
+    assert rc == 0, buf.getvalue()
+    return out, json.loads(buf.getvalue())
+
+
+def test_search_records_trials_and_a_best_policy_within_budget(run: tuple[Path, dict]) -> None:
+    out, summary = run
+    job = load_run_job(out)
+    storage = store.open_storage(job.storage_url, cache=False)
+    assert set(store.study_names(storage, job.name)) == {"uniform", "random"}
+    dists = None
+    for agent in ("uniform", "random"):
+        study = store.get_study(storage, store.study_name(job.name, agent), create=False)
+        trials = study.get_trials(states=(store.TrialState.COMPLETE,))
+        assert len(trials) == EVALS
+        assert study.metric_names == ["accuracy", "latency_ms"]
+        for t in trials:
+            assert TRIAL_ATTRS <= set(t.user_attrs), set(TRIAL_ATTRS) - set(t.user_attrs)
+            assert t.user_attrs["agent"] == agent and t.user_attrs["latency_source"] == "lut"
+            policy = json.loads(t.user_attrs["policy"])
+            assert policy["format"] == "hilprune.policy/v1"
+            for g in policy["groups"]:  # params: the exact ratio snapped to the 0.05 grid
+                assert t.params[g["name"]] == pytest.approx(store.snap(g["requested_ratio"], 0.9), abs=1e-9)
+            dists = dists or t.distributions
+            assert t.distributions == dists  # one search space for every agent
+    budget_ms = summary["budgets_ms"][BUDGET]
+    best = summary["best"][BUDGET]
+    assert best is not None and best["latency_ms"] <= budget_ms
+    assert Path(best["policy_path"]).is_file() and Path(best["policy_path"]).name == f"{BUDGET}.json"
+    pol = json.loads(Path(best["policy_path"]).read_text())
+    assert pol["metrics"]["latency_ms"] <= budget_ms and pol["metrics"]["agent"] == best["agent"]
+    assert (out / "pareto.png").stat().st_size > 10_000 and (out / "report.md").is_file() and (out / "dense.json").is_file()
+    # random search: every policy was clipped to the budget by predicted latency
+    rand = store.load_records(storage, job.name)["random"]
+    assert all(r.lut_latency_ms is not None and r.lut_latency_ms <= budget_ms * 1.0001 for r in rand)
+
+
+def test_uniform_bisection_lands_within_2_percent(run: tuple[Path, dict]) -> None:
+    out, summary = run
+    job = load_run_job(out)
+    storage = store.open_storage(job.storage_url, cache=False)
+    study = store.get_study(storage, store.study_name(job.name, "uniform"), create=False)
+    budget_ms = summary["budgets_ms"][BUDGET]
+    hit = [t for t in study.trials if t.user_attrs.get("target_budget_ms") is not None]
+    assert len(hit) == 1
+    t = hit[0]
+    ratios = {g["requested_ratio"] for g in json.loads(t.user_attrs["policy"])["groups"]}
+    assert ratios == {t.user_attrs["uniform_ratio"]}  # one ratio for every group
+    lat = t.user_attrs["lut_latency_ms"]  # the latency source the bisection used: the LUT
+    assert t.user_attrs["predicted_latency_ms"] == pytest.approx(lat, rel=1e-9)
+    assert lat <= budget_ms
+    if t.user_attrs["within_tolerance"]:
+        assert lat >= budget_ms * 0.98, (lat, budget_ms)
+        return
+    # The LUT's prediction is a noisy step function of the ratio: then no uniform ratio may land
+    # within 2% under the budget (checked on every channel breakpoint).
+    from envs.evaluator import PolicyEvaluator
+
+    ev = PolicyEvaluator("digits-cnn", dataset="digits", device=job.device)
+    names = [g.name for g in ev.groups]
+    keys, x = {}, 0.0
+    while x <= 0.9:
+        keys.setdefault(ev.kept({n: x for n in names}), x)
+        x += 1 / 512
+    preds = [ev.predict_latency({n: r for n in names}) for r in keys.values()]
+    assert not any(budget_ms * 0.98 <= p <= budget_ms for p in preds)
+
+
+def test_report_json(run: tuple[Path, dict], capsys: pytest.CaptureFixture) -> None:
+    out, _ = run
+    rep = run_cli(capsys, "report", str(out), "--json")
+    assert {"accuracy", "latency_ms"} <= set(rep["dense"])
+    assert rep["trials"] == {"uniform": EVALS, "random": EVALS}
+    b = rep["best"][BUDGET]
+    assert {"agent", "accuracy", "latency_ms", "speedup", "policy_path", "trial"} <= set(b)
+    assert b["speedup"] == pytest.approx(rep["dense"]["latency_ms"] / b["latency_ms"])
+
+
+def test_export_matches_torch_and_reports_test_accuracy(run: tuple[Path, dict], capsys: pytest.CaptureFixture,
+                                                        tmp_path: Path) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from hilprune.models import resolve_model
+    from hilprune.policy import Policy
+    from hilprune.surgery import load_pruned
+
+    out, summary = run
+    res = run_cli(capsys, "export", str(out), "--budget", BUDGET, "--finetune-epochs", "0.5", "--out", str(tmp_path / "exp"), "--json")
+    assert {"onnx", "test_accuracy", "latency_ms", "speedup", "policy"} <= set(res)
+    assert res["max_abs_diff"] <= 1e-4 and res["latency_ms"] > 0  # (meets_budget: a live number, noisy at 40 us)
+    assert 0.5 < res["test_accuracy"] <= 1.0
+    pol = Policy.load(res["policy"])
+    m = pol.metrics
+    assert {"accuracy_before_finetune", "accuracy_after_finetune", "predicted_latency_ms", "live_latency_ms", "speedup",
+            "device_fingerprint"} <= set(m)
+    assert m["accuracy_after_finetune"]["test"] == res["test_accuracy"]
+    assert (tmp_path / "exp" / "MODEL_CARD.md").is_file()
+    # the ONNX file computes what the saved pruned weights compute
+    spec = resolve_model("digits-cnn", "digits")
+    model, _ = load_pruned(spec, tmp_path / "exp" / "pruned.pt")
+    x = torch.randn(1, *spec.input_shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    sess = ort.InferenceSession(res["onnx"], providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert float(np.max(np.abs(got - ref))) <= 1e-4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_the_studies(run: tuple[Path, dict]) -> None:
+    out, _ = run
+    port = _free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "hilprune", "dashboard", str(out), "--port", str(port)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        studies = None
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"dashboard exited: {proc.stdout.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    studies = json.loads(r.read())["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, "dashboard did not answer"
+        job = load_run_job(out)
+        by_name = {s["study_name"]: s for s in studies}
+        assert set(by_name) == {f"{job.name}/uniform", f"{job.name}/random"}
+        sid = by_name[f"{job.name}/random"]["study_id"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{sid}?after=0", timeout=10) as r:
+            detail = json.loads(r.read())
+        assert len(detail["trials"]) == EVALS
+        names = {a["filename"] for a in detail["artifacts"]}
+        assert {"pareto.png", f"best-{BUDGET}.json"} <= names
+        assert all(any(a["filename"] == "policy.json" for a in t["artifacts"]) for t in detail["trials"])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_workers_share_one_study(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from search.agents import available
+
+    if not available("tpe"):
+        pytest.skip("search.agents.tpe is not available")
+    out = tmp_path / "w"
+    res = run_cli(capsys, "search", "-m", "digits-cnn", "-d", "digits", "--budget", BUDGET, "--agent", "tpe", "--evals", "6",
+                  "--workers", "2", "--out", str(out), "--no-progress", "--json")
+    assert res["trials"] == {"tpe": 6} and not res["failed"]
+    job = load_run_job(out)
+    study = store.get_study(store.open_storage(job.storage_url, cache=False), store.study_name(job.name, "tpe"), create=False)
+    done = study.get_trials(states=(store.TrialState.COMPLETE,))
+    assert len(done) == 6 and len(study.trials) == 6
+    assert {t.user_attrs["seed"] for t in done} == {0, 1}  # the main process (seed 0) and one worker (seed + 1)

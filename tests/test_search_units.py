@@ -1,0 +1,141 @@
+"""search/: jobs, budgets, the trial store, clipping, the agent registry (no model, no evaluator)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hilprune.errors import HilpruneError
+from search import store
+from search.agents import REGISTRY, make_agent
+from search.agents.uniform import sweep_order
+from search.clip import sequential_clip, smallest_ratio
+from search.job import check_compatible, load_run_job, parse_budget, parse_budgets, resolve_job
+
+
+def test_budgets_parse_fractions_and_milliseconds() -> None:
+    assert parse_budgets(["0.5,0.25", "1.2ms", "0.50"]) == ["0.5", "0.25", "1.2ms"]
+    assert parse_budget(" 3 ms") == "3ms"
+    assert parse_budget(1) == "1"
+    for bad in ("2", "0", "fast", "-1ms", "0ms"):
+        with pytest.raises(HilpruneError):
+            parse_budget(bad)
+
+
+def test_job_from_toml_and_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "j.toml").write_text('model = "digits-cnn"\ndataset = "digits"\nbudgets = ["0.5", "2ms"]\n'
+                                     'agents = ["uniform", "random"]\nevals = 7\n[agent_options.random]\nclip = true\n')
+    job = resolve_job(tmp_path / "j.toml", evals=9, agents=["uniform"])
+    assert job.evals == 9 and job.agents == ["uniform"] and job.budgets == ["0.5", "2ms"]
+    assert job.name == "digits-cnn-digits-ort-cpu-1t"
+    assert Path(job.out) == tmp_path / "runs" / job.name
+    assert job.storage_url == str(Path(job.out) / "study.journal")
+    assert job.agent_options == {"random": {"clip": True}}
+    job.write()
+    again = load_run_job(job.out)
+    assert again.identity() == job.identity() and again.agent_options == job.agent_options
+    check_compatible(resolve_job(Path(job.out) / "job.toml", evals=20, budgets=["0.3"]), again)  # more evals, other budgets: fine
+    with pytest.raises(HilpruneError, match="other settings"):
+        check_compatible(resolve_job(Path(job.out) / "job.toml", device="ort-cpu-2t"), again)
+
+
+@pytest.mark.parametrize("flags, match", [({}, "--model"), ({"model": "digits-cnn", "agents": ["nope"]}, "unknown agent"), ({"model": "digits-cnn"}, "--dataset"),
+                                           ({"model": "digits-cnn", "latency_source": "x"}, "latency-source"),
+                                           ({"model": "digits-cnn", "evals": 0}, "evals")])
+def test_job_mistakes_are_user_errors(flags: dict, match: str) -> None:
+    with pytest.raises(HilpruneError, match=match):
+        resolve_job(None, **flags)
+
+
+def test_store_grid_trials_and_records(tmp_path: Path) -> None:
+    dists = store.distributions(["a", "b"], 0.9)
+    assert dists["a"] == optuna.distributions.FloatDistribution(0.0, 0.9, step=0.05)
+    assert store.snap(0.333, 0.9) == 0.35 and store.snap(0.97, 0.9) == 0.9 and store.snap(-0.1, 0.9) == 0.0
+    assert store.grid_high(0.93) == 0.9
+    url = str(tmp_path / "study.journal")
+    study = store.get_study(url, "job/random")
+    assert study.metric_names == ["accuracy", "latency_ms"]
+    n = store.add_complete_trial(study, [0.9, 1.5], {"a": 0.35, "b": 0.0}, dists,
+                                 {"agent": "random", "latency_source": "lut", "policy": json.dumps({"groups": [
+                                     {"name": "a", "requested_ratio": 0.3333}, {"name": "b", "requested_ratio": 0.0}]})})
+    assert n == 0
+    fresh = store.open_storage(url, cache=False)  # what another process sees
+    recs = store.load_records(fresh, "job")
+    assert list(recs) == ["random"]
+    r = recs["random"][0]
+    assert (r.accuracy, r.latency_ms, r.grid_params) == (0.9, 1.5, {"a": 0.35, "b": 0.0})
+    assert r.ratios() == {"a": 0.3333, "b": 0.0}
+
+
+def test_torn_journal_line_is_dropped(tmp_path: Path) -> None:
+    url = str(tmp_path / "study.journal")
+    study = store.get_study(store.open_storage(url, cache=False), "j/uniform")
+    store.add_complete_trial(study, [0.5, 1.0], {"a": 0.1}, store.distributions(["a"], 0.9), {})
+    with open(url, "ab") as f:
+        f.write(b'{"op_code": 4, "worker_id": "x", "study_id": 0, "sta')  # kill -9 in the middle of a write
+    Path(url + ".lock").symlink_to(url)  # and while holding the writer lock
+    store.repair_journal(url)
+    assert not Path(url + ".lock").exists()
+    study = store.get_study(store.open_storage(url, cache=False), "j/uniform")
+    store.add_complete_trial(study, [0.6, 0.9], {"a": 0.2}, store.distributions(["a"], 0.9), {})
+    assert store.finished_count(store.get_study(store.open_storage(url, cache=False), "j/uniform")) == 2
+
+
+def _toy_predict(names: list[str]):
+    weights = {n: w for n, w in zip(names, (4.0, 2.0, 1.0, 3.0))}
+
+    def predict(ratios: dict) -> float:  # monotone, decreasing in every ratio
+        return 0.1 + sum(w * (1 - ratios[n]) ** 2 for n, w in weights.items())
+
+    return predict
+
+
+def test_sequential_clip_meets_the_budget() -> None:
+    names = ["g0", "g1", "g2", "g3"]
+    predict = _toy_predict(names)
+    dense = predict({n: 0.0 for n in names})
+    for budget in (0.3 * dense, 0.5 * dense, 0.9 * dense):
+        clipped = sequential_clip(predict, names, [0.0, 0.1, 0.0, 0.2], budget, 0.9)
+        assert predict(dict(zip(names, clipped))) <= budget
+        assert all(c >= r - 1e-12 for c, r in zip(clipped, [0.0, 0.1, 0.0, 0.2]))  # ratios only go up
+    loose = sequential_clip(predict, names, [0.1, 0.2, 0.3, 0.4], dense * 2, 0.9)
+    assert loose == [0.1, 0.2, 0.3, 0.4]  # already within: untouched
+
+
+def test_smallest_ratio_bisection() -> None:
+    r, f = smallest_ratio(lambda x: 10 * (1 - x), 4.0, 0.0, 0.9, tol=1e-6)
+    assert abs(r - 0.6) < 1e-5 and f <= 4.0
+    r, f = smallest_ratio(lambda x: 10 * (1 - x), 0.5, 0.0, 0.9)
+    assert r == 0.9 and f > 0.5  # out of reach: the max ratio, flagged by f > budget
+
+
+def test_uniform_sweep_order_is_coarse_to_fine() -> None:
+    order = sweep_order(18)
+    assert sorted(order) == list(range(1, 19))
+    assert order[0] in (9, 10) and set(order[:3]) <= {4, 5, 9, 10, 14, 15}
+
+
+def test_registry_names_and_missing_agents(monkeypatch: pytest.MonkeyPatch) -> None:
+    import search.agents as agents
+
+    assert set(REGISTRY) == {"uniform", "random", "tpe", "nsga2", "autoprune", "ppo", "sac"}
+    assert make_agent("uniform").name == "uniform"
+    assert make_agent("random", clip=False).clip is False
+    monkeypatch.setitem(agents.AGENT_PATHS, "ppo", "agent.no_such_module:PPOAgent")
+    with pytest.raises(HilpruneError, match="agent 'ppo' is not available: module agent.no_such_module"):
+        make_agent("ppo")
+    with pytest.raises(HilpruneError, match="bad options"):
+        make_agent("uniform", nope=1)
+
+
+def test_cli_user_mistakes_exit_2(capsys: pytest.CaptureFixture) -> None:
+    from hilprune.cli.main import main
+
+    assert main(["search", "--budget", "0.5"]) == 2
+    assert main(["search", "-m", "digits-cnn", "-d", "digits", "--budget", "3"]) == 2
+    assert main(["report", "/nonexistent/run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
