@@ -163,6 +163,17 @@ class PruneEnvBase(gym.Env):
             "reward_parts": dict(parts),
         }
 
+    def render_ansi(self, header: str) -> str:
+        """The policy so far as text: one line per group with its latency share and ratio."""
+        lines = [header]
+        for i, g in enumerate(self.groups):
+            r = f"{self._ratios[i]:.2f}" if i < len(self._ratios) else "  - "
+            lines.append(f"  {g.name:<32} {g.channels:>5} ch  share {self.shares[i]:6.1%}  ratio {r}")
+        if self.last_result is not None:
+            res = self.last_result
+            lines.append(f"  accuracy {res.accuracy:.4f}  latency {res.latency_ms:.4g} ms ({res.latency_kind})")
+        return "\n".join(lines) + "\n"
+
     def render_rgb(self, ratios: Sequence[float]) -> np.ndarray:
         """One bar per group: kept channels grey, pruned red, groups not decided yet dark."""
         h, bar = 96, 6

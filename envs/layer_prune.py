@@ -112,15 +112,8 @@ class LayerPruneEnv(PruneEnvBase):
             return self.render_rgb(self._ratios)
         if self.render_mode != "ansi":
             return None
-        lines = [f"LayerPrune-v0 {self.evaluator.spec.name} on {self.evaluator.device.name}: budget {self.budget_ms:.4g} ms, "
-                 f"step {self._t}/{self.n_groups}"]
-        for i, g in enumerate(self.groups):
-            r = f"{self._ratios[i]:.2f}" if i < len(self._ratios) else "  - "
-            lines.append(f"  {g.name:<32} {g.channels:>5} ch  share {self.shares[i]:6.1%}  ratio {r}")
-        if self.last_result is not None:
-            res = self.last_result
-            lines.append(f"  accuracy {res.accuracy:.4f}  latency {res.latency_ms:.4g} ms ({res.latency_kind})")
-        return "\n".join(lines) + "\n"
+        return self.render_ansi(f"LayerPrune-v0 {self.evaluator.spec.name} on {self.evaluator.device.name}: "
+                                f"budget {self.budget_ms:.4g} ms, step {self._t}/{self.n_groups}")
 
     # --- observation ------------------------------------------------------------------------------------------
     def _obs(self) -> np.ndarray:

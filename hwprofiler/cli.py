@@ -32,7 +32,8 @@ def _read_token(path: str | None) -> tuple[str, bool]:
     return secrets.token_urlsafe(32), True
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (binding elsewhere exposes the server)."""
     if host == "localhost":
         return True
     try:
@@ -57,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     err = sys.stderr
     if generated:
         print(f"hwprofiler: token (shown once; clients set HWPROFILER_TOKEN to it): {token}", file=err)
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         print(f"hwprofiler: warning: listening on {args.host}: anyone who can reach it with the token runs models here", file=err)
     print(f"hwprofiler: serving device {device.name} on http://{args.host}:{args.port}", file=err, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -12,7 +12,6 @@ Equivalent by hand: `optuna-dashboard runs/<name>/study.journal --artifact-dir r
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import socket
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hilprune.errors import HilpruneError
+from hwprofiler.cli import is_loopback
 
 from . import store
 from .job import Job, load_run_job
@@ -108,15 +108,6 @@ def _note(agent: str, best: dict[str, Any], summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_port(host: str, port: int) -> None:
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(fam, socket.SOCK_STREAM) as s:
@@ -148,7 +139,7 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, quiet:
     """Serve optuna-dashboard for a run (blocks until Ctrl-C)."""
     from optuna_dashboard import run_server
 
-    if not _is_loopback(host):
+    if not is_loopback(host):
         log.warning("serving on %s: the dashboard has no authentication and lets anyone who reaches it edit notes", host)
     check_port(host, port)
     storage, astore, job = prepare(run_dir)

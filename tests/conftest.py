@@ -4,6 +4,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One hwprofiler cache (LUTs, measurements) per test session: tests never see, nor change, the
+# user's tables or those of other processes measuring on this machine at the same time.
+import tempfile  # noqa: E402
+
+os.environ["HWPROFILER_CACHE"] = tempfile.mkdtemp(prefix="hilprune-test-hwcache-")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 from pathlib import Path  # noqa: E402

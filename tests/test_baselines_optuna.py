@@ -16,7 +16,7 @@ from search.agents.autoprune import ChannelGates, channel_costs, fit_to_budget, 
 from search.agents.tpe import CONSTRAINT, HAS_SET_CONSTRAINT, snap_up, uniform_for_budget  # noqa: E402
 from search.context import SearchContext  # noqa: E402
 
-BUDGET = 0.5
+BUDGET = 0.65  # digits-cnn is tiny: fixed per-kernel costs put its floor near 0.4-0.55 of dense on a loaded CPU
 
 
 @pytest.fixture(scope="module")

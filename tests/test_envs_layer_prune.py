@@ -75,13 +75,13 @@ def test_random_episodes(ev: PolicyEvaluator) -> None:
 
 
 def test_constrained_episodes_end_within_budget(ev: PolicyEvaluator) -> None:
-    env = gym.make("hilprune/LayerPrune-v0", evaluator=ev, budget=0.5, reward="constrained")
+    env = gym.make("hilprune/LayerPrune-v0", evaluator=ev, budget=0.65, reward="constrained")
     for seed in range(50):
         _rewards, info = run_episode(env, 100 + seed)
         assert info["lut_latency_ms"] <= info["budget_ms"] * (1 + 1e-9), seed
         assert info["reward_parts"]["within_budget"] == 1.0
     # The same rule over the whole action vector (PolicyPrune-v0).
-    penv = gym.make("hilprune/PolicyPrune-v0", evaluator=ev, budget=0.5)
+    penv = gym.make("hilprune/PolicyPrune-v0", evaluator=ev, budget=0.65)
     for seed in range(10):
         _rewards, info = run_episode(penv, seed)
         assert info["lut_latency_ms"] <= info["budget_ms"] * (1 + 1e-9)
@@ -92,7 +92,7 @@ def test_unconstrained_rewards_follow_their_formula(ev: PolicyEvaluator) -> None
 
     for name, kw in (("mnasnet", {"mnasnet_w": -0.07}), ("penalty", {"penalty_lambda": 2.0}),
                      ("try-and-learn", {"accepted_drop": 0.05})):
-        env = gym.make("hilprune/LayerPrune-v0", evaluator=ev, budget=0.5, reward=name, **kw)
+        env = gym.make("hilprune/LayerPrune-v0", evaluator=ev, budget=0.65, reward=name, **kw)
         rs, info = run_episode(env, 7)
         res = env.unwrapped.last_result
         params = rewards.reward_params(name, accepted_drop=kw.get("accepted_drop"), penalty_lambda=kw.get("penalty_lambda"),
@@ -104,7 +104,7 @@ def test_unconstrained_rewards_follow_their_formula(ev: PolicyEvaluator) -> None
 
 
 def test_cache_and_seeding(ev: PolicyEvaluator) -> None:
-    env = gym.make("hilprune/LayerPrune-v0", evaluator=ev, budget=0.5)
+    env = gym.make("hilprune/LayerPrune-v0", evaluator=ev, budget=0.65)
     r1, info1 = run_episode(env, 42)
     n = ev.n_evaluations
     r2, info2 = run_episode(env, 42)  # same seed, same actions: same policy, not evaluated again
@@ -113,7 +113,7 @@ def test_cache_and_seeding(ev: PolicyEvaluator) -> None:
     o1, _ = env.reset(seed=5)
     o2, _ = env.reset(seed=5)
     assert np.array_equal(o1, o2)
-    other = gym.make("hilprune/LayerPrune-v0", evaluator=ev, budget=0.5)
+    other = gym.make("hilprune/LayerPrune-v0", evaluator=ev, budget=0.65)
     r3, info3 = run_episode(other, 42)
     assert r3 == r1 and info3["ratios"] == info1["ratios"]
 
@@ -123,7 +123,7 @@ def test_checkers_pass(ev: PolicyEvaluator) -> None:
     from stable_baselines3.common.env_checker import check_env as sb3_check
 
     for env_id in ("hilprune/LayerPrune-v0", "hilprune/PolicyPrune-v0"):
-        env = gym.make(env_id, evaluator=ev, budget=0.5, render_mode="ansi")
+        env = gym.make(env_id, evaluator=ev, budget=0.65, render_mode="ansi")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             gym_check(env.unwrapped)
@@ -131,7 +131,7 @@ def test_checkers_pass(ev: PolicyEvaluator) -> None:
         assert not caught, [str(w.message) for w in caught]
         env.reset(seed=0)
         assert "budget" in env.unwrapped.render()
-        img = gym.make(env_id, evaluator=ev, budget=0.5, render_mode="rgb_array")
+        img = gym.make(env_id, evaluator=ev, budget=0.65, render_mode="rgb_array")
         img.reset(seed=0)
         frame = img.render()
         assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
