@@ -1,0 +1,588 @@
+"""Search agents compared at equal evaluations under latency budgets (Fashion-MNIST, ort-cpu-1t).
+
+    python bench/compare_agents.py [--quick] [--models resnet20,resnet56] [--budgets 0.5,0.3]
+                                   [--agents uniform,random,tpe,nsga2,autoprune,ppo] [--evals 150]
+                                   [--seeds 3] [--finetune-epochs 1] [--skip-finetune]
+                                   [--out-dir runs/bench/compare_agents] [--no-doc] [--markdown-only]
+
+Protocol (the defaults): resnet20 at budgets 0.5 and 0.3 of the dense model's live latency with 3
+seeds, resnet56 at 0.4 with 1 seed; every agent gets the same number of evaluations (150; uniform
+stops early when it has nothing new to try). Each (model, budget, seed) is one search job, run
+through the same code as `hilprune search` (`search.runner.run_search`, one call per agent so each
+agent's wall time is its own) in `<out-dir>/<model>-b<budget>-s<seed>-<weights>/`; rerunning the
+same command resumes it. Per agent and job:
+
+- `val_accuracy`: the most accurate trial within the budget by the latency the search recorded (the
+  LUT), i.e. what `hilprune report` shows; BN-recalibrated, not fine-tuned, on the search's
+  validation subset. `latency_ms` is that trial's pruned model measured live on the device,
+  `speedup` the dense live latency over it, `meets_budget_live` whether it is within the budget;
+- `val_accuracy_live_rule`: the rule of `hilprune export` (the most accurate trial whose *live*
+  latency meets the budget, candidates measured in accuracy order, at most `--live-candidates`);
+- `test_accuracy_finetuned`: the `val_accuracy` trial exported by `search.export.export_run`
+  (surgery, BN recalibration, `--finetune-epochs` of fine-tuning with the same lr and seed for
+  every agent, TEST-split accuracy);
+- `evaluations`: trials the agent recorded; `wall_s`: wall time of its `run_search` call(s),
+  evaluator set-up included.
+
+Cost: far more than two hours with the defaults on a 2-core machine. Measured here (resnet20, one
+core shared with other work): about 1.5 s per evaluation for uniform, random, tpe, nsga2 and ppo,
+about 14 s for autoprune (it trains channel gates for every evaluation), and about 50 s per
+export with 0.1 epoch of fine-tuning (mostly the test/val evaluations); so one resnet20 job with
+150 evaluations per agent is about 50 min, and the full protocol (6 resnet20 jobs, one resnet56
+job at roughly 3x the cost per evaluation, 42 one-epoch fine-tunes) several hours. Drop autoprune
+(`--agents uniform,random,tpe,nsga2,ppo`), seeds or evaluations to fit a smaller budget of time.
+
+`--budgets` and `--seeds` (a count: seeds 0..N-1) override the per-model defaults for every model.
+`--quick`: resnet20 only, budget 0.5, 1 seed, 16 evaluations per agent, fine-tune 0.1 epoch
+(minutes, a smoke run of the protocol, not its result). Models without a shipped Fashion-MNIST
+checkpoint run with random weights (the table says so): their accuracies mean nothing.
+
+Writes bench/results/compare_agents.json (a list of rows), bench/results/compare_agents.meta.json
+(machine, arguments, dense references, targets), docs/img/compare_agents_pareto.png and the
+`compare_agents` section of docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+DATASET = "fashion-mnist"
+DEFAULT_AGENTS = "uniform,random,tpe,nsga2,autoprune,ppo"
+DEFAULT_BUDGETS = {"resnet20": "0.5,0.3", "resnet56": "0.4"}
+DEFAULT_SEEDS = {"resnet20": 3, "resnet56": 1}
+TIMING_FILE = "bench_timing.json"
+EXPORT_FILE = "bench_export.json"
+IMG = "compare_agents_pareto.png"
+# The issue's targets: (model, budget) cells where PPO must beat uniform by 1 point (val, before fine-tune).
+PPO_VS_UNIFORM = (("resnet20", "0.3"), ("resnet56", "0.4"))
+PPO_VS_UNIFORM_POINTS = 1.0
+FINETUNE_CELL = ("resnet20", "0.5")
+FINETUNE_POINTS = 0.3
+
+log = logging.getLogger("compare_agents")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _quiet() -> None:
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("search", "agent", "envs", "hwprofiler", "hilprune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _write(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def weights_of(model: str, dataset: str = DATASET) -> tuple[str, str | None]:
+    """('w<sha8>' or 'random', checkpoint path): the run directory name carries the weights, so a
+    checkpoint shipped (or retrained) later never resumes a job searched on other weights."""
+    from hilprune.models import resolve_model
+
+    spec = resolve_model(model, dataset)
+    if not spec.checkpoint:
+        return "random", None
+    h = hashlib.sha256(Path(spec.checkpoint).read_bytes()).hexdigest()[:8]
+    return f"w{h}", str(spec.checkpoint)
+
+
+def cells(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    from search.job import parse_budgets
+
+    out = []
+    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+        budgets = parse_budgets(args.budgets or DEFAULT_BUDGETS.get(model, "0.5"))
+        n_seeds = args.seeds if args.seeds is not None else DEFAULT_SEEDS.get(model, 1)
+        for b in budgets:
+            for s in range(n_seeds):
+                out.append((model, b, s))
+    return out
+
+
+# --- one (model, budget, seed) job --------------------------------------------------------------
+def run_dir_for(args: argparse.Namespace, model: str, budget: str, seed: int, wtag: str) -> Path:
+    return Path(args.out_dir) / f"{model}-b{budget}-s{seed}-{wtag}"
+
+
+def search_cell(model: str, budget: str, seed: int, args: argparse.Namespace, wtag: str) -> Path:
+    """Run (or resume) the job's search, one `run_search` call per agent, timing each."""
+    import optuna
+
+    from search import store
+    from search.job import resolve_job
+    from search.runner import run_search
+
+    run_dir = run_dir_for(args, model, budget, seed, wtag)
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    job = resolve_job(model=model, dataset=DATASET, device=args.device, budgets=[budget], agents=agents, evals=args.evals,
+                      seed=seed, out=str(run_dir), val_size=args.val_size)
+    timing_path = run_dir / TIMING_FILE
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timing = _read(timing_path)
+    for agent in agents:
+        t = timing.get(agent, {})
+        done = 0
+        if (run_dir / "study.journal").is_file():
+            try:
+                st = store.open_storage(job.storage_url)
+                names = store.study_names(st, job.name)
+                if agent in names:
+                    study = optuna.load_study(study_name=names[agent], storage=st)
+                    done = store.finished_count(study)
+            except Exception:  # noqa: BLE001 - a fresh or unreadable store: let run_search sort it out
+                done = 0
+        if done >= args.evals or (t.get("complete") and t.get("evals") == args.evals):
+            print(f"  {agent:<10} {done} evaluations already done ({t.get('wall_s', 0):.0f} s)", flush=True)
+            continue
+        w0, c0 = time.perf_counter(), time.process_time()
+        outcome = run_search(dataclasses.replace(job, agents=[agent]), progress=False)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        ran = outcome.ran.get(agent, 0)
+        t = {"wall_s": t.get("wall_s", 0.0) + wall, "cpu_s": t.get("cpu_s", 0.0) + cpu, "runs": t.get("runs", 0) + 1,
+             "evals": args.evals, "complete": agent not in outcome.failed, "error": outcome.failed.get(agent)}
+        timing[agent] = t
+        _write(timing_path, timing)
+        note = f" FAILED: {outcome.failed[agent]}" if agent in outcome.failed else ""
+        print(f"  {agent:<10} +{ran} evaluations in {wall:.0f} s (CPU {cpu:.0f} s){note}", flush=True)
+    job.write()  # job.toml lists every agent again (each run_search call wrote its own one-agent job)
+    return run_dir
+
+
+def results_cell(run_dir: Path, model: str, budget: str, seed: int, args: argparse.Namespace, wtag: str,
+                 dense_test: dict[str, float]) -> list[dict[str, Any]]:
+    """One row per agent: best within the budget by live latency, then the same fine-tune for each."""
+    from hilprune.models import resolve_model
+    from hilprune.policy import Policy
+    from hilprune.surgery import Surgeon
+    from search import store
+    from search.export import LiveLatency, export_run
+    from search.job import load_run_job
+    from search.report import best_within
+    from search.runner import read_dense
+
+    job = load_run_job(run_dir)
+    dense = read_dense(run_dir)
+    budget_ms = float(dense["budgets_ms"][budget])
+    dense_ms = float(dense["latency_ms"])
+    records = store.load_records(store.open_storage(job.storage_url), job.name)
+    timing = _read(run_dir / TIMING_FILE)
+    spec = resolve_model(job.model, job.dataset, job.input_shape, job.num_classes, job.checkpoint)
+    surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity(), importance=job.importance)
+    live = LiveLatency(run_dir, surgeon, spec.input_shape, job.device, dense.get("fingerprint_id"))
+    exports = _read(run_dir / EXPORT_FILE)
+
+    def policy_of(r: Any) -> Policy:
+        return Policy.from_dict(r.policy, source=f"trial {r.ref}")
+
+    rows = []
+    for agent in [a.strip() for a in args.agents.split(",") if a.strip()]:
+        recs = records.get(agent, [])
+        t = timing.get(agent, {})
+        row: dict[str, Any] = {
+            "model": model, "budget": float(budget), "agent": agent, "seed": seed, "val_accuracy": None,
+            "test_accuracy_finetuned": None, "latency_ms": None, "speedup": None, "evaluations": len(recs),
+            "wall_s": round(float(t.get("wall_s", float("nan"))), 2), "cpu_s": round(float(t.get("cpu_s", float("nan"))), 2),
+            "budget_ms": budget_ms, "meets_budget_live": None, "trial": None, "lut_latency_ms": None, "macs": None,
+            "val_accuracy_live_rule": None, "trial_live_rule": None, "latency_ms_live_rule": None,
+            "test_accuracy_before_finetune": None, "finetune_epochs": None if args.skip_finetune else args.finetune_epochs,
+            "export_latency_ms": None, "dense_latency_ms": dense_ms, "dense_val_accuracy": float(dense["accuracy"]),
+            "dense_test_accuracy": dense_test.get(model), "weights": "random weights" if wtag == "random" else f"checkpoint {wtag[1:]}",
+            "run_dir": str(run_dir), "quick": bool(args.quick), "error": t.get("error"),
+        }
+        rec = best_within(recs, budget_ms)  # what the search itself reports for the budget (its recorded latency)
+        if rec is None:
+            row["error"] = row["error"] or "no trial within the budget"
+            rows.append(row)
+            continue
+        live_ms = live(policy_of(rec))
+        row |= {"val_accuracy": rec.accuracy, "trial": rec.number, "lut_latency_ms": rec.lut_latency_ms, "macs": rec.macs,
+                "latency_ms": live_ms, "speedup": dense_ms / live_ms if live_ms > 0 else None,
+                "meets_budget_live": bool(live_ms <= budget_ms)}
+        picked = pick_live(recs, budget_ms, live, policy_of, args.live_candidates)  # the rule of `hilprune export`
+        if picked is not None:
+            row |= {"val_accuracy_live_rule": picked[0].accuracy, "trial_live_rule": picked[0].number, "latency_ms_live_rule": picked[1]}
+        if not args.skip_finetune:
+            key = f"{agent}:{rec.number}@{args.finetune_epochs:g}"
+            pkey = f"{','.join(map(str, policy_of(rec).key()))}@{args.finetune_epochs:g}"
+            res = exports.get(key) or exports.get(pkey)  # the same policy fine-tunes to the same model (same seed)
+            if res is None:
+                w0 = time.perf_counter()
+                res = export_run(run_dir, budget, run_dir / "export" / agent, trial=f"{agent}:{rec.number}",
+                                 finetune_epochs=args.finetune_epochs, progress=False)
+                res = {k: res[k] for k in ("test_accuracy", "test_accuracy_before_finetune", "dense_test_accuracy",
+                                           "latency_ms", "dense_latency_ms", "val_accuracy", "meets_budget")} | {
+                    "wall_s": time.perf_counter() - w0, "agent": agent, "trial": rec.number}
+                exports[key] = exports[pkey] = res
+                _write(run_dir / EXPORT_FILE, exports)
+                print(f"  {agent:<10} fine-tuned trial {rec.number}: test {res['test_accuracy']:.4f} "
+                      f"(before {res['test_accuracy_before_finetune']:.4f}) in {res['wall_s']:.0f} s", flush=True)
+            row |= {"test_accuracy_finetuned": res["test_accuracy"], "test_accuracy_before_finetune": res["test_accuracy_before_finetune"],
+                    "export_latency_ms": res["latency_ms"], "finetune_wall_s": round(res["wall_s"], 1),
+                    "dense_test_accuracy": res["dense_test_accuracy"]}
+        rows.append(row)
+    return rows
+
+
+def pick_live(recs: list[Any], budget_ms: float, live: Any, policy_of: Any, max_measured: int) -> tuple[Any, float] | None:
+    """`search.export.pick_trial`'s rule (most accurate trial whose live latency meets the budget, candidates
+    near the budget by their recorded latency, in accuracy order), measuring at most `max_measured`."""
+    from search.export import NEAR_BUDGET
+
+    cands = sorted((r for r in recs if r.latency_ms <= budget_ms * NEAR_BUDGET), key=lambda r: (-r.accuracy, r.latency_ms))
+    for r in cands[:max_measured]:
+        lat = r.live_latency_ms if r.live_latency_ms is not None else live(policy_of(r))
+        if lat <= budget_ms:
+            return r, lat
+    return None
+
+
+def dense_test_accuracy(model: str) -> float:
+    from hilprune.data import load_dataset
+    from hilprune.models import resolve_model
+    from hilprune.train import evaluate
+
+    spec = resolve_model(model, DATASET)
+    return float(evaluate(spec.build(), load_dataset(DATASET).test))
+
+
+# --- aggregation, targets, plot, markdown --------------------------------------------------------
+def _stats(values: list[float | None]) -> tuple[float | None, float | None, int]:
+    v = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return None, None, 0
+    m = sum(v) / len(v)
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    return m, sd, len(v)
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["budget"], r["agent"]), []).append(r)
+    out = []
+    for (model, budget, agent), rs in groups.items():
+        a: dict[str, Any] = {"model": model, "budget": budget, "agent": agent, "seeds": len(rs), "weights": rs[0]["weights"],
+                             "budget_ms": _stats([r["budget_ms"] for r in rs])[0], "dense_test_accuracy": rs[0].get("dense_test_accuracy"),
+                             "dense_val_accuracy": _stats([r["dense_val_accuracy"] for r in rs])[0],
+                             "dense_latency_ms": _stats([r["dense_latency_ms"] for r in rs])[0]}
+        for k in ("val_accuracy", "val_accuracy_live_rule", "test_accuracy_finetuned", "latency_ms", "speedup", "evaluations",
+                  "wall_s", "cpu_s"):
+            m, sd, n = _stats([r.get(k) for r in rs])
+            a[k], a[k + "_std"], a[k + "_n"] = m, sd, n
+        a["meets_live"] = sum(1 for r in rs if r.get("meets_budget_live"))
+        a["missing"] = sum(1 for r in rs if r.get("val_accuracy") is None)
+        a["live_rule_missing"] = sum(1 for r in rs if r.get("val_accuracy_live_rule") is None)
+        out.append(a)
+    return out
+
+
+def targets(agg: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by = {(a["model"], a["budget"], a["agent"]): a for a in agg}
+    out = []
+    for model, b in PPO_VS_UNIFORM:
+        p, u = by.get((model, float(b), "ppo")), by.get((model, float(b), "uniform"))
+        t = {"target": f"PPO >= uniform + {PPO_VS_UNIFORM_POINTS:.1f} point (val, before fine-tune), {model} at {b}"}
+        if p and u and p["val_accuracy"] is not None and u["val_accuracy"] is not None:
+            d = 100 * (p["val_accuracy"] - u["val_accuracy"])
+            t |= {"measured": f"PPO {100 * p['val_accuracy']:.2f}, uniform {100 * u['val_accuracy']:.2f}: {d:+.2f} points",
+                  "met": d >= PPO_VS_UNIFORM_POINTS, "weights": p["weights"], "seeds": p["seeds"]}
+        else:
+            t |= {"measured": "not run", "met": None}
+        out.append(t)
+    cells_seen = sorted({(a["model"], a["budget"]) for a in agg})
+    for model, b in cells_seen:
+        p, q = by.get((model, b, "ppo")), by.get((model, b, "tpe"))
+        t = {"target": f"PPO >= TPE at equal evaluations (val, before fine-tune), {model} at {b:g}"}
+        if p and q and p["val_accuracy"] is not None and q["val_accuracy"] is not None:
+            d = 100 * (p["val_accuracy"] - q["val_accuracy"])
+            t |= {"measured": f"PPO {100 * p['val_accuracy']:.2f}, TPE {100 * q['val_accuracy']:.2f}: {d:+.2f} points "
+                              f"({p['evaluations']:.0f} vs {q['evaluations']:.0f} evaluations)",
+                  "met": d >= 0, "weights": p["weights"], "seeds": p["seeds"]}
+        else:
+            t |= {"measured": "not run", "met": None}
+        out.append(t)
+    model, b = FINETUNE_CELL
+    p = by.get((model, float(b), "ppo"))
+    t = {"target": f"PPO fine-tuned within {FINETUNE_POINTS} point of the dense test accuracy, {model} at {b}"}
+    if p and p["test_accuracy_finetuned"] is not None and p.get("dense_test_accuracy") is not None:
+        d = 100 * (p["test_accuracy_finetuned"] - p["dense_test_accuracy"])
+        t |= {"measured": f"PPO {100 * p['test_accuracy_finetuned']:.2f}, dense {100 * p['dense_test_accuracy']:.2f}: {d:+.2f} points",
+              "met": d >= -FINETUNE_POINTS, "weights": p["weights"], "seeds": p["seeds"]}
+    else:
+        t |= {"measured": "not run" if not p else "not fine-tuned", "met": None}
+    out.append(t)
+    return out
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Accuracy vs latency of every trial of the first seed, one panel per (model, budget)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from search import store
+    from search.job import load_run_job
+    from search.report import pareto_front
+    from search.runner import read_dense
+
+    panels = sorted({(r["model"], r["budget"]) for r in rows}, key=lambda x: (x[0], -x[1]))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), dpi=110, squeeze=False)
+    agents = list(dict.fromkeys(r["agent"] for r in rows))
+    cmap = plt.get_cmap("tab10")
+    colors = {a: cmap(i % 10) for i, a in enumerate(agents)}
+    for ax, (model, budget) in zip(axes[0], panels):
+        first = min((r for r in rows if r["model"] == model and r["budget"] == budget), key=lambda r: r["seed"])
+        run_dir = Path(first["run_dir"])
+        job = load_run_job(run_dir)
+        dense = read_dense(run_dir)
+        records = store.load_records(store.open_storage(job.storage_url), job.name)
+        bms = float(dense["budgets_ms"][f"{budget:g}"])
+        for agent in agents:
+            recs = [r for r in records.get(agent, []) if r.latency_ms <= 1.6 * bms]
+            if not recs:
+                continue
+            c = colors[agent]
+            ax.scatter([r.latency_ms for r in recs], [r.accuracy for r in recs], s=9, alpha=0.35, color=c)
+            front = pareto_front(recs)
+            xs, ys = [], []
+            for r in front:
+                if xs:
+                    xs.append(r.latency_ms)
+                    ys.append(ys[-1])
+                xs.append(r.latency_ms)
+                ys.append(r.accuracy)
+            ax.plot(xs, ys, "-", color=c, lw=1.4, label=f"{agent} ({len(records.get(agent, []))})")
+            best = [r for r in rows if r["model"] == model and r["budget"] == budget and r["seed"] == first["seed"]
+                    and r["agent"] == agent and r["val_accuracy"] is not None]
+            if best:
+                ax.scatter([best[0]["latency_ms"]], [best[0]["val_accuracy"]], marker="D", s=46, facecolor="none", edgecolor=c, lw=1.6)
+        ax.axvline(bms, ls="--", color="tab:red", lw=1)
+        ax.annotate(f"budget {budget:g}", (bms, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+                    color="tab:red", ha="right", va="bottom")
+        ax.set_xlabel("latency (ms; dots and lines: LUT, diamonds: live) on " + job.device)
+        ax.set_ylabel("validation accuracy (BN-recalibrated, no fine-tune)")
+        ax.set_title(f"{model} ({first['weights']}), budget {budget:g} = {bms:.3f} ms, seed {first['seed']}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("dots: trials at their LUT latency; lines: each agent's Pareto front;\n"
+                 "diamonds: each agent's best within the budget, at its live latency", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _pm(m: float | None, sd: float | None, n: int, scale: float = 1.0, digits: int = 2) -> str:
+    if m is None:
+        return "-"
+    s = f"{scale * m:.{digits}f}"
+    if n > 1 and sd is not None:
+        s += f" ± {scale * sd:.{digits}f}"
+    return s
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    from bench.common import header
+
+    args = meta["args"]
+    agg = aggregate(rows)
+    tg = meta.get("targets") or targets(agg)
+    quick = bool(args.get("quick"))
+    title = "## Search agents at equal evaluations (Fashion-MNIST, `ort-cpu-1t`)"
+    lines = [title + (" — QUICK RUN (reduced protocol)" if quick else "") + "\n", header(meta["machine"])]
+    load = meta.get("loadavg")
+    if load:
+        lines.append(f"Load average (1 min) at start {load['start']:.2f}, at end {load['end']:.2f} on {meta['machine']['cores']} cores"
+                     + (": **other processes shared the CPU, so live latencies are inflated and noisy**" if max(load.values()) > 1.5 else "")
+                     + ".\n")
+    if quick:
+        lines.append(f"**This is a `--quick` run, not the benchmark's protocol:** {args['models']}, budget(s) "
+                     f"{args.get('budgets') or 'per-model default'}, {args.get('seeds')} seed(s), {args['evals']} evaluations per agent, "
+                     f"fine-tune {args['finetune_epochs']:g} epoch. It shows the machinery end to end; it does not rank the agents. "
+                     "The full protocol is `python bench/compare_agents.py` (resnet20 at 0.5 and 0.3 with 3 seeds, resnet56 at 0.4 "
+                     "with 1 seed, 150 evaluations per agent, 1 epoch of fine-tuning).\n")
+    ft = "not fine-tuned (--skip-finetune)" if args.get("skip_finetune") else \
+        f"{args['finetune_epochs']:g} epoch(s) of fine-tuning (lr 0.01, cosine, seed = the job's seed; the same for every agent)"
+    lines.append(
+        f"Each (model, budget, seed) is one `hilprune search` job (`search.runner.run_search`, one call per agent) with "
+        f"`--evals {args['evals']}` per agent, latency source `lut`, validation subset of {args.get('val_size') or 1000} images; "
+        "budgets are fractions of the dense model's live latency. "
+        "**val acc**: the agent's most accurate trial within the budget by its recorded (LUT) latency, what `hilprune report` "
+        "shows; BN-recalibrated, not fine-tuned. **live ms / speedup**: that trial's pruned model measured on the device, and "
+        "the dense live latency over it; **meets budget live**: seeds where that live latency is within the budget. "
+        "**val acc (live rule)**: the rule of `hilprune export`: the most accurate trial whose *live* latency meets the budget "
+        f"(up to {args.get('live_candidates', 10)} candidates measured, in accuracy order). **test acc (FT)**: the *val acc* trial "
+        f"exported by `hilprune export`'s code ({ft}), test split; **Δ dense**: minus the dense model's test accuracy, in points. "
+        "**wall s**: the agent's `run_search` call(s), evaluator set-up included (CPU s: that process's CPU time). "
+        "Mean ± sample std over seeds (no ± with one seed). Uniform stops early when it has nothing new to evaluate. "
+        "Live latencies (the dense one in each job's `dense.json` included) come from hwprofiler's on-disk measurement "
+        "cache when the same graph was measured before, possibly under another load.\n")
+    lines += ["| model | weights | budget (ms) | agent | seeds | evals | val acc % | live ms | speedup | meets budget live | "
+              "val acc % (live rule) | test acc (FT) % | Δ dense | wall s (CPU s) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for a in sorted(agg, key=lambda a: (a["model"], -a["budget"], _agent_order(a["agent"]))):
+        dt = a.get("dense_test_accuracy")
+        delta = "-" if a["test_accuracy_finetuned"] is None or dt is None else f"{100 * (a['test_accuracy_finetuned'] - dt):+.2f}"
+        live_rule = _pm(a["val_accuracy_live_rule"], a["val_accuracy_live_rule_std"], a["val_accuracy_live_rule_n"], 100)
+        if a["live_rule_missing"]:
+            live_rule = (live_rule + "; " if a["val_accuracy_live_rule"] is not None else "") + f"none in {a['live_rule_missing']} seed(s)"
+        speed = _pm(a["speedup"], a["speedup_std"], a["speedup_n"], 1, 2)
+        lines.append(f"| {a['model']} | {a['weights']} | {a['budget']:g} ({a['budget_ms']:.3f}) | {a['agent']} | {a['seeds']} | "
+                     f"{a['evaluations']:.0f} | {_pm(a['val_accuracy'], a['val_accuracy_std'], a['val_accuracy_n'], 100)} | "
+                     f"{_pm(a['latency_ms'], a['latency_ms_std'], a['latency_ms_n'], 1, 3)} | "
+                     f"{speed + 'x' if speed != '-' else '-'} | {a['meets_live']}/{a['seeds']} | {live_rule} | "
+                     f"{_pm(a['test_accuracy_finetuned'], a['test_accuracy_finetuned_std'], a['test_accuracy_finetuned_n'], 100)} | "
+                     f"{delta} | {_pm(a['wall_s'], a['wall_s_std'], a['wall_s_n'], 1, 0)} ({_pm(a['cpu_s'], None, 1, 1, 0)}) |")
+    dense_lines = []
+    for model in sorted({a["model"] for a in agg}):
+        d = meta.get("dense", {}).get(model, {})
+        dense_lines.append(f"{model} ({d.get('weights', '?')}): val {100 * d['val_accuracy']:.2f}% (search subset), "
+                           f"test {100 * d['test_accuracy']:.2f}%, live {d['latency_ms']:.3f} ms" if d else model)
+    lines.append("\nDense models: " + "; ".join(dense_lines) + ".")
+    if any(a["weights"] == "random weights" for a in agg):
+        lines.append("\n**random weights**: no shipped Fashion-MNIST checkpoint for that model when this ran, so its "
+                     "accuracies (and the targets judged on them) mean nothing; its latencies are real.")
+    lines += ["", "### Targets", "", "| target | measured | met? |", "|---|---|---|"]
+    for t in tg:
+        met = "not run" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        caveats = [c for c, on in (("random weights", t.get("weights") == "random weights"), ("quick run", quick)) if on]
+        if t["met"] is not None and caveats:
+            met += f" ({', '.join(caveats)}: not the real verdict)"
+        lines.append(f"| {t['target']} | {t['measured']} | {met} |")
+    if meta.get("plot"):
+        name = Path(meta["plot"]).name
+        lines += ["", f"![accuracy vs latency per agent](img/{name})", "",
+                  f"`docs/img/{name}`: every trial of the first seed (dots; x is the recorded LUT latency), each agent's Pareto "
+                  "front (lines) and its best within the budget (diamonds, drawn at its *live* latency)."]
+    lines.append(f"\nTotal wall time of the command: {meta.get('total_wall_s', 0) / 60:.0f} min. Rows per agent and seed: "
+                 "`bench/results/compare_agents.json`; run directories (reports, Pareto plots, optuna-dashboard): "
+                 f"`{os.path.relpath(args['out_dir'], Path(__file__).resolve().parent.parent)}/`.")
+    return "\n".join(lines)
+
+
+def _agent_order(a: str) -> int:
+    order = DEFAULT_AGENTS.split(",")
+    return order.index(a) if a in order else len(order)
+
+
+# --- main ---------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="resnet20,resnet56")
+    ap.add_argument("--budgets", default=None, help="budgets for every model (default: resnet20 0.5,0.3; resnet56 0.4)")
+    ap.add_argument("--agents", default=DEFAULT_AGENTS)
+    ap.add_argument("--evals", type=int, default=150, help="evaluations per agent")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 for every model (default: resnet20 3, resnet56 1)")
+    ap.add_argument("--finetune-epochs", type=float, default=1.0)
+    ap.add_argument("--skip-finetune", action="store_true")
+    ap.add_argument("--device", default="ort-cpu-1t")
+    ap.add_argument("--live-candidates", type=int, default=10, help="trials measured live per agent for the export rule")
+    ap.add_argument("--val-size", type=int, default=None, help="validation images per evaluation (default: the evaluator's, 1000)")
+    ap.add_argument("--out-dir", default=None, help="run directories (default: runs/bench/compare_agents, -quick for --quick)")
+    ap.add_argument("--quick", action="store_true", help="resnet20, budget 0.5, 1 seed, 16 evaluations, fine-tune 0.1 epoch")
+    ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/compare_agents*.json")
+    args = ap.parse_args()
+
+    from bench.common import RESULTS, ROOT, write_section
+
+    if args.markdown_only:
+        rows = json.loads((RESULTS / "compare_agents.json").read_text())
+        meta = json.loads((RESULTS / "compare_agents.meta.json").read_text())
+        write_section("compare_agents", markdown(rows, meta))
+        print("wrote docs/benchmarks.md (compare_agents section)")
+        return
+    if args.quick:
+        args.models = "resnet20" if args.models == ap.get_default("models") else args.models
+        args.budgets = args.budgets or "0.5"
+        args.seeds = 1 if args.seeds is None else args.seeds
+        args.evals = 16 if args.evals == ap.get_default("evals") else args.evals
+        args.finetune_epochs = 0.1 if args.finetune_epochs == ap.get_default("finetune_epochs") else args.finetune_epochs
+    if args.out_dir is None:
+        args.out_dir = str(ROOT / "runs" / "bench" / ("compare_agents-quick" if args.quick else "compare_agents"))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    _quiet()
+    from bench.common import machine, write_json
+
+    info = machine()
+    load_start = os.getloadavg()[0]
+    t_start = time.perf_counter()
+    todo = cells(args)
+    models = list(dict.fromkeys(m for m, _, _ in todo))
+    wtags = {m: weights_of(m) for m in models}
+    dense: dict[str, dict[str, Any]] = {}
+    dense_test = {}
+    for m in models:
+        dense_test[m] = dense_test_accuracy(m)
+        if wtags[m][0] == "random":
+            print(f"note: no shipped {DATASET} checkpoint for {m}: random weights (accuracies are meaningless, latencies are real)",
+                  flush=True)
+    print(f"{len(todo)} job(s): " + ", ".join(f"{m}@{b}/s{s}" for m, b, s in todo) + f"; agents {args.agents}; {args.evals} evals each",
+          flush=True)
+    rows: list[dict[str, Any]] = []
+    for model, budget, seed in todo:
+        wtag = wtags[model][0]
+        print(f"[{time.perf_counter() - t_start:6.0f} s] {model} budget {budget} seed {seed} ({wtag})", flush=True)
+        run_dir = search_cell(model, budget, seed, args, wtag)
+        cell_rows = results_cell(run_dir, model, budget, seed, args, wtag, dense_test)
+        rows += cell_rows
+        for r in cell_rows:
+            va = "-" if r["val_accuracy"] is None else f"{100 * r['val_accuracy']:.2f}%"
+            te = "-" if r["test_accuracy_finetuned"] is None else f"{100 * r['test_accuracy_finetuned']:.2f}%"
+            lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f} ms ({r['speedup']:.2f}x)"
+            print(f"  -> {r['agent']:<10} val {va:>7}  live {lat}  test(FT) {te}  {r['evaluations']} evals  {r['wall_s']:.0f} s"
+                  + (f"  [{r['error']}]" if r.get("error") else ""), flush=True)
+        first = cell_rows[0]
+        dense.setdefault(model, {"weights": first["weights"], "val_accuracy": first["dense_val_accuracy"],
+                                 "test_accuracy": dense_test[model], "latency_ms": first["dense_latency_ms"],
+                                 "checkpoint": wtags[model][1]})
+        write_json("compare_agents", rows)  # after every job: a long run shows its progress
+    meta: dict[str, Any] = {"machine": info, "args": vars(args), "dense": dense, "total_wall_s": time.perf_counter() - t_start,
+                            "loadavg": {"start": load_start, "end": os.getloadavg()[0]}}
+    meta["targets"] = targets(aggregate(rows))
+    try:
+        p = plot(rows, ROOT / "docs" / "img" / IMG)
+        meta["plot"] = str(p) if p else None
+    except Exception as exc:  # noqa: BLE001 - a plot must not lose the numbers
+        print(f"could not draw the plot: {exc}", flush=True)
+    path = write_json("compare_agents", rows)
+    write_json("compare_agents.meta", meta)
+    print(f"wrote {path} and {RESULTS / 'compare_agents.meta.json'}")
+    for t in meta["targets"]:
+        print(f"target: {t['target']}: {t['measured']} -> {t['met']}")
+    if not args.no_doc:
+        write_section("compare_agents", markdown(rows, meta))
+        print("wrote docs/benchmarks.md (compare_agents section)")
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
