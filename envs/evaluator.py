@@ -28,6 +28,7 @@ import torch
 
 from hilprune.errors import HilpruneError, PolicyError
 from hilprune.policy import Policy, channels_after, validate_policy
+from hilprune.train.bn_recalib import BN_BATCH_SIZE
 
 from .devlock import device_lock
 from hwprofiler import kernels_from_onnx as price_kernels
@@ -94,7 +95,7 @@ class PolicyEvaluator:
     def __init__(self, model: Any, dataset: str | None = None, device: Any = "ort-cpu-1t", checkpoint: str | None = None,
                  input_shape: Any = None, num_classes: int | None = None, latency_source: str = "lut",
                  val_size: int | None = 1000, max_ratio: float = 0.9, round_to: int = 1, importance: str = "l1",
-                 bn_batches: int = 10, data_dir: str | None = None, seed: int = 0, *, bn_batch_size: int = 25,
+                 bn_batches: int = 10, data_dir: str | None = None, seed: int = 0, *, bn_batch_size: int = BN_BATCH_SIZE,
                  eval_backend: str = "auto", budgets: Sequence[float | str] = (), hybrid_k: int = 5,
                  lut_path: str | None = None, lock: bool = True) -> None:
         torch.set_num_threads(1)

@@ -117,6 +117,7 @@ def export_run(run_dir: str | Path, budget: str, out: str | Path, *, trial: str 
     from hilprune.policy import Policy
     from hilprune.surgery import Surgeon, save_pruned
     from hilprune.train import evaluate, recalibrate_bn
+    from hilprune.train.bn_recalib import BN_BATCH_SIZE
 
     from .runner import read_dense
 
@@ -160,7 +161,7 @@ def export_run(run_dir: str | Path, budget: str, out: str | Path, *, trial: str 
     policy = policy_of(rec)
     result = surgeon.apply(policy)
     model = result.model
-    recalibrate_bn(model, data.train, batches=bn_batches, seed=job.seed)
+    recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=job.seed)
     val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)
     ft = None
     if finetune_epochs > 0:

@@ -99,6 +99,15 @@ def write_json(path: Path, obj: Any) -> Path:
     return path
 
 
+def weights_id(checkpoint: str | None) -> str:
+    """What the dense weights were: 'sha256:<first 16>' of the checkpoint file, or the seeded random init."""
+    if not checkpoint:
+        return "random-init"
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
+
+
 def dense_reference(job: Job, evaluator: Any) -> dict[str, Any]:
     """dense.json: the dense model's numbers and each budget in ms, fixed at the job's first run.
 
@@ -107,6 +116,10 @@ def dense_reference(job: Job, evaluator: Any) -> dict[str, Any]:
     """
     out_dir = Path(job.out)
     dense = read_dense(out_dir) or {}
+    weights = weights_id(getattr(getattr(evaluator, "spec", None), "checkpoint", None))
+    if dense and dense.get("weights", weights) != weights:
+        raise HilpruneError(f"{out_dir} was searched with other weights ({dense['weights']}, now {weights}: a shipped "
+                            "checkpoint appeared or changed); use another --out to search these weights")
     fp = getattr(evaluator, "fingerprint", None) or {}
     fp_id = _fp_id(fp)
     if dense and dense.get("fingerprint_id") and fp_id and dense["fingerprint_id"] != fp_id:
@@ -128,7 +141,7 @@ def dense_reference(job: Job, evaluator: Any) -> dict[str, Any]:
             "lut_latency_ms": lut_dense, "macs": _maybe_int(getattr(evaluator, "dense_macs", None)),
             "latency_source": job.latency_source, "groups": names,
             "fingerprint": fp, "fingerprint_id": fp_id, "budgets_ms": {},
-            "split": "val", "val_size": job.val_size,
+            "split": "val", "val_size": job.val_size, "weights": weights,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
     budgets = dict(dense.get("budgets_ms") or {})

@@ -139,3 +139,29 @@ def test_cli_user_mistakes_exit_2(capsys: pytest.CaptureFixture) -> None:
     assert main(["report", "/nonexistent/run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+
+
+def test_resume_refuses_other_weights(tmp_path: Path) -> None:
+    """A run started on one checkpoint (or random init) must not silently continue on another."""
+    from types import SimpleNamespace
+
+    from hilprune.errors import HilpruneError
+    from search.runner import dense_reference
+
+    job = resolve_job(None, model="digits-cnn", dataset="digits", out=str(tmp_path / "run"), agents=["uniform"])
+    Path(job.out).mkdir(parents=True)
+    ckpt = tmp_path / "w.pt"
+    ckpt.write_bytes(b"weights v1")
+
+    def evaluator(checkpoint: str | None) -> SimpleNamespace:
+        return SimpleNamespace(spec=SimpleNamespace(checkpoint=checkpoint), fingerprint={}, groups=[], dense_accuracy=0.9,
+                               dense_latency_ms=1.0, dense_lut_latency_ms=1.0, dense_macs=1, check_budget=lambda b: 0.5)
+
+    first = dense_reference(job, evaluator(str(ckpt)))
+    assert first["weights"].startswith("sha256:")
+    assert dense_reference(job, evaluator(str(ckpt)))["weights"] == first["weights"]  # same weights: resumes
+    ckpt.write_bytes(b"weights v2")
+    with pytest.raises(HilpruneError, match="other weights"):
+        dense_reference(job, evaluator(str(ckpt)))
+    with pytest.raises(HilpruneError, match="other weights"):
+        dense_reference(job, evaluator(None))

@@ -11,6 +11,10 @@ from torch import nn
 from ..data.bundle import Split
 
 
+# What the search evaluator uses; export repeats it so 'val before fine-tune' matches the search.
+BN_BATCHES, BN_BATCH_SIZE = 10, 25
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, split: Split, batches: int = 10, batch_size: int = 128, seed: int = 0) -> nn.Module:
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
