@@ -3,13 +3,16 @@
 Summing single-kernel measurements is biased: each one includes a session Run() overhead and,
 on blocked-layout (NCHWc) CPUs, layout reorders that a whole network does not pay between
 kernels; and each kernel is timed with its weights hot in cache, while a network whose weights
-exceed the cache streams them from memory on every inference.  So the prediction is
-`a * sum_ms + b * n_kernels + c + d * weight_mb`, fitted by least squares on relative error to
-every live measurement observed so far (stored in the LUT), shrunk toward `(1, 0, 0, 0)` while
-few are known (simple fits generalise better from a handful of noisy live points).
+exceed the cache streams them from memory on every inference.  Kernels with odd channel counts
+run on onnxruntime's plain NCHW path, and where a network switches between that and the blocked
+layout it pays a reorder that no one-kernel graph contains.  So the prediction is
+`a*sum_ms + b*n_kernels + c + d*weight_mb + e*plain_sum_ms + f*transition_melems`, fitted by
+least squares on relative error to every live measurement observed so far (stored in the LUT),
+shrunk toward `(1, 0, 0, 0, 0, 0)` while few are known.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -26,13 +29,46 @@ from hwprofiler.measure import Measurement, measure_onnx, model_bytes
 from hwprofiler.onnx_kernels import kernels_from_onnx
 
 FLOOR = 0.25  # of the kernel sum: see Predictor.predict
-PRIOR = (1.0, 0.0, 0.0, 0.0)
-Coefficients = tuple[float, float, float, float]
+PRIOR = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+Coefficients = tuple[float, float, float, float, float, float]
 
 
 def weight_mb(kernels: Sequence[KernelSpec], dtype: str = "float32") -> float:
     """Megabytes of weights the kernels read per inference."""
     return sum(k.params for k in kernels) * (2 if dtype == "float16" else 4) / 2**20
+
+
+def nchwc_block(fingerprint: dict[str, Any]) -> int:
+    """onnxruntime's blocked-layout (NCHWc) channel block on this CPU: 16 with AVX-512, else 8."""
+    return 16 if "avx512f" in json.dumps(fingerprint) else 8
+
+
+def runs_blocked(k: KernelSpec, block: int) -> bool:
+    """Whether onnxruntime runs this kernel in its blocked NCHWc layout (direct conv) rather than
+    the plain NCHW path (im2col + GEMM): input channels a multiple of the block or fewer than one
+    block for a dense conv; channels a multiple of the block for a depthwise conv or a pool."""
+    if k.op == "conv" and k.groups == 1:
+        return k.cin % block == 0 or k.cin < block
+    if (k.op == "conv" and k.groups == k.cin == k.cout) or k.op in ("maxpool", "avgpool", "globalavgpool"):
+        return k.cin % block == 0
+    return False
+
+
+def transition_melems(kernels: Sequence[KernelSpec], block: int) -> float:
+    """Millions of elements reordered where the network switches between the blocked and the
+    plain layout (consecutive layout-bearing kernels in execution order): a cost the network
+    pays and no one-kernel LUT entry contains."""
+    layout_ops = ("conv", "maxpool", "avgpool", "globalavgpool")
+    total, prev = 0, None
+    for k in kernels:
+        if k.op not in layout_ops:
+            continue
+        blocked = runs_blocked(k, block)
+        if prev is not None and prev[0] != blocked:
+            total += prev[1]
+        ho, wo = k.out_hw
+        prev = (blocked, k.batch * k.cout * ho * wo)
+    return total / 1e6
 
 
 def _ridge(X: np.ndarray, cols: list[int], prior_weight: float) -> np.ndarray:
@@ -48,30 +84,38 @@ def _ridge(X: np.ndarray, cols: list[int], prior_weight: float) -> np.ndarray:
 
 
 def fit_overhead(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) -> Coefficients:
-    """Weighted ridge fit of live_ms ~ a*sum_ms + b*n_kernels + c + d*weight_mb, on residuals
+    """Weighted ridge fit of live_ms ~ a*sum_ms + b*n_kernels + c + d*weight_mb + e*plain_sum_ms, on residuals
     relative to live_ms (a 10% miss counts the same on a 0.1 ms and a 100 ms network).
 
     Physical signs are enforced: weights cannot make a network faster (d >= 0, else refit
     without d), a session's fixed cost cannot be negative (c >= 0, else refit without c; a
     negative intercept sends small, heavily pruned networks to zero), and a non-positive scale
     falls back to a pure ratio live/sum.
+
+    `plain_sum_ms` is the part of the sum from kernels on onnxruntime's plain NCHW path (odd
+    channel counts). Measured alone, their im2col buffers stay hot in cache; inside a network
+    they ran ~30% slower than their LUT entries (resnet20 with 23/45 channels: 50-56 us per
+    conv in the network's profile vs 41 us in the LUT), while blocked-layout kernels did not:
+    `e` is that extra cost, learned per device.
     """
     if not points:
         return PRIOR
     s = np.array([p["sum_ms"] for p in points], dtype=float)
     n = np.array([p["n_kernels"] for p in points], dtype=float)
     w = np.array([p.get("weight_mb", 0.0) for p in points], dtype=float)
+    plain = np.array([p.get("plain_sum_ms", 0.0) for p in points], dtype=float)
+    trans = np.array([p.get("transition_melems", 0.0) for p in points], dtype=float)
     y = np.array([p["live_ms"] for p in points], dtype=float)
-    X = np.stack([s, n, np.ones_like(s), w], axis=1) / y[:, None]
-    cols = [0, 1, 2, 3]
+    X = np.stack([s, n, np.ones_like(s), w, plain, trans], axis=1) / y[:, None]
+    cols = [0, 1, 2, 3] + ([4] if np.any(plain > 0) else []) + ([5] if np.any(trans > 0) else [])
     coef = _ridge(X, cols, prior_weight)
-    for sign_constrained in (3, 2):
+    for sign_constrained in (5, 3, 2):
         if coef[sign_constrained] < 0:
             cols.remove(sign_constrained)
             coef = _ridge(X, cols, prior_weight)
     if coef[0] <= 0:
         coef = _ridge(X, [0], 0.0)
-    return float(coef[0]), float(coef[1]), float(coef[2]), float(coef[3])
+    return float(coef[0]), float(coef[1]), float(coef[2]), float(coef[3]), float(coef[4]), float(coef[5])
 
 
 class Predictor:
@@ -81,12 +125,14 @@ class Predictor:
         self.lut = lut
         self.prior_weight = prior_weight
         self.coef = fit_overhead(lut.observations, prior_weight)
+        self.block = nchwc_block(lut.fingerprint)
 
     @property
     def coefficients(self) -> dict[str, float]:
-        a, b, c, d = self.coef
+        a, b, c, d, e, f = self.coef
         return {
-            "a": a, "b_ms_per_kernel": b, "c_ms": c, "d_ms_per_weight_mb": d,
+            "a": a, "b_ms_per_kernel": b, "c_ms": c, "d_ms_per_weight_mb": d, "e_plain_path_scale": e,
+            "f_ms_per_transition_melem": f,
             "n_observations": len(self.lut.observations),
         }
 
@@ -99,15 +145,22 @@ class Predictor:
         self.lut.fill(kernels, progress=False, save=False)
         return sum(self.lut.get(k) for k in kernels)
 
+    def plain_sum(self, kernels: Sequence[KernelSpec]) -> float:
+        """The part of `kernel_sum` from kernels on the plain NCHW path (see fit_overhead)."""
+        return sum(self.lut.get(k) for k in kernels if k.op in ("conv", "maxpool", "avgpool", "globalavgpool")
+                   and not runs_blocked(k, self.block))
+
     def predict(self, kernels: Sequence[KernelSpec]) -> float:
         """Predicted network latency in ms.
 
         Floored at a quarter of the kernel sum: the fit is linear, and far outside the networks it
         was fitted on (a tiny, heavily pruned one) a negative per-kernel term must not reach zero.
         """
-        a, b, c, d = self.coef
+        a, b, c, d, e, f = self.coef
         total = self.kernel_sum(kernels)
-        return max(a * total + b * len(kernels) + c + d * weight_mb(kernels, self._dtype), FLOOR * total, 1e-6)
+        linear = (a * total + b * len(kernels) + c + d * weight_mb(kernels, self._dtype) + e * self.plain_sum(kernels)
+                  + f * transition_melems(kernels, self.block))
+        return max(linear, FLOOR * total, 1e-6)
 
     def predict_model(self, model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> float:
         """Predicted latency in ms of an exported model (free batch dimension = device batch)."""
@@ -123,6 +176,8 @@ class Predictor:
                 "n_kernels": len(kernels),
                 "macs": sum(k.macs for k in kernels),
                 "weight_mb": weight_mb(kernels, self._dtype),
+                "plain_sum_ms": self.plain_sum(kernels),
+                "transition_melems": transition_melems(kernels, self.block),
                 "live_ms": float(live_ms),
                 "time": time.time(),
             }
