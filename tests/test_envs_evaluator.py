@@ -1,8 +1,6 @@
 """envs.evaluator.PolicyEvaluator on digits-cnn / digits / ort-cpu-1t (and a user model file)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +11,8 @@ from envs.errors import BudgetError, EnvConfigError
 from envs.evaluator import EvalResult, PolicyEvaluator
 from hilprune.errors import HilpruneError, PolicyError
 
-CACHE = Path(tempfile.gettempdir()) / f"hilprune-envs-tests-{os.getpid()}"
 USER_MODEL = str(Path(__file__).parent / "fixtures_envs" / "user_cnn.py") + ":build"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _hw_cache():
-    """A private hwprofiler cache (LUT, measurements) shared by the envs tests of this run."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HWPROFILER_CACHE", str(CACHE))
-        yield
 
 
 @pytest.fixture(scope="module")

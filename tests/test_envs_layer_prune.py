@@ -1,8 +1,6 @@
 """hilprune/LayerPrune-v0 and hilprune/PolicyPrune-v0 on digits-cnn / digits / ort-cpu-1t."""
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,15 +14,8 @@ from envs.evaluator import PolicyEvaluator
 from hilprune.errors import HilpruneError
 from hilprune.policy import Policy
 
-CACHE = Path(tempfile.gettempdir()) / f"hilprune-envs-tests-{os.getpid()}"
 FINAL_KEYS = {"policy", "accuracy", "latency_ms", "lut_latency_ms", "live_latency_ms", "budget_ms", "macs", "params", "reward_parts"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _hw_cache():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HWPROFILER_CACHE", str(CACHE))
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +140,10 @@ def test_user_model_env() -> None:
     user = str(Path(__file__).parent / "fixtures_envs" / "user_cnn.py") + ":build"
     from envs.evaluator import PolicyEvaluator
 
-    # A tiny 8x8 model is dominated by fixed per-kernel costs: take a budget half-way between the
-    # fastest policy the LUT allows and the dense model, so it is tight but reachable.
+    # A tiny 8x8 model is dominated by fixed per-kernel costs (the LUT may even find its fastest
+    # policy no faster than dense): a budget just above the LUT's floor is tight but reachable.
     ev = PolicyEvaluator(user, dataset="digits", val_size=100)
-    budget_ms = (ev.min_latency_ms() + ev.dense_lut_latency_ms) / 2
+    budget_ms = ev.min_latency_ms() * 1.05
     env = gym.make("hilprune/LayerPrune-v0", model=user, dataset="digits", val_size=100, budget=f"{budget_ms:.6f}ms", evaluator=ev)
     rewards, info = run_episode(env, 0)
     assert len(rewards) == env.unwrapped.n_groups

@@ -1,14 +1,11 @@
 """LayerPrune-v0 in SB3's SubprocVecEnv: each worker makes the env by id and builds its own evaluator."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-CACHE = Path(tempfile.gettempdir()) / f"hilprune-envs-tests-{os.getpid()}"
 
 
 @pytest.mark.slow
@@ -16,7 +13,6 @@ def test_subproc_vec_env_two_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    monkeypatch.setenv("HWPROFILER_CACHE", str(CACHE))  # inherited by the workers
     # "envs:" makes Gymnasium import envs (which registers the ids) inside each fresh worker.
     vec = make_vec_env("envs:hilprune/LayerPrune-v0", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv,
                        env_kwargs={"model": "digits-cnn", "dataset": "digits", "val_size": 100, "budget": 0.6})
