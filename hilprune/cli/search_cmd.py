@@ -88,6 +88,7 @@ def register(app: typer.Typer) -> None:
         val_size: Annotated[Optional[int], typer.Option("--val-size", help="Validation images per evaluation [default: the evaluator's].")] = None,
         latency_source: Annotated[Optional[str], typer.Option("--latency-source", help="Latency each trial is judged by: lut (predicted), live (measured) or hybrid [default: lut].")] = None,
         reward: Annotated[Optional[str], typer.Option("--reward", help="Reward for RL agents (envs.rewards): constrained, mnasnet, penalty, try_and_learn [default: constrained].")] = None,
+        round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this (8 or 16 suit onnxruntime's blocked CPU kernels; odd counts can run slower than dense) [default: 1].")] = None,
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<name>].")] = None,
         name: Annotated[Optional[str], typer.Option("--name", help="Job name (studies are '<name>/<agent>') [default: <model>-<dataset>-<device>].")] = None,
         storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage: a journal file path or an RDB URL (postgresql://...) [default: <out>/study.journal].")] = None,
@@ -107,7 +108,7 @@ def register(app: typer.Typer) -> None:
                               num_classes=num_classes, dataset=dataset, data_dir=str(data_dir) if data_dir else None, device=device,
                               budgets=budget, agents=agent, evals=evals, seed=seed, val_size=val_size,
                               latency_source=latency_source, reward=reward, out=str(out) if out else None, name=name,
-                              storage=storage, workers=workers)
+                              storage=storage, workers=workers, round_to=round_to)
         job = resolve_job(job_file, **flags)
         _run(job, json_out, progress=not no_progress)
 
