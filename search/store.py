@@ -77,7 +77,7 @@ def open_storage(url: str, *, cache: bool = True) -> optuna.storages.BaseStorage
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         except ImportError as exc:
             raise HilpruneError(f"storage {url}: a database driver is missing ({exc}); install it, e.g. "
-                                "pip install psycopg2-binary for postgresql://") from None
+                                "pip install 'hilprune[postgres]' (psycopg 3) for postgresql://") from None
         except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server
             raise HilpruneError(f"storage {url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if cache:
