@@ -165,3 +165,28 @@ def test_resume_refuses_other_weights(tmp_path: Path) -> None:
         dense_reference(job, evaluator(str(ckpt)))
     with pytest.raises(HilpruneError, match="other weights"):
         dense_reference(job, evaluator(None))
+
+
+def test_demo_falls_back_to_a_reachable_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """On a CPU where half of digits-cnn's latency is out of reach, the demo still searches and ends well."""
+    import json
+
+    from envs.errors import BudgetError
+    from envs.evaluator import PolicyEvaluator
+    from hilprune.cli.main import main
+    from hilprune.cli.search_cmd import DEMO_FALLBACK_BUDGET
+
+    original = PolicyEvaluator.check_budget
+
+    def check_budget(self, budget):  # noqa: ANN001, ANN202
+        if str(budget) == "0.5":
+            raise BudgetError("budget 0.5 cannot be met (simulated slow CPU)")
+        return original(self, budget)
+
+    monkeypatch.setattr(PolicyEvaluator, "check_budget", check_budget)
+    out = tmp_path / "demo"
+    assert main(["demo", "--evals", "4", "--out", str(out), "--json"]) == 0
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out)
+    assert list(summary["best"]) == [DEMO_FALLBACK_BUDGET] and summary["best"][DEMO_FALLBACK_BUDGET] is not None
+    assert "simulated slow CPU" in printed.err

@@ -14,6 +14,9 @@ from .output import console, print_json
 DEMO_EVALS = 1800  # PPO episodes (~85 ms each for digits-cnn on 2 busy cores, plus start-up): about 3 minutes in all
 
 
+DEMO_FALLBACK_BUDGET = "0.7"
+
+
 def _search_flags(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None and not (isinstance(v, list) and not v)}
 
@@ -186,9 +189,19 @@ def register(app: typer.Typer) -> None:
             if not (out / JOB_FILE).is_file() or load_run_job(out).name != "demo":
                 raise HilpruneError(f"--fresh: {out} is not a demo run directory; not deleting it")
             shutil.rmtree(out)
-        job = resolve_job(None, model="digits-cnn", dataset="digits", device="ort-cpu-1t", budgets=["0.5"], agents=agents,
-                          evals=evals, seed=0, out=str(out), name="demo")
-        summary, failed = _run(job, json_out, progress=not json_out, exit_on_failure=False)
+        from envs.errors import BudgetError
+
+        def demo_job(budget: str) -> Any:
+            return resolve_job(None, model="digits-cnn", dataset="digits", device="ort-cpu-1t", budgets=[budget], agents=agents,
+                               evals=evals, seed=0, out=str(out), name="demo")
+
+        try:
+            summary, failed = _run(demo_job("0.5"), json_out, progress=not json_out, exit_on_failure=False)
+        except BudgetError as exc:
+            # digits-cnn's kernels take microseconds: on a busy or slow CPU their fixed costs can put
+            # half the dense latency out of reach. The demo then shows the search at a reachable budget.
+            console.print(f"[yellow]{exc}\nThe demo searches at budget {DEMO_FALLBACK_BUDGET} instead.[/]")
+            summary, failed = _run(demo_job(DEMO_FALLBACK_BUDGET), json_out, progress=not json_out, exit_on_failure=False)
         if not json_out:
             _print_best_policy(summary)
             label = next(iter(summary["best"]), "0.5")
