@@ -344,7 +344,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
     from search import store
     from search.job import load_run_job
-    from search.report import pareto_front
+    from search.report import pareto_front, pareto_staircase
     from search.runner import read_dense
 
     panels = sorted({(r["model"], r["budget"]) for r in rows}, key=lambda x: (x[0], -x[1]))
@@ -367,14 +367,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
                 continue
             c = colors[agent]
             ax.scatter([r.latency_ms for r in recs], [r.accuracy for r in recs], s=9, alpha=0.35, color=c)
-            front = pareto_front(recs)
-            xs, ys = [], []
-            for r in front:
-                if xs:
-                    xs.append(r.latency_ms)
-                    ys.append(ys[-1])
-                xs.append(r.latency_ms)
-                ys.append(r.accuracy)
+            xs, ys = pareto_staircase(pareto_front(recs))
             ax.plot(xs, ys, "-", color=c, lw=1.4, label=f"{agent} ({len(records.get(agent, []))})")
             best = [r for r in rows if r["model"] == model and r["budget"] == budget and r["seed"] == first["seed"]
                     and r["agent"] == agent and r["val_accuracy"] is not None]

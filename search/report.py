@@ -37,6 +37,19 @@ def best_within(records: list[TrialRecord], budget_ms: float) -> TrialRecord | N
     return max(ok, key=lambda r: (r.accuracy, -r.latency_ms, -r.number))
 
 
+def pareto_staircase(front: list[TrialRecord]) -> tuple[list[float], list[float]]:
+    """Plot points of a Pareto front (sorted by latency) as steps: each accuracy holds until the next latency."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for r in front:
+        if xs:
+            xs.append(r.latency_ms)
+            ys.append(ys[-1])
+        xs.append(r.latency_ms)
+        ys.append(r.accuracy)
+    return xs, ys
+
+
 def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
     """Non-dominated trials (higher accuracy, lower latency), by increasing latency."""
     front: list[TrialRecord] = []
@@ -165,13 +178,7 @@ def plot_pareto(path: Path, records: dict[str, list[TrialRecord]], dense: dict[s
     all_recs = [r for recs in records.values() for r in recs]
     front = pareto_front(all_recs)
     if front:
-        xs, ys = [], []
-        for r in front:
-            if xs:
-                xs.append(r.latency_ms)
-                ys.append(ys[-1])
-            xs.append(r.latency_ms)
-            ys.append(r.accuracy)
+        xs, ys = pareto_staircase(front)
         ax.plot(xs, ys, "--", color="tab:purple", lw=1.0, alpha=0.8, label="Pareto front (all agents)", zorder=4)
     ax.scatter([dense["latency_ms"]], [dense["accuracy"]], marker="*", s=180, color="gold", edgecolor="black",
                label="dense model", zorder=6)
