@@ -24,6 +24,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(dev) -> str:
+    """'cpu', or the GPU's name so a model card says what it was trained on."""
+    if dev.type == "cuda":
+        import torch
+
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
@@ -66,7 +75,7 @@ def register(app: typer.Typer) -> None:
             "model": model, "dataset": dataset, "input_shape": list(spec.input_shape), "num_classes": spec.num_classes,
             "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "val_accuracy": result.val_accuracy,
             "test_accuracy": test_acc, "wall_s": round(wall, 1), "cpu": cpu_name(), "threads": torch.get_num_threads(),
-            "train_device": str(pick_device(device)), "torch": torch.__version__, "command": command,
+            "train_device": device_name(pick_device(device)), "torch": torch.__version__, "command": command,
             "date": time.strftime("%Y-%m-%d"), "history": result.history,
         }
         net.cpu()
