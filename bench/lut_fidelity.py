@@ -1,14 +1,20 @@
 """LUT predictor vs FLOPs predictor on random pruning policies, measured live (hwprofiler issue).
 
     python bench/lut_fidelity.py [--models resnet20,resnet56,mobilenetv2] [--samples 50] [--device ort-cpu-1t]
+                                 [--results NAME] [--section NAME] [--no-doc]
+    python bench/lut_fidelity.py --merge NAME1,NAME2,... --section NAME   # one table from several runs
 
-Writes bench/results/lut_fidelity.json and the `lut_fidelity` section of docs/benchmarks.md.
-Run it on a quiet machine: other processes on the cores make live timings noisy.
+Writes bench/results/<results>.json (default lut_fidelity) and the <section> section of
+docs/benchmarks.md. Run it on a quiet machine: other processes on the cores make live timings
+noisy. `--merge` measures nothing: it renders the rows of earlier runs (one process per model on
+a many-core machine, say) as one table.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -16,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench.common import header, machine, write_json, write_section  # noqa: E402
+from bench.common import RESULTS, header, machine, write_json, write_section  # noqa: E402
 from hilprune.latency_check import check_fidelity  # noqa: E402
 from hilprune.models import resolve_model  # noqa: E402
 
@@ -30,7 +36,27 @@ def main() -> None:
     ap.add_argument("--device", default="ort-cpu-1t")
     ap.add_argument("--dataset", default="fashion-mnist", help="sets the input shape of the zoo models")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--results", default="lut_fidelity", help="name of the JSON written to bench/results/")
+    ap.add_argument("--section", default="lut_fidelity", help="section of docs/benchmarks.md to write")
+    ap.add_argument("--no-doc", action="store_true", help="write the JSON only")
+    ap.add_argument("--merge", default=None, help="comma-separated results names: render their rows as one table")
+    ap.add_argument("--note", default="", help="with --merge: a paragraph on where and how those runs were made")
     args = ap.parse_args()
+    if args.merge:
+        runs = [json.loads((RESULTS / f"{n.strip()}.json").read_text()) for n in args.merge.split(",") if n.strip()]
+        rows = [r for run in runs for r in run["rows"]]
+        info = dict(runs[0]["machine"])
+        merge_cmd = machine()["command"].replace(shlex.quote(args.note), "'<the paragraph below>'") if args.note else machine()["command"]
+        info["command"] = "; ".join([*dict.fromkeys(run["machine"]["command"] for run in runs), merge_cmd])
+        samples = sorted({r.get("samples", len(r["live_ms"])) for r in rows})
+        text = markdown(rows, info, runs[0].get("load_at_start", float("nan")), args.device, "/".join(map(str, samples)),
+                        title_note=f", {info['cpu']}")
+        if args.note:
+            head, _, table = text.partition("| model |")
+            text = f"{head}{args.note}\n\n| model |{table}"
+        write_section(args.section, text)
+        print(f"wrote docs/benchmarks.md ({args.section} section) from {len(rows)} rows")
+        return
     torch.set_num_threads(1)
     info = machine()
     load_at_start = os.getloadavg()[0]
@@ -42,8 +68,13 @@ def main() -> None:
         print(f"{name}: within10 {r['within_10pct']:.2f} tau {r['kendall_tau']:.3f} | flops within10 {r['flops_within_10pct']:.2f} "
               f"tau {r['flops_kendall_tau']:.3f} | live again within10 {r['live_repeat_within_10pct']:.2f} tau {r['live_repeat_kendall_tau']:.3f}", flush=True)
         rows.append(r | {"input_shape": list(spec.input_shape)})
-    write_json("lut_fidelity", {"machine": info, "rows": rows})
-    lines = [f"## LUT fidelity (`{args.device}`, {args.samples} random policies per model)\n", header(info),
+    write_json(args.results, {"machine": info, "rows": rows, "load_at_start": load_at_start})
+    if not args.no_doc:
+        write_section(args.section, markdown(rows, info, load_at_start, args.device, str(args.samples)))
+
+
+def markdown(rows: list[dict], info: dict, load_at_start: float, device: str, samples: str, title_note: str = "") -> str:
+    lines = [f"## LUT fidelity (`{device}`{title_note}, {samples} random policies per model)\n", header(info),
              "Policies: every group's ratio drawn uniformly in [0, 0.9]. The overhead model is fitted on 12 calibration policies (4 uniform, 8 random from another stream), never on the policies judged.\n",
              f"Load average (1 min) at start: {load_at_start:.2f} on {info['cores']} cores (other processes make live timings noisy).\n",
              "**live again**: each judged policy measured live a second time (no cache); how well live agrees with itself is the ceiling for any predictor on this machine at that time.\n",
@@ -54,7 +85,7 @@ def main() -> None:
                      f"{r['kendall_tau']:.3f} | {100 * r['flops_within_10pct']:.0f}% | {100 * r['flops_mape']:.1f}% | "
                      f"{r['flops_kendall_tau']:.3f} | {100 * r['live_repeat_within_10pct']:.0f}% | {r['live_repeat_kendall_tau']:.3f} | "
                      f"{min(r['live_ms']):.3f}–{max(r['live_ms']):.3f} |")
-    write_section("lut_fidelity", "\n".join(lines))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

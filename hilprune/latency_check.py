@@ -57,7 +57,9 @@ def check_fidelity(spec: ModelSpec, device_name: str, samples: int = 50, seed: i
     bar = tqdm(total=len(todo), desc="live runs", disable=not progress)
     for i, ratios in enumerate(todo):
         data = _export(surgeon, spec, ratios, round_to, max_ratio)
-        live_ms = hwprofiler.measure_onnx(data, device).median_ms
+        # Measured now, never read from the disk cache: a cached time was taken under other load,
+        # and comparing it with a fresh one judges the machine's drift, not the predictor.
+        live_ms = hwprofiler.measure_onnx(data, device, cache=False).median_ms
         kernels = kmap.kernels_for(ratios, round_to)
         if i < len(calib):
             predictor.observe(kernels, live_ms, save=False)

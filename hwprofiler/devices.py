@@ -27,27 +27,38 @@ DTYPES = ("float32", "float16")
 @dataclass(frozen=True)
 class MeasurePolicy:
     """When to stop timing: after `warmup` discarded runs, time back-to-back runs until the
-    median's 95% CI half-width is within `target_rel_ci` of it, or a cap is hit."""
+    median's 95% CI half-width is within `target_rel_ci` of it, or a cap is hit.
+
+    `min_time_s` keeps timing at least that long: on shared and virtual CPUs the speed switches
+    between modes for 100 ms or more at a time (a MobileNetV2 ran 1.75 or 2.7 ms in alternate
+    50-run blocks of one session here), so a median of 20 runs taken in 50 ms reports whichever
+    mode it fell into. `sessions` > 1 repeats the whole measurement in fresh onnxruntime sessions
+    and reports the median of their medians.
+    """
 
     warmup: int = 10
     min_repeats: int = 20
     max_repeats: int = 400
     target_rel_ci: float = 0.02
     time_cap_s: float = 3.0
+    min_time_s: float = 0.0
+    sessions: int = 1
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.min_repeats < 1 or self.max_repeats < self.min_repeats:
+        if self.warmup < 0 or self.min_repeats < 1 or self.max_repeats < self.min_repeats or self.sessions < 1:
             raise DeviceError(
-                f"bad measurement policy {self}: need warmup >= 0 and 1 <= min_repeats <= max_repeats"
+                f"bad measurement policy {self}: need warmup >= 0, 1 <= min_repeats <= max_repeats and sessions >= 1"
             )
-        if not (self.target_rel_ci > 0 and self.time_cap_s > 0):
-            raise DeviceError(f"bad measurement policy {self}: target_rel_ci and time_cap_s must be > 0")
+        if not (self.target_rel_ci > 0 and self.time_cap_s > 0 and self.min_time_s >= 0):  # the cap wins over min_time_s
+            raise DeviceError(f"bad measurement policy {self}: need target_rel_ci > 0, time_cap_s > 0 and min_time_s >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-DEFAULT_KERNEL_POLICY = MeasurePolicy(warmup=5, min_repeats=10, max_repeats=200, target_rel_ci=0.03, time_cap_s=0.3)
+# What a device file gets where it sets no policy: long enough to span this CPU's speed modes.
+DEFAULT_POLICY = MeasurePolicy(warmup=10, min_repeats=20, max_repeats=100_000, target_rel_ci=0.02, time_cap_s=3.0, min_time_s=1.0)
+DEFAULT_KERNEL_POLICY = MeasurePolicy(warmup=5, min_repeats=10, max_repeats=100_000, target_rel_ci=0.03, time_cap_s=0.3, min_time_s=0.1)
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,7 @@ class DeviceSpec:
     session_config: dict[str, str] = field(default_factory=dict)
     batch: int = 1
     dtype: str = "float32"
-    policy: MeasurePolicy = field(default_factory=MeasurePolicy)
+    policy: MeasurePolicy = DEFAULT_POLICY
     kernel_policy: MeasurePolicy = DEFAULT_KERNEL_POLICY
     source: str = "builtin"
     remote: str | None = None
@@ -153,7 +164,7 @@ def spec_from_dict(data: dict[str, Any], source: str) -> DeviceSpec:
         raise DeviceError(f"{source}: batch must be an integer >= 1")
     if dtype not in DTYPES:
         raise DeviceError(f"{source}: dtype {dtype!r} is not one of {DTYPES}")
-    policy = _policy(data.get("policy"), f"{source} [policy]", MeasurePolicy())
+    policy = _policy(data.get("policy"), f"{source} [policy]", DEFAULT_POLICY)
     kpolicy = _policy(data.get("kernel_policy"), f"{source} [kernel_policy]", DEFAULT_KERNEL_POLICY)
     return DeviceSpec(
         name=data["name"],

@@ -64,6 +64,9 @@ def local_fingerprint(spec: DeviceSpec) -> dict[str, Any]:
         "session_config": dict(sorted(spec.session_config.items())),
         "batch": spec.batch,
         "dtype": spec.dtype,
+        # How the numbers were taken is part of what they mean: a new policy starts new tables.
+        "policy": spec.policy.to_dict(),
+        "kernel_policy": spec.kernel_policy.to_dict(),
     }
 
 

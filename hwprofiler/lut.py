@@ -7,11 +7,12 @@ stores the live (whole-network) observations the predictor fits its overhead mod
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,23 @@ def measure_kernels(specs: list[KernelSpec], device: DeviceSpec) -> list[Measure
         measure_local(model_bytes(build_kernel_model(s, device.dtype)), device, device.kernel_policy)
         for s in specs
     ]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An advisory lock beside the table (no-op where the file system refuses one)."""
+    try:
+        import fcntl
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _read_lut_file(path: Path) -> dict[str, Any]:
@@ -102,19 +120,35 @@ class LUT:
         return cls(device, path, strict=strict, fingerprint_data=fp)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write the table atomically (default: where it was opened) and return the path."""
+        """Write the table atomically (default: where it was opened) and return the path.
+
+        What another process saved to the same file since this one read it is merged in (under a
+        file lock), so two searches sharing a device's table do not erase each other's kernels.
+        """
         target = Path(path) if path is not None else self.path
-        atomic_write_json(
-            target,
-            {
-                "format": FORMAT,
-                "fingerprint_id": self.fingerprint_id,
-                "fingerprint": self.fingerprint,
-                "device": self.device.to_dict() if self.device is not None else None,
-                "entries": sorted(self.entries.values(), key=lambda e: e["key"]),
-                "observations": self.observations,
-            },
-        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(target.with_name(target.name + ".lock")):
+            if target.is_file():
+                try:
+                    other = _read_lut_file(target)
+                except DeviceError:
+                    other = None
+                if other is not None and fingerprint_id(other["fingerprint"]) == self.fingerprint_id:
+                    for e in other.get("entries", []):
+                        self.entries.setdefault(e["key"], e)
+                    seen = {json.dumps(o, sort_keys=True) for o in self.observations}
+                    self.observations.extend(o for o in other.get("observations", []) if json.dumps(o, sort_keys=True) not in seen)
+            atomic_write_json(
+                target,
+                {
+                    "format": FORMAT,
+                    "fingerprint_id": self.fingerprint_id,
+                    "fingerprint": self.fingerprint,
+                    "device": self.device.to_dict() if self.device is not None else None,
+                    "entries": sorted(self.entries.values(), key=lambda e: e["key"]),
+                    "observations": self.observations,
+                },
+            )
         return target
 
     # lookups -----------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def time_session(session: Any, feeds: dict[str, np.ndarray], policy: MeasurePoli
         if time.perf_counter() - start >= policy.time_cap_s:
             reason = "time_cap"
             break
-        if n >= policy.min_repeats and (n - policy.min_repeats) % 5 == 0:
+        if n >= policy.min_repeats and (n - policy.min_repeats) % 5 == 0 and time.perf_counter() - start >= policy.min_time_s:
             if stats.median_rel_ci(sorted(samples)) <= policy.target_rel_ci:
                 reason = "ci"
                 break
@@ -192,11 +192,30 @@ def time_session(session: Any, feeds: dict[str, np.ndarray], policy: MeasurePoli
 
 
 def measure_local(data: bytes, spec: DeviceSpec, policy: MeasurePolicy | None = None) -> Measurement:
-    """Validate and time `data` on this host (no cache)."""
+    """Validate and time `data` on this host (no cache), in `policy.sessions` fresh sessions."""
     parse_model(data)
-    session = make_session(data, spec)
-    feeds = random_feeds(session, spec.batch)
-    return time_session(session, feeds, policy or spec.policy)
+    policy = policy or spec.policy
+    runs = []
+    for _ in range(policy.sessions):
+        session = make_session(data, spec)
+        runs.append(time_session(session, random_feeds(session, spec.batch), policy))
+        del session
+    return runs[0] if len(runs) == 1 else combine_sessions(runs)
+
+
+def combine_sessions(runs: list[Measurement]) -> Measurement:
+    """The median of the sessions' medians; percentiles and the CI over all their samples."""
+    pooled = sorted(x for r in runs for x in (r.samples or ()))
+    return Measurement(
+        median_ms=stats.median(sorted(r.median_ms for r in runs)),
+        p10_ms=stats.nearest_rank(pooled, 0.10),
+        p90_ms=stats.nearest_rank(pooled, 0.90),
+        n=len(pooled),
+        rel_ci=stats.median_rel_ci(pooled),
+        stop_reason=runs[-1].stop_reason,
+        first_run_ms=runs[0].first_run_ms,
+        samples=tuple(x for r in runs for x in (r.samples or ())),
+    )
 
 
 def _resolve_cache(cache: MeasurementCache | bool | None) -> MeasurementCache | None:

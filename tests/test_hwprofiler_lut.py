@@ -44,6 +44,18 @@ def test_lut_round_trip(tmp_path):
         no_device.get(KernelSpec(op="linear", cin=3, cout=3))
 
 
+def test_two_writers_keep_each_others_kernels(tmp_path):
+    """Two processes (two searches) with the same table open: the second save keeps the first's entries."""
+    dev = fast_device()
+    a, b = LUT(dev, tmp_path / "lut.json"), LUT(dev, tmp_path / "lut.json")
+    a.get(SPECS[0])
+    a.save()
+    b.get(SPECS[1])  # b read the file before a saved
+    b.save()
+    merged = LUT.load(tmp_path / "lut.json", dev)
+    assert SPECS[0] in merged and SPECS[1] in merged and len(merged) == 2
+
+
 def test_lut_refuses_another_fingerprint(tmp_path):
     lut = LUT(fast_device(), tmp_path / "lut.json")
     lut.get(SPECS[-1])
