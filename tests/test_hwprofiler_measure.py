@@ -118,3 +118,31 @@ def test_kendall_tau_agrees_with_scipy_or_known_values():
     assert kendall_tau([1, 2, 3], [1, 2, 3]) == 1.0 and kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
     scipy_stats = pytest.importorskip("scipy.stats")
     assert kendall_tau(list(x), list(y)) == pytest.approx(scipy_stats.kendalltau(x, y)[0], abs=1e-12)
+
+
+def test_min_time_and_sessions_shape_a_measurement():
+    """`min_time_s` keeps timing past an early CI; `sessions` times fresh sessions and pools their runs."""
+    from dataclasses import replace
+
+    from hwprofiler.devices import MeasurePolicy
+    from hwprofiler.measure import measure_local, model_bytes
+
+    data = model_bytes(tiny_cnn(c=8, c2=None, hw=8))
+    base = MeasurePolicy(warmup=2, min_repeats=5, max_repeats=100_000, target_rel_ci=0.5, time_cap_s=2.0)
+    dev = fast_device()
+    quick = measure_local(data, dev, base)
+    assert quick.n < 50  # a loose CI target stops right after min_repeats
+    held = measure_local(data, dev, replace(base, min_time_s=0.2))
+    assert sum(held.samples) >= 0.2 * 1e3 * 0.8 and held.n > quick.n  # ms of timed runs span the minimum
+    pooled = measure_local(data, dev, replace(base, sessions=3))
+    assert pooled.n >= 3 * base.min_repeats and len(pooled.samples) == pooled.n
+    assert min(pooled.samples) <= pooled.median_ms <= max(pooled.samples)
+
+
+def test_the_measurement_policy_is_part_of_the_fingerprint():
+    from dataclasses import replace
+
+    from hwprofiler import fingerprint_id
+
+    dev = fast_device()
+    assert fingerprint_id(dev) != fingerprint_id(replace(dev, policy=replace(dev.policy, min_time_s=0.5)))
