@@ -7,12 +7,10 @@ run under an advisory file lock, one per device fingerprint; accuracy evaluation
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from pathlib import Path
 from typing import Iterator
 
-from hwprofiler.cache import default_cache_dir
+from hwprofiler.cache import default_cache_dir, file_lock
 
 
 @contextlib.contextmanager
@@ -20,18 +18,5 @@ def device_lock(fingerprint_id: str, enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    path = Path(default_cache_dir()) / "locks" / f"{fingerprint_id}.lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:  # read-only cache dir: measure without the lock rather than fail
+    with file_lock(Path(default_cache_dir()) / "locks" / f"{fingerprint_id}.lock"):
         yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)

@@ -5,10 +5,12 @@ keeps the cache inspectable and safe to share between processes (writes are atom
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,31 @@ def default_cache_dir() -> Path:
     """`$HWPROFILER_CACHE`, else `~/.cache/hilprune/hwprofiler`."""
     env = os.environ.get("HWPROFILER_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "hilprune" / "hwprofiler"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created if needed) between processes of this host.
+
+    Where no lock can be had (read-only folder, no fcntl), it yields without one: callers use it
+    to keep measurements or writes apart, never for correctness they cannot do without.
+    """
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -7,7 +7,7 @@ measurement policy (how long to measure) sits beside it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,21 @@ def _policy(data: Any, where: str, default: MeasurePolicy) -> MeasurePolicy:
         raise DeviceError(f"{where}: {e}") from None
 
 
+def _min_time_override(policy: MeasurePolicy, source: str) -> MeasurePolicy:
+    """`$HWPROFILER_MIN_TIME_S` replaces every policy's `min_time_s`: 0 for quick, noisier runs
+    (the test suite, smoke runs). It changes the fingerprint, so such numbers stay apart."""
+    value = os.environ.get("HWPROFILER_MIN_TIME_S")
+    if value is None or value == "":
+        return policy
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise DeviceError(f"$HWPROFILER_MIN_TIME_S must be a number of seconds, got {value!r}") from None
+    if not seconds >= 0:
+        raise DeviceError(f"$HWPROFILER_MIN_TIME_S must be >= 0, got {value!r}")
+    return replace(policy, min_time_s=seconds)
+
+
 def spec_from_dict(data: dict[str, Any], source: str) -> DeviceSpec:
     """Build and validate a spec from parsed TOML; every mistake becomes one `DeviceError` line."""
     unknown = set(data) - _TOP_KEYS
@@ -166,6 +181,7 @@ def spec_from_dict(data: dict[str, Any], source: str) -> DeviceSpec:
         raise DeviceError(f"{source}: dtype {dtype!r} is not one of {DTYPES}")
     policy = _policy(data.get("policy"), f"{source} [policy]", DEFAULT_POLICY)
     kpolicy = _policy(data.get("kernel_policy"), f"{source} [kernel_policy]", DEFAULT_KERNEL_POLICY)
+    policy, kpolicy = _min_time_override(policy, source), _min_time_override(kpolicy, source)
     return DeviceSpec(
         name=data["name"],
         description=str(data.get("description", "")),

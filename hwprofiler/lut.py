@@ -7,16 +7,15 @@ stores the live (whole-network) observations the predictor fits its overhead mod
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hwprofiler.cache import atomic_write_json, default_cache_dir
+from hwprofiler.cache import atomic_write_json, default_cache_dir, file_lock
 from hwprofiler.devices import DeviceSpec, load_device
 from hwprofiler.errors import DeviceError
 from hwprofiler.fingerprint import fingerprint, fingerprint_id
@@ -38,23 +37,6 @@ def measure_kernels(specs: list[KernelSpec], device: DeviceSpec) -> list[Measure
         measure_local(model_bytes(build_kernel_model(s, device.dtype)), device, device.kernel_policy)
         for s in specs
     ]
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An advisory lock beside the table (no-op where the file system refuses one)."""
-    try:
-        import fcntl
-
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except (ImportError, OSError):
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _read_lut_file(path: Path) -> dict[str, Any]:
@@ -127,7 +109,7 @@ class LUT:
         """
         target = Path(path) if path is not None else self.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(target.with_name(target.name + ".lock")):
+        with file_lock(target.with_name(target.name + ".lock")):
             if target.is_file():
                 try:
                     other = _read_lut_file(target)

@@ -115,3 +115,15 @@ def test_public_api():
         "kernels_from_onnx", "build_kernel_model", "LUT", "Predictor", "DeviceError",
     ):
         assert name in hwprofiler.__all__ and hasattr(hwprofiler, name)
+
+
+def test_min_time_override_from_the_environment(monkeypatch):
+    from hwprofiler import load_device
+
+    assert load_device("ort-cpu-1t").policy.min_time_s == 0.0  # tests/conftest.py sets HWPROFILER_MIN_TIME_S=0
+    monkeypatch.setenv("HWPROFILER_MIN_TIME_S", "0.3")
+    dev = load_device("ort-cpu-1t")
+    assert dev.policy.min_time_s == 0.3 and dev.kernel_policy.min_time_s == 0.3
+    monkeypatch.setenv("HWPROFILER_MIN_TIME_S", "-1")
+    with pytest.raises(DeviceError, match="HWPROFILER_MIN_TIME_S"):
+        load_device("ort-cpu-1t")
