@@ -104,12 +104,15 @@ class LUT:
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write the table atomically (default: where it was opened) and return the path.
 
-        What another process saved to the same file since this one read it is merged in (under a
-        file lock), so two searches sharing a device's table do not erase each other's kernels.
+        What another process saved to the same file since this one read it is kept in the file
+        (merged under a file lock), so two searches sharing a device's table do not erase each
+        other's kernels. This object is left as it is: a running search's predictor must not change
+        because another process saved.
         """
         target = Path(path) if path is not None else self.path
         target.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(target.with_name(target.name + ".lock")):
+            entries, observations = dict(self.entries), list(self.observations)
             if target.is_file():
                 try:
                     other = _read_lut_file(target)
@@ -117,9 +120,9 @@ class LUT:
                     other = None
                 if other is not None and fingerprint_id(other["fingerprint"]) == self.fingerprint_id:
                     for e in other.get("entries", []):
-                        self.entries.setdefault(e["key"], e)
-                    seen = {json.dumps(o, sort_keys=True) for o in self.observations}
-                    self.observations.extend(o for o in other.get("observations", []) if json.dumps(o, sort_keys=True) not in seen)
+                        entries.setdefault(e["key"], e)
+                    seen = {json.dumps(o, sort_keys=True) for o in observations}
+                    observations += [o for o in other.get("observations", []) if json.dumps(o, sort_keys=True) not in seen]
             atomic_write_json(
                 target,
                 {
@@ -127,8 +130,8 @@ class LUT:
                     "fingerprint_id": self.fingerprint_id,
                     "fingerprint": self.fingerprint,
                     "device": self.device.to_dict() if self.device is not None else None,
-                    "entries": sorted(self.entries.values(), key=lambda e: e["key"]),
-                    "observations": self.observations,
+                    "entries": sorted(entries.values(), key=lambda e: e["key"]),
+                    "observations": observations,
                 },
             )
         return target
