@@ -146,9 +146,9 @@ def _min_time_override(policy: MeasurePolicy, source: str) -> MeasurePolicy:
     try:
         seconds = float(value)
     except ValueError:
-        raise DeviceError(f"$HWPROFILER_MIN_TIME_S must be a number of seconds, got {value!r}") from None
+        raise DeviceError(f"{source}: $HWPROFILER_MIN_TIME_S must be a number of seconds, got {value!r}") from None
     if not seconds >= 0:
-        raise DeviceError(f"$HWPROFILER_MIN_TIME_S must be >= 0, got {value!r}")
+        raise DeviceError(f"{source}: $HWPROFILER_MIN_TIME_S must be >= 0, got {value!r}")
     return replace(policy, min_time_s=seconds)
 
 
