@@ -36,6 +36,14 @@ def machine() -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(shlex.quote(a) for a in sys.argv)}
 
 
+def preset(ap: Any, args: Any, **values: Any) -> None:
+    """A preset mode (--quick, --full): each option still at its default takes the preset's value;
+    one the user set on the command line stays as given."""
+    for name, value in values.items():
+        if getattr(args, name) == ap.get_default(name):
+            setattr(args, name, value)
+
+
 def header(info: dict[str, Any]) -> str:
     v = ", ".join(f"{k} {val}" for k, val in info["versions"].items())
     return (f"Command: `{info['command']}`  \nMachine: {info['cpu']}, {info['cores']} cores; Python {info['python']}; {v}  \n"

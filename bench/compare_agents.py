@@ -564,7 +564,7 @@ def main() -> None:
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/compare_agents*.json")
     args = ap.parse_args()
 
-    from bench.common import RESULTS, ROOT, write_json, write_section
+    from bench.common import RESULTS, ROOT, preset, write_json, write_section
 
     if args.markdown_only:
         rows = json.loads((RESULTS / "compare_agents.json").read_text())
@@ -577,23 +577,14 @@ def main() -> None:
     if args.full and args.quick:
         ap.error("--full and --quick exclude each other")
     if args.full:
-        args.evals = 150 if args.evals == ap.get_default("evals") else args.evals
-        args.finetune_epochs = 1.0 if args.finetune_epochs == ap.get_default("finetune_epochs") else args.finetune_epochs
+        preset(ap, args, evals=150, finetune_epochs=1.0)
     if args.jobs < 1:
         ap.error("--jobs must be at least 1")
     if args.quick:
-        args.models = "resnet20" if args.models == ap.get_default("models") else args.models
-        args.budgets = args.budgets or "0.5"
-        args.seeds = 1 if args.seeds is None else args.seeds
-        args.evals = 16 if args.evals == ap.get_default("evals") else args.evals
-        args.finetune_epochs = 0.1 if args.finetune_epochs == ap.get_default("finetune_epochs") else args.finetune_epochs
+        preset(ap, args, models="resnet20", budgets="0.5", seeds=1, evals=16, finetune_epochs=0.1)
     if args.out_dir is None:
         args.out_dir = str(ROOT / "runs" / "bench" / ("compare_agents-quick" if args.quick else "compare_agents"))
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
-    _quiet()
+    _worker_setup()  # this process evaluates too (the dense test accuracy; every cell with --jobs 1)
     from bench.common import machine
 
     info = machine()

@@ -297,17 +297,14 @@ def main() -> None:
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/real_speedup.json")
     args = ap.parse_args()
 
-    from bench.common import RESULTS, write_section
+    from bench.common import RESULTS, preset, write_section
 
     if args.markdown_only:
         write_section("real_speedup", markdown(json.loads((RESULTS / "real_speedup.json").read_text())))
         print("wrote docs/benchmarks.md (real_speedup section)")
         return
     if args.quick:
-        args.budgets = "0.5" if args.budgets == ap.get_default("budgets") else args.budgets
-        args.search_evals = 20 if args.search_evals == ap.get_default("search_evals") else args.search_evals
-        args.odd_pairs = 2 if args.odd_pairs == ap.get_default("odd_pairs") else args.odd_pairs
-        args.repeats = 2 if args.repeats == ap.get_default("repeats") else args.repeats
+        preset(ap, args, budgets="0.5", search_evals=20, odd_pairs=2, repeats=2)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import numpy as np
     import torch
