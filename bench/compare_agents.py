@@ -3,6 +3,7 @@
     python bench/compare_agents.py [--full | --quick] [--models resnet20,resnet56] [--budgets 0.5,0.3]
                                    [--agents uniform,random,tpe,nsga2,autoprune,ppo] [--evals 40]
                                    [--seeds N] [--finetune-epochs 0.25] [--skip-finetune] [--jobs 2]
+                                   [--latency-source hybrid] [--round-to 8] [--results-name compare_agents]
                                    [--out-dir runs/bench/compare_agents] [--no-doc] [--markdown-only]
 
 Protocol. The defaults are the issue's cells at a cost that fits about two hours on a 2-core
@@ -10,7 +11,13 @@ machine: resnet20 at budgets 0.5 and 0.3 of the dense model's live latency with 
 at 0.4 with 1 seed, 40 evaluations per agent (the issue asks 150; uniform stops early when it has
 nothing new to try), 0.25 epoch of fine-tuning per exported policy, two cells at a time (`--jobs
 2`: one process per cell, one torch and onnxruntime thread each; live measurements and LUT misses
-take a device lock, but the other cell's accuracy evaluations keep running beside them). `--full`
+take a device lock, but the other cell's accuracy evaluations keep running beside them), and the
+search settings the README recommends: `--latency-source hybrid` (the LUT for every trial, a live
+measurement for each trial that would enter the best-k or the Pareto set, so a pick's recorded
+latency is a measured one) and `--round-to 8` (channel counts kept to multiples of 8, where
+onnxruntime's CPU kernels are fast and the LUT is faithful). With `--latency-source lut --round-to 1`
+the free-form agents exploit the LUT's underpricing of odd channel counts (`compare_agents_lut_r1`
+in docs/benchmarks.md). `--full`
 is the issue's whole protocol: 150 evaluations per agent and 1 epoch of fine-tuning (about 6-8
 hours here; 40 evaluations with 1 seed per cell took 53 min). Each (model, budget, seed) is one
 search job, run through the same code as `hilprune search` (`search.runner.run_search`, one call
@@ -19,7 +26,7 @@ rerunning the same command resumes it.
 Per agent and job:
 
 - `val_accuracy`: the most accurate trial within the budget by the latency the search recorded (the
-  LUT), i.e. what `hilprune report` shows; BN-recalibrated, not fine-tuned, on the search's
+  LUT, or live where the hybrid source measured the trial), i.e. what `hilprune report` shows; BN-recalibrated, not fine-tuned, on the search's
   validation subset. `latency_ms` is that trial's pruned model measured live on the device,
   `speedup` the dense live latency over it, `meets_budget_live` whether it is within the budget;
 - `val_accuracy_live_rule`: the rule of `hilprune export` (the most accurate trial whose *live*
@@ -40,9 +47,9 @@ export plus the fine-tune (about 4 min per epoch for resnet20 on one thread); re
 (minutes, a smoke run of the protocol, not its result). Models without a shipped Fashion-MNIST
 checkpoint run with random weights (the table says so): their accuracies mean nothing.
 
-Writes bench/results/compare_agents.json (a list of rows), bench/results/compare_agents.meta.json
-(machine, arguments, dense references, targets), docs/img/compare_agents_pareto.png and the
-`compare_agents` section of docs/benchmarks.md.
+Writes bench/results/<results-name>.json (a list of rows), bench/results/<results-name>.meta.json
+(machine, arguments, dense references, targets), docs/img/<results-name>_pareto.png and the
+`<results-name>` section of docs/benchmarks.md (`compare_agents` by default).
 """
 from __future__ import annotations
 
@@ -68,7 +75,7 @@ DEFAULT_SEEDS = {"resnet20": 3, "resnet56": 1}
 FULL_SEEDS = DEFAULT_SEEDS
 TIMING_FILE = "bench_timing.json"
 EXPORT_FILE = "bench_export.json"
-IMG = "compare_agents_pareto.png"
+RESULTS_NAME = "compare_agents"
 # The issue's targets: (model, budget) cells where PPO must beat uniform by 1 point (val, before fine-tune).
 PPO_VS_UNIFORM = (("resnet20", "0.3"), ("resnet56", "0.4"))
 PPO_VS_UNIFORM_POINTS = 1.0
@@ -127,7 +134,10 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, int]]:
 
 # --- one (model, budget, seed) job --------------------------------------------------------------
 def run_dir_for(args: argparse.Namespace, model: str, budget: str, seed: int, wtag: str) -> Path:
-    return Path(args.out_dir) / f"{model}-b{budget}-s{seed}-{wtag}"
+    """One directory per job; the search settings are part of the name, so another setting never
+    resumes (and mixes into) a job searched under other ones (`lut`, round_to 1: no suffix)."""
+    settings = "" if (args.latency_source, args.round_to) == ("lut", 1) else f"-{args.latency_source}-r{args.round_to}"
+    return Path(args.out_dir) / f"{model}-b{budget}-s{seed}-{wtag}{settings}"
 
 
 def search_cell(model: str, budget: str, seed: int, args: argparse.Namespace, wtag: str) -> Path:
@@ -141,7 +151,8 @@ def search_cell(model: str, budget: str, seed: int, args: argparse.Namespace, wt
     run_dir = run_dir_for(args, model, budget, seed, wtag)
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     job = resolve_job(model=model, dataset=DATASET, device=args.device, budgets=[budget], agents=agents, evals=args.evals,
-                      seed=seed, out=str(run_dir), val_size=args.val_size)
+                      seed=seed, out=str(run_dir), val_size=args.val_size, latency_source=args.latency_source,
+                      round_to=args.round_to)
     timing_path = run_dir / TIMING_FILE
     run_dir.mkdir(parents=True, exist_ok=True)
     timing = _read(timing_path)
@@ -456,8 +467,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     agg = aggregate(rows)
     tg = meta.get("targets") or targets(agg)
     quick = bool(args.get("quick"))
-    title = "## Search agents at equal evaluations (Fashion-MNIST, `ort-cpu-1t`)"
+    source, round_to = args.get("latency_source", "lut"), args.get("round_to", 1)
+    title = f"## Search agents at equal evaluations (Fashion-MNIST, `ort-cpu-1t`, latency source `{source}`, round_to {round_to})"
     lines = [title + (" — QUICK RUN (reduced protocol)" if quick else "") + "\n", header(meta["machine"])]
+    if meta.get("note"):
+        lines.append(meta["note"] + "\n")
     load = meta.get("loadavg")
     if load:
         lines.append(f"Load average (1 min) at start {load['start']:.2f}, at end {load['end']:.2f} on {meta['machine']['cores']} cores"
@@ -478,9 +492,12 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{args['finetune_epochs']:g} epoch(s) of fine-tuning (lr 0.01, cosine, seed = the job's seed; the same for every agent)"
     lines.append(
         f"Each (model, budget, seed) is one `hilprune search` job (`search.runner.run_search`, one call per agent) with "
-        f"`--evals {args['evals']}` per agent, latency source `lut`, validation subset of {args.get('val_size') or 1000} images; "
-        "budgets are fractions of the dense model's live latency. "
-        "**val acc**: the agent's most accurate trial within the budget by its recorded (LUT) latency, what `hilprune report` "
+        f"`--evals {args['evals']}` per agent, `--latency-source {source} --round-to {round_to}`, validation subset of "
+        f"{args.get('val_size') or 1000} images; budgets are fractions of the dense model's live latency. "
+        + ("**val acc**: the agent's most accurate trial within the budget by its recorded (LUT) latency, what `hilprune report` "
+           if source == "lut" else
+           "**val acc**: the agent's most accurate trial within the budget by its recorded latency (live where the hybrid "
+           "source measured the trial, else the LUT), what `hilprune report` ") +
         "shows; BN-recalibrated, not fine-tuned. **live ms / speedup**: that trial's pruned model measured on the device, and "
         "the dense live latency over it; **meets budget live**: seeds where that live latency is within the budget. "
         "**val acc (live rule)**: the rule of `hilprune export`: the most accurate trial whose *live* latency meets the budget "
@@ -556,6 +573,11 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="the issue's whole protocol: 150 evaluations, 1 epoch of fine-tuning")
     ap.add_argument("--skip-finetune", action="store_true")
     ap.add_argument("--device", default="ort-cpu-1t")
+    ap.add_argument("--latency-source", choices=("lut", "hybrid", "live"), default="hybrid",
+                    help="the searches' latency (default hybrid: LUT, plus live for candidates of the best/Pareto set)")
+    ap.add_argument("--round-to", type=int, default=8, help="kept channels rounded to a multiple of this (default 8)")
+    ap.add_argument("--results-name", default=RESULTS_NAME,
+                    help="bench/results/<name>.json, docs/img/<name>_pareto.png and the docs section's name")
     ap.add_argument("--live-candidates", type=int, default=10, help="trials measured live per agent for the export rule")
     ap.add_argument("--val-size", type=int, default=None, help="validation images per evaluation (default: the evaluator's, 1000)")
     ap.add_argument("--out-dir", default=None, help="run directories (default: runs/bench/compare_agents, -quick for --quick)")
@@ -566,13 +588,15 @@ def main() -> None:
 
     from bench.common import RESULTS, ROOT, preset, write_json, write_section
 
+    name = args.results_name
+
     if args.markdown_only:
-        rows = json.loads((RESULTS / "compare_agents.json").read_text())
-        meta = json.loads((RESULTS / "compare_agents.meta.json").read_text())
+        rows = json.loads((RESULTS / f"{name}.json").read_text())
+        meta = json.loads((RESULTS / f"{name}.meta.json").read_text())
         meta["targets"] = targets(aggregate(rows))  # the current rules, on the recorded rows
-        write_json("compare_agents.meta", meta)
-        write_section("compare_agents", markdown(rows, meta))
-        print("wrote docs/benchmarks.md (compare_agents section)")
+        write_json(f"{name}.meta", meta)
+        write_section(name, markdown(rows, meta))
+        print(f"wrote docs/benchmarks.md ({name} section)")
         return
     if args.full and args.quick:
         ap.error("--full and --quick exclude each other")
@@ -580,6 +604,8 @@ def main() -> None:
         preset(ap, args, evals=150, finetune_epochs=1.0)
     if args.jobs < 1:
         ap.error("--jobs must be at least 1")
+    if args.round_to < 1:
+        ap.error("--round-to must be at least 1")
     if args.quick:
         preset(ap, args, models="resnet20", budgets="0.5", seeds=1, evals=16, finetune_epochs=0.1)
     if args.out_dir is None:
@@ -611,7 +637,7 @@ def main() -> None:
                                    "test_accuracy": dense_test[cell[0]], "latency_ms": first["dense_latency_ms"],
                                    "checkpoint": wtags[cell[0]][1]})
         done = [r for c in todo if c in rows_by_cell for r in rows_by_cell[c]]
-        write_json("compare_agents", done)  # after every job: a long run shows its progress
+        write_json(name, done)  # after every job: a long run shows its progress
         return done
 
     rows: list[dict[str, Any]] = []
@@ -636,18 +662,18 @@ def main() -> None:
                             "loadavg": {"start": load_start, "end": os.getloadavg()[0]}}
     meta["targets"] = targets(aggregate(rows))
     try:
-        p = plot(rows, ROOT / "docs" / "img" / IMG)
+        p = plot(rows, ROOT / "docs" / "img" / f"{name}_pareto.png")
         meta["plot"] = str(p) if p else None
     except Exception as exc:  # noqa: BLE001 - a plot must not lose the numbers
         print(f"could not draw the plot: {exc}", flush=True)
-    path = write_json("compare_agents", rows)
-    write_json("compare_agents.meta", meta)
-    print(f"wrote {path} and {RESULTS / 'compare_agents.meta.json'}")
+    path = write_json(name, rows)
+    write_json(f"{name}.meta", meta)
+    print(f"wrote {path} and {RESULTS / f'{name}.meta.json'}")
     for t in meta["targets"]:
         print(f"target: {t['target']}: {t['measured']} -> {t['met']}")
     if not args.no_doc:
-        write_section("compare_agents", markdown(rows, meta))
-        print("wrote docs/benchmarks.md (compare_agents section)")
+        write_section(name, markdown(rows, meta))
+        print(f"wrote docs/benchmarks.md ({name} section)")
     print(f"total {time.perf_counter() - t_start:.0f} s")
 
 
