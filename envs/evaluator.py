@@ -2,8 +2,9 @@
 
 Everything that does not depend on the policy is done once, at construction: the model and its
 checkpoint, the validation subset (from the *val* split, never test), channel ranking (Surgeon),
-the dense ONNX graph and its live latency on the device, the dense accuracy, the kernel map and
-the device's LUT and predictor. `evaluate(ratios)` then runs, per new policy:
+the dense accuracy, and the device side (`envs.latency.PolicyLatency`: the dense ONNX graph and
+its live latency, the kernel map, the device's LUT and predictor). `evaluate(ratios)` then runs,
+per new policy:
 
     surgery -> BN recalibration on K train batches -> accuracy on the fixed val subset
             -> latency from the LUT, the device (live), or both (hybrid)
@@ -29,17 +30,16 @@ import torch
 from hilprune.errors import HilpruneError, PolicyError
 from hilprune.policy import Policy, channels_after, validate_policy
 from hilprune.train.bn_recalib import BN_BATCH_SIZE
-
-from .devlock import device_lock
 from hwprofiler import kernels_from_onnx as price_kernels
+
 from .errors import BudgetError, EnvConfigError
+from .latency import PolicyLatency
 
 log = logging.getLogger(__name__)
 
 LATENCY_SOURCES = ("lut", "live", "hybrid")
 EVAL_BACKENDS = ("auto", "torch", "ort")
 EVAL_CHUNK = 250  # images per inference call (both backends)
-LUT_SAVE_EVERY_S = 30.0
 
 Ratios = Mapping[str, float] | Sequence[float] | Policy
 
@@ -103,8 +103,6 @@ class PolicyEvaluator:
         from hilprune.data import load_dataset
         from hilprune.models import ModelSpec, resolve_model
         from hilprune.surgery import Surgeon
-        import hwprofiler
-
         if latency_source not in LATENCY_SOURCES:
             raise EnvConfigError(f"unknown latency_source {latency_source!r}; choose one of {', '.join(LATENCY_SOURCES)}")
         if eval_backend not in EVAL_BACKENDS:
@@ -123,7 +121,6 @@ class PolicyEvaluator:
         self.bn_batch_size = int(bn_batch_size)
         self.seed = int(seed)
         self.hybrid_k = int(hybrid_k)
-        self._lock = bool(lock)
 
         # --- model, data, device ----------------------------------------------------------------
         self.spec = model if isinstance(model, ModelSpec) else resolve_model(model, dataset, input_shape, num_classes, checkpoint)
@@ -139,13 +136,6 @@ class PolicyEvaluator:
             self.train = bundle.train
             self.val = bundle.val.subset(int(val_size) if val_size is not None else None)
         self.val_size = len(self.val) if self.val is not None else 0
-        try:
-            self.device = hwprofiler.load_device(device)
-            fp = hwprofiler.fingerprint(self.device)
-        except hwprofiler.DeviceError as exc:
-            raise EnvConfigError(str(exc)) from None
-        self.fingerprint_id = hwprofiler.fingerprint_id(fp)
-        self.fingerprint = dict(fp) | {"fingerprint_id": self.fingerprint_id}
 
         # --- channel ranking and the dense graph ----------------------------------------------------
         calibration = None
@@ -159,35 +149,16 @@ class PolicyEvaluator:
             raise EnvConfigError(f"model {self.spec.name!r} has no prunable layer groups")
         self.dense_macs = int(self.surgeon.macs_before)
         self.dense_params = int(self.surgeon.params_before)
-        self.dense_onnx = _export_checked(self.surgeon.dense, self.input_shape, self.device.batch)
 
-        # --- LUT, kernel map, dense live latency ----------------------------------------------------
-        self.lut = hwprofiler.LUT(self.device, lut_path)
-        self.predictor = hwprofiler.Predictor(self.lut)
-        self._lut_entries_at_save = len(self.lut)
-        self._last_save = time.monotonic()
-        self.kmap = None
-        self.kmap_ok = False
-        self._lut_error: str | None = None
-        self.dense_kernels: list[Any] | None = None
-        try:
-            self.dense_kernels = price_kernels(self.dense_onnx, batch=self.device.batch)
-        except hwprofiler.KernelError as exc:
-            self._lut_error = str(exc)
-            if latency_source != "live":
-                raise EnvConfigError(f"latency_source {latency_source!r} needs a LUT, but the model cannot be priced by one "
-                                     f"({exc}); use latency_source='live'") from None
-        if self.dense_kernels is not None:
-            self._build_kernel_map()
-        m = self._measure_live(self.dense_onnx)
-        self.dense_latency_ms = float(m.median_ms)
-        self.dense_measurement = m
-        if self.dense_kernels is not None:
-            self._observe(self.dense_kernels, m)
-        self._lut_memo: dict[tuple[int, ...], float] = {}
-        self._max_key = tuple(channels_after(g.channels, self.max_ratio, self.round_to) for g in self.groups)
-        self._dense_key = tuple(g.channels for g in self.groups)
-        self.dense_lut_latency_ms = self._lut_for_key(self._dense_key) if self.has_lut else float("nan")
+        # --- the device: LUT, kernel map, dense live latency --------------------------------------
+        self.latency = PolicyLatency(self.surgeon, self.input_shape, device, max_ratio=self.max_ratio, round_to=self.round_to,
+                                     latency_source=latency_source, name=self.spec.name, seed=self.seed, lut_path=lut_path,
+                                     lock=lock)
+        lat = self.latency  # fixed after construction: plain attributes for callers and tests
+        self.device, self.fingerprint_id, self.fingerprint = lat.device, lat.fingerprint_id, lat.fingerprint
+        self.lut, self.predictor, self.kmap, self.kmap_ok = lat.lut, lat.predictor, lat.kmap, lat.kmap_ok
+        self.dense_onnx, self.dense_kernels, self.dense_measurement = lat.dense_onnx, lat.dense_kernels, lat.dense_measurement
+        self.dense_latency_ms, self.dense_lut_latency_ms = lat.dense_latency_ms, lat.dense_lut_latency_ms
 
         # --- accuracy backend and dense accuracy ----------------------------------------------------
         self.eval_backend = "torch"
@@ -204,7 +175,6 @@ class PolicyEvaluator:
         self._points: list[tuple[float, float]] = []  # (accuracy, LUT ms) of every evaluated policy (hybrid rule)
         self.n_evaluations = 0
         self.n_cache_hits = 0
-        self.n_live = 0
         self.setup_s = time.perf_counter() - t_start
         _LIVE.add(self)
 
@@ -214,31 +184,6 @@ class PolicyEvaluator:
 
     # ------------------------------------------------------------------------------------------------
     # construction helpers
-    def _build_kernel_map(self) -> None:
-        """KernelMap (no-surgery kernels) if it reproduces real exports, else the slow path."""
-        import hwprofiler
-
-        from hilprune.export import to_onnx_bytes
-        from hilprune.kernel_map import KernelMap
-
-        try:
-            kmap = KernelMap(self.surgeon, batch=self.device.batch)
-        except Exception as exc:  # a graph the map cannot follow: fall back to surgery + export
-            log.info("kernel map unavailable for %s (%s): predict_latency will export each policy", self.spec.name, exc)
-            return
-        self.kmap = kmap
-        rng = np.random.default_rng(self.seed + 12345)
-        for _ in range(2):
-            ratios = [float(rng.uniform(0.05, self.max_ratio)) for _ in self.groups]
-            policy = self.policy(ratios)
-            model = self.surgeon.apply(policy, count=False).model
-            real = price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), batch=self.device.batch)
-            if kmap.kernels(list(policy.key())) != real:
-                log.warning("kernel map of %s does not match real exports (a concat or reshape it cannot follow); "
-                            "predict_latency falls back to surgery + export (slower)", self.spec.name)
-                return
-        self.kmap_ok = True
-
     def _choose_backend(self, wanted: str) -> None:
         """Pick torch or onnxruntime for accuracy, by CPU time on a half-pruned model (what most
         evaluations look like), counting the export when only onnxruntime would need it."""
@@ -280,7 +225,7 @@ class PolicyEvaluator:
     # public API
     @property
     def has_lut(self) -> bool:
-        return self.dense_kernels is not None
+        return self.latency.has_lut
 
     @property
     def n_groups(self) -> int:
@@ -342,7 +287,7 @@ class PolicyEvaluator:
 
     def min_latency_ms(self) -> float:
         """LUT latency with every group pruned at max_ratio: the lowest budget that can be met."""
-        return self._lut_for_key(self._max_key)
+        return self.latency.min_latency_ms()
 
     def check_budget(self, budget: float | str) -> float:
         """The budget in ms; BudgetError when pruning every group at max_ratio cannot meet it (by the LUT)."""
@@ -372,72 +317,27 @@ class PolicyEvaluator:
 
     def predict_latency(self, ratios: Ratios) -> float:
         """LUT latency of a policy in ms (no surgery when the kernel map works)."""
-        if not self.has_lut:
-            raise EnvConfigError(f"no LUT for this model ({self._lut_error}): only live latency is available")
-        return self._lut_for_key(self.kept(ratios))
+        return self.latency.predict_key(self.kept(ratios))
 
     def predict_kept(self, kept: Sequence[int]) -> float:
         """LUT latency for kept channels per group (what `kept()` returns)."""
-        return self._lut_for_key(tuple(int(k) for k in kept))
+        return self.latency.predict_key(tuple(int(k) for k in kept))
 
     def kernels_for(self, kept: Sequence[int]) -> list[Any]:
         """The device kernels of the pruned model that keeps `kept` channels per group."""
-        if self.kmap_ok:
-            return self.kmap.kernels(list(kept))
-        from hilprune.export import to_onnx_bytes
-
-        ratios = [1.0 - k / g.channels for k, g in zip(kept, self.groups)]
-        policy = self.surgeon.policy(ratios, round_to=1, max_ratio=1.0)
-        model = self.surgeon.apply(policy, count=False).model
-        return price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), batch=self.device.batch)
+        return self.latency.kernels_for(kept)
 
     def prefill(self, grid_step: float = 0.05, progress: bool = True) -> int:
         """Measure every kernel a policy on the ratio grid can produce (a cold LUT otherwise fills
         itself during the first episodes); returns how many were measured."""
-        if not self.kmap_ok:
-            return 0
-        from hilprune.kernel_map import ratio_grid
-
-        kernels = self.kmap.reachable(ratio_grid(self.max_ratio, grid_step), self.round_to)
-        with device_lock(self.fingerprint_id, self._lock):
-            n = self.lut.fill(kernels, progress=progress, save=False)
-        self.flush()
-        return n
+        return self.latency.prefill(grid_step, progress)
 
     def group_latency_shares(self) -> list[float]:
         """Each group's share of the dense model's LUT latency (kernels split between the groups
         that set their input and output channels); sums to at most 1."""
-        if getattr(self, "_shares", None) is not None:
-            return list(self._shares)
-        if not self.has_lut:
-            shares = [1.0 / len(self.groups)] * len(self.groups)
-        elif self.kmap_ok:
-            # A kernel belongs to the groups whose pruning changes its shape (shared equally).
-            self._fill(self.dense_kernels)
-            times = [self.lut.get(k) for k in self.dense_kernels]
-            total = sum(times) or 1.0
-            owners: list[set[int]] = [set() for _ in self.dense_kernels]
-            for gi in range(len(self.groups)):
-                key = list(self._dense_key)
-                key[gi] = max(1, self._dense_key[gi] // 2) if self._dense_key[gi] > 1 else 1
-                for j, (k0, k1) in enumerate(zip(self.dense_kernels, self.kmap.kernels(key))):
-                    if k0 != k1:
-                        owners[j].add(gi)
-            shares = [0.0] * len(self.groups)
-            for t, own in zip(times, owners):
-                for gi in own:
-                    shares[gi] += t / total / len(own)
-        else:  # marginal: what pruning the group alone at max_ratio saves
-            dense = self.dense_lut_latency_ms
-            saved = []
-            for i in range(len(self.groups)):
-                key = list(self._dense_key)
-                key[i] = self._max_key[i]
-                saved.append(max(0.0, dense - self._lut_for_key(tuple(key))) / max(1e-9, 1 - self._max_key[i] / self._dense_key[i]))
-            total = sum(saved) or 1.0
-            shares = [s / total for s in saved]
-        self._shares = shares
-        return list(shares)
+        if getattr(self, "_shares", None) is None:
+            self._shares = self.latency.group_shares()
+        return list(self._shares)
 
     # ------------------------------------------------------------------------------------------------
     def evaluate(self, ratios: Ratios, *, live: bool | None = None) -> EvalResult:
@@ -495,18 +395,17 @@ class PolicyEvaluator:
             kernels = None
             if self.has_lut:
                 kernels = self.kmap.kernels(list(key)) if self.kmap_ok else price_kernels(onnx_bytes(), batch=self.device.batch)
-                lut = self._lut_for_key(key, kernels)
+                lut = self.latency.predict_key(key, kernels)
             if live is True or (live is None and (self.latency_source == "live" or (
                     self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))):
-                m = self._measure_live(onnx_bytes())
+                m = self.latency.measure(onnx_bytes())
                 live_value = float(m.median_ms)
-                self.n_live += 1
                 if kernels is not None:
-                    self._observe(kernels, m)
+                    self.latency.observe(kernels, m)
             return lut, live_value
 
         lut_ms, live_ms = timed("latency", latency_phase)
-        self._maybe_save()
+        self.latency.maybe_flush()
 
         latency = live_ms if live_ms is not None else lut_ms
         policy = res.policy
@@ -541,25 +440,14 @@ class PolicyEvaluator:
                 "dense_accuracy": self.dense_accuracy, "dense_latency_ms": self.dense_latency_ms,
                 "dense_lut_latency_ms": self.dense_lut_latency_ms, "dense_macs": self.dense_macs, "dense_params": self.dense_params}
 
-    def flush(self) -> None:
-        """Write new LUT entries and observations (merged with what other processes wrote)."""
-        if not self.has_lut:
-            return
-        import hwprofiler
+    @property
+    def n_live(self) -> int:
+        """Live measurements of policies (the dense reference not counted)."""
+        return self.latency.n_live
 
-        try:
-            with device_lock(self.fingerprint_id, self._lock):
-                if self.lut.path.exists():
-                    disk = hwprofiler.LUT(self.device, self.lut.path)
-                    for k, v in disk.entries.items():
-                        self.lut.entries.setdefault(k, v)
-                    mine = {_obs_id(o) for o in self.lut.observations}
-                    self.lut.observations.extend(o for o in disk.observations if _obs_id(o) not in mine)
-                self.lut.save()
-        except Exception as exc:  # never lose an evaluation over a cache file
-            log.warning("could not save the LUT %s: %s", self.lut.path, exc)
-        self._lut_entries_at_save = len(self.lut)
-        self._last_save = time.monotonic()
+    def flush(self) -> None:
+        """Write new LUT entries and observations (other processes' entries are kept in the file)."""
+        self.latency.flush()
 
     close = flush
 
@@ -589,41 +477,6 @@ class PolicyEvaluator:
             correct += int((out.argmax(1) == y[i:i + EVAL_CHUNK]).sum())
         return correct / max(1, len(y))
 
-    def _fill(self, kernels: Sequence[Any]) -> None:
-        missing = self.lut.missing(kernels)
-        if missing:
-            with device_lock(self.fingerprint_id, self._lock):
-                self.lut.fill(missing, progress=False, save=False)
-
-    def _lut_for_key(self, key: tuple[int, ...], kernels: Sequence[Any] | None = None) -> float:
-        memo = self._lut_memo if hasattr(self, "_lut_memo") else {}
-        hit = memo.get(key)
-        if hit is not None:
-            return hit
-        kernels = kernels if kernels is not None else self.kernels_for(key)
-        self._fill(kernels)
-        value = float(self.predictor.predict(kernels))
-        memo[key] = value
-        return value
-
-    def _measure_live(self, onnx_bytes: bytes) -> Any:
-        import hwprofiler
-
-        with device_lock(self.fingerprint_id, self._lock):
-            return hwprofiler.measure_onnx(onnx_bytes, self.device)
-
-    def _observe(self, kernels: Sequence[Any], m: Any) -> None:
-        """Refit the predictor on a live measurement (once per distinct graph)."""
-        live = float(m.median_ms)
-        n, macs = len(kernels), sum(k.macs for k in kernels)
-        for o in self.lut.observations:
-            if o.get("n_kernels") == n and o.get("macs") == macs and abs(float(o.get("live_ms", -1)) - live) <= 1e-9:
-                return
-        self._fill(kernels)
-        self.predictor.observe(kernels, live, save=False)
-        if hasattr(self, "_lut_memo"):
-            self._lut_memo.clear()
-
     def _wants_live(self, accuracy: float, lut_ms: float) -> bool:
         """Hybrid rule: within a budget by the LUT, and would enter the best-k or the Pareto set.
 
@@ -643,31 +496,6 @@ class PolicyEvaluator:
                 if len(accs) < self.hybrid_k or acc > accs[self.hybrid_k - 1]:
                     return True
         return False
-
-    def _maybe_save(self) -> None:
-        if len(self.lut) != self._lut_entries_at_save and time.monotonic() - self._last_save > LUT_SAVE_EVERY_S:
-            self.flush()
-
-
-@torch.no_grad()
-def _export_checked(model: torch.nn.Module, input_shape: tuple[int, ...], batch: int, rel_tol: float = 1e-4) -> bytes:
-    """The dense export, checked against torch with a tolerance relative to the logits' scale
-    (deep nets with random weights have large logits, where an absolute 1e-4 is float noise)."""
-    from hilprune.export import TOLERANCE, to_onnx_bytes, verify_onnx
-
-    data = to_onnx_bytes(model, input_shape, batch)
-    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
-    scale = float(model.eval()(x).abs().max())
-    diff = verify_onnx(model, data, tuple(input_shape), batch)
-    if diff > max(TOLERANCE, rel_tol * scale):
-        raise HilpruneError(f"ONNX export does not match torch: max abs difference {diff:.2e} "
-                            f"(logits up to {scale:.3g}); the model cannot be measured on the device")
-    return data
-
-
-def _obs_id(o: Mapping[str, Any]) -> tuple:
-    return (o.get("time"), o.get("live_ms"), o.get("n_kernels"))
-
 
 def _dynamic_batch(onnx_bytes: bytes) -> bytes:
     """The same graph with a free batch dimension, to evaluate many images per run."""
@@ -690,7 +518,7 @@ _LIVE: "weakref.WeakSet[PolicyEvaluator]" = weakref.WeakSet()
 @atexit.register
 def _flush_all() -> None:
     for ev in list(_LIVE):
-        if len(ev.lut) != ev._lut_entries_at_save:
+        if ev.latency.unsaved:
             ev.flush()
 
 

@@ -101,13 +101,14 @@ class LUT:
         fp = _read_lut_file(path)["fingerprint"] if device is None else None
         return cls(device, path, strict=strict, fingerprint_data=fp)
 
-    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+    def save(self, path: str | os.PathLike[str] | None = None, *, adopt_entries: bool = False) -> Path:
         """Write the table atomically (default: where it was opened) and return the path.
 
         What another process saved to the same file since this one read it is kept in the file
         (merged under a file lock), so two searches sharing a device's table do not erase each
-        other's kernels. This object is left as it is: a running search's predictor must not change
-        because another process saved.
+        other's kernels. This object's observations are left as they are (a running search's
+        predictor must not change because another process saved); with `adopt_entries` it takes
+        the kernels the file has and it lacks, so they need not be timed again here.
         """
         target = Path(path) if path is not None else self.path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +122,8 @@ class LUT:
                 if other is not None and fingerprint_id(other["fingerprint"]) == self.fingerprint_id:
                     for e in other.get("entries", []):
                         entries.setdefault(e["key"], e)
+                        if adopt_entries:
+                            self.entries.setdefault(e["key"], e)
                     seen = {json.dumps(o, sort_keys=True) for o in observations}
                     observations += [o for o in other.get("observations", []) if json.dumps(o, sort_keys=True) not in seen]
             atomic_write_json(

@@ -54,6 +54,21 @@ def test_two_writers_keep_each_others_kernels(tmp_path):
     b.save()
     merged = LUT.load(tmp_path / "lut.json", dev)
     assert SPECS[0] in merged and SPECS[1] in merged and len(merged) == 2
+    assert SPECS[0] not in b  # a plain save leaves the object as it was
+
+
+def test_adopting_writer_takes_kernels_not_observations(tmp_path):
+    """A search saving with adopt_entries gains the kernels another process timed (no need to time
+    them again) but not its live observations (its predictor changes only with its own)."""
+    dev = fast_device()
+    a, b = LUT(dev, tmp_path / "lut.json"), LUT(dev, tmp_path / "lut.json")
+    a.get(SPECS[0])
+    a.add_observation({"live_ms": 1.0, "n_kernels": 1, "macs": 1})
+    a.save()
+    b.get(SPECS[1])
+    b.save(adopt_entries=True)
+    assert SPECS[0] in b and SPECS[1] in b and b.measured == 1
+    assert b.observations == [] and len(LUT.load(tmp_path / "lut.json", dev).observations) == 1
 
 
 def test_lut_refuses_another_fingerprint(tmp_path):

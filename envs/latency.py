@@ -1,0 +1,265 @@
+"""A pruned model's latency on the target device, as the evaluator needs it: priced from the LUT,
+measured live, or both.
+
+Built once per (model, device) from the Surgeon: the dense graph exported and checked, its kernels,
+the device's LUT and predictor, the kernel map (a policy's kernels without surgery or export, kept
+only when it reproduces real exports), and the dense model's live latency. Per policy it then
+answers `predict_key(kept)` (LUT, memoized by the kept channels per group) and `measure(onnx)`
+(a live run under the device lock), and refits the predictor on each new live measurement.
+
+hwprofiler does the measuring and pricing; this module only ties it to one model's policies.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from hilprune.errors import HilpruneError
+from hilprune.policy import channels_after
+from hwprofiler import kernels_from_onnx as price_kernels
+
+from .devlock import device_lock
+from .errors import EnvConfigError
+
+log = logging.getLogger(__name__)
+
+LUT_SAVE_EVERY_S = 30.0
+
+
+class PolicyLatency:
+    """Latency of one model's pruning policies on one device (LUT, live, predictor).
+
+    :param surgeon: the model's `hilprune.surgery.Surgeon` (groups, dense model, surgery)
+    :param input_shape: one sample's shape (C, H, W)
+    :param device: hwprofiler device (built-in name, TOML path, ``remote:http://...`` or spec)
+    :param latency_source: ``lut`` and ``hybrid`` need a LUT (an error when the graph cannot be
+        priced by one); ``live`` does not
+    :param name: the model's name, for messages
+    :param lut_path: LUT file (default: hwprofiler's per-fingerprint table in its cache dir)
+    :param lock: take the per-device lock around live runs and LUT misses
+    """
+
+    def __init__(self, surgeon: Any, input_shape: tuple[int, ...], device: Any, *, max_ratio: float, round_to: int,
+                 latency_source: str = "lut", name: str = "model", seed: int = 0, lut_path: str | None = None,
+                 lock: bool = True) -> None:
+        import hwprofiler
+
+        self.surgeon = surgeon
+        self.name = name
+        self.groups = surgeon.groups
+        self.input_shape = tuple(input_shape)
+        self.max_ratio = float(max_ratio)
+        self.round_to = int(round_to)
+        self.seed = int(seed)
+        self.lock = bool(lock)
+        try:
+            self.device = hwprofiler.load_device(device)
+            fp = hwprofiler.fingerprint(self.device)
+        except hwprofiler.DeviceError as exc:
+            raise EnvConfigError(str(exc)) from None
+        self.fingerprint_id = hwprofiler.fingerprint_id(fp)
+        self.fingerprint = dict(fp) | {"fingerprint_id": self.fingerprint_id}
+        self.dense_onnx = export_checked(surgeon.dense, self.input_shape, self.device.batch)
+
+        self.lut = hwprofiler.LUT(self.device, lut_path)
+        self.predictor = hwprofiler.Predictor(self.lut)
+        self._entries_at_save = len(self.lut)
+        self._last_save = time.monotonic()
+        self._memo: dict[tuple[int, ...], float] = {}
+        self.kmap: Any = None
+        self.kmap_ok = False
+        self.lut_error: str | None = None
+        self.dense_kernels: list[Any] | None = None
+        try:
+            self.dense_kernels = price_kernels(self.dense_onnx, batch=self.device.batch)
+        except hwprofiler.KernelError as exc:
+            self.lut_error = str(exc)
+            if latency_source != "live":
+                raise EnvConfigError(f"latency_source {latency_source!r} needs a LUT, but the model cannot be priced by one "
+                                     f"({exc}); use latency_source='live'") from None
+        if self.dense_kernels is not None:
+            self._build_kernel_map()
+        self.n_live = 0
+        m = self.measure(self.dense_onnx)
+        self.n_live = 0  # the dense reference is not a policy's measurement
+        self.dense_latency_ms = float(m.median_ms)
+        self.dense_measurement = m
+        if self.dense_kernels is not None:
+            self.observe(self.dense_kernels, m)
+        self.max_key = tuple(channels_after(g.channels, self.max_ratio, self.round_to) for g in self.groups)
+        self.dense_key = tuple(g.channels for g in self.groups)
+        self.dense_lut_latency_ms = self.predict_key(self.dense_key) if self.has_lut else float("nan")
+
+    # --- construction ---------------------------------------------------------------------------
+    def _build_kernel_map(self) -> None:
+        """KernelMap (no-surgery kernels) if it reproduces real exports, else the slow path."""
+        from hilprune.export import to_onnx_bytes
+        from hilprune.kernel_map import KernelMap
+
+        try:
+            kmap = KernelMap(self.surgeon, batch=self.device.batch)
+        except Exception as exc:  # a graph the map cannot follow: fall back to surgery + export
+            log.info("kernel map unavailable for %s (%s): LUT prices need an export per policy", self.name, exc)
+            return
+        self.kmap = kmap
+        rng = np.random.default_rng(self.seed + 12345)
+        for _ in range(2):
+            ratios = [float(rng.uniform(0.05, self.max_ratio)) for _ in self.groups]
+            policy = self.surgeon.policy(ratios, round_to=self.round_to, max_ratio=self.max_ratio)
+            model = self.surgeon.apply(policy, count=False).model
+            real = price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), batch=self.device.batch)
+            if kmap.kernels(list(policy.key())) != real:
+                log.warning("kernel map of %s does not match real exports (a concat or reshape it cannot follow); "
+                            "LUT prices fall back to surgery + export (slower)", self.name)
+                return
+        self.kmap_ok = True
+
+    # --- prices ------------------------------------------------------------------------------------
+    @property
+    def has_lut(self) -> bool:
+        return self.dense_kernels is not None
+
+    def kernels_for(self, kept: Sequence[int]) -> list[Any]:
+        """The device kernels of the pruned model that keeps `kept` channels per group."""
+        if self.kmap_ok:
+            return self.kmap.kernels(list(kept))
+        from hilprune.export import to_onnx_bytes
+
+        ratios = [1.0 - k / g.channels for k, g in zip(kept, self.groups)]
+        policy = self.surgeon.policy(ratios, round_to=1, max_ratio=1.0)
+        model = self.surgeon.apply(policy, count=False).model
+        return price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), batch=self.device.batch)
+
+    def predict_key(self, key: tuple[int, ...], kernels: Sequence[Any] | None = None) -> float:
+        """LUT latency in ms of the policy keeping `key` channels per group (kernels measured on a miss)."""
+        if not self.has_lut:
+            raise EnvConfigError(f"no LUT for this model ({self.lut_error}): only live latency is available")
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        kernels = kernels if kernels is not None else self.kernels_for(key)
+        self.fill(kernels)
+        value = float(self.predictor.predict(kernels))
+        self._memo[key] = value
+        return value
+
+    def min_latency_ms(self) -> float:
+        """LUT latency with every group pruned at max_ratio: the lowest budget that can be met."""
+        return self.predict_key(self.max_key)
+
+    def fill(self, kernels: Sequence[Any]) -> None:
+        """Measure the kernels the LUT lacks (under the device lock)."""
+        missing = self.lut.missing(kernels)
+        if missing:
+            with device_lock(self.fingerprint_id, self.lock):
+                self.lut.fill(missing, progress=False, save=False)
+
+    def prefill(self, grid_step: float = 0.05, progress: bool = True) -> int:
+        """Measure every kernel a policy on the ratio grid can produce; returns how many were measured."""
+        if not self.kmap_ok:
+            return 0
+        from hilprune.kernel_map import ratio_grid
+
+        kernels = self.kmap.reachable(ratio_grid(self.max_ratio, grid_step), self.round_to)
+        with device_lock(self.fingerprint_id, self.lock):
+            n = self.lut.fill(kernels, progress=progress, save=False)
+        self.flush()
+        return n
+
+    def group_shares(self) -> list[float]:
+        """Each group's share of the dense model's LUT latency (kernels split between the groups
+        that set their input and output channels); sums to at most 1."""
+        n = len(self.groups)
+        if not self.has_lut:
+            return [1.0 / n] * n
+        if self.kmap_ok:
+            # A kernel belongs to the groups whose pruning changes its shape (shared equally).
+            self.fill(self.dense_kernels)
+            times = [self.lut.get(k) for k in self.dense_kernels]
+            total = sum(times) or 1.0
+            owners: list[set[int]] = [set() for _ in self.dense_kernels]
+            for gi in range(n):
+                key = list(self.dense_key)
+                key[gi] = max(1, self.dense_key[gi] // 2)
+                for j, (k0, k1) in enumerate(zip(self.dense_kernels, self.kmap.kernels(key))):
+                    if k0 != k1:
+                        owners[j].add(gi)
+            shares = [0.0] * n
+            for t, own in zip(times, owners):
+                for gi in own:
+                    shares[gi] += t / total / len(own)
+            return shares
+        # marginal: what pruning the group alone at max_ratio saves, per pruned fraction
+        saved = []
+        for i in range(n):
+            key = list(self.dense_key)
+            key[i] = self.max_key[i]
+            saved.append(max(0.0, self.dense_lut_latency_ms - self.predict_key(tuple(key)))
+                         / max(1e-9, 1 - self.max_key[i] / self.dense_key[i]))
+        total = sum(saved) or 1.0
+        return [s / total for s in saved]
+
+    # --- live ----------------------------------------------------------------------------------------
+    def measure(self, onnx_bytes: bytes) -> Any:
+        """A live measurement (hwprofiler's `Measurement`) of a graph, under the device lock."""
+        import hwprofiler
+
+        with device_lock(self.fingerprint_id, self.lock):
+            m = hwprofiler.measure_onnx(onnx_bytes, self.device)
+        self.n_live += 1
+        return m
+
+    def observe(self, kernels: Sequence[Any], m: Any) -> None:
+        """Refit the predictor on a live measurement (once per distinct graph and time)."""
+        live = float(m.median_ms)
+        n, macs = len(kernels), sum(k.macs for k in kernels)
+        for o in self.lut.observations:
+            if o.get("n_kernels") == n and o.get("macs") == macs and abs(float(o.get("live_ms", -1)) - live) <= 1e-9:
+                return
+        self.fill(kernels)
+        self.predictor.observe(kernels, live, save=False)
+        self._memo.clear()
+
+    # --- persistence -------------------------------------------------------------------------------
+    @property
+    def unsaved(self) -> bool:
+        return len(self.lut) != self._entries_at_save
+
+    def flush(self) -> None:
+        """Write new LUT entries and observations to the device's table. Kernels other processes
+        measured meanwhile are adopted (no need to time them again); their observations are not,
+        so this process's predictor changes only with its own measurements."""
+        if not self.has_lut:
+            return
+        try:
+            with device_lock(self.fingerprint_id, self.lock):
+                self.lut.save(adopt_entries=True)
+        except Exception as exc:  # never lose an evaluation over a cache file
+            log.warning("could not save the LUT %s: %s", self.lut.path, exc)
+        self._entries_at_save = len(self.lut)
+        self._last_save = time.monotonic()
+
+    def maybe_flush(self) -> None:
+        """Flush when new kernels were measured and the last save is LUT_SAVE_EVERY_S old."""
+        if self.unsaved and time.monotonic() - self._last_save > LUT_SAVE_EVERY_S:
+            self.flush()
+
+
+@torch.no_grad()
+def export_checked(model: torch.nn.Module, input_shape: tuple[int, ...], batch: int, rel_tol: float = 1e-4) -> bytes:
+    """The dense export, checked against torch with a tolerance relative to the logits' scale
+    (deep nets with random weights have large logits, where an absolute 1e-4 is float noise)."""
+    from hilprune.export import TOLERANCE, to_onnx_bytes, verify_onnx
+
+    data = to_onnx_bytes(model, input_shape, batch)
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    scale = float(model.eval()(x).abs().max())
+    diff = verify_onnx(model, data, tuple(input_shape), batch)
+    if diff > max(TOLERANCE, rel_tol * scale):
+        raise HilpruneError(f"ONNX export does not match torch: max abs difference {diff:.2e} "
+                            f"(logits up to {scale:.3g}); the model cannot be measured on the device")
+    return data
