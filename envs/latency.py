@@ -84,7 +84,9 @@ class PolicyLatency:
         if self.dense_kernels is not None:
             self._build_kernel_map()
         self.n_live = 0
-        m = self.measure(self.dense_onnx)
+        # Measured now, not read from the cache: budgets and speedups are fractions of it, and the
+        # policies of this search are measured under this load.
+        m = self.measure(self.dense_onnx, refresh=True)
         self.n_live = 0  # the dense reference is not a policy's measurement
         self.dense_latency_ms = float(m.median_ms)
         self.dense_measurement = m
@@ -204,12 +206,13 @@ class PolicyLatency:
         return [s / total for s in saved]
 
     # --- live ----------------------------------------------------------------------------------------
-    def measure(self, onnx_bytes: bytes) -> Any:
-        """A live measurement (hwprofiler's `Measurement`) of a graph, under the device lock."""
+    def measure(self, onnx_bytes: bytes, *, refresh: bool = False) -> Any:
+        """A live measurement (hwprofiler's `Measurement`) of a graph, under the device lock; from
+        hwprofiler's cache when the same graph was measured before, unless `refresh`."""
         import hwprofiler
 
         with device_lock(self.fingerprint_id, self.lock):
-            m = hwprofiler.measure_onnx(onnx_bytes, self.device)
+            m = hwprofiler.measure_onnx(onnx_bytes, self.device, refresh=refresh)
         self.n_live += 1
         return m
 

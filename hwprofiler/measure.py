@@ -231,12 +231,15 @@ def measure_onnx(
     policy: MeasurePolicy | None = None,
     cache: MeasurementCache | bool | None = True,
     keep_samples: bool = False,
+    refresh: bool = False,
 ) -> Measurement:
     """Measure a model's latency on a device (built-in name, TOML path, `remote:` URL or spec).
 
     Results are cached on disk under (fingerprint id, sha256 of the model bytes); a hit returns
-    `Measurement(cached=True)` without running anything.  `policy` overrides the device's
-    (local devices only: a remote profiler measures with its own policy).
+    `Measurement(cached=True)` without running anything, unless `refresh` (measure now and
+    replace the cached record: a reference that later numbers are compared with should be
+    taken under the machine's present load).  `policy` overrides the device's (local devices
+    only: a remote profiler measures with its own policy).
     """
     spec = load_device(device)
     data = model_bytes(model)
@@ -244,7 +247,7 @@ def measure_onnx(
     key = None
     if store is not None:
         key = (fingerprint_id(spec), sha256(data))
-        record = store.get(*key)
+        record = None if refresh else store.get(*key)
         if record is not None:
             return Measurement.from_dict(record, cached=True, samples=keep_samples)
     if spec.is_remote:

@@ -49,6 +49,9 @@ def test_second_measure_is_a_cache_hit(tmp_path):
     assert len(files) == 1 and not list((tmp_path / "c").rglob("*.tmp"))
     other = measure_onnx(tiny_cnn(c=8), dev, cache=cache)  # other bytes: a miss
     assert not other.cached
+    fresh = measure_onnx(model, dev, cache=cache, keep_samples=True, refresh=True)  # measured again, record replaced
+    assert not fresh.cached and fresh.samples != first.samples
+    assert measure_onnx(model, dev, cache=cache, keep_samples=True).samples == fresh.samples
 
 
 def test_measurement_round_trips_through_dict():
