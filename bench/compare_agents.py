@@ -505,8 +505,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"exported by `hilprune export`'s code ({ft}), test split; **Δ dense**: minus the dense model's test accuracy, in points. "
         "**wall s**: the agent's `run_search` call(s), evaluator set-up included (CPU s: that process's CPU time). "
         "Mean ± sample std over seeds (no ± with one seed). Uniform stops early when it has nothing new to evaluate. "
-        "Live latencies (the dense one in each job's `dense.json` included) come from hwprofiler's on-disk measurement "
-        "cache when the same graph was measured before, possibly under another load.\n")
+        + ("Live latencies of pruned models come from hwprofiler's on-disk measurement cache when the same graph was "
+           "measured before, possibly under another load; the dense one in each job's `dense.json` was measured when the "
+           "job started.\n" if meta.get("dense_measured_fresh") else
+           "Live latencies (the dense one in each job's `dense.json` included) come from hwprofiler's on-disk measurement "
+           "cache when the same graph was measured before, possibly under another load.\n"))
     lines += ["| model | weights | budget (ms) | agent | seeds | evals | val acc % | live ms | speedup | meets budget live | "
               "val acc % (live rule) | test acc (FT) % | Δ dense | wall s (CPU s) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -659,7 +662,8 @@ def main() -> None:
                 rows = collect(cell, fut.result())
                 print(f"[{time.perf_counter() - t_start:6.0f} s] done {cell[0]} budget {cell[1]} seed {cell[2]}", flush=True)
     meta: dict[str, Any] = {"machine": info, "args": vars(args), "dense": dense, "total_wall_s": time.perf_counter() - t_start,
-                            "loadavg": {"start": load_start, "end": os.getloadavg()[0]}}
+                            "loadavg": {"start": load_start, "end": os.getloadavg()[0]},
+                            "dense_measured_fresh": True}  # envs.latency measures the dense reference, not the cache
     meta["targets"] = targets(aggregate(rows))
     try:
         p = plot(rows, ROOT / "docs" / "img" / f"{name}_pareto.png")
