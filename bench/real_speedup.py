@@ -2,18 +2,20 @@
 
     python bench/real_speedup.py [--model resnet20] [--budgets 0.7,0.5,0.3] [--runs RUN_DIR]
                                  [--search-agents ppo] [--search-evals 60] [--odd-pairs 3] [--align 8]
-                                 [--repeats 3] [--device ort-cpu-1t] [--quick] [--no-doc]
+                                 [--repeats 3] [--device ort-cpu-1t] [--round-to 8] [--results-name real_speedup]
+                                 [--quick] [--no-doc]
 
 For each budget (a fraction of the dense model's live latency), two policies are pruned, exported
 to ONNX (`hilprune.export.export_onnx`, checked against torch) and measured on the device:
 
 - `uniform`: one ratio for every group, bisected on the LUT to the budget (the uniform agent's
-  `ratio_for_budget`, what `hilprune search --agent uniform` evaluates for that budget);
+  `ratio_for_budget`, what `hilprune search --agent uniform --round-to N` evaluates for that
+  budget; `--round-to`, default 8 as the README recommends);
 - `searched`: the most accurate trial within the budget (by its recorded latency, what `hilprune
   report` picks) from `--runs` (a search run directory, or a folder of them such as a
   `bench/compare_agents.py` out-dir; the model must match), else from a short search run here
-  (`--search-agents`, `--search-evals` per agent, all budgets in one job, under
-  runs/bench/real_speedup/).
+  (`--search-agents`, `--search-evals` per agent, all budgets in one job, latency source hybrid,
+  `--round-to`, under runs/bench/real_speedup/).
 
 Then `--odd-pairs` random policies whose every group keeps an *odd* number of channels (ratios
 with round_to=1), each against an *aligned* twin (kept channels multiples of `--align`, chosen
@@ -25,7 +27,8 @@ interleaved over all models, median of them), the three as speedups, and whether
 speedup is within 10% of the predicted one (and of the MACs one). Latency does not depend on the
 weights (random weights are used when there is no shipped checkpoint; the table says so).
 
-Writes bench/results/real_speedup.json and the `real_speedup` section of docs/benchmarks.md.
+Writes bench/results/<results-name>.json and the `<results-name>` section of docs/benchmarks.md
+(`real_speedup` by default).
 `--quick`: budgets 0.5 only, 20 search evaluations, 2 odd pairs, 2 repeats.
 """
 from __future__ import annotations
@@ -115,9 +118,9 @@ def searched_by_search(model: str, labels: list[str], args: argparse.Namespace, 
     from search.report import best_within
     from search.runner import read_dense, run_search
 
-    out_dir = OUT / f"search-{model}-{wtag}"
+    out_dir = OUT / f"search-{model}-{wtag}-hybrid-r{args.round_to}"
     job = resolve_job(model=model, dataset=DATASET, device=args.device, budgets=labels, agents=args.search_agents.split(","),
-                      evals=args.search_evals, seed=0, out=str(out_dir))
+                      evals=args.search_evals, seed=0, out=str(out_dir), latency_source="hybrid", round_to=args.round_to)
     t0 = time.perf_counter()
     run_search(job, progress=False)
     print(f"short search ({args.search_agents}, {args.search_evals} evaluations each) in {time.perf_counter() - t0:.0f} s -> {out_dir}",
@@ -226,8 +229,11 @@ def markdown(res: dict[str, Any]) -> str:
 
     a = res["args"]
     d = res["dense"]
-    lines = [f"## Real speedup: MACs vs LUT-predicted vs measured ({a['model']}, Fashion-MNIST input, `{a['device']}`)"
+    lines = [f"## Real speedup: MACs vs LUT-predicted vs measured ({a['model']}, Fashion-MNIST input, `{a['device']}`, "
+             f"uniform policies at round_to {a.get('round_to', 1)})"
              + (" — QUICK RUN" if a.get("quick") else "") + "\n", header(res["machine"])]
+    if res.get("note"):
+        lines.append(res["note"] + "\n")
     load = res.get("loadavg") or {}
     if load:
         lines.append(f"Load average (1 min) at start {load['start']:.2f}, at end {load['end']:.2f} on {res['machine']['cores']} cores"
@@ -275,7 +281,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"\nThe odd policy ran more than 5% slower than its same-MACs aligned twin in **{slower}/{len(pairs)}** pairs "
                      f"(FLOPs predict a ratio of about 1.00 for every pair).")
     lines.append(f"\nTotal wall time: {res['total_wall_s'] / 60:.1f} min. Exported models: `runs/bench/real_speedup/`; "
-                 "numbers: `bench/results/real_speedup.json`.")
+                 f"numbers: `bench/results/{a.get('results_name', 'real_speedup')}.json`.")
     return "\n".join(lines)
 
 
@@ -291,6 +297,8 @@ def main() -> None:
     ap.add_argument("--align", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="ort-cpu-1t")
+    ap.add_argument("--round-to", type=int, default=8, help="kept channels of the uniform (and short-search) policies rounded to this")
+    ap.add_argument("--results-name", default="real_speedup", help="bench/results/<name>.json and the docs section's name")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="budget 0.5, 20 search evaluations, 2 odd pairs, 2 repeats")
     ap.add_argument("--no-doc", action="store_true")
@@ -300,8 +308,8 @@ def main() -> None:
     from bench.common import RESULTS, preset, write_section
 
     if args.markdown_only:
-        write_section("real_speedup", markdown(json.loads((RESULTS / "real_speedup.json").read_text())))
-        print("wrote docs/benchmarks.md (real_speedup section)")
+        write_section(args.results_name, markdown(json.loads((RESULTS / f"{args.results_name}.json").read_text())))
+        print(f"wrote docs/benchmarks.md ({args.results_name} section)")
         return
     if args.quick:
         preset(ap, args, budgets="0.5", search_evals=20, odd_pairs=2, repeats=2)
@@ -325,7 +333,10 @@ def main() -> None:
     weights = "random weights" if wtag == "random" else f"checkpoint {wtag[1:]}"
     if wtag == "random":
         print(f"note: no shipped {DATASET} checkpoint for {args.model}: random weights (latency does not depend on them)", flush=True)
-    ev = PolicyEvaluator(args.model, dataset=DATASET, device=args.device, latency_source="lut", seed=args.seed)
+    if args.round_to < 1:
+        ap.error("--round-to must be at least 1")
+    ev = PolicyEvaluator(args.model, dataset=DATASET, device=args.device, latency_source="lut", seed=args.seed,
+                         round_to=args.round_to)
     lut_before = ev.lut.measured
     labels = parse_budgets(args.budgets)
     budgets = {b: ev.budget_ms(b) for b in labels}
@@ -382,7 +393,7 @@ def main() -> None:
            "missing_searched": missing, "lut_kernels_measured": ev.lut.measured - lut_before,
            "predictor": ev.predictor.coefficients, "total_wall_s": time.perf_counter() - t0,
            "loadavg": {"start": load_start, "end": os.getloadavg()[0]}}
-    path = write_json("real_speedup", res)
+    path = write_json(args.results_name, res)
     print(f"wrote {path}")
     for it in budget_rows:
         print(f"{it['budget']:>4} {it['policy']:<9} MACs {it['macs_speedup']:.2f}x  LUT {it['lut_speedup']:.2f}x  live {it['live_speedup']:.2f}x"
@@ -390,8 +401,8 @@ def main() -> None:
     for p in pairs:
         print(f"pair {p['pair']}: MACs odd/aligned {p['macs_ratio']:.3f}  live {p['live_ratio']:.2f}  LUT {p['lut_ratio']:.2f}")
     if not args.no_doc:
-        write_section("real_speedup", markdown(res))
-        print("wrote docs/benchmarks.md (real_speedup section)")
+        write_section(args.results_name, markdown(res))
+        print(f"wrote docs/benchmarks.md ({args.results_name} section)")
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 
