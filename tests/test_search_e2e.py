@@ -21,7 +21,7 @@ from search.job import load_run_job  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EVALS = 4
-BUDGET = "0.65"  # digits-cnn is tiny: its floor is near 0.4-0.55 of dense on a loaded CPU
+BUDGET = "0.7"  # digits-cnn is tiny: fixed per-kernel costs put its floor at 0.4-0.6 of dense on a loaded CPU
 TRIAL_ATTRS = {"macs", "params", "latency_source", "lut_latency_ms", "live_latency_ms", "reward", "agent", "seed",
                "device_fingerprint", "policy"}
 

@@ -33,7 +33,7 @@ def finished(journal: Path, name: str) -> list[tuple[int, tuple[float, ...], dic
 
 def test_sigkill_then_rerun_keeps_finished_trials_and_reaches_the_total(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hilprune", "search", "-m", "digits-cnn", "-d", "digits", "--budget", "0.65", "--agent", "random",
+    cmd = [sys.executable, "-m", "hilprune", "search", "-m", "digits-cnn", "-d", "digits", "--budget", "0.7", "--agent", "random",
            "--evals", str(TOTAL), "--out", str(out), "--name", "resume", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     journal, name = out / "study.journal", "resume/random"
