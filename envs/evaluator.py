@@ -103,6 +103,7 @@ class PolicyEvaluator:
         from hilprune.data import load_dataset
         from hilprune.models import ModelSpec, resolve_model
         from hilprune.surgery import Surgeon
+
         if latency_source not in LATENCY_SOURCES:
             raise EnvConfigError(f"unknown latency_source {latency_source!r}; choose one of {', '.join(LATENCY_SOURCES)}")
         if eval_backend not in EVAL_BACKENDS:
