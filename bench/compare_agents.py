@@ -583,7 +583,8 @@ def main() -> None:
                     help="bench/results/<name>.json, docs/img/<name>_pareto.png and the docs section's name")
     ap.add_argument("--live-candidates", type=int, default=10, help="trials measured live per agent for the export rule")
     ap.add_argument("--val-size", type=int, default=None, help="validation images per evaluation (default: the evaluator's, 1000)")
-    ap.add_argument("--out-dir", default=None, help="run directories (default: runs/bench/compare_agents, -quick for --quick)")
+    ap.add_argument("--out-dir", default=None,
+                    help="run directories (default: runs/bench/compare_agents; -quick, -full for --quick, --full)")
     ap.add_argument("--quick", action="store_true", help="resnet20, budget 0.5, 1 seed, 16 evaluations, fine-tune 0.1 epoch")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/compare_agents*.json")
@@ -612,7 +613,9 @@ def main() -> None:
     if args.quick:
         preset(ap, args, models="resnet20", budgets="0.5", seeds=1, evals=16, finetune_epochs=0.1)
     if args.out_dir is None:
-        args.out_dir = str(ROOT / "runs" / "bench" / ("compare_agents-quick" if args.quick else "compare_agents"))
+        # --full in its own folder: resuming the default's 40-evaluation jobs up to 150 would change what they show
+        args.out_dir = str(ROOT / "runs" / "bench" / ("compare_agents-quick" if args.quick else
+                                                      "compare_agents-full" if args.full else "compare_agents"))
     _worker_setup()  # this process evaluates too (the dense test accuracy; every cell with --jobs 1)
     from bench.common import machine
 
