@@ -437,12 +437,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
         ax.axvline(bms, ls="--", color="tab:red", lw=1)
         ax.annotate(f"budget {budget:g}", (bms, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
                     color="tab:red", ha="right", va="bottom")
-        ax.set_xlabel("latency (ms; dots and lines: LUT, diamonds: live) on " + job.device)
+        recorded = "LUT" if job.latency_source == "lut" else "recorded: LUT, or live where measured"
+        ax.set_xlabel(f"latency (ms; dots and lines: {recorded}; diamonds: live) on {job.device}")
         ax.set_ylabel("validation accuracy (BN-recalibrated, no fine-tune)")
         ax.set_title(f"{model} ({first['weights']}), budget {budget:g} = {bms:.3f} ms, seed {first['seed']}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("dots: trials at their LUT latency; lines: each agent's Pareto front;\n"
+    fig.suptitle("dots: trials at the latency their search recorded; lines: each agent's Pareto front;\n"
                  "diamonds: each agent's best within the budget, at its live latency", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -546,10 +547,12 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         if t["met"] is not None and caveats:
             met += f" ({', '.join(caveats)}: not the real verdict)"
         lines.append(f"| {t['target']} | {t['measured']} | {met} |")
+    if meta.get("findings"):  # written by whoever ran it, from the rows above (the script does not interpret)
+        lines += ["", "### What limits these numbers", "", *[f"- {f}" for f in meta["findings"]]]
     if meta.get("plot"):
         name = Path(meta["plot"]).name
         lines += ["", f"![accuracy vs latency per agent](img/{name})", "",
-                  f"`docs/img/{name}`: every trial of the first seed (dots; x is the recorded LUT latency), each agent's Pareto "
+                  f"`docs/img/{name}`: every trial of the first seed (dots; x is the latency the search recorded), each agent's Pareto "
                   "front (lines) and its best within the budget (diamonds, drawn at its *live* latency)."]
     wall = meta.get("wall_note") or f"Total wall time of the command: {meta.get('total_wall_s', 0) / 60:.0f} min."
     lines.append(f"\n{wall} Rows per agent and seed: "
