@@ -1,0 +1,117 @@
+"""How much fine-tuning a searched policy needs to come back to the dense model's test accuracy.
+
+    python bench/finetune_longer.py [--runs runs/bench/compare_agents] [--model resnet20] [--budget 0.5]
+                                    [--agents uniform,ppo] [--seed 2] [--epochs 6] [--jobs 2] [--no-doc]
+
+`bench/compare_agents.py` fine-tunes every agent's pick for 0.25 epoch (what fits its two-hour
+default); the issue's target (within 0.3 point of dense at resnet20@0.5) is about a model after
+real fine-tuning. This script takes the picks `compare_agents` made (its rows in
+bench/results/compare_agents.json: the same trial of the same job) and exports each with
+`--epochs` of fine-tuning through `search.export.export_run` (the code of `hilprune export`:
+surgery, BN recalibration, SGD with lr 0.01 and a cosine schedule, test-split accuracy), one
+process and one thread per pick.
+
+Writes bench/results/finetune_longer.json and the `finetune_longer` section of docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+OUT = Path(__file__).resolve().parent.parent / "runs" / "bench" / "finetune_longer"
+
+
+def export_one(row: dict[str, Any], epochs: float) -> dict[str, Any]:
+    """Fine-tune and test one compare_agents pick (a worker process: one torch thread)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from search.export import export_run
+
+    t0 = time.perf_counter()
+    out = OUT / f"{row['model']}-b{row['budget']:g}-s{row['seed']}-{row['agent']}-e{epochs:g}"
+    res = export_run(row["run_dir"], f"{row['budget']:g}", out, trial=f"{row['agent']}:{row['trial']}",
+                     finetune_epochs=epochs, progress=False)
+    return {"model": row["model"], "budget": row["budget"], "seed": row["seed"], "agent": row["agent"], "trial": row["trial"],
+            "epochs": epochs, "val_accuracy": row["val_accuracy"], "test_accuracy_short": row["test_accuracy_finetuned"],
+            "short_epochs": row.get("finetune_epochs"), "test_accuracy": res["test_accuracy"],
+            "test_accuracy_before_finetune": res["test_accuracy_before_finetune"], "dense_test_accuracy": res["dense_test_accuracy"],
+            "latency_ms": res["latency_ms"], "dense_latency_ms": res["dense_latency_ms"], "wall_s": time.perf_counter() - t0,
+            "out": str(out)}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    from bench.common import header
+
+    a = res["args"]
+    lines = [f"## Longer fine-tuning of the searched picks ({a['model']} at {a['budget']}, Fashion-MNIST)\n", header(res["machine"]),
+             f"The picks of `compare_agents` (seed {a['seed']}; the same trial of the same job) exported with {a['epochs']:g} epochs "
+             "of fine-tuning by `hilprune export`'s code (lr 0.01, cosine, the job's seed), test split. The issue's target: within "
+             "0.3 point of the dense model's test accuracy at resnet20@0.5.\n",
+             "| agent | trial | val acc % (no FT) | test % before FT | test % after the short FT (epochs) | test % after "
+             f"{a['epochs']:g} epochs | Δ dense | live ms (speedup) | wall min |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        d = 100 * (r["test_accuracy"] - r["dense_test_accuracy"])
+        lines.append(f"| {r['agent']} | {r['trial']} | {100 * r['val_accuracy']:.2f} | {100 * r['test_accuracy_before_finetune']:.2f} | "
+                     f"{100 * r['test_accuracy_short']:.2f} ({r['short_epochs']:g}) | **{100 * r['test_accuracy']:.2f}** | {d:+.2f} | "
+                     f"{r['latency_ms']:.3f} ({r['dense_latency_ms'] / r['latency_ms']:.2f}x) | {r['wall_s'] / 60:.1f} |")
+    dense = res["rows"][0]["dense_test_accuracy"] if res["rows"] else float("nan")
+    lines.append(f"\nDense test accuracy: {100 * dense:.2f}%. Live latencies are single measurements at export time, "
+                 "with the other pick fine-tuning on the second core. Models: `runs/bench/finetune_longer/`.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--budget", type=float, default=0.5)
+    ap.add_argument("--agents", default="uniform,ppo")
+    ap.add_argument("--seed", type=int, default=2, help="which compare_agents seed's picks")
+    ap.add_argument("--epochs", type=float, default=6.0)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--rows", default=None, help="compare_agents rows (default: bench/results/compare_agents.json)")
+    ap.add_argument("--no-doc", action="store_true")
+    args = ap.parse_args()
+
+    from bench.common import RESULTS, machine, write_json, write_section
+
+    rows_path = Path(args.rows) if args.rows else RESULTS / "compare_agents.json"
+    if not rows_path.is_file():
+        ap.error(f"{rows_path} not found: run bench/compare_agents.py first")
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    picks = [r for r in json.loads(rows_path.read_text())
+             if r["model"] == args.model and abs(r["budget"] - args.budget) < 1e-9 and r["seed"] == args.seed
+             and r["agent"] in agents and r.get("trial") is not None]
+    if not picks:
+        ap.error(f"no compare_agents pick for {args.model} at {args.budget}, seed {args.seed}, agents {args.agents}")
+    info = machine()
+    t0 = time.perf_counter()
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(export_one, picks, [args.epochs] * len(picks)))
+    else:
+        rows = [export_one(p, args.epochs) for p in picks]
+    res = {"machine": info, "args": vars(args), "rows": rows, "total_wall_s": time.perf_counter() - t0}
+    path = write_json("finetune_longer", res)
+    for r in rows:
+        print(f"{r['agent']:<10} trial {r['trial']}: test {100 * r['test_accuracy']:.2f}% after {args.epochs:g} epochs "
+              f"(dense {100 * r['dense_test_accuracy']:.2f}%) in {r['wall_s'] / 60:.1f} min")
+    print(f"wrote {path}")
+    if not args.no_doc:
+        write_section("finetune_longer", markdown(res))
+        print("wrote docs/benchmarks.md (finetune_longer section)")
+
+
+if __name__ == "__main__":
+    main()
