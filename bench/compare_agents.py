@@ -19,15 +19,15 @@ onnxruntime's CPU kernels are fast and the LUT is faithful). With `--latency-sou
 the free-form agents exploit the LUT's underpricing of odd channel counts (`compare_agents_lut_r1`
 in docs/benchmarks.md). `--full`
 is the issue's whole protocol: 150 evaluations per agent and 1 epoch of fine-tuning (about 6-8
-hours here; 40 evaluations with 1 seed per cell took 53 min). Each (model, budget, seed) is one
-search job, run through the same code as `hilprune search` (`search.runner.run_search`, one call
-per agent so each agent's wall time is its own) in `<out-dir>/<model>-b<budget>-s<seed>-<weights>/`;
+hours here; the default took 71 min). Each (model, budget, seed) is one search job, run through
+the same code as `hilprune search` (`search.runner.run_search`, one call per agent so each agent's
+wall time is its own) in `<out-dir>/<model>-b<budget>-s<seed>-<weights>-<source>-r<round_to>/`;
 rerunning the same command resumes it.
 Per agent and job:
 
 - `val_accuracy`: the most accurate trial within the budget by the latency the search recorded (the
-  LUT, or live where the hybrid source measured the trial), i.e. what `hilprune report` shows; BN-recalibrated, not fine-tuned, on the search's
-  validation subset. `latency_ms` is that trial's pruned model measured live on the device,
+  LUT, or live where the hybrid source measured the trial), i.e. what `hilprune report` shows;
+  BN-recalibrated, not fine-tuned, on the search's validation subset. `latency_ms` is that trial's pruned model measured live on the device,
   `speedup` the dense live latency over it, `meets_budget_live` whether it is within the budget;
 - `val_accuracy_live_rule`: the rule of `hilprune export` (the most accurate trial whose *live*
   latency meets the budget, candidates measured in accuracy order, at most `--live-candidates`);
@@ -37,10 +37,10 @@ Per agent and job:
 - `evaluations`: trials the agent recorded; `wall_s`: wall time of its `run_search` call(s),
   evaluator set-up included.
 
-Cost measured here (resnet20, one core): about 2 s per evaluation for uniform, random, tpe, nsga2
-and ppo, about 15 s for autoprune (it trains channel gates for every evaluation), about 50 s per
-export plus the fine-tune (about 4 min per epoch for resnet20 on one thread); resnet56 costs about
-3x per evaluation.
+Cost measured here (two cells at once, one core each): about 1-1.5 s per resnet20 evaluation for
+uniform, random, tpe, nsga2 and ppo, 6-12 s for autoprune (it trains channel gates for every
+evaluation), about 45 s per export plus the fine-tune (about 4 min per epoch for resnet20 on one
+thread); resnet56 costs about 3x per evaluation (autoprune about 38 s).
 
 `--budgets` and `--seeds` (a count: seeds 0..N-1) override the per-model defaults for every model.
 `--quick`: resnet20 only, budget 0.5, 1 seed, 16 evaluations per agent, fine-tune 0.1 epoch
