@@ -37,10 +37,10 @@ Per agent and job:
 - `evaluations`: trials the agent recorded; `wall_s`: wall time of its `run_search` call(s),
   evaluator set-up included.
 
-Cost measured here (two cells at once, one core each): about 1-1.5 s per resnet20 evaluation for
+Cost measured here (two cells at once, one core each): about 0.7-1.5 s per resnet20 evaluation for
 uniform, random, tpe, nsga2 and ppo, 6-12 s for autoprune (it trains channel gates for every
-evaluation), about 45 s per export plus the fine-tune (about 4 min per epoch for resnet20 on one
-thread); resnet56 costs about 3x per evaluation (autoprune about 38 s).
+evaluation), about 45 s per export with 0.25 epoch of fine-tuning (a whole epoch is about 4 min
+for resnet20 on one thread); resnet56 costs about 3x per evaluation (autoprune about 38 s).
 
 `--budgets` and `--seeds` (a count: seeds 0..N-1) override the per-model defaults for every model.
 `--quick`: resnet20 only, budget 0.5, 1 seed, 16 evaluations per agent, fine-tune 0.1 epoch
