@@ -61,6 +61,18 @@ def write_section(name: str, markdown: str) -> None:
     BENCHMARKS_MD.write_text(text)
 
 
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None, int]:
+    """(mean, sample std, count) of the values that are numbers (None and NaN skipped); std 0 for one."""
+    import math
+
+    v = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return None, None, 0
+    m = sum(v) / len(v)
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    return m, sd, len(v)
+
+
 def write_json(name: str, obj: Any) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -58,7 +58,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -306,28 +305,21 @@ def dense_test_accuracy(model: str) -> float:
 
 
 # --- aggregation, targets, plot, markdown --------------------------------------------------------
-def _stats(values: list[float | None]) -> tuple[float | None, float | None, int]:
-    v = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    if not v:
-        return None, None, 0
-    m = sum(v) / len(v)
-    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-    return m, sd, len(v)
-
-
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from bench.common import mean_std
+
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["model"], r["budget"], r["agent"]), []).append(r)
     out = []
     for (model, budget, agent), rs in groups.items():
         a: dict[str, Any] = {"model": model, "budget": budget, "agent": agent, "seeds": len(rs), "weights": rs[0]["weights"],
-                             "budget_ms": _stats([r["budget_ms"] for r in rs])[0], "dense_test_accuracy": rs[0].get("dense_test_accuracy"),
-                             "dense_val_accuracy": _stats([r["dense_val_accuracy"] for r in rs])[0],
-                             "dense_latency_ms": _stats([r["dense_latency_ms"] for r in rs])[0]}
+                             "budget_ms": mean_std([r["budget_ms"] for r in rs])[0], "dense_test_accuracy": rs[0].get("dense_test_accuracy"),
+                             "dense_val_accuracy": mean_std([r["dense_val_accuracy"] for r in rs])[0],
+                             "dense_latency_ms": mean_std([r["dense_latency_ms"] for r in rs])[0]}
         for k in ("val_accuracy", "val_accuracy_live_rule", "test_accuracy_finetuned", "latency_ms", "speedup", "evaluations",
                   "wall_s", "cpu_s"):
-            m, sd, n = _stats([r.get(k) for r in rs])
+            m, sd, n = mean_std([r.get(k) for r in rs])
             a[k], a[k + "_std"], a[k + "_n"] = m, sd, n
         a["meets_live"] = sum(1 for r in rs if r.get("meets_budget_live"))
         a["missing"] = sum(1 for r in rs if r.get("val_accuracy") is None)

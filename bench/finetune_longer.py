@@ -1,6 +1,6 @@
 """How much fine-tuning a searched policy needs to come back to the dense model's test accuracy.
 
-    python bench/finetune_longer.py [--runs runs/bench/compare_agents] [--model resnet20] [--budget 0.5]
+    python bench/finetune_longer.py [--rows bench/results/compare_agents.json] [--model resnet20] [--budget 0.5]
                                     [--agents uniform,ppo] [--seeds 0,1,2] [--epochs 6] [--jobs 2] [--no-doc]
                                     [--markdown-only]
 
@@ -30,6 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 OUT = Path(__file__).resolve().parent.parent / "runs" / "bench" / "finetune_longer"
 
 
+def pick_key(row: dict[str, Any], epochs: float) -> tuple:
+    """One fine-tuned pick: the same trial of the same job, for the same epochs."""
+    return (row["model"], row["budget"], row["seed"], row["agent"], row["trial"], epochs)
+
+
 def export_one(row: dict[str, Any], epochs: float) -> dict[str, Any]:
     """Fine-tune and test one compare_agents pick (a worker process: one torch thread)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -47,12 +52,11 @@ def export_one(row: dict[str, Any], epochs: float) -> dict[str, Any]:
             "short_epochs": row.get("finetune_epochs"), "test_accuracy": res["test_accuracy"],
             "test_accuracy_before_finetune": res["test_accuracy_before_finetune"], "dense_test_accuracy": res["dense_test_accuracy"],
             "latency_ms": res["latency_ms"], "dense_latency_ms": res["dense_latency_ms"], "budget_ms": row["budget_ms"],
-            "wall_s": time.perf_counter() - t0,
-            "out": str(out)}
+            "wall_s": time.perf_counter() - t0, "out": str(out)}
 
 
 def markdown(res: dict[str, Any]) -> str:
-    from bench.common import header
+    from bench.common import header, mean_std
 
     a = res["args"]
     lines = [f"## Longer fine-tuning of the searched picks ({a['model']} at {a['budget']}, Fashion-MNIST)\n", header(res["machine"]),
@@ -69,11 +73,9 @@ def markdown(res: dict[str, Any]) -> str:
     dense = res["rows"][0]["dense_test_accuracy"] if res["rows"] else float("nan")
     lines.append("")
     for agent in dict.fromkeys(r["agent"] for r in res["rows"]):
-        acc = [100 * r["test_accuracy"] for r in res["rows"] if r["agent"] == agent]
-        m = sum(acc) / len(acc)
-        sd = (sum((x - m) ** 2 for x in acc) / (len(acc) - 1)) ** 0.5 if len(acc) > 1 else 0.0
-        lines.append(f"- {agent}: **{m:.2f}{f' ± {sd:.2f}' if len(acc) > 1 else ''}%** after {a['epochs']:g} epochs over "
-                     f"{len(acc)} seed(s), {m - 100 * dense:+.2f} points from dense.")
+        m, sd, n = mean_std([100 * r["test_accuracy"] for r in res["rows"] if r["agent"] == agent])
+        lines.append(f"- {agent}: **{m:.2f}{f' ± {sd:.2f}' if n > 1 else ''}%** after {a['epochs']:g} epochs over "
+                     f"{n} seed(s), {m - 100 * dense:+.2f} points from dense.")
     lines.append(f"\nDense test accuracy: {100 * dense:.2f}%. Live latencies are single measurements at export time, "
                  "with the other pick fine-tuning on the second core; the budget is the one its `compare_agents` job "
                  "searched for (a fraction of the dense latency measured when that job started). "
@@ -115,12 +117,8 @@ def main() -> None:
     done = {}
     if previous.is_file():
         for r in json.loads(previous.read_text()).get("rows", []):
-            done[(r["model"], r["budget"], r["seed"], r["agent"], r["trial"], r["epochs"])] = r
-
-    def key(p: dict[str, Any]) -> tuple:
-        return (p["model"], p["budget"], p["seed"], p["agent"], p["trial"], args.epochs)
-
-    todo = [p for p in picks if key(p) not in done]
+            done[pick_key(r, r["epochs"])] = r
+    todo = [p for p in picks if pick_key(p, args.epochs) not in done]
     print(f"{len(picks)} pick(s), {len(picks) - len(todo)} already fine-tuned for {args.epochs:g} epochs", flush=True)
     info = machine()
     t0 = time.perf_counter()
@@ -132,8 +130,8 @@ def main() -> None:
             new = list(pool.map(export_one, todo, [args.epochs] * len(todo)))
     else:
         new = [export_one(p, args.epochs) for p in todo]
-    done |= {(r["model"], r["budget"], r["seed"], r["agent"], r["trial"], r["epochs"]): r for r in new}
-    rows = sorted((done[key(p)] for p in picks), key=lambda r: (r["agent"] != "uniform", r["agent"], r["seed"]))
+    done |= {pick_key(r, r["epochs"]): r for r in new}
+    rows = sorted((done[pick_key(p, args.epochs)] for p in picks), key=lambda r: (r["agent"] != "uniform", r["agent"], r["seed"]))
     res = {"machine": info, "args": vars(args), "rows": rows, "total_wall_s": time.perf_counter() - t0}
     path = write_json("finetune_longer", res)
     for r in rows:
