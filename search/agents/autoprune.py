@@ -18,6 +18,9 @@ straight-through indicator so a closed gate can reopen. Here:
   rounded up to the search grid and clipped to max_ratio. With `fit_budget` (default) a policy the
   LUT predicts over the budget closes further channels, lowest gates first, until it fits.
 
+Gate training uses batches of 32 train images: on one CPU thread a resnet20 forward+backward step
+costs 0.06 s at batch 32 and 0.18 s at 64 (resnet56: 0.16 and 0.40 s), so 32 buys more steps per second.
+
 Optuna (TPE, seeded) tunes lambda, tau, the gate learning rate and the number of steps to maximize
 validation accuracy within the budget: one in-memory study per latency budget, rebuilt from the
 job's recorded trials on resume. Each tuning trial is one evaluation, recorded in the job's
@@ -201,7 +204,7 @@ class GateConfig:
     tau: float = 0.5  # a channel survives when its gate ends above tau
     lr: float = 0.05  # gate learning rate (Adam)
     steps: int = 60
-    batch_size: int = 64
+    batch_size: int = 32
     weight_lr: float = 0.0  # 0: weights frozen; > 0: joint training at this lr (SGD)
     init: float = 1.0
     seed: int = 0
@@ -300,7 +303,7 @@ class AutoPruneAgent:
 
     def __init__(self, lam_range: tuple[float, float] = (1e-3, 1.0), tau_range: tuple[float, float] = (0.05, 0.95),
                  lr_range: tuple[float, float] = (1e-3, 2e-1), steps_range: tuple[int, int] = (20, 100),
-                 batch_size: int = 64, weight_lr: float = 0.0, fit_budget: bool = True, n_startup_trials: int = 5,
+                 batch_size: int = 32, weight_lr: float = 0.0, fit_budget: bool = True, n_startup_trials: int = 5,
                  train_samples: int | None = 4096) -> None:
         self.lam_range = lam_range
         self.tau_range = tau_range
