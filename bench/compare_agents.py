@@ -460,7 +460,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     tg = meta.get("targets") or targets(agg)
     quick = bool(args.get("quick"))
     source, round_to = args.get("latency_source", "lut"), args.get("round_to", 1)
-    title = f"## Search agents at equal evaluations (Fashion-MNIST, `ort-cpu-1t`, latency source `{source}`, round_to {round_to})"
+    title = (f"## Search agents at equal evaluations ({args['evals']} per agent, Fashion-MNIST, `ort-cpu-1t`, latency source `{source}`, "
+             f"round_to {round_to})")
     lines = [title + (" — QUICK RUN (reduced protocol)" if quick else "") + "\n", header(meta["machine"])]
     if meta.get("note"):
         lines.append(meta["note"] + "\n")
@@ -549,7 +550,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                   "front (lines) and its best within the budget (diamonds, drawn at its *live* latency)."]
     wall = meta.get("wall_note") or f"Total wall time of the command: {meta.get('total_wall_s', 0) / 60:.0f} min."
     lines.append(f"\n{wall} Rows per agent and seed: "
-                 "`bench/results/compare_agents.json`; run directories (reports, Pareto plots, optuna-dashboard): "
+                 f"`bench/results/{args.get('results_name') or RESULTS_NAME}.json`; run directories (reports, Pareto plots, optuna-dashboard): "
                  f"`{os.path.relpath(args['out_dir'], Path(__file__).resolve().parent.parent)}/`.")
     return "\n".join(lines)
 

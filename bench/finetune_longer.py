@@ -10,8 +10,9 @@ real fine-tuning. This script takes the picks `compare_agents` made (its rows in
 bench/results/compare_agents.json: the same trial of the same job) and exports each with
 `--epochs` of fine-tuning through `search.export.export_run` (the code of `hilprune export`:
 surgery, BN recalibration, SGD with lr 0.01 and a cosine schedule, test-split accuracy), one
-process and one thread per pick. Picks already in bench/results/finetune_longer.json with the same
-trial and epochs are kept, not fine-tuned again (an interrupted run resumes).
+process and one thread per pick. Results are written after every pick; picks already in
+bench/results/finetune_longer.json with the same job, trial and epochs are kept, not fine-tuned
+again (an interrupted run resumes).
 
 Writes bench/results/finetune_longer.json and the `finetune_longer` section of docs/benchmarks.md.
 """
@@ -31,8 +32,10 @@ OUT = Path(__file__).resolve().parent.parent / "runs" / "bench" / "finetune_long
 
 
 def pick_key(row: dict[str, Any], epochs: float) -> tuple:
-    """One fine-tuned pick: the same trial of the same job, for the same epochs."""
-    return (row["model"], row["budget"], row["seed"], row["agent"], row["trial"], epochs)
+    """One fine-tuned pick: the same trial of the same job (its run directory's name: a rerun of
+    compare_agents elsewhere numbers its trials anew), for the same epochs."""
+    job = Path(row["run_dir"]).name if row.get("run_dir") else None
+    return (job, row["model"], row["budget"], row["seed"], row["agent"], row["trial"], epochs)
 
 
 def export_one(row: dict[str, Any], epochs: float) -> dict[str, Any]:
@@ -48,6 +51,7 @@ def export_one(row: dict[str, Any], epochs: float) -> dict[str, Any]:
     res = export_run(row["run_dir"], f"{row['budget']:g}", out, trial=f"{row['agent']}:{row['trial']}",
                      finetune_epochs=epochs, progress=False)
     return {"model": row["model"], "budget": row["budget"], "seed": row["seed"], "agent": row["agent"], "trial": row["trial"],
+            "run_dir": row["run_dir"],
             "epochs": epochs, "val_accuracy": row["val_accuracy"], "test_accuracy_short": row["test_accuracy_finetuned"],
             "short_epochs": row.get("finetune_epochs"), "test_accuracy": res["test_accuracy"],
             "test_accuracy_before_finetune": res["test_accuracy_before_finetune"], "dense_test_accuracy": res["dense_test_accuracy"],
@@ -60,7 +64,8 @@ def markdown(res: dict[str, Any]) -> str:
 
     a = res["args"]
     lines = [f"## Longer fine-tuning of the searched picks ({a['model']} at {a['budget']}, Fashion-MNIST)\n", header(res["machine"]),
-             f"The picks of `compare_agents` (seeds {a.get('seeds', a.get('seed'))}; the same trial of the same job) exported with {a['epochs']:g} epochs "
+             f"The picks of `compare_agents` (`{a.get('rows') or 'bench/results/compare_agents.json'}`, seeds {a.get('seeds', a.get('seed'))}; "
+             f"the same trial of the same job) exported with {a['epochs']:g} epochs "
              "of fine-tuning by `hilprune export`'s code (lr 0.01, cosine, the job's seed), test split. The issue's target: within "
              "0.3 point of the dense model's test accuracy at resnet20@0.5.\n",
              "| agent | seed | trial | val acc % (no FT) | test % before FT | test % after the short FT (epochs) | test % after "
@@ -77,7 +82,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"- {agent}: **{m:.2f}{f' ± {sd:.2f}' if n > 1 else ''}%** after {a['epochs']:g} epochs over "
                      f"{n} seed(s), {m - 100 * dense:+.2f} points from dense.")
     lines.append(f"\nDense test accuracy: {100 * dense:.2f}%. Live latencies are single measurements at export time, "
-                 "with the other pick fine-tuning on the second core; the budget is the one its `compare_agents` job "
+                 f"with {'the other pick fine-tuning' if a.get('jobs', 2) > 1 else 'other work'} on the second core; the budget is the one its `compare_agents` job "
                  "searched for (a fraction of the dense latency measured when that job started). "
                  "Models: `runs/bench/finetune_longer/`.")
     return "\n".join(lines)
@@ -118,22 +123,34 @@ def main() -> None:
     if previous.is_file():
         for r in json.loads(previous.read_text()).get("rows", []):
             done[pick_key(r, r["epochs"])] = r
-    todo = [p for p in picks if pick_key(p, args.epochs) not in done]
+    # in --agents order: a run cut short has the first-named agent's picks
+    todo = sorted((p for p in picks if pick_key(p, args.epochs) not in done), key=lambda p: (agents.index(p["agent"]), p["seed"]))
     print(f"{len(picks)} pick(s), {len(picks) - len(todo)} already fine-tuned for {args.epochs:g} epochs", flush=True)
     info = machine()
     t0 = time.perf_counter()
+
+    def save() -> tuple[Path, dict[str, Any]]:
+        rows = sorted((done[k] for p in picks if (k := pick_key(p, args.epochs)) in done),
+                      key=lambda r: (r["agent"] != "uniform", r["agent"], r["seed"]))
+        res = {"machine": info, "args": vars(args), "rows": rows, "total_wall_s": time.perf_counter() - t0}
+        return write_json("finetune_longer", res), res
+
     if args.jobs > 1 and len(todo) > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            new = list(pool.map(export_one, todo, [args.epochs] * len(todo)))
+            for fut in as_completed([pool.submit(export_one, p, args.epochs) for p in todo]):
+                r = fut.result()
+                done[pick_key(r, r["epochs"])] = r
+                save()  # after every pick: an interrupted run keeps what it finished
     else:
-        new = [export_one(p, args.epochs) for p in todo]
-    done |= {pick_key(r, r["epochs"]): r for r in new}
-    rows = sorted((done[pick_key(p, args.epochs)] for p in picks), key=lambda r: (r["agent"] != "uniform", r["agent"], r["seed"]))
-    res = {"machine": info, "args": vars(args), "rows": rows, "total_wall_s": time.perf_counter() - t0}
-    path = write_json("finetune_longer", res)
+        for p in todo:
+            r = export_one(p, args.epochs)
+            done[pick_key(r, r["epochs"])] = r
+            save()
+    path, res = save()
+    rows = res["rows"]
     for r in rows:
         print(f"{r['agent']:<10} trial {r['trial']}: test {100 * r['test_accuracy']:.2f}% after {args.epochs:g} epochs "
               f"(dense {100 * r['dense_test_accuracy']:.2f}%) in {r['wall_s'] / 60:.1f} min")
