@@ -84,8 +84,10 @@ class PolicyLatency:
         if self.dense_kernels is not None:
             self._build_kernel_map()
         self.n_live = 0
-        # Measured now, not read from the cache: budgets and speedups are fractions of it, and the
-        # policies of this search are measured under this load.
+        # Measured now, not read from the cache: budgets and speedups are fractions of it. The
+        # policies' live times are then only taken from the cache when measured since (`not_before`):
+        # a time cached by an earlier run, under another load or speed mode, is not comparable.
+        self.measured_since = time.time()
         m = self.measure(self.dense_onnx, refresh=True)
         self.n_live = 0  # the dense reference is not a policy's measurement
         self.dense_latency_ms = float(m.median_ms)
@@ -208,11 +210,13 @@ class PolicyLatency:
     # --- live ----------------------------------------------------------------------------------------
     def measure(self, onnx_bytes: bytes, *, refresh: bool = False) -> Any:
         """A live measurement (hwprofiler's `Measurement`) of a graph, under the device lock; from
-        hwprofiler's cache when the same graph was measured before, unless `refresh`."""
+        hwprofiler's cache when the same graph was measured since this search's dense reference,
+        unless `refresh`."""
         import hwprofiler
 
         with device_lock(self.fingerprint_id, self.lock):
-            m = hwprofiler.measure_onnx(onnx_bytes, self.device, refresh=refresh)
+            m = hwprofiler.measure_onnx(onnx_bytes, self.device, refresh=refresh,
+                                        not_before=self.measured_since)
         self.n_live += 1
         return m
 

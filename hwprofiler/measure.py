@@ -232,14 +232,18 @@ def measure_onnx(
     cache: MeasurementCache | bool | None = True,
     keep_samples: bool = False,
     refresh: bool = False,
+    not_before: float | None = None,
 ) -> Measurement:
     """Measure a model's latency on a device (built-in name, TOML path, `remote:` URL or spec).
 
     Results are cached on disk under (fingerprint id, sha256 of the model bytes); a hit returns
     `Measurement(cached=True)` without running anything, unless `refresh` (measure now and
     replace the cached record: a reference that later numbers are compared with should be
-    taken under the machine's present load).  `policy` overrides the device's (local devices
-    only: a remote profiler measures with its own policy).
+    taken under the machine's present load).  `not_before` (a `time.time()` value) refreshes
+    only cached records taken before it (or with no time): a search that measured its reference
+    at that moment compares it with times taken since, never with ones from an earlier load or
+    speed mode.  `policy` overrides the device's (local devices only: a remote profiler measures
+    with its own policy).
     """
     spec = load_device(device)
     data = model_bytes(model)
@@ -248,6 +252,8 @@ def measure_onnx(
     if store is not None:
         key = (fingerprint_id(spec), sha256(data))
         record = None if refresh else store.get(*key)
+        if record is not None and not_before is not None and float(record.get("measured_at") or 0.0) < not_before:
+            record = None
         if record is not None:
             return Measurement.from_dict(record, cached=True, samples=keep_samples)
     if spec.is_remote:
@@ -257,5 +263,5 @@ def measure_onnx(
     else:
         result = measure_local(data, spec, policy)
     if store is not None and key is not None:
-        store.put(*key, result.to_dict(samples=True))
+        store.put(*key, result.to_dict(samples=True) | {"measured_at": time.time()})
     return result if keep_samples else replace(result, samples=None)

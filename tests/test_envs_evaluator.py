@@ -125,6 +125,21 @@ def test_live_and_hybrid_sources() -> None:
     assert forced.live_latency_ms is not None
 
 
+def test_live_times_cached_before_the_dense_reference_are_measured_again() -> None:
+    """Budgets are fractions of the dense time an evaluator measures when it starts; a live time
+    another run cached earlier (another load, another speed mode) must not be compared with it."""
+    from hwprofiler.testing import tiny_cnn
+
+    graph = tiny_cnn().SerializeToString()
+    first = PolicyEvaluator("digits-cnn", dataset="digits", latency_source="live", val_size=50)
+    first.latency.measure(graph)
+    assert first.latency.measure(graph).cached  # measured since its reference: reused
+    second = PolicyEvaluator("digits-cnn", dataset="digits", latency_source="live", val_size=50)
+    assert second.latency.measured_since > first.latency.measured_since
+    assert not second.latency.measure(graph).cached  # cached before the second's reference: measured again
+    assert second.latency.measure(graph).cached
+
+
 def test_user_model_from_a_file() -> None:
     from hilprune.export import to_onnx_bytes
     from hwprofiler import kernels_from_onnx

@@ -1,6 +1,7 @@
 """Live measurement on the real onnxruntime, its cache, model checks and statistics."""
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -52,6 +53,30 @@ def test_second_measure_is_a_cache_hit(tmp_path):
     fresh = measure_onnx(model, dev, cache=cache, keep_samples=True, refresh=True)  # measured again, record replaced
     assert not fresh.cached and fresh.samples != first.samples
     assert measure_onnx(model, dev, cache=cache, keep_samples=True).samples == fresh.samples
+
+
+def test_not_before_refreshes_only_older_records(tmp_path):
+    """A search compares live times with a reference it measured at a moment: cached times from
+    before that moment (another load or speed mode) are measured again, later ones are reused."""
+    dev = fast_device()
+    cache = MeasurementCache(tmp_path / "c")
+    model = tiny_cnn()
+    before = time.time()
+    first = measure_onnx(model, dev, cache=cache, keep_samples=True)
+    record = next((tmp_path / "c").rglob("*.json"))
+    assert float(json.loads(record.read_text())["measured_at"]) >= before
+    reused = measure_onnx(model, dev, cache=cache, keep_samples=True, not_before=before)
+    assert reused.cached and reused.samples == first.samples
+    later = time.time() + 1e-3
+    again = measure_onnx(model, dev, cache=cache, keep_samples=True, not_before=later)
+    assert not again.cached and again.samples != first.samples
+    assert measure_onnx(model, dev, cache=cache, keep_samples=True, not_before=later).samples == again.samples
+    # a record written before records carried a time counts as older than any moment
+    data = json.loads(record.read_text())
+    del data["measured_at"]
+    record.write_text(json.dumps(data))
+    assert measure_onnx(model, dev, cache=cache).cached
+    assert not measure_onnx(model, dev, cache=cache, not_before=1.0).cached
 
 
 def test_measurement_round_trips_through_dict():
