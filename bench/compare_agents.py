@@ -35,10 +35,10 @@ Per agent and job:
 - `evaluations`: trials the agent recorded; `wall_s`: wall time of its `run_search` call(s),
   evaluator set-up included.
 
-Cost measured here (two cells at once, one core each): about 0.7-1.5 s per resnet20 evaluation for
-uniform, random, tpe, nsga2 and ppo, 6-12 s for autoprune (it trains channel gates for every
-evaluation), about 45 s per export with 0.25 epoch of fine-tuning (a whole epoch is about 4 min
-for resnet20 on one thread); resnet56 costs about 3x per evaluation (autoprune about 38 s).
+Cost measured here (the default run, two cells at once, one core each): 0.6-1.1 s per resnet20
+evaluation for random, tpe, nsga2 and ppo, about 7 s for autoprune (it trains channel gates for
+every evaluation; more than half of the whole run), about 45 s per export with 0.25 epoch of
+fine-tuning; resnet56 about 1.7-2.3 s per evaluation (autoprune about 21 s). TOTAL_PLACEHOLDER
 
 `--budgets` and `--seeds` (a count: seeds 0..N-1) override the per-model defaults for every model.
 `--quick`: resnet20 only, budget 0.5, 1 seed, 16 evaluations per agent, fine-tune 0.1 epoch

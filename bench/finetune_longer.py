@@ -11,10 +11,11 @@ bench/results/compare_agents.json: the same trial of the same job) and exports e
 `--epochs` of fine-tuning through `search.export.export_run` (the code of `hilprune export`:
 surgery, BN recalibration, SGD with lr 0.01 and a cosine schedule, test-split accuracy), one
 process and one thread per pick. Results are written after every pick; picks already in
-bench/results/finetune_longer.json with the same job, trial and epochs are kept, not fine-tuned
+bench/results/<results-name>.json with the same job, trial and epochs are kept, not fine-tuned
 again (an interrupted run resumes).
 
-Writes bench/results/finetune_longer.json and the `finetune_longer` section of docs/benchmarks.md.
+Writes bench/results/<results-name>.json and the `<results-name>` section of docs/benchmarks.md
+(`finetune_longer` by default).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-OUT = Path(__file__).resolve().parent.parent / "runs" / "bench" / "finetune_longer"
+RUNS = Path(__file__).resolve().parent.parent / "runs" / "bench"  # models under RUNS/<results-name>/
 
 
 def pick_key(row: dict[str, Any], epochs: float) -> tuple:
@@ -38,7 +39,7 @@ def pick_key(row: dict[str, Any], epochs: float) -> tuple:
     return (job, row["model"], row["budget"], row["seed"], row["agent"], row["trial"], epochs)
 
 
-def export_one(row: dict[str, Any], epochs: float) -> dict[str, Any]:
+def export_one(row: dict[str, Any], epochs: float, out_root: Path) -> dict[str, Any]:
     """Fine-tune and test one compare_agents pick (a worker process: one torch thread)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -47,7 +48,7 @@ def export_one(row: dict[str, Any], epochs: float) -> dict[str, Any]:
     from search.export import export_run
 
     t0 = time.perf_counter()
-    out = OUT / f"{row['model']}-b{row['budget']:g}-s{row['seed']}-{row['agent']}-e{epochs:g}"
+    out = out_root / f"{row['model']}-b{row['budget']:g}-s{row['seed']}-{row['agent']}-e{epochs:g}"
     res = export_run(row["run_dir"], f"{row['budget']:g}", out, trial=f"{row['agent']}:{row['trial']}",
                      finetune_epochs=epochs, progress=False)
     return {"model": row["model"], "budget": row["budget"], "seed": row["seed"], "agent": row["agent"], "trial": row["trial"],
@@ -84,7 +85,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines.append(f"\nDense test accuracy: {100 * dense:.2f}%. Live latencies are single measurements at export time, "
                  f"with {'the other pick fine-tuning' if a.get('jobs', 2) > 1 else 'other work'} on the second core; the budget is the one its `compare_agents` job "
                  "searched for (a fraction of the dense latency measured when that job started). "
-                 "Models: `runs/bench/finetune_longer/`.")
+                 f"Models: `runs/bench/{a.get('results_name', 'finetune_longer')}/`.")
     return "\n".join(lines)
 
 
@@ -98,14 +99,15 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--rows", default=None, help="compare_agents rows (default: bench/results/compare_agents.json)")
     ap.add_argument("--no-doc", action="store_true")
-    ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/finetune_longer.json")
+    ap.add_argument("--results-name", default="finetune_longer", help="bench/results/<name>.json and the docs section's name")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/<results-name>.json")
     args = ap.parse_args()
 
     from bench.common import RESULTS, machine, write_json, write_section
 
     if args.markdown_only:
-        write_section("finetune_longer", markdown(json.loads((RESULTS / "finetune_longer.json").read_text())))
-        print("wrote docs/benchmarks.md (finetune_longer section)")
+        write_section(args.results_name, markdown(json.loads((RESULTS / f"{args.results_name}.json").read_text())))
+        print(f"wrote docs/benchmarks.md ({args.results_name} section)")
         return
 
     rows_path = Path(args.rows) if args.rows else RESULTS / "compare_agents.json"
@@ -118,7 +120,7 @@ def main() -> None:
              and r["agent"] in agents and r.get("trial") is not None]
     if not picks:
         ap.error(f"no compare_agents pick for {args.model} at {args.budget}, seeds {args.seeds}, agents {args.agents}")
-    previous = RESULTS / "finetune_longer.json"
+    previous = RESULTS / f"{args.results_name}.json"
     done = {}
     if previous.is_file():
         for r in json.loads(previous.read_text()).get("rows", []):
@@ -133,20 +135,20 @@ def main() -> None:
         rows = sorted((done[k] for p in picks if (k := pick_key(p, args.epochs)) in done),
                       key=lambda r: (r["agent"] != "uniform", r["agent"], r["seed"]))
         res = {"machine": info, "args": vars(args), "rows": rows, "total_wall_s": time.perf_counter() - t0}
-        return write_json("finetune_longer", res), res
+        return write_json(args.results_name, res), res
 
     if args.jobs > 1 and len(todo) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(export_one, p, args.epochs) for p in todo]):
+            for fut in as_completed([pool.submit(export_one, p, args.epochs, RUNS / args.results_name) for p in todo]):
                 r = fut.result()
                 done[pick_key(r, r["epochs"])] = r
                 save()  # after every pick: an interrupted run keeps what it finished
     else:
         for p in todo:
-            r = export_one(p, args.epochs)
+            r = export_one(p, args.epochs, RUNS / args.results_name)
             done[pick_key(r, r["epochs"])] = r
             save()
     path, res = save()
@@ -156,8 +158,8 @@ def main() -> None:
               f"(dense {100 * r['dense_test_accuracy']:.2f}%) in {r['wall_s'] / 60:.1f} min")
     print(f"wrote {path}")
     if not args.no_doc:
-        write_section("finetune_longer", markdown(res))
-        print("wrote docs/benchmarks.md (finetune_longer section)")
+        write_section(args.results_name, markdown(res))
+        print(f"wrote docs/benchmarks.md ({args.results_name} section)")
 
 
 if __name__ == "__main__":
