@@ -143,6 +143,7 @@ def dense_reference(job: Job, evaluator: Any) -> dict[str, Any]:
             "fingerprint": fp, "fingerprint_id": fp_id, "budgets_ms": {},
             "split": "val", "val_size": job.val_size, "weights": weights,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "measured_at": getattr(getattr(evaluator, "latency", None), "measured_since", None) or time.time(),
         }
     budgets = dict(dense.get("budgets_ms") or {})
     for label in job.budgets:
@@ -152,6 +153,18 @@ def dense_reference(job: Job, evaluator: Any) -> dict[str, Any]:
     dense["budgets_ms"] = budgets
     write_json(out_dir / DENSE_FILE, dense)
     return dense
+
+
+def dense_measured_at(dense: dict[str, Any]) -> float | None:
+    """When the job's dense reference was measured (`time.time()`): live times of its policies are
+    only comparable with the budgets when taken since. Runs from before `measured_at` was recorded
+    give their creation time."""
+    if dense.get("measured_at") is not None:
+        return float(dense["measured_at"])
+    try:
+        return time.mktime(time.strptime(str(dense["created"]), "%Y-%m-%dT%H:%M:%S"))
+    except (KeyError, ValueError):
+        return None
 
 
 def _fp_id(fp: Any) -> str | None:

@@ -75,6 +75,8 @@ def test_search_records_trials_and_a_best_policy_within_budget(run: tuple[Path, 
     pol = json.loads(Path(best["policy_path"]).read_text())
     assert pol["metrics"]["latency_ms"] <= budget_ms and pol["metrics"]["agent"] == best["agent"]
     assert (out / "pareto.png").stat().st_size > 10_000 and (out / "report.md").is_file() and (out / "dense.json").is_file()
+    measured_at = json.loads((out / "dense.json").read_text())["measured_at"]  # live checks refresh older cached times
+    assert 0 < time.time() - measured_at < 3600
     # random search: every policy was clipped to the budget by predicted latency
     rand = store.load_records(storage, job.name)["random"]
     assert all(r.lut_latency_ms is not None and r.lut_latency_ms <= budget_ms * 1.0001 for r in rand)
