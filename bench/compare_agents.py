@@ -38,7 +38,8 @@ Per agent and job:
 Cost measured here (the default run, two cells at once, one core each): 0.6-1.1 s per resnet20
 evaluation for random, tpe, nsga2 and ppo, about 7 s for autoprune (it trains channel gates for
 every evaluation; more than half of the whole run), about 45 s per export with 0.25 epoch of
-fine-tuning; resnet56 about 1.7-2.3 s per evaluation (autoprune about 21 s). TOTAL_PLACEHOLDER
+fine-tuning; resnet56 about 1.7-2.3 s per evaluation (autoprune about 21 s). The
+whole default run took 125 min here.
 
 `--budgets` and `--seeds` (a count: seeds 0..N-1) override the per-model defaults for every model.
 `--quick`: resnet20 only, budget 0.5, 1 seed, 16 evaluations per agent, fine-tune 0.1 epoch
