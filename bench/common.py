@@ -73,6 +73,13 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None, in
     return m, sd, len(v)
 
 
+def rewrite_section(name: str, markdown: Any) -> None:
+    """`--markdown-only`: the docs section `name` again from bench/results/<name>.json, measuring nothing
+    (`markdown` takes the loaded JSON)."""
+    write_section(name, markdown(json.loads((RESULTS / f"{name}.json").read_text())))
+    print(f"wrote docs/benchmarks.md ({name} section)")
+
+
 def write_json(name: str, obj: Any) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -194,7 +194,7 @@ def results_cell(run_dir: Path, model: str, budget: str, seed: int, args: argpar
     from search.export import LiveLatency, export_run
     from search.job import load_run_job
     from search.report import best_within
-    from search.runner import dense_measured_at, read_dense
+    from search.runner import read_dense
 
     job = load_run_job(run_dir)
     dense = read_dense(run_dir)
@@ -204,7 +204,7 @@ def results_cell(run_dir: Path, model: str, budget: str, seed: int, args: argpar
     timing = _read(run_dir / TIMING_FILE)
     spec = resolve_model(job.model, job.dataset, job.input_shape, job.num_classes, job.checkpoint)
     surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity(), importance=job.importance)
-    live = LiveLatency(run_dir, surgeon, spec.input_shape, job.device, dense.get("fingerprint_id"), dense_measured_at(dense))
+    live = LiveLatency(run_dir, surgeon, spec.input_shape, job.device, dense)
     exports = _read(run_dir / EXPORT_FILE)
 
     def policy_of(r: Any) -> Policy:

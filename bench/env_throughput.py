@@ -128,13 +128,9 @@ def main() -> None:
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/env_throughput.json")
     args = ap.parse_args()
     if args.markdown_only:
-        import json
+        from bench.common import rewrite_section
 
-        from bench.common import RESULTS, write_section
-
-        saved = json.loads((RESULTS / "env_throughput.json").read_text())
-        write_section("env_throughput", markdown(saved["rows"], saved["machine"], argparse.Namespace(**saved["args"])))
-        print("wrote docs/benchmarks.md (env_throughput section)")
+        rewrite_section("env_throughput", lambda saved: markdown(saved["rows"], saved["machine"], argparse.Namespace(**saved["args"])))
         return
     if args.quick:
         args.models, args.episodes = "resnet20", 8

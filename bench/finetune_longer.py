@@ -103,11 +103,10 @@ def main() -> None:
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/<results-name>.json")
     args = ap.parse_args()
 
-    from bench.common import RESULTS, machine, write_json, write_section
+    from bench.common import RESULTS, machine, rewrite_section, write_json, write_section
 
     if args.markdown_only:
-        write_section(args.results_name, markdown(json.loads((RESULTS / f"{args.results_name}.json").read_text())))
-        print(f"wrote docs/benchmarks.md ({args.results_name} section)")
+        rewrite_section(args.results_name, markdown)
         return
 
     rows_path = Path(args.rows) if args.rows else RESULTS / "compare_agents.json"

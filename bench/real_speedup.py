@@ -305,11 +305,10 @@ def main() -> None:
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/real_speedup.json")
     args = ap.parse_args()
 
-    from bench.common import RESULTS, preset, write_section
+    from bench.common import RESULTS, preset, rewrite_section, write_section
 
     if args.markdown_only:
-        write_section(args.results_name, markdown(json.loads((RESULTS / f"{args.results_name}.json").read_text())))
-        print(f"wrote docs/benchmarks.md ({args.results_name} section)")
+        rewrite_section(args.results_name, markdown)
         return
     if args.quick:
         preset(ap, args, budgets="0.5", search_evals=20, odd_pairs=2, repeats=2)

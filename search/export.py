@@ -59,19 +59,22 @@ def _find_trial(records: dict[str, list[TrialRecord]], ref: str) -> TrialRecord:
 class LiveLatency:
     """Live latency of pruned models on the job's device, cached in the run directory by policy key.
 
-    `not_before`: when the job measured its dense reference; hwprofiler's cached times from before
-    it (another run, another load) are measured again, as in the search itself."""
+    `dense` is the job's dense.json: its fingerprint keys the cache, and hwprofiler's cached times from
+    before its dense reference was measured (another run, another load) are measured again, as in
+    the search itself."""
 
-    def __init__(self, run_dir: Path, surgeon: Any, input_shape: tuple[int, int, int], device: str, fp_id: str | None,
-                 not_before: float | None = None) -> None:
+    def __init__(self, run_dir: Path, surgeon: Any, input_shape: tuple[int, int, int], device: str, dense: dict[str, Any]) -> None:
+        from .runner import dense_measured_at
+
         self.path = run_dir / LIVE_CACHE
-        self.surgeon, self.input_shape, self.device, self.fp_id = surgeon, input_shape, device, fp_id
-        self.not_before = not_before
+        self.surgeon, self.input_shape, self.device = surgeon, input_shape, device
+        self.fp_id: str | None = dense.get("fingerprint_id")
+        self.not_before = dense_measured_at(dense)
         try:
             data = json.loads(self.path.read_text()) if self.path.is_file() else {}
         except json.JSONDecodeError:
             data = {}
-        self.cache: dict[str, float] = data.get("latency_ms", {}) if data.get("fingerprint_id") == fp_id else {}
+        self.cache: dict[str, float] = data.get("latency_ms", {}) if data.get("fingerprint_id") == self.fp_id else {}
 
     def measure_bytes(self, onnx_bytes: bytes) -> float:
         from hwprofiler import measure_onnx
@@ -124,7 +127,7 @@ def export_run(run_dir: str | Path, budget: str, out: str | Path, *, trial: str 
     from hilprune.train import evaluate, recalibrate_bn
     from hilprune.train.bn_recalib import BN_BATCH_SIZE
 
-    from .runner import dense_measured_at, read_dense
+    from .runner import read_dense
 
     torch.set_num_threads(1)
     run_dir = Path(run_dir)
@@ -147,7 +150,7 @@ def export_run(run_dir: str | Path, budget: str, out: str | Path, *, trial: str 
     data = load_dataset(job.dataset, job.data_dir, job.val_size)
     dense_model = spec.build()
     surgeon = Surgeon(dense_model, spec.input_shape, spec.identity(), importance=job.importance)
-    live = LiveLatency(run_dir, surgeon, spec.input_shape, job.device, dense.get("fingerprint_id"), dense_measured_at(dense))
+    live = LiveLatency(run_dir, surgeon, spec.input_shape, job.device, dense)
 
     def policy_of(r: TrialRecord) -> Policy:
         if not r.policy:

@@ -108,6 +108,9 @@ def weights_id(checkpoint: str | None) -> str:
     return "sha256:" + hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
 
 
+CREATED_FORMAT = "%Y-%m-%dT%H:%M:%S"  # dense.json's "created" (local time)
+
+
 def dense_reference(job: Job, evaluator: Any) -> dict[str, Any]:
     """dense.json: the dense model's numbers and each budget in ms, fixed at the job's first run.
 
@@ -142,7 +145,7 @@ def dense_reference(job: Job, evaluator: Any) -> dict[str, Any]:
             "latency_source": job.latency_source, "groups": names,
             "fingerprint": fp, "fingerprint_id": fp_id, "budgets_ms": {},
             "split": "val", "val_size": job.val_size, "weights": weights,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "created": time.strftime(CREATED_FORMAT),
             "measured_at": getattr(getattr(evaluator, "latency", None), "measured_since", None) or time.time(),
         }
     budgets = dict(dense.get("budgets_ms") or {})
@@ -162,7 +165,7 @@ def dense_measured_at(dense: dict[str, Any]) -> float | None:
     if dense.get("measured_at") is not None:
         return float(dense["measured_at"])
     try:
-        return time.mktime(time.strptime(str(dense["created"]), "%Y-%m-%dT%H:%M:%S"))
+        return time.mktime(time.strptime(str(dense["created"]), CREATED_FORMAT))
     except (KeyError, ValueError):
         return None
 

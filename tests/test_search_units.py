@@ -194,11 +194,11 @@ def test_demo_falls_back_to_a_reachable_budget(tmp_path: Path, monkeypatch: pyte
 
 def test_dense_measured_at_reads_the_time_or_the_creation_date():
     """Live checks of a job's policies refresh cached times older than its dense reference."""
-    import time as _time
+    import time
 
-    from search.runner import dense_measured_at
+    from search.runner import CREATED_FORMAT, dense_measured_at
 
     assert dense_measured_at({"measured_at": 123.5, "created": "2026-01-01T00:00:00"}) == 123.5
     created = "2026-11-22T10:11:12"
-    assert dense_measured_at({"created": created}) == _time.mktime(_time.strptime(created, "%Y-%m-%dT%H:%M:%S"))
+    assert dense_measured_at({"created": created}) == time.mktime(time.strptime(created, CREATED_FORMAT))
     assert dense_measured_at({}) is None and dense_measured_at({"created": "yesterday"}) is None
