@@ -13,6 +13,7 @@ at the episodes that finished at the current step (`EpisodeCallback`) and does o
 
 Compose them with SB3's `CallbackList` (recording first: the others read its count).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,11 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -82,9 +84,16 @@ def episode_result(info: Mapping[str, Any], evaluator: Any = None) -> Any:
         pol = Policy.from_dict(dict(pol))
     if not hasattr(pol, "requested"):
         raise ValueError("the episode's info holds no policy (expected 'policy' or 'result' at the last step)")
-    return SimpleNamespace(policy=pol, accuracy=float(info["accuracy"]), latency_ms=float(info["latency_ms"]),
-                           lut_latency_ms=info.get("lut_latency_ms"), live_latency_ms=info.get("live_latency_ms"),
-                           macs=info.get("macs"), params=info.get("params"), cached=bool(info.get("cached", False)))
+    return SimpleNamespace(
+        policy=pol,
+        accuracy=float(info["accuracy"]),
+        latency_ms=float(info["latency_ms"]),
+        lut_latency_ms=info.get("lut_latency_ms"),
+        live_latency_ms=info.get("live_latency_ms"),
+        macs=info.get("macs"),
+        params=info.get("params"),
+        cached=bool(info.get("cached", False)),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,8 +136,16 @@ class RecordTrialsCallback(EpisodeCallback):
     :param evaluator: the shared in-process evaluator (None for envs in other processes)
     """
 
-    def __init__(self, ctx: Any, agent_name: str, quota: int, budget_ms: float | None = None, evaluator: Any = None,
-                 extra_attrs: Mapping[str, Any] | None = None, verbose: int = 0) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        agent_name: str,
+        quota: int,
+        budget_ms: float | None = None,
+        evaluator: Any = None,
+        extra_attrs: Mapping[str, Any] | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(verbose)
         self.ctx = ctx
         self.agent_name = agent_name
@@ -154,12 +171,19 @@ class RecordTrialsCallback(EpisodeCallback):
         result = episode_result(info, self.evaluator)
         budget = info.get("budget_ms", self.budget_ms)
         reward = (info.get("episode") or {}).get("r", info.get("reward"))  # Monitor's episode return
-        attrs = dict(self.extra_attrs) | {"episode": self.recorded, "env_index": int(env_index),
-                                          "num_timesteps": int(self.num_timesteps), "deterministic": False}
+        attrs = dict(self.extra_attrs) | {
+            "episode": self.recorded,
+            "env_index": int(env_index),
+            "num_timesteps": int(self.num_timesteps),
+            "deterministic": False,
+        }
         number = self.ctx.record(self.agent_name, result, reward=_num(reward), budget_ms=_num(budget), extra_attrs=attrs)
         lat = float(result.latency_ms)
-        self.episodes.append(EpisodeRecord(int(number), float(result.accuracy), lat, _num(reward),
-                                           budget is None or lat <= float(budget) * (1 + 1e-9)))
+        self.episodes.append(
+            EpisodeRecord(
+                int(number), float(result.accuracy), lat, _num(reward), budget is None or lat <= float(budget) * (1 + 1e-9)
+            )
+        )
         self.recorded += 1
         return not self.full
 
@@ -172,8 +196,16 @@ class CheckpointCallback(EpisodeCallback):
     The newest `keep` sets are kept.
     """
 
-    def __init__(self, save_dir: str | Path, recorder: RecordTrialsCallback, every: int = 20, keep: int = 2,
-                 episodes_before: int = 0, save_replay_buffer: bool = True, verbose: int = 0) -> None:
+    def __init__(
+        self,
+        save_dir: str | Path,
+        recorder: RecordTrialsCallback,
+        every: int = 20,
+        keep: int = 2,
+        episodes_before: int = 0,
+        save_replay_buffer: bool = True,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(verbose)
         self.save_dir = Path(save_dir)
         self.recorder = recorder
@@ -199,14 +231,23 @@ class CheckpointCallback(EpisodeCallback):
         stem = f"{total:07d}"
         model_path = self.save_dir / f"model_{stem}.zip"
         _atomic(lambda p: self.model.save(p), model_path)
-        entry: dict[str, Any] = {"episodes": total, "num_timesteps": int(self.model.num_timesteps), "model": model_path.name,
-                                 "algo": type(self.model).__name__.lower(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        entry: dict[str, Any] = {
+            "episodes": total,
+            "num_timesteps": int(self.model.num_timesteps),
+            "model": model_path.name,
+            "algo": type(self.model).__name__.lower(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         venv = self.model.get_vec_normalize_env()
         if venv is not None:
             vn_path = self.save_dir / f"vecnormalize_{stem}.pkl"
             _atomic(venv.save, vn_path)
             entry["vecnormalize"] = vn_path.name
-        if self.save_replay_buffer and hasattr(self.model, "save_replay_buffer") and getattr(self.model, "replay_buffer", None) is not None:
+        if (
+            self.save_replay_buffer
+            and hasattr(self.model, "save_replay_buffer")
+            and getattr(self.model, "replay_buffer", None) is not None
+        ):
             rb_path = self.save_dir / f"replay_{stem}.pkl"
             _atomic(self.model.save_replay_buffer, rb_path)
             entry["replay_buffer"] = rb_path.name
@@ -219,7 +260,7 @@ class CheckpointCallback(EpisodeCallback):
 
     def _prune(self) -> None:
         stems = sorted({p.stem.split("_")[-1] for p in self.save_dir.glob("model_*.zip")})
-        for stem in stems[:-self.keep]:
+        for stem in stems[: -self.keep]:
             for pat in (f"model_{stem}.zip", f"vecnormalize_{stem}.pkl", f"replay_{stem}.pkl"):
                 try:
                     (self.save_dir / pat).unlink()
@@ -237,7 +278,7 @@ class TensorBoardCallback(EpisodeCallback):
         self.best = -math.inf
 
     def _on_step(self) -> bool:
-        new = self.recorder.episodes[self._seen:]
+        new = self.recorder.episodes[self._seen :]
         self._seen = len(self.recorder.episodes)
         for ep in new:
             self.logger.record_mean("hil/accuracy", ep.accuracy)
@@ -320,6 +361,14 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-__all__ = ["CheckpointCallback", "EpisodeCallback", "EpisodeRecord", "NoiseDecayCallback", "RecordTrialsCallback",
-           "TensorBoardCallback",
-           "episode_ratios", "episode_result", "find_checkpoint"]
+__all__ = [
+    "CheckpointCallback",
+    "EpisodeCallback",
+    "EpisodeRecord",
+    "NoiseDecayCallback",
+    "RecordTrialsCallback",
+    "TensorBoardCallback",
+    "episode_ratios",
+    "episode_result",
+    "find_checkpoint",
+]

@@ -30,6 +30,7 @@ Checkpoints: every `checkpoint_every` recorded episodes and at the end, into
 A later `run` on the same job resumes from the newest one. TensorBoard logs go to
 `<out>/agents/<name>/tb` (`tensorboard --logdir ...`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,13 +38,20 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .callbacks import (CheckpointCallback, NoiseDecayCallback, RecordTrialsCallback, TensorBoardCallback,
-                        episode_result, find_checkpoint)
+from .callbacks import (
+    CheckpointCallback,
+    NoiseDecayCallback,
+    RecordTrialsCallback,
+    TensorBoardCallback,
+    episode_result,
+    find_checkpoint,
+)
 
 if TYPE_CHECKING:
     from search.context import SearchContext
@@ -87,8 +95,9 @@ class QuotaEvaluator:
 
         policy = self._ev.policy(ratios)
         lat = float(self._ev.predict_latency(policy.requested()))
-        return EvalResult(policy=policy, accuracy=0.0, latency_ms=lat, lut_latency_ms=lat, live_latency_ms=None,
-                          macs=0, params=0, cached=True)
+        return EvalResult(
+            policy=policy, accuracy=0.0, latency_ms=lat, lut_latency_ms=lat, live_latency_ms=None, macs=0, params=0, cached=True
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,8 +113,15 @@ def _make_env(evaluator: Any, budget_ms: float, reward: str, grid_step: float, e
 
     import envs  # noqa: F401  (registers the ids)
 
-    env = gym.make(envs.LAYER_PRUNE_ID, evaluator=evaluator, budget=_budget_arg(budget_ms), reward=reward,
-                   grid_step=grid_step, disable_env_checker=True, **dict(env_kwargs))
+    env = gym.make(
+        envs.LAYER_PRUNE_ID,
+        evaluator=evaluator,
+        budget=_budget_arg(budget_ms),
+        reward=reward,
+        grid_step=grid_step,
+        disable_env_checker=True,
+        **dict(env_kwargs),
+    )
     return Monitor(env)
 
 
@@ -143,14 +159,34 @@ class PPOAgent:
     supports_workers = False
     default_algo = "ppo"
 
-    def __init__(self, algo: str | None = None, n_envs: int | None = None, vec_env: str = "dummy", reward: str | None = None,
-                 episodes_per_rollout: int = 2, batch_episodes: int = 2, n_epochs: int = 10, learning_rate: float | None = None,
-                 gamma: float = 1.0, gae_lambda: float = 0.95, ent_coef: float = 0.01, clip_range: float = 0.2,
-                 net_arch: Sequence[int] = (64, 64), log_std_init: float = -0.7, warmup_episodes: int | None = None,
-                 noise_sigma: float = 0.5, noise_decay: float = 0.95, checkpoint_every: int = 20, keep_checkpoints: int = 2,
-                 tensorboard: bool = True, resume: bool = True, deterministic_eval: bool = True,
-                 algo_kwargs: Mapping[str, Any] | None = None, env_kwargs: Mapping[str, Any] | None = None,
-                 verbose: int = 0) -> None:
+    def __init__(
+        self,
+        algo: str | None = None,
+        n_envs: int | None = None,
+        vec_env: str = "dummy",
+        reward: str | None = None,
+        episodes_per_rollout: int = 2,
+        batch_episodes: int = 2,
+        n_epochs: int = 10,
+        learning_rate: float | None = None,
+        gamma: float = 1.0,
+        gae_lambda: float = 0.95,
+        ent_coef: float = 0.01,
+        clip_range: float = 0.2,
+        net_arch: Sequence[int] = (64, 64),
+        log_std_init: float = -0.7,
+        warmup_episodes: int | None = None,
+        noise_sigma: float = 0.5,
+        noise_decay: float = 0.95,
+        checkpoint_every: int = 20,
+        keep_checkpoints: int = 2,
+        tensorboard: bool = True,
+        resume: bool = True,
+        deterministic_eval: bool = True,
+        algo_kwargs: Mapping[str, Any] | None = None,
+        env_kwargs: Mapping[str, Any] | None = None,
+        verbose: int = 0,
+    ) -> None:
         from hilprune.errors import HilpruneError
 
         self.algo = (algo or self.default_algo).lower()
@@ -186,7 +222,7 @@ class PPOAgent:
         self.model: Any = None
 
     # -- paths and settings ------------------------------------------------------------------------
-    def save_dir(self, ctx: "SearchContext") -> Path:
+    def save_dir(self, ctx: SearchContext) -> Path:
         return Path(ctx.out_dir) / "agents" / self.name
 
     def _n_envs(self, n_budgets: int) -> int:
@@ -196,7 +232,7 @@ class PPOAgent:
             n += n_budgets - n % n_budgets  # every budget gets the same number of envs
         return n
 
-    def _reward_name(self, ctx: "SearchContext") -> str:
+    def _reward_name(self, ctx: SearchContext) -> str:
         return self.reward or getattr(ctx, "reward_name", None) or "constrained"
 
     def hyperparameters(self, n_groups: int, n_envs: int, quota: int) -> dict[str, Any]:
@@ -205,21 +241,36 @@ class PPOAgent:
         if self.algo == "ppo":
             n_steps = L * self.episodes_per_rollout
             batch = max(2, min(n_steps * n_envs, L * self.batch_episodes))
-            kw: dict[str, Any] = dict(n_steps=n_steps, batch_size=batch, n_epochs=self.n_epochs, gamma=self.gamma,
-                                      gae_lambda=self.gae_lambda, ent_coef=self.ent_coef, clip_range=self.clip_range,
-                                      learning_rate=self.learning_rate or 3e-4,
-                                      policy_kwargs=dict(net_arch=list(self.net_arch), log_std_init=self.log_std_init))
+            kw: dict[str, Any] = dict(
+                n_steps=n_steps,
+                batch_size=batch,
+                n_epochs=self.n_epochs,
+                gamma=self.gamma,
+                gae_lambda=self.gae_lambda,
+                ent_coef=self.ent_coef,
+                clip_range=self.clip_range,
+                learning_rate=self.learning_rate or 3e-4,
+                policy_kwargs=dict(net_arch=list(self.net_arch), log_std_init=self.log_std_init),
+            )
         else:
             warm = self.warmup_episodes if self.warmup_episodes is not None else min(100, max(1, quota // 5))
-            kw = dict(learning_rate=self.learning_rate or 1e-3, buffer_size=max(1000, 200 * L), learning_starts=int(warm) * L,
-                      # train after every L env steps (one episode per env, as AMC does), one gradient step per transition
-                      batch_size=64, tau=0.01, gamma=self.gamma, train_freq=(L, "step"), gradient_steps=-1,
-                      policy_kwargs=dict(net_arch=list(self.net_arch)))
+            kw = dict(
+                learning_rate=self.learning_rate or 1e-3,
+                buffer_size=max(1000, 200 * L),
+                learning_starts=int(warm) * L,
+                # train after every L env steps (one episode per env, as AMC does), one gradient step per transition
+                batch_size=64,
+                tau=0.01,
+                gamma=self.gamma,
+                train_freq=(L, "step"),
+                gradient_steps=-1,
+                policy_kwargs=dict(net_arch=list(self.net_arch)),
+            )
         kw.update(self.algo_kwargs)
         return kw
 
     # -- building ------------------------------------------------------------------------------------
-    def _venv(self, ctx: "SearchContext", evaluator: Any, budgets: list[float], n_envs: int) -> Any:
+    def _venv(self, ctx: SearchContext, evaluator: Any, budgets: list[float], n_envs: int) -> Any:
         from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
         reward = self._reward_name(ctx)
@@ -229,14 +280,18 @@ class PPOAgent:
                 from hilprune.errors import HilpruneError
 
                 raise HilpruneError("vec_env='subproc' needs the search job (run it through 'hilprune search')")
-            fns = [functools.partial(_make_subproc_env, job, budgets[i % len(budgets)], reward, ctx.grid_step, self.env_kwargs)
-                   for i in range(n_envs)]
+            fns = [
+                functools.partial(_make_subproc_env, job, budgets[i % len(budgets)], reward, ctx.grid_step, self.env_kwargs)
+                for i in range(n_envs)
+            ]
             return SubprocVecEnv(fns, start_method="forkserver")
-        fns = [functools.partial(_make_env, evaluator, budgets[i % len(budgets)], reward, ctx.grid_step, self.env_kwargs)
-               for i in range(n_envs)]
+        fns = [
+            functools.partial(_make_env, evaluator, budgets[i % len(budgets)], reward, ctx.grid_step, self.env_kwargs)
+            for i in range(n_envs)
+        ]
         return DummyVecEnv(fns)
 
-    def _new_model(self, venv: Any, ctx: "SearchContext", kw: dict[str, Any], tb: str | None) -> Any:
+    def _new_model(self, venv: Any, ctx: SearchContext, kw: dict[str, Any], tb: str | None) -> Any:
         cls = _algo_class(self.algo)
         if self.algo in ("ddpg", "td3") and "action_noise" not in kw:
             from stable_baselines3.common.noise import NormalActionNoise
@@ -246,7 +301,7 @@ class PPOAgent:
         return cls("MlpPolicy", venv, seed=int(ctx.seed), device="cpu", tensorboard_log=tb, verbose=self.verbose, **kw)
 
     # -- the search ----------------------------------------------------------------------------------
-    def run(self, ctx: "SearchContext", n_evals: int) -> None:
+    def run(self, ctx: SearchContext, n_evals: int) -> None:
         import torch
         from stable_baselines3.common.callbacks import CallbackList
         from stable_baselines3.common.vec_env import VecNormalize
@@ -268,12 +323,17 @@ class PPOAgent:
         raw = self._venv(ctx, quota_ev, budgets, n_envs)
         ckpt = find_checkpoint(save_dir) if self.resume else None
         if ckpt and ckpt.get("algo") not in (None, self.algo):
-            log.warning("%s: checkpoint %s is for %s, not %s; starting fresh", self.name, ckpt["model"], ckpt.get("algo"), self.algo)
+            log.warning(
+                "%s: checkpoint %s is for %s, not %s; starting fresh", self.name, ckpt["model"], ckpt.get("algo"), self.algo
+            )
             ckpt = None
         kw = self.hyperparameters(L, n_envs, quota)
         if ckpt:
-            venv = VecNormalize.load(ckpt["vecnormalize"], raw) if ckpt.get("vecnormalize") else \
-                VecNormalize(raw, norm_obs=True, norm_reward=False, gamma=self.gamma)
+            venv = (
+                VecNormalize.load(ckpt["vecnormalize"], raw)
+                if ckpt.get("vecnormalize")
+                else VecNormalize(raw, norm_obs=True, norm_reward=False, gamma=self.gamma)
+            )
             venv.training, venv.norm_reward = True, False
             model = _algo_class(self.algo).load(ckpt["model"], env=venv, device="cpu", tensorboard_log=tb)
             if ckpt.get("replay_buffer") and hasattr(model, "load_replay_buffer"):
@@ -288,10 +348,15 @@ class PPOAgent:
             model = self._new_model(venv, ctx, kw, tb)
             episodes_before = 0
         self.model = model
-        recorder = RecordTrialsCallback(ctx, self.name, quota, evaluator=None if self.vec_env == "subproc" else ev,
-                                        extra_attrs={"algo": self.algo})
-        callbacks: list[Any] = [recorder, CheckpointCallback(save_dir, recorder, every=self.checkpoint_every,
-                                                             keep=self.keep_checkpoints, episodes_before=episodes_before)]
+        recorder = RecordTrialsCallback(
+            ctx, self.name, quota, evaluator=None if self.vec_env == "subproc" else ev, extra_attrs={"algo": self.algo}
+        )
+        callbacks: list[Any] = [
+            recorder,
+            CheckpointCallback(
+                save_dir, recorder, every=self.checkpoint_every, keep=self.keep_checkpoints, episodes_before=episodes_before
+            ),
+        ]
         if self.tensorboard:
             callbacks.append(TensorBoardCallback(recorder))
         if self.algo in ("ddpg", "td3"):
@@ -302,8 +367,14 @@ class PPOAgent:
             if quota > 0:
                 steps = (quota + n_envs) * L + int(kw.get("n_steps", L)) * n_envs + int(kw.get("learning_starts", 0))
                 for _attempt in range(4):  # learn() again if episodes ran longer than expected; never hang
-                    model.learn(total_timesteps=steps, callback=CallbackList(callbacks), reset_num_timesteps=False,
-                                tb_log_name=self.name, log_interval=1, progress_bar=False)
+                    model.learn(
+                        total_timesteps=steps,
+                        callback=CallbackList(callbacks),
+                        reset_num_timesteps=False,
+                        tb_log_name=self.name,
+                        log_interval=1,
+                        progress_bar=False,
+                    )
                     if recorder.full:
                         break
                 if not recorder.full:
@@ -315,11 +386,17 @@ class PPOAgent:
         _write_json(save_dir / "summary.json", self.summary)
         for d in det:
             best = self.summary["best"].get(d["budget_label"])
-            log.info("%s: deterministic policy at %s: accuracy %.4f, %.4g ms (trial %d); best found: %s", self.name,
-                     d["budget_label"], d["accuracy"], d["latency_ms"], d["trial"],
-                     f"accuracy {best['accuracy']:.4f}, {best['latency_ms']:.4g} ms (trial {best['trial']})" if best else "none")
+            log.info(
+                "%s: deterministic policy at %s: accuracy %.4f, %.4g ms (trial %d); best found: %s",
+                self.name,
+                d["budget_label"],
+                d["accuracy"],
+                d["latency_ms"],
+                d["trial"],
+                f"accuracy {best['accuracy']:.4f}, {best['latency_ms']:.4g} ms (trial {best['trial']})" if best else "none",
+            )
 
-    def _deterministic(self, ctx: "SearchContext", model: Any, venv: Any, budgets: list[float]) -> list[dict[str, Any]]:
+    def _deterministic(self, ctx: SearchContext, model: Any, venv: Any, budgets: list[float]) -> list[dict[str, Any]]:
         """One episode per budget with the trained policy's mean action; each recorded as a trial."""
         from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -345,15 +422,29 @@ class PPOAgent:
                 continue
             result = episode_result(info, ev)
             reward = (info.get("episode") or {}).get("r")
-            number = ctx.record(self.name, result, reward=None if reward is None else float(reward), budget_ms=b,
-                                extra_attrs={"deterministic": True, "algo": self.algo})
-            out.append({"trial": int(number), "budget_ms": b, "budget_label": labels.get(b, f"{b:.4g}ms"),
-                        "accuracy": float(result.accuracy), "latency_ms": float(result.latency_ms),
-                        "within_budget": bool(result.latency_ms <= b * (1 + 1e-9)), "ratios": result.policy.requested()})
+            number = ctx.record(
+                self.name,
+                result,
+                reward=None if reward is None else float(reward),
+                budget_ms=b,
+                extra_attrs={"deterministic": True, "algo": self.algo},
+            )
+            out.append(
+                {
+                    "trial": int(number),
+                    "budget_ms": b,
+                    "budget_label": labels.get(b, f"{b:.4g}ms"),
+                    "accuracy": float(result.accuracy),
+                    "latency_ms": float(result.latency_ms),
+                    "within_budget": bool(result.latency_ms <= b * (1 + 1e-9)),
+                    "ratios": result.policy.requested(),
+                }
+            )
         return out
 
-    def _summarize(self, ctx: "SearchContext", recorder: RecordTrialsCallback, det: list[dict[str, Any]],
-                   wall_s: float) -> dict[str, Any]:
+    def _summarize(
+        self, ctx: SearchContext, recorder: RecordTrialsCallback, det: list[dict[str, Any]], wall_s: float
+    ) -> dict[str, Any]:
         labels = dict(zip(ctx.budgets_ms, getattr(ctx, "budget_labels", []) or []))
         best: dict[str, Any] = {}
         records = ctx.records(self.name)
@@ -361,11 +452,22 @@ class PPOAgent:
             ok = [r for r in records if r.latency_ms <= b * (1 + 1e-9)]
             if ok:
                 r = max(ok, key=lambda r: r.accuracy)
-                best[labels.get(b, f"{b:.4g}ms")] = {"trial": r.number, "accuracy": r.accuracy, "latency_ms": r.latency_ms,
-                                                    "budget_ms": b}
-        return {"agent": self.name, "algo": self.algo, "episodes_recorded": recorder.recorded, "trials": len(records),
-                "deterministic": det, "best": best, "wall_s": wall_s,
-                "checkpoint": (find_checkpoint(self.save_dir(ctx)) or {}).get("model")}
+                best[labels.get(b, f"{b:.4g}ms")] = {
+                    "trial": r.number,
+                    "accuracy": r.accuracy,
+                    "latency_ms": r.latency_ms,
+                    "budget_ms": b,
+                }
+        return {
+            "agent": self.name,
+            "algo": self.algo,
+            "episodes_recorded": recorder.recorded,
+            "trials": len(records),
+            "deterministic": det,
+            "best": best,
+            "wall_s": wall_s,
+            "checkpoint": (find_checkpoint(self.save_dir(ctx)) or {}).get("model"),
+        }
 
 
 class SACAgent(PPOAgent):

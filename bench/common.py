@@ -1,4 +1,5 @@
 """Shared by the bench scripts: the machine description and writing one section of docs/benchmarks.md."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,14 @@ def machine() -> dict[str, Any]:
             versions[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - a missing optional package is just not listed
             pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions,
-            "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(shlex.quote(a) for a in sys.argv)}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+    }
 
 
 def preset(ap: Any, args: Any, **values: Any) -> None:
@@ -46,14 +53,20 @@ def preset(ap: Any, args: Any, **values: Any) -> None:
 
 def header(info: dict[str, Any]) -> str:
     v = ", ".join(f"{k} {val}" for k, val in info["versions"].items())
-    return (f"Command: `{info['command']}`  \nMachine: {info['cpu']}, {info['cores']} cores; Python {info['python']}; {v}  \n"
-            f"Date: {info['date']}\n")
+    return (
+        f"Command: `{info['command']}`  \nMachine: {info['cpu']}, {info['cores']} cores; Python {info['python']}; {v}  \n"
+        f"Date: {info['date']}\n"
+    )
 
 
 def write_section(name: str, markdown: str) -> None:
     """Replace (or append) the section between `<!-- name:start -->` and `<!-- name:end -->`."""
     BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n\nEvery number here comes from a script in `bench/`; each section shows its command, machine and date.\n"
+    text = (
+        BENCHMARKS_MD.read_text()
+        if BENCHMARKS_MD.exists()
+        else "# Benchmarks\n\nEvery number here comes from a script in `bench/`; each section shows its command, machine and date.\n"
+    )
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{markdown.rstrip()}\n{end}"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)

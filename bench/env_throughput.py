@@ -15,6 +15,7 @@ speed does not depend on the weights, accuracies do.
 Writes bench/results/env_throughput.json and the `env_throughput` section of docs/benchmarks.md
 (`--no-doc` skips the markdown).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,15 @@ def run_one(model: str, source: str, args: argparse.Namespace) -> dict:
 
     dataset = "digits" if model == "digits-cnn" else args.dataset  # an 8x8 model
     t0 = time.perf_counter()
-    ev = PolicyEvaluator(model, dataset=dataset, device=args.device, latency_source=source, val_size=args.val_size,
-                         seed=args.seed, bn_batch_size=args.bn_batch_size)
+    ev = PolicyEvaluator(
+        model,
+        dataset=dataset,
+        device=args.device,
+        latency_source=source,
+        val_size=args.val_size,
+        seed=args.seed,
+        bn_batch_size=args.bn_batch_size,
+    )
     setup_s = time.perf_counter() - t0
     lut_at_start = len(ev.lut)
     env = gym.make("hilprune/LayerPrune-v0", evaluator=ev, budget=args.budget, reward="constrained")
@@ -72,18 +80,36 @@ def run_one(model: str, source: str, args: argparse.Namespace) -> dict:
     env.close()
     weights = "checkpoint" if ev.spec.checkpoint else "random weights"
     row = {
-        "model": model, "dataset": dataset, "source": source, "device": args.device, "groups": ev.n_groups,
-        "episodes": len(walls), "episodes_per_s": len(walls) / total if total else float("nan"),
-        "mean_episode_s": total / max(1, len(walls)), "mean_episode_cpu_s": sum(cpus) / max(1, len(cpus)),
-        "episodes_per_cpu_s": len(cpus) / sum(cpus) if sum(cpus) else float("nan"), "median_episode_s": float(np.median(walls)) if walls else float("nan"),
+        "model": model,
+        "dataset": dataset,
+        "source": source,
+        "device": args.device,
+        "groups": ev.n_groups,
+        "episodes": len(walls),
+        "episodes_per_s": len(walls) / total if total else float("nan"),
+        "mean_episode_s": total / max(1, len(walls)),
+        "mean_episode_cpu_s": sum(cpus) / max(1, len(cpus)),
+        "episodes_per_cpu_s": len(cpus) / sum(cpus) if sum(cpus) else float("nan"),
+        "median_episode_s": float(np.median(walls)) if walls else float("nan"),
         "phase_share": {k: (v / total if total else 0.0) for k, v in totals.items()},
         "phase_s_per_episode": {k: v / max(1, len(walls)) for k, v in totals.items()},
-        "setup_s": setup_s, "weights": weights, "eval_backend": ev.eval_backend, "kernel_map": ev.kmap_ok,
-        "dense_accuracy": ev.dense_accuracy, "dense_latency_ms": ev.dense_latency_ms, "budget_ms": env.unwrapped.budget_ms,
-        "mean_accuracy": float(np.mean(accs)) if accs else float("nan"), "within_budget_lut": within, "cache_hits": cached,
-        "live_measurements": ev.n_live, "lut_kernels_measured": ev.lut.measured - measured_before,
-        "lut_entries_at_start": lut_at_start, "lut_path": str(ev.lut.path),
-        "val_size": ev.val_size, "bn_images": ev.bn_batches * ev.bn_batch_size, "backend_timing": ev.backend_timing,
+        "setup_s": setup_s,
+        "weights": weights,
+        "eval_backend": ev.eval_backend,
+        "kernel_map": ev.kmap_ok,
+        "dense_accuracy": ev.dense_accuracy,
+        "dense_latency_ms": ev.dense_latency_ms,
+        "budget_ms": env.unwrapped.budget_ms,
+        "mean_accuracy": float(np.mean(accs)) if accs else float("nan"),
+        "within_budget_lut": within,
+        "cache_hits": cached,
+        "live_measurements": ev.n_live,
+        "lut_kernels_measured": ev.lut.measured - measured_before,
+        "lut_entries_at_start": lut_at_start,
+        "lut_path": str(ev.lut.path),
+        "val_size": ev.val_size,
+        "bn_images": ev.bn_batches * ev.bn_batch_size,
+        "backend_timing": ev.backend_timing,
     }
     return row
 
@@ -91,22 +117,30 @@ def run_one(model: str, source: str, args: argparse.Namespace) -> dict:
 def markdown(rows: list[dict], info: dict, args: argparse.Namespace) -> str:
     from bench.common import header
 
-    lines = [f"## Environment throughput (`hilprune/LayerPrune-v0`, {args.dataset}, up to {args.val_size} val images)\n", header(info),
-             f"Random actions, reward `constrained`, budget {args.budget} of the dense latency, device `{args.device}`; "
-             f"{args.warmup} warm-up episode(s) not timed; BN recalibration on {rows[0]['bn_images'] if rows else '?'} train images. "
-             "CPU s/episode is this process's CPU time (what an idle core would take; wall time includes waiting for a busy CPU). "
-             "Shares are of the whole episode; `env` is the per-step work (LUT predictions for observations and clipping, "
-             f"LUT misses measured on the device included). {'Cold LUT (empty at start).' if args.fresh_lut else 'LUT as found in the cache.'}\n",
-             "| model | data (val images) | weights | source | eval on | episodes | episodes/s | s/episode | CPU s/episode | surgery | BN | export | eval | latency | env | LUT entries at start | LUT kernels measured | live runs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## Environment throughput (`hilprune/LayerPrune-v0`, {args.dataset}, up to {args.val_size} val images)\n",
+        header(info),
+        f"Random actions, reward `constrained`, budget {args.budget} of the dense latency, device `{args.device}`; "
+        f"{args.warmup} warm-up episode(s) not timed; BN recalibration on {rows[0]['bn_images'] if rows else '?'} train images. "
+        "CPU s/episode is this process's CPU time (what an idle core would take; wall time includes waiting for a busy CPU). "
+        "Shares are of the whole episode; `env` is the per-step work (LUT predictions for observations and clipping, "
+        f"LUT misses measured on the device included). {'Cold LUT (empty at start).' if args.fresh_lut else 'LUT as found in the cache.'}\n",
+        "| model | data (val images) | weights | source | eval on | episodes | episodes/s | s/episode | CPU s/episode | surgery | BN | export | eval | latency | env | LUT entries at start | LUT kernels measured | live runs |",  # noqa: E501
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         s = r["phase_share"]
-        lines.append(f"| {r['model']} | {r['dataset']} ({r['val_size']}) | {r['weights']} | {r['source']} | {r['eval_backend']} | {r['episodes']} | {r['episodes_per_s']:.2f} | "
-                     f"{r['mean_episode_s']:.3f} | {r['mean_episode_cpu_s']:.3f} | " + " | ".join(f"{100 * s[k]:.0f}%" for k in PHASES) +
-                     f" | {r['lut_entries_at_start']} | {r['lut_kernels_measured']} | {r['live_measurements']} |")
-    lines.append("\n`eval on`: torch, or onnxruntime on the exported pruned graph (its export is the `export` phase); "
-                 "the evaluator picks the faster by CPU time at construction, so near-ties can go either way. "
-                 "Wall times depend on the machine's load; CPU s/episode much less.")
+        lines.append(
+            f"| {r['model']} | {r['dataset']} ({r['val_size']}) | {r['weights']} | {r['source']} | {r['eval_backend']} | {r['episodes']} | {r['episodes_per_s']:.2f} | "  # noqa: E501
+            f"{r['mean_episode_s']:.3f} | {r['mean_episode_cpu_s']:.3f} | "
+            + " | ".join(f"{100 * s[k]:.0f}%" for k in PHASES)
+            + f" | {r['lut_entries_at_start']} | {r['lut_kernels_measured']} | {r['live_measurements']} |"
+        )
+    lines.append(
+        "\n`eval on`: torch, or onnxruntime on the exported pruned graph (its export is the `export` phase); "
+        "the evaluator picks the faster by CPU time at construction, so near-ties can go either way. "
+        "Wall times depend on the machine's load; CPU s/episode much less."
+    )
     return "\n".join(lines)
 
 
@@ -125,12 +159,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="resnet20 only, 8 timed episodes per source")
     ap.add_argument("--fresh-lut", action="store_true", help="time with an empty LUT and measurement cache (cold start)")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
-    ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/env_throughput.json")
+    ap.add_argument(
+        "--markdown-only", action="store_true", help="rewrite the docs section from bench/results/env_throughput.json"
+    )
     args = ap.parse_args()
     if args.markdown_only:
         from bench.common import rewrite_section
 
-        rewrite_section("env_throughput", lambda saved: markdown(saved["rows"], saved["machine"], argparse.Namespace(**saved["args"])))
+        rewrite_section(
+            "env_throughput", lambda saved: markdown(saved["rows"], saved["machine"], argparse.Namespace(**saved["args"]))
+        )
         return
     if args.quick:
         args.models, args.episodes = "resnet20", 8
@@ -148,13 +186,19 @@ def main() -> None:
             row = run_one(model.strip(), source.strip(), args)
             rows.append(row)
             s = row["phase_share"]
-            print(f"{row['model']:<10} {row['source']:<6} ({row['weights']}, eval {row['eval_backend']}): "
-                  f"{row['episodes_per_s']:.2f} episodes/s, {row['mean_episode_s']:.3f} s/episode ({row['mean_episode_cpu_s']:.3f} CPU s) | "
-                  + " ".join(f"{k} {100 * s[k]:.0f}%" for k in PHASES)
-                  + f" | LUT kernels measured {row['lut_kernels_measured']}, live runs {row['live_measurements']}", flush=True)
+            print(
+                f"{row['model']:<10} {row['source']:<6} ({row['weights']}, eval {row['eval_backend']}): "
+                f"{row['episodes_per_s']:.2f} episodes/s, {row['mean_episode_s']:.3f} s/episode ({row['mean_episode_cpu_s']:.3f} CPU s) | "
+                + " ".join(f"{k} {100 * s[k]:.0f}%" for k in PHASES)
+                + f" | LUT kernels measured {row['lut_kernels_measured']}, live runs {row['live_measurements']}",
+                flush=True,
+            )
             if row["weights"] != "checkpoint":
-                print(f"  note: no shipped {row['dataset']} checkpoint for {row['model']}: random weights "
-                      "(throughput is representative, accuracies are not)", flush=True)
+                print(
+                    f"  note: no shipped {row['dataset']} checkpoint for {row['model']}: random weights "
+                    "(throughput is representative, accuracies are not)",
+                    flush=True,
+                )
     path = write_json("env_throughput", {"machine": info, "args": vars(args), "rows": rows})
     print(f"wrote {path}")
     if not args.no_doc:

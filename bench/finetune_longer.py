@@ -17,6 +17,7 @@ again (an interrupted run resumes).
 Writes bench/results/<results-name>.json and the `<results-name>` section of docs/benchmarks.md
 (`finetune_longer` by default).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,43 +50,67 @@ def export_one(row: dict[str, Any], epochs: float, out_root: Path) -> dict[str, 
 
     t0 = time.perf_counter()
     out = out_root / f"{row['model']}-b{row['budget']:g}-s{row['seed']}-{row['agent']}-e{epochs:g}"
-    res = export_run(row["run_dir"], f"{row['budget']:g}", out, trial=f"{row['agent']}:{row['trial']}",
-                     finetune_epochs=epochs, progress=False)
-    return {"model": row["model"], "budget": row["budget"], "seed": row["seed"], "agent": row["agent"], "trial": row["trial"],
-            "run_dir": row["run_dir"],
-            "epochs": epochs, "val_accuracy": row["val_accuracy"], "test_accuracy_short": row["test_accuracy_finetuned"],
-            "short_epochs": row.get("finetune_epochs"), "test_accuracy": res["test_accuracy"],
-            "test_accuracy_before_finetune": res["test_accuracy_before_finetune"], "dense_test_accuracy": res["dense_test_accuracy"],
-            "latency_ms": res["latency_ms"], "dense_latency_ms": res["dense_latency_ms"], "budget_ms": row["budget_ms"],
-            "wall_s": time.perf_counter() - t0, "out": str(out)}
+    res = export_run(
+        row["run_dir"], f"{row['budget']:g}", out, trial=f"{row['agent']}:{row['trial']}", finetune_epochs=epochs, progress=False
+    )
+    return {
+        "model": row["model"],
+        "budget": row["budget"],
+        "seed": row["seed"],
+        "agent": row["agent"],
+        "trial": row["trial"],
+        "run_dir": row["run_dir"],
+        "epochs": epochs,
+        "val_accuracy": row["val_accuracy"],
+        "test_accuracy_short": row["test_accuracy_finetuned"],
+        "short_epochs": row.get("finetune_epochs"),
+        "test_accuracy": res["test_accuracy"],
+        "test_accuracy_before_finetune": res["test_accuracy_before_finetune"],
+        "dense_test_accuracy": res["dense_test_accuracy"],
+        "latency_ms": res["latency_ms"],
+        "dense_latency_ms": res["dense_latency_ms"],
+        "budget_ms": row["budget_ms"],
+        "wall_s": time.perf_counter() - t0,
+        "out": str(out),
+    }
 
 
 def markdown(res: dict[str, Any]) -> str:
     from bench.common import header, mean_std
 
     a = res["args"]
-    lines = [f"## Longer fine-tuning of the searched picks ({a['model']} at {a['budget']}, Fashion-MNIST)\n", header(res["machine"]),
-             f"The picks of `compare_agents` (`{a.get('rows') or 'bench/results/compare_agents.json'}`, seeds {a.get('seeds', a.get('seed'))}; "
-             f"the same trial of the same job) exported with {a['epochs']:g} epochs "
-             "of fine-tuning by `hilprune export`'s code (lr 0.01, cosine, the job's seed), test split. The issue's target: within "
-             "0.3 point of the dense model's test accuracy at resnet20@0.5.\n",
-             "| agent | seed | trial | val acc % (no FT) | test % before FT | test % after the short FT (epochs) | test % after "
-             f"{a['epochs']:g} epochs | Δ dense | live ms (job's budget) | wall min |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## Longer fine-tuning of the searched picks ({a['model']} at {a['budget']}, Fashion-MNIST)\n",
+        header(res["machine"]),
+        f"The picks of `compare_agents` (`{a.get('rows') or 'bench/results/compare_agents.json'}`, seeds {a.get('seeds', a.get('seed'))}; "
+        f"the same trial of the same job) exported with {a['epochs']:g} epochs "
+        "of fine-tuning by `hilprune export`'s code (lr 0.01, cosine, the job's seed), test split. The issue's target: within "
+        "0.3 point of the dense model's test accuracy at resnet20@0.5.\n",
+        "| agent | seed | trial | val acc % (no FT) | test % before FT | test % after the short FT (epochs) | test % after "
+        f"{a['epochs']:g} epochs | Δ dense | live ms (job's budget) | wall min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res["rows"]:
         d = 100 * (r["test_accuracy"] - r["dense_test_accuracy"])
-        lines.append(f"| {r['agent']} | {r['seed']} | {r['trial']} | {100 * r['val_accuracy']:.2f} | {100 * r['test_accuracy_before_finetune']:.2f} | "
-                     f"{100 * r['test_accuracy_short']:.2f} ({r['short_epochs']:g}) | **{100 * r['test_accuracy']:.2f}** | {d:+.2f} | "
-                     f"{r['latency_ms']:.3f} ({r['budget_ms']:.3f}) | {r['wall_s'] / 60:.1f} |")
+        lines.append(
+            f"| {r['agent']} | {r['seed']} | {r['trial']} | {100 * r['val_accuracy']:.2f} | {100 * r['test_accuracy_before_finetune']:.2f} | "
+            f"{100 * r['test_accuracy_short']:.2f} ({r['short_epochs']:g}) | **{100 * r['test_accuracy']:.2f}** | {d:+.2f} | "
+            f"{r['latency_ms']:.3f} ({r['budget_ms']:.3f}) | {r['wall_s'] / 60:.1f} |"
+        )
     dense = res["rows"][0]["dense_test_accuracy"] if res["rows"] else float("nan")
     lines.append("")
     for agent in dict.fromkeys(r["agent"] for r in res["rows"]):
         m, sd, n = mean_std([100 * r["test_accuracy"] for r in res["rows"] if r["agent"] == agent])
-        lines.append(f"- {agent}: **{m:.2f}{f' ± {sd:.2f}' if n > 1 else ''}%** after {a['epochs']:g} epochs over "
-                     f"{n} seed(s), {m - 100 * dense:+.2f} points from dense.")
-    lines.append(f"\nDense test accuracy: {100 * dense:.2f}%. Live latencies are single measurements at export time, "
-                 f"with {'the other pick fine-tuning' if a.get('jobs', 2) > 1 else 'other work'} on the second core; the budget is the one its `compare_agents` job "
-                 "searched for (a fraction of the dense latency measured when that job started). "
-                 f"Models: `runs/bench/{a.get('results_name', 'finetune_longer')}/`.")
+        lines.append(
+            f"- {agent}: **{m:.2f}{f' ± {sd:.2f}' if n > 1 else ''}%** after {a['epochs']:g} epochs over "
+            f"{n} seed(s), {m - 100 * dense:+.2f} points from dense."
+        )
+    lines.append(
+        f"\nDense test accuracy: {100 * dense:.2f}%. Live latencies are single measurements at export time, "
+        f"with {'the other pick fine-tuning' if a.get('jobs', 2) > 1 else 'other work'} on the second core; the budget is the one its `compare_agents` job "
+        "searched for (a fraction of the dense latency measured when that job started). "
+        f"Models: `runs/bench/{a.get('results_name', 'finetune_longer')}/`."
+    )
     return "\n".join(lines)
 
 
@@ -100,7 +125,9 @@ def main() -> None:
     ap.add_argument("--rows", default=None, help="compare_agents rows (default: bench/results/compare_agents.json)")
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--results-name", default="finetune_longer", help="bench/results/<name>.json and the docs section's name")
-    ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/<results-name>.json")
+    ap.add_argument(
+        "--markdown-only", action="store_true", help="rewrite the docs section from bench/results/<results-name>.json"
+    )
     args = ap.parse_args()
 
     from bench.common import RESULTS, machine, rewrite_section, write_json, write_section
@@ -114,9 +141,15 @@ def main() -> None:
         ap.error(f"{rows_path} not found: run bench/compare_agents.py first")
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     seeds = {int(x) for x in args.seeds.split(",") if x.strip()}
-    picks = [r for r in json.loads(rows_path.read_text())
-             if r["model"] == args.model and abs(r["budget"] - args.budget) < 1e-9 and r["seed"] in seeds
-             and r["agent"] in agents and r.get("trial") is not None]
+    picks = [
+        r
+        for r in json.loads(rows_path.read_text())
+        if r["model"] == args.model
+        and abs(r["budget"] - args.budget) < 1e-9
+        and r["seed"] in seeds
+        and r["agent"] in agents
+        and r.get("trial") is not None
+    ]
     if not picks:
         ap.error(f"no compare_agents pick for {args.model} at {args.budget}, seeds {args.seeds}, agents {args.agents}")
     previous = RESULTS / f"{args.results_name}.json"
@@ -131,8 +164,10 @@ def main() -> None:
     t0 = time.perf_counter()
 
     def save() -> tuple[Path, dict[str, Any]]:
-        rows = sorted((done[k] for p in picks if (k := pick_key(p, args.epochs)) in done),
-                      key=lambda r: (r["agent"] != "uniform", r["agent"], r["seed"]))
+        rows = sorted(
+            (done[k] for p in picks if (k := pick_key(p, args.epochs)) in done),
+            key=lambda r: (r["agent"] != "uniform", r["agent"], r["seed"]),
+        )
         res = {"machine": info, "args": vars(args), "rows": rows, "total_wall_s": time.perf_counter() - t0}
         return write_json(args.results_name, res), res
 
@@ -153,8 +188,10 @@ def main() -> None:
     path, res = save()
     rows = res["rows"]
     for r in rows:
-        print(f"{r['agent']:<10} trial {r['trial']}: test {100 * r['test_accuracy']:.2f}% after {args.epochs:g} epochs "
-              f"(dense {100 * r['dense_test_accuracy']:.2f}%) in {r['wall_s'] / 60:.1f} min")
+        print(
+            f"{r['agent']:<10} trial {r['trial']}: test {100 * r['test_accuracy']:.2f}% after {args.epochs:g} epochs "
+            f"(dense {100 * r['dense_test_accuracy']:.2f}%) in {r['wall_s'] / 60:.1f} min"
+        )
     print(f"wrote {path}")
     if not args.no_doc:
         write_section(args.results_name, markdown(res))

@@ -9,6 +9,7 @@ docs/benchmarks.md. Run it on a quiet machine: other processes on the cores make
 noisy. `--merge` measures nothing: it renders the rows of earlier runs (one process per model on
 a many-core machine, say) as one table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,11 +47,19 @@ def main() -> None:
         runs = [json.loads((RESULTS / f"{n.strip()}.json").read_text()) for n in args.merge.split(",") if n.strip()]
         rows = [r for run in runs for r in run["rows"]]
         info = dict(runs[0]["machine"])
-        merge_cmd = machine()["command"].replace(shlex.quote(args.note), "'<the paragraph below>'") if args.note else machine()["command"]
+        merge_cmd = (
+            machine()["command"].replace(shlex.quote(args.note), "'<the paragraph below>'") if args.note else machine()["command"]
+        )
         info["command"] = "; ".join([*dict.fromkeys(run["machine"]["command"] for run in runs), merge_cmd])
         samples = sorted({r.get("samples", len(r["live_ms"])) for r in rows})
-        text = markdown(rows, info, runs[0].get("load_at_start", float("nan")), args.device, "/".join(map(str, samples)),
-                        title_note=f", {info['cpu']}")
+        text = markdown(
+            rows,
+            info,
+            runs[0].get("load_at_start", float("nan")),
+            args.device,
+            "/".join(map(str, samples)),
+            title_note=f", {info['cpu']}",
+        )
         if args.note:
             head, _, table = text.partition("| model |")
             text = f"{head}{args.note}\n\n| model |{table}"
@@ -65,8 +74,11 @@ def main() -> None:
         dataset = "digits" if name == "digits-cnn" else args.dataset
         spec = resolve_model(name, dataset, use_shipped=False)
         r = check_fidelity(spec, args.device, args.samples, args.seed)
-        print(f"{name}: within10 {r['within_10pct']:.2f} tau {r['kendall_tau']:.3f} | flops within10 {r['flops_within_10pct']:.2f} "
-              f"tau {r['flops_kendall_tau']:.3f} | live again within10 {r['live_repeat_within_10pct']:.2f} tau {r['live_repeat_kendall_tau']:.3f}", flush=True)
+        print(
+            f"{name}: within10 {r['within_10pct']:.2f} tau {r['kendall_tau']:.3f} | flops within10 {r['flops_within_10pct']:.2f} "
+            f"tau {r['flops_kendall_tau']:.3f} | live again within10 {r['live_repeat_within_10pct']:.2f} tau {r['live_repeat_kendall_tau']:.3f}",
+            flush=True,
+        )
         rows.append(r | {"input_shape": list(spec.input_shape)})
     write_json(args.results, {"machine": info, "rows": rows, "load_at_start": load_at_start})
     if not args.no_doc:
@@ -74,17 +86,22 @@ def main() -> None:
 
 
 def markdown(rows: list[dict], info: dict, load_at_start: float, device: str, samples: str, title_note: str = "") -> str:
-    lines = [f"## LUT fidelity (`{device}`{title_note}, {samples} random policies per model)\n", header(info),
-             "Policies: every group's ratio drawn uniformly in [0, 0.9]. The overhead model is fitted on 12 calibration policies (4 uniform, 8 random from another stream), never on the policies judged.\n",
-             f"Load average (1 min) at start: {load_at_start:.2f} on {info['cores']} cores (other processes make live timings noisy).\n",
-             "**live again**: each judged policy measured live a second time (no cache); how well live agrees with itself is the ceiling for any predictor on this machine at that time.\n",
-             "| model | input | LUT within ±10% | LUT MAPE | LUT Kendall τ | FLOPs within ±10% | FLOPs MAPE | FLOPs Kendall τ | live again within ±10% | live again τ | live ms (min–max) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## LUT fidelity (`{device}`{title_note}, {samples} random policies per model)\n",
+        header(info),
+        "Policies: every group's ratio drawn uniformly in [0, 0.9]. The overhead model is fitted on 12 calibration policies (4 uniform, 8 random from another stream), never on the policies judged.\n",  # noqa: E501
+        f"Load average (1 min) at start: {load_at_start:.2f} on {info['cores']} cores (other processes make live timings noisy).\n",
+        "**live again**: each judged policy measured live a second time (no cache); how well live agrees with itself is the ceiling for any predictor on this machine at that time.\n",  # noqa: E501
+        "| model | input | LUT within ±10% | LUT MAPE | LUT Kendall τ | FLOPs within ±10% | FLOPs MAPE | FLOPs Kendall τ | live again within ±10% | live again τ | live ms (min–max) |",  # noqa: E501
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {'x'.join(map(str, r['input_shape']))} | {100 * r['within_10pct']:.0f}% | {100 * r['mape']:.1f}% | "
-                     f"{r['kendall_tau']:.3f} | {100 * r['flops_within_10pct']:.0f}% | {100 * r['flops_mape']:.1f}% | "
-                     f"{r['flops_kendall_tau']:.3f} | {100 * r['live_repeat_within_10pct']:.0f}% | {r['live_repeat_kendall_tau']:.3f} | "
-                     f"{min(r['live_ms']):.3f}–{max(r['live_ms']):.3f} |")
+        lines.append(
+            f"| {r['model']} | {'x'.join(map(str, r['input_shape']))} | {100 * r['within_10pct']:.0f}% | {100 * r['mape']:.1f}% | "
+            f"{r['kendall_tau']:.3f} | {100 * r['flops_within_10pct']:.0f}% | {100 * r['flops_mape']:.1f}% | "
+            f"{r['flops_kendall_tau']:.3f} | {100 * r['live_repeat_within_10pct']:.0f}% | {r['live_repeat_kendall_tau']:.3f} | "
+            f"{min(r['live_ms']):.3f}–{max(r['live_ms']):.3f} |"
+        )
     return "\n".join(lines)
 
 

@@ -31,10 +31,10 @@ Writes bench/results/<results-name>.json and the `<results-name>` section of doc
 (`real_speedup` by default).
 `--quick`: budgets 0.5 only, 20 search evaluations, 2 odd pairs, 2 repeats.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -66,8 +66,14 @@ def uniform_policies(ev: Any, budgets: dict[str, float]) -> dict[str, tuple[tupl
     from search.agents.uniform import UniformAgent
     from search.context import SearchContext
 
-    ctx = SearchContext(ev, list(budgets.values()), storage=optuna.storages.InMemoryStorage(), job_name="real_speedup",
-                        out_dir=OUT, budget_labels=list(budgets))
+    ctx = SearchContext(
+        ev,
+        list(budgets.values()),
+        storage=optuna.storages.InMemoryStorage(),
+        job_name="real_speedup",
+        out_dir=OUT,
+        budget_labels=list(budgets),
+    )
     agent = UniformAgent()
     out = {}
     for label, ms in budgets.items():
@@ -107,24 +113,46 @@ def searched_from_runs(runs: Path, model: str, budgets: dict[str, float]) -> dic
     out = {}
     for label, (rec, rd) in best.items():
         kept = tuple(int(g["channels_after"]) for g in rec.policy["groups"])
-        out[label] = (kept, {"source": f"{rd.name}: {rec.agent} trial {rec.number}", "val_accuracy": rec.accuracy,
-                             "agent": rec.agent, "trial": rec.number, "run_dir": str(rd)})
+        out[label] = (
+            kept,
+            {
+                "source": f"{rd.name}: {rec.agent} trial {rec.number}",
+                "val_accuracy": rec.accuracy,
+                "agent": rec.agent,
+                "trial": rec.number,
+                "run_dir": str(rd),
+            },
+        )
     return out
 
 
-def searched_by_search(model: str, labels: list[str], args: argparse.Namespace, wtag: str) -> dict[str, tuple[tuple[int, ...], dict[str, Any]]]:
+def searched_by_search(
+    model: str, labels: list[str], args: argparse.Namespace, wtag: str
+) -> dict[str, tuple[tuple[int, ...], dict[str, Any]]]:
     from search import store
     from search.job import resolve_job
     from search.report import best_within
     from search.runner import read_dense, run_search
 
     out_dir = OUT / f"search-{model}-{wtag}-hybrid-r{args.round_to}"
-    job = resolve_job(model=model, dataset=DATASET, device=args.device, budgets=labels, agents=args.search_agents.split(","),
-                      evals=args.search_evals, seed=0, out=str(out_dir), latency_source="hybrid", round_to=args.round_to)
+    job = resolve_job(
+        model=model,
+        dataset=DATASET,
+        device=args.device,
+        budgets=labels,
+        agents=args.search_agents.split(","),
+        evals=args.search_evals,
+        seed=0,
+        out=str(out_dir),
+        latency_source="hybrid",
+        round_to=args.round_to,
+    )
     t0 = time.perf_counter()
     run_search(job, progress=False)
-    print(f"short search ({args.search_agents}, {args.search_evals} evaluations each) in {time.perf_counter() - t0:.0f} s -> {out_dir}",
-          flush=True)
+    print(
+        f"short search ({args.search_agents}, {args.search_evals} evaluations each) in {time.perf_counter() - t0:.0f} s -> {out_dir}",
+        flush=True,
+    )
     dense = read_dense(out_dir)
     records = store.load_records(store.open_storage(job.storage_url), job.name)
     recs = [r for rs in records.values() for r in rs]
@@ -134,8 +162,16 @@ def searched_by_search(model: str, labels: list[str], args: argparse.Namespace, 
         if rec is None:
             continue
         kept = tuple(int(g["channels_after"]) for g in rec.policy["groups"])
-        out[label] = (kept, {"source": f"short search: {rec.agent} trial {rec.number}", "val_accuracy": rec.accuracy,
-                             "agent": rec.agent, "trial": rec.number, "run_dir": str(out_dir)})
+        out[label] = (
+            kept,
+            {
+                "source": f"short search: {rec.agent} trial {rec.number}",
+                "val_accuracy": rec.accuracy,
+                "agent": rec.agent,
+                "trial": rec.number,
+                "run_dir": str(out_dir),
+            },
+        )
     return out
 
 
@@ -173,7 +209,7 @@ def aligned_twin(ev: Any, kept: tuple[int, ...], align: int) -> tuple[int, ...]:
                 k = cur[i] + step
                 if not legal(i, k):
                     continue
-                trial = cur[:i] + [k] + cur[i + 1:]
+                trial = cur[:i] + [k] + cur[i + 1 :]
                 e = abs(kernel_macs(ev, tuple(trial)) - target)
                 if e < err and (best is None or e < best[0]):
                     best = (e, trial)
@@ -192,9 +228,16 @@ def build(ev: Any, kept: tuple[int, ...], path: Path) -> dict[str, Any]:
     assert tuple(policy.key()) == tuple(kept), (policy.key(), kept)
     res = ev.surgeon.apply(policy)
     exp = export_onnx(res.model, ev.input_shape, path)
-    return {"kept": list(kept), "macs": int(res.macs_after), "params": int(res.params_after), "lut_ms": float(ev.predict_kept(kept)),
-            "onnx": exp.onnx_bytes, "onnx_path": str(path), "max_abs_diff": exp.max_abs_diff,
-            "odd_groups": sum(1 for k in kept if k % 2 == 1)}
+    return {
+        "kept": list(kept),
+        "macs": int(res.macs_after),
+        "params": int(res.params_after),
+        "lut_ms": float(ev.predict_kept(kept)),
+        "onnx": exp.onnx_bytes,
+        "onnx_path": str(path),
+        "max_abs_diff": exp.max_abs_diff,
+        "odd_groups": sum(1 for k in kept if k % 2 == 1),
+    }
 
 
 def measure_all(items: list[dict[str, Any]], device: Any, repeats: int) -> None:
@@ -229,16 +272,24 @@ def markdown(res: dict[str, Any]) -> str:
 
     a = res["args"]
     d = res["dense"]
-    lines = [f"## Real speedup: MACs vs LUT-predicted vs measured ({a['model']}, Fashion-MNIST input, `{a['device']}`, "
-             f"uniform policies at round_to {a.get('round_to', 1)})"
-             + (" — QUICK RUN" if a.get("quick") else "") + "\n", header(res["machine"])]
+    lines = [
+        f"## Real speedup: MACs vs LUT-predicted vs measured ({a['model']}, Fashion-MNIST input, `{a['device']}`, "
+        f"uniform policies at round_to {a.get('round_to', 1)})" + (" — QUICK RUN" if a.get("quick") else "") + "\n",
+        header(res["machine"]),
+    ]
     if res.get("note"):
         lines.append(res["note"] + "\n")
     load = res.get("loadavg") or {}
     if load:
-        lines.append(f"Load average (1 min) at start {load['start']:.2f}, at end {load['end']:.2f} on {res['machine']['cores']} cores"
-                     + (": **other processes shared the CPU, so live latencies are inflated and noisy**" if max(load.values()) > 1.5 else "")
-                     + ".\n")
+        lines.append(
+            f"Load average (1 min) at start {load['start']:.2f}, at end {load['end']:.2f} on {res['machine']['cores']} cores"
+            + (
+                ": **other processes shared the CPU, so live latencies are inflated and noisy**"
+                if max(load.values()) > 1.5
+                else ""
+            )
+            + ".\n"
+        )
     lines.append(
         f"Dense {a['model']} ({res['weights']}): {d['macs'] / 1e6:.2f} M MACs, LUT {d['lut_ms']:.3f} ms, live {d['live_ms']:.3f} ms "
         f"(fresh runs {', '.join(f'{x:.3f}' for x in d['live_runs_ms'])}). Every policy below is pruned, exported to ONNX "
@@ -246,42 +297,60 @@ def markdown(res: dict[str, Any]) -> str:
         "medians). Reduction = 1 - pruned/dense; speedup = dense/pruned; MACs and LUT columns are what FLOPs and the "
         "search's predictor claim, *live* is what the device does. **within 10%**: measured speedup within ±10% of the "
         "LUT-predicted one (in brackets: of the MACs one). Budgets are fractions of the dense live latency the evaluator "
-        f"measured at start ({res['dense_ref_ms']:.3f} ms). Latency does not depend on the weights.\n")
-    lines += ["### Policies at each budget", "",
-              "| budget (ms) | policy | source | MACs red. | LUT red. | live red. | MACs speedup | LUT speedup | live speedup | live / LUT | within 10% (MACs) | live ms (runs) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        f"measured at start ({res['dense_ref_ms']:.3f} ms). Latency does not depend on the weights.\n"
+    )
+    lines += [
+        "### Policies at each budget",
+        "",
+        "| budget (ms) | policy | source | MACs red. | LUT red. | live red. | MACs speedup | LUT speedup | live speedup | live / LUT | within 10% (MACs) | live ms (runs) |",  # noqa: E501
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for it in res["budget_rows"]:
-        lines.append(f"| {it['budget']} ({it['budget_ms']:.3f}) | {it['policy']} | {it['source']} | {100 * it['macs_reduction']:.0f}% | "
-                     f"{100 * it['lut_reduction']:.0f}% | {100 * it['live_reduction']:.0f}% | {it['macs_speedup']:.2f}x | "
-                     f"{it['lut_speedup']:.2f}x | {it['live_speedup']:.2f}x | {it['live_over_lut']:.2f} | "
-                     f"{'yes' if it['lut_within_10pct'] else '**no**'} ({'yes' if it['macs_within_10pct'] else 'no'}) | "
-                     f"{it['live_ms']:.3f} ({', '.join(f'{x:.3f}' for x in it['live_runs_ms'])}) |")
+        lines.append(
+            f"| {it['budget']} ({it['budget_ms']:.3f}) | {it['policy']} | {it['source']} | {100 * it['macs_reduction']:.0f}% | "
+            f"{100 * it['lut_reduction']:.0f}% | {100 * it['live_reduction']:.0f}% | {it['macs_speedup']:.2f}x | "
+            f"{it['lut_speedup']:.2f}x | {it['live_speedup']:.2f}x | {it['live_over_lut']:.2f} | "
+            f"{'yes' if it['lut_within_10pct'] else '**no**'} ({'yes' if it['macs_within_10pct'] else 'no'}) | "
+            f"{it['live_ms']:.3f} ({', '.join(f'{x:.3f}' for x in it['live_runs_ms'])}) |"
+        )
     for label in res.get("missing_searched", []):
         lines.append(f"| {label} | searched | no trial within the budget | - | - | - | - | - | - | - | - | - |")
     n = len(res["budget_rows"])
     ok = sum(1 for it in res["budget_rows"] if it["lut_within_10pct"])
     okm = sum(1 for it in res["budget_rows"] if it["macs_within_10pct"])
     lines.append(f"\nMeasured speedup within 10% of the LUT prediction: **{ok}/{n}** policies; of the MACs ratio: {okm}/{n}.")
-    lines += ["", f"### Same MACs, odd vs aligned channels (`round_to=1` odd counts vs multiples of {a['align']})", "",
-              "Each odd policy keeps a random *odd* number of channels in every group; its twin keeps multiples of "
-              f"{a['align']} chosen to match its MACs. FLOPs call them equal; the LUT and the device may not.\n",
-              "| pair | policy | kept channels per group | MACs (M) | LUT ms | live ms (runs) | live speedup | MACs speedup | LUT speedup | live / LUT |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"### Same MACs, odd vs aligned channels (`round_to=1` odd counts vs multiples of {a['align']})",
+        "",
+        "Each odd policy keeps a random *odd* number of channels in every group; its twin keeps multiples of "
+        f"{a['align']} chosen to match its MACs. FLOPs call them equal; the LUT and the device may not.\n",
+        "| pair | policy | kept channels per group | MACs (M) | LUT ms | live ms (runs) | live speedup | MACs speedup | LUT speedup | live / LUT |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for it in res["odd_rows"]:
-        lines.append(f"| {it['pair']} | {it['policy']} | {' '.join(map(str, it['kept']))} | {it['macs'] / 1e6:.2f} | {it['lut_ms']:.3f} | "
-                     f"{it['live_ms']:.3f} ({', '.join(f'{x:.3f}' for x in it['live_runs_ms'])}) | {it['live_speedup']:.2f}x | "
-                     f"{it['macs_speedup']:.2f}x | {it['lut_speedup']:.2f}x | {it['live_over_lut']:.2f} |")
+        lines.append(
+            f"| {it['pair']} | {it['policy']} | {' '.join(map(str, it['kept']))} | {it['macs'] / 1e6:.2f} | {it['lut_ms']:.3f} | "
+            f"{it['live_ms']:.3f} ({', '.join(f'{x:.3f}' for x in it['live_runs_ms'])}) | {it['live_speedup']:.2f}x | "
+            f"{it['macs_speedup']:.2f}x | {it['lut_speedup']:.2f}x | {it['live_over_lut']:.2f} |"
+        )
     pairs = res.get("pairs", [])
     if pairs:
         lines.append("")
         for p in pairs:
-            lines.append(f"- pair {p['pair']}: MACs odd/aligned {p['macs_ratio']:.3f}; live odd/aligned **{p['live_ratio']:.2f}**; "
-                         f"LUT odd/aligned {p['lut_ratio']:.2f}.")
+            lines.append(
+                f"- pair {p['pair']}: MACs odd/aligned {p['macs_ratio']:.3f}; live odd/aligned **{p['live_ratio']:.2f}**; "
+                f"LUT odd/aligned {p['lut_ratio']:.2f}."
+            )
         slower = sum(1 for p in pairs if p["live_ratio"] > 1.05)
-        lines.append(f"\nThe odd policy ran more than 5% slower than its same-MACs aligned twin in **{slower}/{len(pairs)}** pairs "
-                     f"(FLOPs predict a ratio of about 1.00 for every pair).")
-    lines.append(f"\nTotal wall time: {res['total_wall_s'] / 60:.1f} min. Exported models: `runs/bench/real_speedup/`; "
-                 f"numbers: `bench/results/{a.get('results_name', 'real_speedup')}.json`.")
+        lines.append(
+            f"\nThe odd policy ran more than 5% slower than its same-MACs aligned twin in **{slower}/{len(pairs)}** pairs "
+            f"(FLOPs predict a ratio of about 1.00 for every pair)."
+        )
+    lines.append(
+        f"\nTotal wall time: {res['total_wall_s'] / 60:.1f} min. Exported models: `runs/bench/real_speedup/`; "
+        f"numbers: `bench/results/{a.get('results_name', 'real_speedup')}.json`."
+    )
     return "\n".join(lines)
 
 
@@ -297,7 +366,9 @@ def main() -> None:
     ap.add_argument("--align", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="ort-cpu-1t")
-    ap.add_argument("--round-to", type=int, default=8, help="kept channels of the uniform (and short-search) policies rounded to this")
+    ap.add_argument(
+        "--round-to", type=int, default=8, help="kept channels of the uniform (and short-search) policies rounded to this"
+    )
     ap.add_argument("--results-name", default="real_speedup", help="bench/results/<name>.json and the docs section's name")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="budget 0.5, 20 search evaluations, 2 odd pairs, 2 repeats")
@@ -305,7 +376,7 @@ def main() -> None:
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/real_speedup.json")
     args = ap.parse_args()
 
-    from bench.common import RESULTS, preset, rewrite_section, write_section
+    from bench.common import preset, rewrite_section, write_section
 
     if args.markdown_only:
         rewrite_section(args.results_name, markdown)
@@ -319,7 +390,6 @@ def main() -> None:
     torch.set_num_threads(1)
     _quiet()
     import hwprofiler
-
     from bench.common import machine, write_json
     from bench.compare_agents import weights_of
     from envs.evaluator import PolicyEvaluator
@@ -331,11 +401,15 @@ def main() -> None:
     wtag, ckpt = weights_of(args.model, DATASET)
     weights = "random weights" if wtag == "random" else f"checkpoint {wtag[1:]}"
     if wtag == "random":
-        print(f"note: no shipped {DATASET} checkpoint for {args.model}: random weights (latency does not depend on them)", flush=True)
+        print(
+            f"note: no shipped {DATASET} checkpoint for {args.model}: random weights (latency does not depend on them)",
+            flush=True,
+        )
     if args.round_to < 1:
         ap.error("--round-to must be at least 1")
-    ev = PolicyEvaluator(args.model, dataset=DATASET, device=args.device, latency_source="lut", seed=args.seed,
-                         round_to=args.round_to)
+    ev = PolicyEvaluator(
+        args.model, dataset=DATASET, device=args.device, latency_source="lut", seed=args.seed, round_to=args.round_to
+    )
     lut_before = ev.lut.measured
     labels = parse_budgets(args.budgets)
     budgets = {b: ev.budget_ms(b) for b in labels}
@@ -365,11 +439,22 @@ def main() -> None:
     dense_kept = tuple(int(g.channels) for g in ev.groups)
     items: list[dict[str, Any]] = [build(ev, dense_kept, OUT / "dense.onnx") | {"name": "dense"}]
     for label, name, kept, inf in policies:
-        items.append(build(ev, kept, OUT / f"{name}-b{label}.onnx") | {"name": name, "budget": label, "budget_ms": budgets[label],
-                                                                      "policy": name, "source": inf.get("source", ""), "info": inf})
+        items.append(
+            build(ev, kept, OUT / f"{name}-b{label}.onnx")
+            | {
+                "name": name,
+                "budget": label,
+                "budget_ms": budgets[label],
+                "policy": name,
+                "source": inf.get("source", ""),
+                "info": inf,
+            }
+        )
     for i, odd, al in pairs_kept:
         items.append(build(ev, odd, OUT / f"odd-{i}.onnx") | {"name": f"odd-{i}", "pair": i, "policy": "odd (round_to=1)"})
-        items.append(build(ev, al, OUT / f"aligned-{i}.onnx") | {"name": f"aligned-{i}", "pair": i, "policy": f"aligned (x{args.align})"})
+        items.append(
+            build(ev, al, OUT / f"aligned-{i}.onnx") | {"name": f"aligned-{i}", "pair": i, "policy": f"aligned (x{args.align})"}
+        )
     print(f"{len(items)} models exported; measuring live ({args.repeats} rounds)", flush=True)
     measure_all(items, device, args.repeats)
     dense = items[0]
@@ -382,21 +467,41 @@ def main() -> None:
     for i, _odd, _al in pairs_kept:
         o = next(it for it in odd_rows if it["name"] == f"odd-{i}")
         a = next(it for it in odd_rows if it["name"] == f"aligned-{i}")
-        pairs.append({"pair": i, "macs_ratio": o["macs"] / a["macs"], "live_ratio": o["live_ms"] / a["live_ms"],
-                      "lut_ratio": o["lut_ms"] / a["lut_ms"]})
+        pairs.append(
+            {
+                "pair": i,
+                "macs_ratio": o["macs"] / a["macs"],
+                "live_ratio": o["live_ms"] / a["live_ms"],
+                "lut_ratio": o["lut_ms"] / a["lut_ms"],
+            }
+        )
     for it in items:
         it.pop("onnx", None)
     ev.flush()
-    res = {"machine": info, "args": vars(args), "weights": weights, "checkpoint": ckpt, "dense_ref_ms": ev.dense_latency_ms,
-           "dense": dense, "budgets_ms": budgets, "budget_rows": budget_rows, "odd_rows": odd_rows, "pairs": pairs,
-           "missing_searched": missing, "lut_kernels_measured": ev.lut.measured - lut_before,
-           "predictor": ev.predictor.coefficients, "total_wall_s": time.perf_counter() - t0,
-           "loadavg": {"start": load_start, "end": os.getloadavg()[0]}}
+    res = {
+        "machine": info,
+        "args": vars(args),
+        "weights": weights,
+        "checkpoint": ckpt,
+        "dense_ref_ms": ev.dense_latency_ms,
+        "dense": dense,
+        "budgets_ms": budgets,
+        "budget_rows": budget_rows,
+        "odd_rows": odd_rows,
+        "pairs": pairs,
+        "missing_searched": missing,
+        "lut_kernels_measured": ev.lut.measured - lut_before,
+        "predictor": ev.predictor.coefficients,
+        "total_wall_s": time.perf_counter() - t0,
+        "loadavg": {"start": load_start, "end": os.getloadavg()[0]},
+    }
     path = write_json(args.results_name, res)
     print(f"wrote {path}")
     for it in budget_rows:
-        print(f"{it['budget']:>4} {it['policy']:<9} MACs {it['macs_speedup']:.2f}x  LUT {it['lut_speedup']:.2f}x  live {it['live_speedup']:.2f}x"
-              f"  ({it['live_ms']:.3f} ms; within 10% of LUT: {it['lut_within_10pct']})")
+        print(
+            f"{it['budget']:>4} {it['policy']:<9} MACs {it['macs_speedup']:.2f}x  LUT {it['lut_speedup']:.2f}x  live {it['live_speedup']:.2f}x"
+            f"  ({it['live_ms']:.3f} ms; within 10% of LUT: {it['lut_within_10pct']})"
+        )
     for p in pairs:
         print(f"pair {p['pair']}: MACs odd/aligned {p['macs_ratio']:.3f}  live {p['live_ratio']:.2f}  LUT {p['lut_ratio']:.2f}")
     if not args.no_doc:

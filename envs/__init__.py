@@ -3,6 +3,7 @@
 Importing `envs` registers ``hilprune/LayerPrune-v0`` and ``hilprune/PolicyPrune-v0``.
 Everything heavy (torch, the model) is imported lazily, when an env or evaluator is built.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,8 +12,18 @@ from . import rewards
 from .errors import BudgetError, EnvConfigError
 from .registration import LAYER_PRUNE_ID, POLICY_PRUNE_ID, register_envs
 
-__all__ = ["LAYER_PRUNE_ID", "POLICY_PRUNE_ID", "BudgetError", "EnvConfigError", "EvalResult", "LayerPruneEnv",
-           "PolicyEvaluator", "PolicyPruneEnv", "register_envs", "rewards"]
+__all__ = [
+    "LAYER_PRUNE_ID",
+    "POLICY_PRUNE_ID",
+    "BudgetError",
+    "EnvConfigError",
+    "EvalResult",
+    "LayerPruneEnv",
+    "PolicyEvaluator",
+    "PolicyPruneEnv",
+    "register_envs",
+    "rewards",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,11 @@
 """What both pruning environments share: the evaluator, the budget, the reward, the action
 mapping (action in [-1, 1] -> ratio on the grid in [0, max_ratio]) and the AMC budget clip."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -22,30 +24,60 @@ class PruneEnvBase(gym.Env):
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
-    def __init__(self, model: Any = "digits-cnn", checkpoint: str | None = None, input_shape: Any = None,
-                 dataset: str | None = "digits", device: Any = "ort-cpu-1t", budget: float | str = 0.5,
-                 latency_source: str = "lut", reward: str = "constrained", val_size: int | None = 1000,
-                 max_ratio: float | None = None, round_to: int | None = None, importance: str = "l1",
-                 data_dir: str | None = None, seed: int = 0, bn_batches: int = 10, accepted_drop: float | None = None,
-                 penalty_lambda: float | None = None, mnasnet_w: float | None = None,
-                 grid_step: float | None = DEFAULT_GRID_STEP, num_classes: int | None = None,
-                 evaluator: PolicyEvaluator | None = None, render_mode: str | None = None,
-                 evaluator_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any = "digits-cnn",
+        checkpoint: str | None = None,
+        input_shape: Any = None,
+        dataset: str | None = "digits",
+        device: Any = "ort-cpu-1t",
+        budget: float | str = 0.5,
+        latency_source: str = "lut",
+        reward: str = "constrained",
+        val_size: int | None = 1000,
+        max_ratio: float | None = None,
+        round_to: int | None = None,
+        importance: str = "l1",
+        data_dir: str | None = None,
+        seed: int = 0,
+        bn_batches: int = 10,
+        accepted_drop: float | None = None,
+        penalty_lambda: float | None = None,
+        mnasnet_w: float | None = None,
+        grid_step: float | None = DEFAULT_GRID_STEP,
+        num_classes: int | None = None,
+        evaluator: PolicyEvaluator | None = None,
+        render_mode: str | None = None,
+        evaluator_options: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise EnvConfigError(f"render_mode {render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
         self.reward_name = rewards.canonical(reward)
-        self.reward_kwargs = rewards.reward_params(self.reward_name, accepted_drop=accepted_drop,
-                                                   penalty_lambda=penalty_lambda, mnasnet_w=mnasnet_w)
+        self.reward_kwargs = rewards.reward_params(
+            self.reward_name, accepted_drop=accepted_drop, penalty_lambda=penalty_lambda, mnasnet_w=mnasnet_w
+        )
         if evaluator is None:
             if not dataset:
                 raise EnvConfigError("a pruning environment needs a dataset (accuracy is part of every reward)")
-            evaluator = PolicyEvaluator(model, dataset=dataset, device=device, checkpoint=checkpoint, input_shape=input_shape,
-                                        num_classes=num_classes, latency_source=latency_source, val_size=val_size,
-                                        max_ratio=0.9 if max_ratio is None else max_ratio,
-                                        round_to=1 if round_to is None else round_to, importance=importance,
-                                        bn_batches=bn_batches, data_dir=data_dir, seed=seed, **(evaluator_options or {}))
+            evaluator = PolicyEvaluator(
+                model,
+                dataset=dataset,
+                device=device,
+                checkpoint=checkpoint,
+                input_shape=input_shape,
+                num_classes=num_classes,
+                latency_source=latency_source,
+                val_size=val_size,
+                max_ratio=0.9 if max_ratio is None else max_ratio,
+                round_to=1 if round_to is None else round_to,
+                importance=importance,
+                bn_batches=bn_batches,
+                data_dir=data_dir,
+                seed=seed,
+                **(evaluator_options or {}),
+            )
         elif evaluator.val is None:
             raise EnvConfigError("the shared evaluator has no dataset (accuracy is part of every reward)")
         self.evaluator = evaluator
@@ -107,7 +139,7 @@ class PruneEnvBase(gym.Env):
     def clip_ratio(self, i: int, r: float, prefix: Sequence[int]) -> tuple[float, bool]:
         """AMC's rule: the smallest ratio >= r for group i such that the budget is still met (by
         the LUT) if every later group is pruned at max_ratio. Returns (ratio, reachable)."""
-        tail = self._max_kept[i + 1:]
+        tail = self._max_kept[i + 1 :]
 
         def lat(k: int) -> float:
             return self.evaluator.predict_kept(tuple(prefix) + (k,) + tail)
@@ -141,8 +173,15 @@ class PruneEnvBase(gym.Env):
     # --- reward and final info -------------------------------------------------------------------------
     def _reward(self, result: EvalResult) -> tuple[float, dict[str, float]]:
         ev = self.evaluator
-        return rewards.compute(self.reward_name, result.accuracy, result.latency_ms, self.budget_ms, ev.dense_accuracy,
-                               ev.dense_latency_for(result), **self.reward_kwargs)
+        return rewards.compute(
+            self.reward_name,
+            result.accuracy,
+            result.latency_ms,
+            self.budget_ms,
+            ev.dense_accuracy,
+            ev.dense_latency_for(result),
+            **self.reward_kwargs,
+        )
 
     def _final_info(self, result: EvalResult, parts: dict[str, float], ratios: Sequence[float]) -> dict[str, Any]:
         """Deterministic for a given policy (no timings: Gymnasium's checker compares infos)."""

@@ -4,11 +4,12 @@ Several env workers (SubprocVecEnv) or search processes timing kernels or networ
 moment on the same CPU corrupt each other's numbers. Live measurements and LUT misses therefore
 run under an advisory file lock, one per device fingerprint; accuracy evaluation does not.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from hwprofiler.cache import default_cache_dir, file_lock
 

@@ -1,4 +1,5 @@
 """Errors of the environments: user mistakes, so they are `HilpruneError`s (one line, exit 2 in the CLI)."""
+
 from __future__ import annotations
 
 from hilprune.errors import HilpruneError

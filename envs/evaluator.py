@@ -13,6 +13,7 @@ and caches the result by the rounded policy (`Policy.key()`: the kept channels p
 `predict_latency(ratios)` is the LUT alone through the kernel map: no surgery, well under a
 millisecond once the LUT holds the kernels, so environments call it at every step.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -21,8 +22,9 @@ import logging
 import math
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,10 +71,19 @@ class EvalResult:
         return self.policy.requested()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.to_dict(), "accuracy": self.accuracy, "latency_ms": self.latency_ms,
-                "lut_latency_ms": self.lut_latency_ms, "live_latency_ms": self.live_latency_ms, "macs": self.macs,
-                "params": self.params, "cached": self.cached, "wall_s": self.wall_s, "phases": dict(self.phases),
-                "latency_kind": self.latency_kind}
+        return {
+            "policy": self.policy.to_dict(),
+            "accuracy": self.accuracy,
+            "latency_ms": self.latency_ms,
+            "lut_latency_ms": self.lut_latency_ms,
+            "live_latency_ms": self.live_latency_ms,
+            "macs": self.macs,
+            "params": self.params,
+            "cached": self.cached,
+            "wall_s": self.wall_s,
+            "phases": dict(self.phases),
+            "latency_kind": self.latency_kind,
+        }
 
 
 class PolicyEvaluator:
@@ -92,12 +103,30 @@ class PolicyEvaluator:
     :param lut_path: LUT file (default: hwprofiler's per-fingerprint table in its cache dir)
     """
 
-    def __init__(self, model: Any, dataset: str | None = None, device: Any = "ort-cpu-1t", checkpoint: str | None = None,
-                 input_shape: Any = None, num_classes: int | None = None, latency_source: str = "lut",
-                 val_size: int | None = 1000, max_ratio: float = 0.9, round_to: int = 1, importance: str = "l1",
-                 bn_batches: int = 10, data_dir: str | None = None, seed: int = 0, *, bn_batch_size: int = BN_BATCH_SIZE,
-                 eval_backend: str = "auto", budgets: Sequence[float | str] = (), hybrid_k: int = 5,
-                 lut_path: str | None = None, lock: bool = True) -> None:
+    def __init__(
+        self,
+        model: Any,
+        dataset: str | None = None,
+        device: Any = "ort-cpu-1t",
+        checkpoint: str | None = None,
+        input_shape: Any = None,
+        num_classes: int | None = None,
+        latency_source: str = "lut",
+        val_size: int | None = 1000,
+        max_ratio: float = 0.9,
+        round_to: int = 1,
+        importance: str = "l1",
+        bn_batches: int = 10,
+        data_dir: str | None = None,
+        seed: int = 0,
+        *,
+        bn_batch_size: int = BN_BATCH_SIZE,
+        eval_backend: str = "auto",
+        budgets: Sequence[float | str] = (),
+        hybrid_k: int = 5,
+        lut_path: str | None = None,
+        lock: bool = True,
+    ) -> None:
         torch.set_num_threads(1)
         t_start = time.perf_counter()
         from hilprune.data import load_dataset
@@ -132,8 +161,9 @@ class PolicyEvaluator:
         if dataset:
             bundle = load_dataset(dataset, data_dir)
             if tuple(bundle.input_shape) != self.input_shape:
-                raise EnvConfigError(f"model input shape {self.input_shape} does not match data set {dataset!r} "
-                                     f"({tuple(bundle.input_shape)})")
+                raise EnvConfigError(
+                    f"model input shape {self.input_shape} does not match data set {dataset!r} ({tuple(bundle.input_shape)})"
+                )
             self.train = bundle.train
             self.val = bundle.val.subset(int(val_size) if val_size is not None else None)
         self.val_size = len(self.val) if self.val is not None else 0
@@ -152,9 +182,18 @@ class PolicyEvaluator:
         self.dense_params = int(self.surgeon.params_before)
 
         # --- the device: LUT, kernel map, dense live latency --------------------------------------
-        self.latency = PolicyLatency(self.surgeon, self.input_shape, device, max_ratio=self.max_ratio, round_to=self.round_to,
-                                     latency_source=latency_source, name=self.spec.name, seed=self.seed, lut_path=lut_path,
-                                     lock=lock)
+        self.latency = PolicyLatency(
+            self.surgeon,
+            self.input_shape,
+            device,
+            max_ratio=self.max_ratio,
+            round_to=self.round_to,
+            latency_source=latency_source,
+            name=self.spec.name,
+            seed=self.seed,
+            lut_path=lut_path,
+            lock=lock,
+        )
         lat = self.latency  # fixed after construction: plain attributes for callers and tests
         self.device, self.fingerprint_id, self.fingerprint = lat.device, lat.fingerprint_id, lat.fingerprint
         self.lut, self.predictor, self.kmap, self.kmap_ok = lat.lut, lat.predictor, lat.kmap, lat.kmap_ok
@@ -179,7 +218,7 @@ class PolicyEvaluator:
         self.setup_s = time.perf_counter() - t_start
         _LIVE.add(self)
 
-    def __deepcopy__(self, memo: dict) -> "PolicyEvaluator":
+    def __deepcopy__(self, memo: dict) -> PolicyEvaluator:
         # A shared service, not a value: gym.make deep-copies env kwargs (evaluator=...), keep one.
         return self
 
@@ -275,15 +314,18 @@ class PolicyEvaluator:
                     return value
                 frac = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
             except ValueError:
-                raise BudgetError(f"cannot read budget {budget!r}: use a fraction of the dense latency (0.5, '50%') "
-                                  "or milliseconds ('1.2ms')") from None
+                raise BudgetError(
+                    f"cannot read budget {budget!r}: use a fraction of the dense latency (0.5, '50%') or milliseconds ('1.2ms')"
+                ) from None
         elif isinstance(budget, (int, float, np.floating, np.integer)):
             frac = float(budget)
         else:
             raise BudgetError(f"budget must be a fraction (0.5) or milliseconds ('1.2ms'), got {budget!r}")
         if not (0.0 < frac <= 1.0):
-            raise BudgetError(f"budget fraction {frac!r} must be in (0, 1] of the dense latency "
-                              f"({self.dense_latency_ms:.4g} ms); write absolute budgets as '1.2ms'")
+            raise BudgetError(
+                f"budget fraction {frac!r} must be in (0, 1] of the dense latency "
+                f"({self.dense_latency_ms:.4g} ms); write absolute budgets as '1.2ms'"
+            )
         return frac * self.dense_latency_ms
 
     def min_latency_ms(self) -> float:
@@ -300,7 +342,8 @@ class PolicyEvaluator:
                     f"budget {ms:.4g} ms cannot be met: pruning every group at max_ratio={self.max_ratio} still takes "
                     f"{floor:.4g} ms on {self.device.name} by the LUT (dense: {self.dense_latency_ms:.4g} ms live, "
                     f"{self.dense_lut_latency_ms:.4g} ms LUT); raise the budget to at least {floor / self.dense_latency_ms:.2f} "
-                    f"of the dense latency or raise max_ratio")
+                    f"of the dense latency or raise max_ratio"
+                )
         return ms
 
     def add_budget(self, budget: float | str) -> float:
@@ -355,8 +398,9 @@ class PolicyEvaluator:
             self.n_cache_hits += 1
             metrics = dict(hit.policy.metrics)
             policy.metrics.update(metrics)
-            return replace(hit, policy=policy, cached=True, wall_s=time.perf_counter() - t0,
-                           phases={"cache": time.perf_counter() - t0})
+            return replace(
+                hit, policy=policy, cached=True, wall_s=time.perf_counter() - t0, phases={"cache": time.perf_counter() - t0}
+            )
         phases: dict[str, float] = {}
         t = time.perf_counter()
         res = self.surgeon.apply(policy)
@@ -397,8 +441,10 @@ class PolicyEvaluator:
             if self.has_lut:
                 kernels = self.kmap.kernels(list(key)) if self.kmap_ok else price_kernels(onnx_bytes(), batch=self.device.batch)
                 lut = self.latency.predict_key(key, kernels)
-            if live is True or (live is None and (self.latency_source == "live" or (
-                    self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))):
+            if live is True or (
+                live is None
+                and (self.latency_source == "live" or (self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))
+            ):
                 m = self.latency.measure(onnx_bytes())
                 live_value = float(m.median_ms)
                 if kernels is not None:
@@ -410,14 +456,34 @@ class PolicyEvaluator:
 
         latency = live_ms if live_ms is not None else lut_ms
         policy = res.policy
-        policy.metrics.update({
-            "accuracy": accuracy, "latency_ms": latency, "lut_latency_ms": lut_ms, "live_latency_ms": live_ms,
-            "latency_source": self.latency_source, "device": self.device.name, "device_fingerprint": self.fingerprint_id,
-            "dataset": self.dataset, "split": "val", "val_size": self.val_size, "bn_batches": self.bn_batches,
-        })
-        result = EvalResult(policy=policy, accuracy=accuracy, latency_ms=latency, lut_latency_ms=lut_ms,
-                            live_latency_ms=live_ms, macs=int(res.macs_after), params=int(res.params_after), cached=False,
-                            wall_s=time.perf_counter() - t0, phases=phases, latency_kind="live" if live_ms is not None else "lut")
+        policy.metrics.update(
+            {
+                "accuracy": accuracy,
+                "latency_ms": latency,
+                "lut_latency_ms": lut_ms,
+                "live_latency_ms": live_ms,
+                "latency_source": self.latency_source,
+                "device": self.device.name,
+                "device_fingerprint": self.fingerprint_id,
+                "dataset": self.dataset,
+                "split": "val",
+                "val_size": self.val_size,
+                "bn_batches": self.bn_batches,
+            }
+        )
+        result = EvalResult(
+            policy=policy,
+            accuracy=accuracy,
+            latency_ms=latency,
+            lut_latency_ms=lut_ms,
+            live_latency_ms=live_ms,
+            macs=int(res.macs_after),
+            params=int(res.params_after),
+            cached=False,
+            wall_s=time.perf_counter() - t0,
+            phases=phases,
+            latency_kind="live" if live_ms is not None else "lut",
+        )
         self._cache[key] = result
         self._points.append((accuracy, lut_ms))
         self.n_evaluations += 1
@@ -428,18 +494,40 @@ class PolicyEvaluator:
         return self.dense_latency_ms if result.latency_kind == "live" else self.dense_lut_latency_ms
 
     def stats(self) -> dict[str, Any]:
-        return {"evaluations": self.n_evaluations, "cache_hits": self.n_cache_hits, "live_measurements": self.n_live,
-                "lut_entries": len(self.lut), "lut_measured": self.lut.measured, "eval_backend": self.eval_backend,
-                "kernel_map": self.kmap_ok, "setup_s": self.setup_s, "predictor": self.predictor.coefficients}
+        return {
+            "evaluations": self.n_evaluations,
+            "cache_hits": self.n_cache_hits,
+            "live_measurements": self.n_live,
+            "lut_entries": len(self.lut),
+            "lut_measured": self.lut.measured,
+            "eval_backend": self.eval_backend,
+            "kernel_map": self.kmap_ok,
+            "setup_s": self.setup_s,
+            "predictor": self.predictor.coefficients,
+        }
 
     def describe(self) -> dict[str, Any]:
         """The dense reference and settings, JSON-able."""
-        return {"model": self.spec.identity(), "dataset": self.dataset, "val_size": self.val_size, "device": self.device.name,
-                "fingerprint_id": self.fingerprint_id, "latency_source": self.latency_source, "max_ratio": self.max_ratio,
-                "round_to": self.round_to, "importance": self.importance, "bn_batches": self.bn_batches,
-                "bn_batch_size": self.bn_batch_size, "eval_backend": self.eval_backend, "groups": [g.name for g in self.groups],
-                "dense_accuracy": self.dense_accuracy, "dense_latency_ms": self.dense_latency_ms,
-                "dense_lut_latency_ms": self.dense_lut_latency_ms, "dense_macs": self.dense_macs, "dense_params": self.dense_params}
+        return {
+            "model": self.spec.identity(),
+            "dataset": self.dataset,
+            "val_size": self.val_size,
+            "device": self.device.name,
+            "fingerprint_id": self.fingerprint_id,
+            "latency_source": self.latency_source,
+            "max_ratio": self.max_ratio,
+            "round_to": self.round_to,
+            "importance": self.importance,
+            "bn_batches": self.bn_batches,
+            "bn_batch_size": self.bn_batch_size,
+            "eval_backend": self.eval_backend,
+            "groups": [g.name for g in self.groups],
+            "dense_accuracy": self.dense_accuracy,
+            "dense_latency_ms": self.dense_latency_ms,
+            "dense_lut_latency_ms": self.dense_lut_latency_ms,
+            "dense_macs": self.dense_macs,
+            "dense_params": self.dense_params,
+        }
 
     @property
     def n_live(self) -> int:
@@ -474,8 +562,8 @@ class PolicyEvaluator:
         x, y = self.val.x.numpy(), self.val.y.numpy()
         correct = 0
         for i in range(0, len(y), EVAL_CHUNK):
-            out = sess.run(None, {name: x[i:i + EVAL_CHUNK]})[0]
-            correct += int((out.argmax(1) == y[i:i + EVAL_CHUNK]).sum())
+            out = sess.run(None, {name: x[i : i + EVAL_CHUNK]})[0]
+            correct += int((out.argmax(1) == y[i : i + EVAL_CHUNK]).sum())
         return correct / max(1, len(y))
 
     def _wants_live(self, accuracy: float, lut_ms: float) -> bool:
@@ -498,6 +586,7 @@ class PolicyEvaluator:
                     return True
         return False
 
+
 def _dynamic_batch(onnx_bytes: bytes) -> bytes:
     """The same graph with a free batch dimension, to evaluate many images per run."""
     import onnx
@@ -513,7 +602,7 @@ def _dynamic_batch(onnx_bytes: bytes) -> bytes:
 
 
 # LUT entries measured by evaluators that are never closed are still written at exit.
-_LIVE: "weakref.WeakSet[PolicyEvaluator]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[PolicyEvaluator] = weakref.WeakSet()
 
 
 @atexit.register

@@ -1,4 +1,5 @@
 """Static per-group layer features (AMC-style layer embedding) from one hooked forward pass."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ def layer_table(model: nn.Module, example: torch.Tensor, groups: list[PrunableGr
     seen: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     handles = []
     for g in groups:
+
         def hook(mod: nn.Module, inp: tuple, out: torch.Tensor, name: str = g.name) -> None:
             seen.setdefault(name, (tuple(inp[0].shape), tuple(out.shape)))
+
         handles.append(modules[g.name].register_forward_hook(hook))
     try:
         model.eval()(example)
@@ -50,8 +53,19 @@ def layer_table(model: nn.Module, example: torch.Tensor, groups: list[PrunableGr
             for d in out_shape[1:]:
                 out_elems *= int(d)
             macs = out_elems * (mod.in_channels // mod.groups) * k * k
-            table.append(LayerInfo(g.name, g.kind, mod.in_channels, mod.out_channels, k, s,
-                                   int(in_shape[2]) if len(in_shape) > 2 else 1, macs, params))
+            table.append(
+                LayerInfo(
+                    g.name,
+                    g.kind,
+                    mod.in_channels,
+                    mod.out_channels,
+                    k,
+                    s,
+                    int(in_shape[2]) if len(in_shape) > 2 else 1,
+                    macs,
+                    params,
+                )
+            )
         else:  # nn.Linear
             lin = mod if isinstance(mod, nn.Linear) else None
             cin = lin.in_features if lin is not None else g.channels

@@ -9,11 +9,13 @@ answers `predict_key(kept)` (LUT, memoized by the kept channels per group) and `
 
 hwprofiler does the measuring and pricing; this module only ties it to one model's policies.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,9 +45,20 @@ class PolicyLatency:
     :param lock: take the per-device lock around live runs and LUT misses
     """
 
-    def __init__(self, surgeon: Any, input_shape: tuple[int, ...], device: Any, *, max_ratio: float, round_to: int,
-                 latency_source: str = "lut", name: str = "model", seed: int = 0, lut_path: str | None = None,
-                 lock: bool = True) -> None:
+    def __init__(
+        self,
+        surgeon: Any,
+        input_shape: tuple[int, ...],
+        device: Any,
+        *,
+        max_ratio: float,
+        round_to: int,
+        latency_source: str = "lut",
+        name: str = "model",
+        seed: int = 0,
+        lut_path: str | None = None,
+        lock: bool = True,
+    ) -> None:
         import hwprofiler
 
         self.surgeon = surgeon
@@ -79,8 +92,10 @@ class PolicyLatency:
         except hwprofiler.KernelError as exc:
             self.lut_error = str(exc)
             if latency_source != "live":
-                raise EnvConfigError(f"latency_source {latency_source!r} needs a LUT, but the model cannot be priced by one "
-                                     f"({exc}); use latency_source='live'") from None
+                raise EnvConfigError(
+                    f"latency_source {latency_source!r} needs a LUT, but the model cannot be priced by one "
+                    f"({exc}); use latency_source='live'"
+                ) from None
         if self.dense_kernels is not None:
             self._build_kernel_map()
         self.n_live = 0
@@ -117,8 +132,11 @@ class PolicyLatency:
             model = self.surgeon.apply(policy, count=False).model
             real = price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), batch=self.device.batch)
             if kmap.kernels(list(policy.key())) != real:
-                log.warning("kernel map of %s does not match real exports (a concat or reshape it cannot follow); "
-                            "LUT prices fall back to surgery + export (slower)", self.name)
+                log.warning(
+                    "kernel map of %s does not match real exports (a concat or reshape it cannot follow); "
+                    "LUT prices fall back to surgery + export (slower)",
+                    self.name,
+                )
                 return
         self.kmap_ok = True
 
@@ -202,8 +220,10 @@ class PolicyLatency:
         for i in range(n):
             key = list(self.dense_key)
             key[i] = self.max_key[i]
-            saved.append(max(0.0, self.dense_lut_latency_ms - self.predict_key(tuple(key)))
-                         / max(1e-9, 1 - self.max_key[i] / self.dense_key[i]))
+            saved.append(
+                max(0.0, self.dense_lut_latency_ms - self.predict_key(tuple(key)))
+                / max(1e-9, 1 - self.max_key[i] / self.dense_key[i])
+            )
         total = sum(saved) or 1.0
         return [s / total for s in saved]
 
@@ -215,8 +235,7 @@ class PolicyLatency:
         import hwprofiler
 
         with device_lock(self.fingerprint_id, self.lock):
-            m = hwprofiler.measure_onnx(onnx_bytes, self.device, refresh=refresh,
-                                        not_before=self.measured_since)
+            m = hwprofiler.measure_onnx(onnx_bytes, self.device, refresh=refresh, not_before=self.measured_since)
         self.n_live += 1
         return m
 
@@ -267,6 +286,8 @@ def export_checked(model: torch.nn.Module, input_shape: tuple[int, ...], batch: 
     scale = float(model.eval()(x).abs().max())
     diff = verify_onnx(model, data, tuple(input_shape), batch)
     if diff > max(TOLERANCE, rel_tol * scale):
-        raise HilpruneError(f"ONNX export does not match torch: max abs difference {diff:.2e} "
-                            f"(logits up to {scale:.3g}); the model cannot be measured on the device")
+        raise HilpruneError(
+            f"ONNX export does not match torch: max abs difference {diff:.2e} "
+            f"(logits up to {scale:.3g}); the model cannot be measured on the device"
+        )
     return data

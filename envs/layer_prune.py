@@ -23,6 +23,7 @@ Observation (float32, each in [0, 1]):
  15 previous action (ratio / max_ratio)
  16 the budget (fraction of the dense LUT latency)
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -64,7 +65,7 @@ class LayerPruneEnv(PruneEnvBase):
         static[:, 11] = np.asarray(self.shares)
         self.layers = table
         self._static = static
-        self._rest_share = [float(sum(self.shares[i + 1:])) for i in range(G)]
+        self._rest_share = [float(sum(self.shares[i + 1 :])) for i in range(G)]
         self.observation_space = spaces.Box(0.0, 1.0, (N_FEATURES,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
         self._t = 0
@@ -96,8 +97,14 @@ class LayerPruneEnv(PruneEnvBase):
         self._ratios.append(ratio)
         self._kept_prefix.append(self._kept(i, ratio))
         self._t += 1
-        info: dict[str, Any] = {"group": self.groups[i].name, "step": i, "action_ratio": wanted, "ratio": ratio,
-                                "clipped": bool(ratio != wanted), "budget_reachable": reachable}
+        info: dict[str, Any] = {
+            "group": self.groups[i].name,
+            "step": i,
+            "action_ratio": wanted,
+            "ratio": ratio,
+            "clipped": bool(ratio != wanted),
+            "budget_reachable": reachable,
+        }
         if self._t < self.n_groups:
             return self._obs(), 0.0, False, False, info
         self._done = True
@@ -112,8 +119,10 @@ class LayerPruneEnv(PruneEnvBase):
             return self.render_rgb(self._ratios)
         if self.render_mode != "ansi":
             return None
-        return self.render_ansi(f"LayerPrune-v0 {self.evaluator.spec.name} on {self.evaluator.device.name}: "
-                                f"budget {self.budget_ms:.4g} ms, step {self._t}/{self.n_groups}")
+        return self.render_ansi(
+            f"LayerPrune-v0 {self.evaluator.spec.name} on {self.evaluator.device.name}: "
+            f"budget {self.budget_ms:.4g} ms, step {self._t}/{self.n_groups}"
+        )
 
     # --- observation ------------------------------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
@@ -126,7 +135,7 @@ class LayerPruneEnv(PruneEnvBase):
         dense = self.dense_lut_ms
         ev = self.evaluator
         # Latency of the policy so far with the remaining groups left dense.
-        now = ev.predict_kept(tuple(self._kept_prefix) + tuple(g.channels for g in self.groups[len(self._kept_prefix):]))
+        now = ev.predict_kept(tuple(self._kept_prefix) + tuple(g.channels for g in self.groups[len(self._kept_prefix) :]))
         obs[12] = (dense - now) / dense
         obs[13] = max(0.0, now - self.budget_ms) / dense
         obs[14] = self._rest_share[i] if self._t < G else 0.0

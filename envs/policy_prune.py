@@ -8,6 +8,7 @@ LayerPrune-v0, so the policy meets the budget by the LUT.
 Observation (float32, constant for a given set-up): the budget and the lowest reachable
 latency as fractions of the dense LUT latency, then each group's share of that latency.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,8 +27,9 @@ class PolicyPruneEnv(PruneEnvBase):
         G = self.n_groups
         dense = self.dense_lut_ms
         floor = self.evaluator.min_latency_ms()
-        self._obs_vec = np.clip(np.asarray([self.budget_ms / dense, floor / dense] + list(self.shares), dtype=np.float64),
-                                0.0, 1.0).astype(np.float32)
+        self._obs_vec = np.clip(
+            np.asarray([self.budget_ms / dense, floor / dense] + list(self.shares), dtype=np.float64), 0.0, 1.0
+        ).astype(np.float32)
         self.observation_space = spaces.Box(0.0, 1.0, (G + 2,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (G,), dtype=np.float32)
         self._done = True
@@ -55,8 +57,11 @@ class PolicyPruneEnv(PruneEnvBase):
         result = self.evaluator.evaluate(ratios)
         self.last_result = result
         reward, parts = self._reward(result)
-        info = {"action_ratios": wanted, "clipped": [bool(r != w) for r, w in zip(ratios, wanted)],
-                "budget_reachable": reachable} | self._final_info(result, parts, ratios)
+        info = {
+            "action_ratios": wanted,
+            "clipped": [bool(r != w) for r, w in zip(ratios, wanted)],
+            "budget_reachable": reachable,
+        } | self._final_info(result, parts, ratios)
         return self._obs_vec.copy(), float(reward), True, False, info
 
     def render(self) -> str | np.ndarray | None:
@@ -64,5 +69,6 @@ class PolicyPruneEnv(PruneEnvBase):
             return self.render_rgb(self._ratios)
         if self.render_mode != "ansi":
             return None
-        return self.render_ansi(f"PolicyPrune-v0 {self.evaluator.spec.name} on {self.evaluator.device.name}: "
-                                f"budget {self.budget_ms:.4g} ms")
+        return self.render_ansi(
+            f"PolicyPrune-v0 {self.evaluator.spec.name} on {self.evaluator.device.name}: budget {self.budget_ms:.4g} ms"
+        )

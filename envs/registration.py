@@ -3,6 +3,7 @@
 In worker processes (SubprocVecEnv with forkserver/spawn) make them by the prefixed id
 ``"envs:hilprune/LayerPrune-v0"``: Gymnasium imports `envs` first, which registers them.
 """
+
 from __future__ import annotations
 
 import gymnasium as gym

@@ -12,10 +12,12 @@ so a log shows why a policy scored what it did.
 
 Accuracies are fractions in [0, 1]; latencies are milliseconds.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import EnvConfigError
 
@@ -36,8 +38,13 @@ def _pos(name: str, value: float | None) -> float:
     return float(value)
 
 
-def constrained(accuracy: float, latency_ms: float, budget_ms: float | None = None, dense_accuracy: float | None = None,
-                dense_latency_ms: float | None = None) -> tuple[float, RewardParts]:
+def constrained(
+    accuracy: float,
+    latency_ms: float,
+    budget_ms: float | None = None,
+    dense_accuracy: float | None = None,
+    dense_latency_ms: float | None = None,
+) -> tuple[float, RewardParts]:
     """Accuracy alone; `within_budget` is reported, not rewarded (the env clips to the budget)."""
     parts = {"accuracy": float(accuracy)}
     if budget_ms is not None:
@@ -45,25 +52,52 @@ def constrained(accuracy: float, latency_ms: float, budget_ms: float | None = No
     return float(accuracy), parts
 
 
-def mnasnet(accuracy: float, latency_ms: float, budget_ms: float, dense_accuracy: float | None = None,
-            dense_latency_ms: float | None = None, w: float = -0.07) -> tuple[float, RewardParts]:
+def mnasnet(
+    accuracy: float,
+    latency_ms: float,
+    budget_ms: float,
+    dense_accuracy: float | None = None,
+    dense_latency_ms: float | None = None,
+    w: float = -0.07,
+) -> tuple[float, RewardParts]:
     """MnasNet's soft-constrained objective ACC * (LAT / T) ** w."""
     ratio = _pos("latency_ms", latency_ms) / _pos("budget_ms", budget_ms)
     factor = ratio ** float(w)
-    return float(accuracy) * factor, {"accuracy": float(accuracy), "latency_ratio": ratio, "latency_factor": factor, "w": float(w)}
+    return float(accuracy) * factor, {
+        "accuracy": float(accuracy),
+        "latency_ratio": ratio,
+        "latency_factor": factor,
+        "w": float(w),
+    }
 
 
-def penalty(accuracy: float, latency_ms: float, budget_ms: float, dense_accuracy: float | None = None,
-            dense_latency_ms: float | None = None, penalty_lambda: float = 1.0) -> tuple[float, RewardParts]:
+def penalty(
+    accuracy: float,
+    latency_ms: float,
+    budget_ms: float,
+    dense_accuracy: float | None = None,
+    dense_latency_ms: float | None = None,
+    penalty_lambda: float = 1.0,
+) -> tuple[float, RewardParts]:
     """Accuracy minus lambda times the relative budget overshoot."""
     over = max(0.0, _pos("latency_ms", latency_ms) / _pos("budget_ms", budget_ms) - 1.0)
     pen = float(penalty_lambda) * over
-    return float(accuracy) - pen, {"accuracy": float(accuracy), "overshoot": over, "penalty": pen,
-                                   "penalty_lambda": float(penalty_lambda)}
+    return float(accuracy) - pen, {
+        "accuracy": float(accuracy),
+        "overshoot": over,
+        "penalty": pen,
+        "penalty_lambda": float(penalty_lambda),
+    }
 
 
-def try_and_learn(accuracy: float, latency_ms: float, budget_ms: float | None = None, dense_accuracy: float | None = None,
-                  dense_latency_ms: float | None = None, accepted_drop: float = 0.02) -> tuple[float, RewardParts]:
+def try_and_learn(
+    accuracy: float,
+    latency_ms: float,
+    budget_ms: float | None = None,
+    dense_accuracy: float | None = None,
+    dense_latency_ms: float | None = None,
+    accepted_drop: float = 0.02,
+) -> tuple[float, RewardParts]:
     """Huang et al.'s reward: positive when the accuracy drop is under `accepted_drop`, scaled by
     the log speed-up over the dense model (negative once the drop exceeds it)."""
     if dense_accuracy is None or dense_latency_ms is None:
@@ -72,8 +106,13 @@ def try_and_learn(accuracy: float, latency_ms: float, budget_ms: float | None = 
     drop = float(dense_accuracy) - float(accuracy)
     psi = (b - drop) / b
     phi = math.log(_pos("dense_latency_ms", dense_latency_ms) / _pos("latency_ms", latency_ms))
-    return psi * phi, {"accuracy": float(accuracy), "accuracy_drop": drop, "accuracy_term": psi, "speedup_term": phi,
-                       "accepted_drop": b}
+    return psi * phi, {
+        "accuracy": float(accuracy),
+        "accuracy_drop": drop,
+        "accuracy_term": psi,
+        "speedup_term": phi,
+        "accepted_drop": b,
+    }
 
 
 REWARDS: dict[str, RewardFn] = {
@@ -92,8 +131,9 @@ def canonical(name: str) -> str:
     return key
 
 
-def reward_params(name: str, *, accepted_drop: float | None = None, penalty_lambda: float | None = None,
-                  mnasnet_w: float | None = None) -> dict[str, float]:
+def reward_params(
+    name: str, *, accepted_drop: float | None = None, penalty_lambda: float | None = None, mnasnet_w: float | None = None
+) -> dict[str, float]:
     """The keyword parameters of reward `name` from the env's option names (None = default)."""
     key = canonical(name)
     params = dict(DEFAULTS[key])
@@ -106,8 +146,15 @@ def reward_params(name: str, *, accepted_drop: float | None = None, penalty_lamb
     return params
 
 
-def compute(name: str, accuracy: float, latency_ms: float, budget_ms: float | None, dense_accuracy: float | None = None,
-            dense_latency_ms: float | None = None, **params: Any) -> tuple[float, RewardParts]:
+def compute(
+    name: str,
+    accuracy: float,
+    latency_ms: float,
+    budget_ms: float | None,
+    dense_accuracy: float | None = None,
+    dense_latency_ms: float | None = None,
+    **params: Any,
+) -> tuple[float, RewardParts]:
     """Reward `name` with its defaults overridden by `params`: (reward, parts)."""
     key = canonical(name)
     kw = dict(DEFAULTS[key]) | params
@@ -119,13 +166,28 @@ def get_reward(name: str, **params: Any) -> Callable[..., float]:
     dense_latency_ms=None) -> float`` (what a search records as a trial's reward)."""
     key = canonical(name)
 
-    def fn(accuracy: float, latency_ms: float, budget_ms: float | None = None, dense_accuracy: float | None = None,
-           dense_latency_ms: float | None = None) -> float:
+    def fn(
+        accuracy: float,
+        latency_ms: float,
+        budget_ms: float | None = None,
+        dense_accuracy: float | None = None,
+        dense_latency_ms: float | None = None,
+    ) -> float:
         return compute(key, accuracy, latency_ms, budget_ms, dense_accuracy, dense_latency_ms, **params)[0]
 
     fn.__name__ = f"{key}_reward"
     return fn
 
 
-__all__ = ["DEFAULTS", "REWARDS", "canonical", "compute", "constrained", "get_reward", "mnasnet", "penalty",
-           "reward_params", "try_and_learn"]
+__all__ = [
+    "DEFAULTS",
+    "REWARDS",
+    "canonical",
+    "compute",
+    "constrained",
+    "get_reward",
+    "mnasnet",
+    "penalty",
+    "reward_params",
+    "try_and_learn",
+]

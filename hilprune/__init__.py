@@ -4,4 +4,10 @@ Shared core: model zoo (`hilprune.models`), data sets (`hilprune.data`), the lay
 policy format (`hilprune.policy`), channel surgery (`hilprune.surgery`), training and
 evaluation (`hilprune.train`), ONNX export (`hilprune.export`) and the CLI (`hilprune.cli`).
 """
-__version__ = "0.1.0"
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # one source: pyproject.toml's [project] version, read from the installed metadata
+    __version__ = version("hilprune")
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"

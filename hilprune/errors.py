@@ -3,6 +3,7 @@
 A `HilpruneError` is a mistake the user can fix (bad path, bad policy, unknown model).
 The CLI prints its message on one line and exits non-zero, without a traceback.
 """
+
 from __future__ import annotations
 
 

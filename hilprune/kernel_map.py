@@ -7,19 +7,20 @@ each group is pruned alone once and we record which kernels changed. After that,
 list for any policy is a lookup. A LUT predicts latency for a policy in well under a
 millisecond, so an RL environment can call it at every step.
 """
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
 
 import numpy as np
+
 from hwprofiler import KernelSpec, kernels_from_onnx
 
 from .export import to_onnx_bytes
 from .policy import channels_after
 from .surgery import Surgeon
-
 
 Channels = dict[int, int]  # group index -> weight: channels = dense + sum(weight * (kept - dense))
 
@@ -54,7 +55,9 @@ class KernelMap:
             pruned = surgeon.apply(policy, count=False).model
             kernels = kernels_from_onnx(to_onnx_bytes(pruned, self.input_shape, batch), batch=batch)
             if len(kernels) != len(self.dense):
-                raise RuntimeError(f"pruning group {g.name} changed the kernel graph ({len(self.dense)} -> {len(kernels)} kernels)")
+                raise RuntimeError(
+                    f"pruning group {g.name} changed the kernel graph ({len(self.dense)} -> {len(kernels)} kernels)"
+                )
             for i, (k0, k1) in enumerate(zip(self.dense, kernels)):
                 for field, ties in (("cin", cin), ("cout", cout)):
                     delta = getattr(k0, field) - getattr(k1, field)
@@ -62,8 +65,10 @@ class KernelMap:
                         if delta % removed:
                             raise RuntimeError(f"kernel {i} ({k0.op}) {field} does not follow group {g.name} linearly")
                         ties[i][gi] = delta // removed
-        self.ties = [_Tie(cin[i], cout[i], k.op == "conv" and k.groups > 1 and k.groups == k.cin == k.cout)
-                     for i, k in enumerate(self.dense)]
+        self.ties = [
+            _Tie(cin[i], cout[i], k.op == "conv" and k.groups > 1 and k.groups == k.cin == k.cout)
+            for i, k in enumerate(self.dense)
+        ]
 
     def _count(self, dense: int, ties: Channels, kept: Sequence[int]) -> int:
         return dense + sum(w * (kept[gi] - self.groups[gi].channels) for gi, w in ties.items())

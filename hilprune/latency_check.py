@@ -4,15 +4,17 @@ The overhead model is fitted only on calibration policies (4 uniform, 8 random f
 stream), never on the random policies it is judged on, so the numbers say how the predictor
 does on unseen ones.
 """
+
 from __future__ import annotations
 
 import random
 import time
 from typing import Any
 
+from tqdm.auto import tqdm
+
 import hwprofiler
 from hwprofiler import LUT, FlopsPredictor, Predictor, fidelity
-from tqdm.auto import tqdm
 
 from .export import to_onnx_bytes
 from .kernel_map import KernelMap
@@ -28,8 +30,16 @@ def _export(surgeon: Surgeon, spec: ModelSpec, ratios: list[float], round_to: in
     return to_onnx_bytes(pruned, spec.input_shape)
 
 
-def check_fidelity(spec: ModelSpec, device_name: str, samples: int = 50, seed: int = 0, max_ratio: float = 0.9,
-                   round_to: int = 1, progress: bool = True, repeat_live: bool = True) -> dict[str, Any]:
+def check_fidelity(
+    spec: ModelSpec,
+    device_name: str,
+    samples: int = 50,
+    seed: int = 0,
+    max_ratio: float = 0.9,
+    round_to: int = 1,
+    progress: bool = True,
+    repeat_live: bool = True,
+) -> dict[str, Any]:
     """Measure `samples` random policies live and compare the LUT and FLOPs predictors.
 
     With `repeat_live`, every judged policy is measured live a second time (no cache): how well
@@ -72,18 +82,32 @@ def check_fidelity(spec: ModelSpec, device_name: str, samples: int = 50, seed: i
     bar.close()
     repeat = None
     if repeat_live:
-        again = [hwprofiler.measure_onnx(g, device, cache=False).median_ms for g in tqdm(graphs, desc="live again", disable=not progress)]
+        again = [
+            hwprofiler.measure_onnx(g, device, cache=False).median_ms
+            for g in tqdm(graphs, desc="live again", disable=not progress)
+        ]
         repeat = fidelity(again, live)
     flops = FlopsPredictor.fit(lut.observations)
     flops_pred = [flops.predict(k) for k in flops_kernels]
     ours, base = fidelity(pred, live), fidelity(flops_pred, live)
     lut.observations = saved_observations
     return {
-        "model": spec.name, "device": device.name, "samples": samples, "seed": seed,
-        "within_10pct": ours["within_10pct"], "mape": ours["mape"], "kendall_tau": ours["kendall_tau"],
-        "flops_within_10pct": base["within_10pct"], "flops_mape": base["mape"], "flops_kendall_tau": base["kendall_tau"],
+        "model": spec.name,
+        "device": device.name,
+        "samples": samples,
+        "seed": seed,
+        "within_10pct": ours["within_10pct"],
+        "mape": ours["mape"],
+        "kendall_tau": ours["kendall_tau"],
+        "flops_within_10pct": base["within_10pct"],
+        "flops_mape": base["mape"],
+        "flops_kendall_tau": base["kendall_tau"],
         "live_repeat_within_10pct": repeat["within_10pct"] if repeat else None,
         "live_repeat_kendall_tau": repeat["kendall_tau"] if repeat else None,
-        "overhead": predictor.coefficients, "lut_entries": len(lut), "live_ms": live, "predicted_ms": pred,
-        "flops_predicted_ms": flops_pred, "wall_s": time.perf_counter() - start,
+        "overhead": predictor.coefficients,
+        "lut_entries": len(lut),
+        "live_ms": live,
+        "predicted_ms": pred,
+        "flops_predicted_ms": flops_pred,
+        "wall_s": time.perf_counter() - start,
     }

@@ -3,6 +3,7 @@
 Runs with onnxruntime, onnx, numpy (and starlette/uvicorn to serve); it never imports torch,
 so it can be installed alone on the device (`pip install hilprune[device]`).
 """
+
 from __future__ import annotations
 
 from hwprofiler.devices import DeviceSpec, MeasurePolicy, list_devices, load_device

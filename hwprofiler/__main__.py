@@ -1,4 +1,5 @@
 """`python -m hwprofiler` runs the CLI."""
+
 import sys
 
 from hwprofiler.cli import main

@@ -3,6 +3,7 @@
 Re-measuring the same graph on the same device is wasted device time; a JSON file per entry
 keeps the cache inspectable and safe to share between processes (writes are atomic renames).
 """
+
 from __future__ import annotations
 
 import contextlib

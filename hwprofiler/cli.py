@@ -2,6 +2,7 @@
 
 argparse only, so a target device needs nothing beyond the `device` extra.
 """
+
 from __future__ import annotations
 
 import argparse

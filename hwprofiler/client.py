@@ -4,11 +4,11 @@ Transient failures (connection refused or reset while the server starts, 503 whi
 is full) are retried with exponential backoff; anything else becomes one `DeviceError` whose
 message says what to fix.  Proxies are bypassed: the profiler is on the LAN or loopback.
 """
+
 from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -75,8 +75,10 @@ class ProfilerClient:
                 last = f"{type(e.reason).__name__}"
             except _TRANSIENT + (http.client.RemoteDisconnected,) as e:
                 last = type(e).__name__
-            except (TimeoutError, socket.timeout):
-                raise DeviceError(f"profiler at {self.url} did not answer {method} {path} within {self.timeout_s:.0f} s") from None
+            except TimeoutError:
+                raise DeviceError(
+                    f"profiler at {self.url} did not answer {method} {path} within {self.timeout_s:.0f} s"
+                ) from None
             if attempt < self.retries:
                 time.sleep(delay)
         raise DeviceError(f"profiler at {self.url} is unreachable after {self.retries + 1} tries: {last}")

@@ -4,6 +4,7 @@ A latency is only meaningful together with the settings that produced it, so eve
 changes it (providers, threads, optimisation level, batch, dtype) lives in one spec, and the
 measurement policy (how long to measure) sits beside it.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,7 +59,9 @@ class MeasurePolicy:
 
 # What a device file gets where it sets no policy: long enough to span this CPU's speed modes.
 DEFAULT_POLICY = MeasurePolicy(warmup=10, min_repeats=20, max_repeats=100_000, target_rel_ci=0.02, time_cap_s=3.0, min_time_s=1.0)
-DEFAULT_KERNEL_POLICY = MeasurePolicy(warmup=5, min_repeats=10, max_repeats=100_000, target_rel_ci=0.03, time_cap_s=0.3, min_time_s=0.1)
+DEFAULT_KERNEL_POLICY = MeasurePolicy(
+    warmup=5, min_repeats=10, max_repeats=100_000, target_rel_ci=0.03, time_cap_s=0.3, min_time_s=0.1
+)
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ def _load_toml(path: Path) -> DeviceSpec:
 
 
 def _remote_spec(target: str, token: str | None) -> DeviceSpec:
-    url = target[len(REMOTE_PREFIX):].rstrip("/")
+    url = target[len(REMOTE_PREFIX) :].rstrip("/")
     if not url.startswith(("http://", "https://")) or len(url.split("//", 1)[1]) == 0:
         raise DeviceError(f"bad remote device {target!r}: use remote:http://HOST:PORT")
     if token is None:

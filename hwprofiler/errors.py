@@ -3,6 +3,7 @@
 They are plain `Exception` subclasses (hwprofiler must not import hilprune), so the core
 package can catch them and print their one-line message.
 """
+
 from __future__ import annotations
 
 

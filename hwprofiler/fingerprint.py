@@ -4,6 +4,7 @@ Caches and lookup tables are keyed by the id, so a table copied to another host 
 when CPU, core count, onnxruntime version and session settings all match.  The spec's name and
 description are left out: renaming a device must not throw its measurements away.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ table is keyed by the fused kernel with its full shape, as nn-Meter does.  The e
 counts are part of the key: onnxruntime picks a different (blocked NCHWc) convolution when
 channels are a multiple of the SIMD width, so odd widths are measured, not interpolated.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -165,8 +166,14 @@ def build_kernel_model(spec: KernelSpec, dtype: str = "float32") -> onnx.ModelPr
         inits += [weight("W", (spec.cout, spec.cin // spec.groups, k, k), fan_in), weight("B", (spec.cout,), 1)]
         nodes.append(
             helper.make_node(
-                "Conv", ["x", "W", "B"], ["conv"], kernel_shape=[k, k], strides=[s, s],
-                pads=[p, p, p, p], dilations=[d, d], group=spec.groups,
+                "Conv",
+                ["x", "W", "B"],
+                ["conv"],
+                kernel_shape=[k, k],
+                strides=[s, s],
+                pads=[p, p, p, p],
+                dilations=[d, d],
+                group=spec.groups,
             )
         )
         last = "conv"

@@ -5,6 +5,7 @@ and is refused on a different one.  A miss is measured on the device itself (thr
 profiler server for a remote device), with the device's shorter kernel policy.  The table also
 stores the live (whole-network) observations the predictor fits its overhead model to.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,10 +34,7 @@ def measure_kernels(specs: list[KernelSpec], device: DeviceSpec) -> list[Measure
         from hwprofiler.client import client_for
 
         return client_for(device).kernels(specs)
-    return [
-        measure_local(model_bytes(build_kernel_model(s, device.dtype)), device, device.kernel_policy)
-        for s in specs
-    ]
+    return [measure_local(model_bytes(build_kernel_model(s, device.dtype)), device, device.kernel_policy) for s in specs]
 
 
 def _read_lut_file(path: Path) -> dict[str, Any]:
@@ -91,9 +89,7 @@ class LUT:
         self.observations.extend(data.get("observations", []))
 
     @classmethod
-    def load(
-        cls, path: str | os.PathLike[str], device: DeviceSpec | str | None = None, *, strict: bool = True
-    ) -> LUT:
+    def load(cls, path: str | os.PathLike[str], device: DeviceSpec | str | None = None, *, strict: bool = True) -> LUT:
         """Open a LUT file; with a device, refuse a file measured on a different fingerprint."""
         path = Path(path)
         if not path.is_file():

@@ -5,6 +5,7 @@ discarded, then back-to-back timed runs.  Instead of a fixed count we stop once 
 known to `target_rel_ci` (order-statistic 95% CI), or a time/repeat cap is reached, so cheap
 kernels finish fast and noisy hosts get more samples.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -137,9 +138,7 @@ def random_feeds(session: Any, batch: int, seed: int = 0) -> dict[str, np.ndarra
             elif i == 0:
                 shape.append(batch)
             else:
-                raise InvalidModelError(
-                    f"input {inp.name!r} has a free dimension {dim!r} at axis {i}; export with fixed shapes"
-                )
+                raise InvalidModelError(f"input {inp.name!r} has a free dimension {dim!r} at axis {i}; export with fixed shapes")
         dtype = _NP_TYPES.get(inp.type)
         if dtype is None:
             raise InvalidModelError(f"input {inp.name!r} has unsupported type {inp.type}")

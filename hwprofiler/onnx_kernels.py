@@ -8,6 +8,7 @@ a residual sum, the Add's first input winning when both come from convs; Gemm fu
 following activation (FusedGemm); MatMul + bias Add becomes Gemm.  Flatten, Reshape, Dropout,
 Identity, (Un)Squeeze and int64 shape arithmetic cost nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,18 @@ from onnx import numpy_helper
 from hwprofiler.errors import KernelError
 from hwprofiler.kernels import KernelSpec
 
-FREE_OPS = frozenset({"Flatten", "Reshape", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Constant", "Shape", "ConstantOfShape"})
+FREE_OPS = frozenset(
+    {"Flatten", "Reshape", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Constant", "Shape", "ConstantOfShape"}
+)
 SHAPE_ARITH_OPS = frozenset({"Gather", "Concat", "Slice", "Cast", "Mul", "Add", "Sub", "Div", "Range", "Expand"})
-ACT_OPS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "LeakyRelu": "leakyrelu", "HardSigmoid": "hardsigmoid", "Clip": "clip"}
+ACT_OPS = {
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "LeakyRelu": "leakyrelu",
+    "HardSigmoid": "hardsigmoid",
+    "Clip": "clip",
+}
 
 
 class _Graph:
@@ -161,10 +171,19 @@ def _conv(g: _Graph, i: int, used: set[int]) -> tuple[KernelSpec, list[int]]:
         out = g.nodes[j].output[0]
     act, _ = _take_activation(g, out, used, group)
     spec = KernelSpec(
-        op="conv", batch=n, cin=cin, cout=int(wshape[0]), kernel=kernel,
-        stride=_square(a.get("strides"), 1, "strides", node), groups=int(a.get("group", 1)),
-        padding=_square(a.get("pads"), 0, "pads", node), h=h, w=w, activation=act,
-        residual_add=residual, dilation=_square(a.get("dilations"), 1, "dilations", node),
+        op="conv",
+        batch=n,
+        cin=cin,
+        cout=int(wshape[0]),
+        kernel=kernel,
+        stride=_square(a.get("strides"), 1, "strides", node),
+        groups=int(a.get("group", 1)),
+        padding=_square(a.get("pads"), 0, "pads", node),
+        h=h,
+        w=w,
+        activation=act,
+        residual_add=residual,
+        dilation=_square(a.get("dilations"), 1, "dilations", node),
     )
     return spec, group
 
@@ -203,9 +222,16 @@ def _pool(g: _Graph, i: int) -> KernelSpec:
         raise KernelError(f"{node.name or node.op_type}: auto_pad is not supported; export with explicit pads")
     kernel = _square(a.get("kernel_shape"), 1, "kernel", node)
     return KernelSpec(
-        op="maxpool" if node.op_type == "MaxPool" else "avgpool", batch=n, cin=c, cout=c, kernel=kernel,
-        stride=_square(a.get("strides"), 1, "strides", node), padding=_square(a.get("pads"), 0, "pads", node),
-        h=h, w=w, dilation=_square(a.get("dilations"), 1, "dilations", node),
+        op="maxpool" if node.op_type == "MaxPool" else "avgpool",
+        batch=n,
+        cin=c,
+        cout=c,
+        kernel=kernel,
+        stride=_square(a.get("strides"), 1, "strides", node),
+        padding=_square(a.get("pads"), 0, "pads", node),
+        h=h,
+        w=w,
+        dilation=_square(a.get("dilations"), 1, "dilations", node),
     )
 
 
@@ -225,9 +251,7 @@ def _eltwise_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
 
 
 def _is_shape_arith(g: _Graph, node: onnx.NodeProto) -> bool:
-    return node.op_type in SHAPE_ARITH_OPS and all(
-        g.types.get(o) == onnx.TensorProto.INT64 for o in node.output
-    )
+    return node.op_type in SHAPE_ARITH_OPS and all(g.types.get(o) == onnx.TensorProto.INT64 for o in node.output)
 
 
 def _fix_free_dims(model: onnx.ModelProto, batch: int | None) -> None:
@@ -254,9 +278,7 @@ def load_model(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> onnx.
     return copy
 
 
-def kernels_from_onnx(
-    model: onnx.ModelProto | bytes | str | os.PathLike[str], *, batch: int | None = None
-) -> list[KernelSpec]:
+def kernels_from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *, batch: int | None = None) -> list[KernelSpec]:
     """The fused kernels of a model, in execution order.
 
     A free leading input dimension is set to `batch` (default 1).  Raises `KernelError` naming
@@ -284,9 +306,7 @@ def kernels_from_onnx(
             spec, group = _linear(g, i, used)
         elif op in ("MaxPool", "AveragePool"):
             spec = _pool(g, i)
-        elif op in ("GlobalAveragePool", "GlobalMaxPool") or (
-            op == "ReduceMean" and _reduce_mean_axes(g, node) == [2, 3]
-        ):
+        elif op in ("GlobalAveragePool", "GlobalMaxPool") or (op == "ReduceMean" and _reduce_mean_axes(g, node) == [2, 3]):
             n, c, h, w = g.shape4(node.input[0], node)
             kind = "globalmaxpool" if op == "GlobalMaxPool" else "globalavgpool"
             spec = KernelSpec(op=kind, batch=n, cin=c, cout=c, h=h, w=w)

@@ -10,6 +10,7 @@ layout it pays a reorder that no one-kernel graph contains.  So the prediction i
 least squares on relative error to every live measurement observed so far (stored in the LUT),
 shrunk toward `(1, 0, 0, 0, 0, 0)` while few are known.
 """
+
 from __future__ import annotations
 
 import json
@@ -131,7 +132,11 @@ class Predictor:
     def coefficients(self) -> dict[str, float]:
         a, b, c, d, e, f = self.coef
         return {
-            "a": a, "b_ms_per_kernel": b, "c_ms": c, "d_ms_per_weight_mb": d, "e_plain_path_scale": e,
+            "a": a,
+            "b_ms_per_kernel": b,
+            "c_ms": c,
+            "d_ms_per_weight_mb": d,
+            "e_plain_path_scale": e,
             "f_ms_per_transition_melem": f,
             "n_observations": len(self.lut.observations),
         }
@@ -147,8 +152,11 @@ class Predictor:
 
     def plain_sum(self, kernels: Sequence[KernelSpec]) -> float:
         """The part of `kernel_sum` from kernels on the plain NCHW path (see fit_overhead)."""
-        return sum(self.lut.get(k) for k in kernels if k.op in ("conv", "maxpool", "avgpool", "globalavgpool")
-                   and not runs_blocked(k, self.block))
+        return sum(
+            self.lut.get(k)
+            for k in kernels
+            if k.op in ("conv", "maxpool", "avgpool", "globalavgpool") and not runs_blocked(k, self.block)
+        )
 
     def predict(self, kernels: Sequence[KernelSpec]) -> float:
         """Predicted network latency in ms.
@@ -158,8 +166,14 @@ class Predictor:
         """
         a, b, c, d, e, f = self.coef
         total = self.kernel_sum(kernels)
-        linear = (a * total + b * len(kernels) + c + d * weight_mb(kernels, self._dtype) + e * self.plain_sum(kernels)
-                  + f * transition_melems(kernels, self.block))
+        linear = (
+            a * total
+            + b * len(kernels)
+            + c
+            + d * weight_mb(kernels, self._dtype)
+            + e * self.plain_sum(kernels)
+            + f * transition_melems(kernels, self.block)
+        )
         return max(linear, FLOOR * total, 1e-6)
 
     def predict_model(self, model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> float:

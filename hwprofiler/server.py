@@ -7,6 +7,7 @@ checks models with onnx.checker, never loads custom-op libraries, refuses extern
 measures one model at a time behind a bounded queue (503 + Retry-After when full) and gives up
 waiting after a per-request timeout (504).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -135,8 +136,13 @@ def create_app(
         keep = request.query_params.get("samples") in ("1", "true")
         m = await run_job(lambda: measure_onnx(data, device, cache=store, keep_samples=keep))
         return JSONResponse(
-            {"device": device.name, "fingerprint_id": fid, "sha256": sha256(data), "cached": m.cached,
-             "measurement": m.to_dict(samples=keep)}
+            {
+                "device": device.name,
+                "fingerprint_id": fid,
+                "sha256": sha256(data),
+                "cached": m.cached,
+                "measurement": m.to_dict(samples=keep),
+            }
         )
 
     async def kernels(request: Request) -> Response:
@@ -153,8 +159,11 @@ def create_app(
             raise _HTTPError(400, str(e)) from None
         results = await run_job(lambda: measure_kernels(specs, device))
         return JSONResponse(
-            {"device": device.name, "fingerprint_id": fid,
-             "results": [{"spec": s.to_dict(), **m.to_dict(samples=False)} for s, m in zip(specs, results)]}
+            {
+                "device": device.name,
+                "fingerprint_id": fid,
+                "results": [{"spec": s.to_dict(), **m.to_dict(samples=False)} for s, m in zip(specs, results)],
+            }
         )
 
     routes = [

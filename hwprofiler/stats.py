@@ -1,4 +1,5 @@
 """Small distribution-free statistics for latency samples (no scipy on the device)."""
+
 from __future__ import annotations
 
 import math

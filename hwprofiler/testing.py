@@ -1,4 +1,5 @@
 """Tiny ONNX models and a fast device spec, for tests and demos (no torch needed)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,13 @@ def tiny_cnn(c: int = 16, c2: int | None = 32, hw: int = 16, classes: int = 10, 
         return numpy_helper.from_array(np.abs(a) + 1.0 if positive else a, name)
 
     inits = [
-        t("w1", c, 3, 3, 3), t("bn_g", c, positive=True), t("bn_b", c), t("bn_m", c), t("bn_v", c, positive=True),
-        t("w2", c, c, 3, 3), t("b2", c),
+        t("w1", c, 3, 3, 3),
+        t("bn_g", c, positive=True),
+        t("bn_b", c),
+        t("bn_m", c),
+        t("bn_v", c, positive=True),
+        t("w2", c, c, 3, 3),
+        t("b2", c),
     ]
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv1"),
@@ -49,7 +55,9 @@ def tiny_cnn(c: int = 16, c2: int | None = 32, hw: int = 16, classes: int = 10, 
     if c2 is not None:
         inits += [t("w3", c2, c, 3, 3), t("b3", c2)]
         nodes += [
-            helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], name="conv3"),
+            helper.make_node(
+                "Conv", ["r2", "w3", "b3"], ["c3"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], name="conv3"
+            ),
             helper.make_node("Relu", ["c3"], ["r3"], name="relu3"),
         ]
         last, width = "r3", c2
@@ -60,7 +68,8 @@ def tiny_cnn(c: int = 16, c2: int | None = 32, hw: int = 16, classes: int = 10, 
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"], transB=1, name="fc"),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_cnn",
+        nodes,
+        "tiny_cnn",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, classes])],
         inits,

@@ -5,6 +5,7 @@ The profiler server runs models sent over the network, so a model must parse, pa
 libraries are ever loaded), and carry its weights inline: external-data references would make
 onnxruntime open arbitrary files on the device.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -33,9 +34,7 @@ def _check_safe(model: onnx.ModelProto) -> None:
     for graph in _graphs(model.graph):
         for init in list(graph.initializer) + [s.values for s in graph.sparse_initializer]:
             if init.data_location == onnx.TensorProto.EXTERNAL or len(init.external_data):
-                raise InvalidModelError(
-                    f"initializer {init.name!r} uses external data; send a model with its weights inline"
-                )
+                raise InvalidModelError(f"initializer {init.name!r} uses external data; send a model with its weights inline")
         for node in graph.node:
             if node.domain not in allowed:
                 raise InvalidModelError(

@@ -3,6 +3,7 @@
 Two models timed at once would slow each other down, so the server serialises them; the bound
 turns overload into an immediate "busy" answer instead of an ever-growing backlog.
 """
+
 from __future__ import annotations
 
 import queue

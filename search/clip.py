@@ -5,15 +5,23 @@ visited in forward order and each ratio is raised to the smallest value that sti
 budget be met if every later group were pruned at `max_ratio`. After the last group the
 predicted latency is within the budget (when the budget is reachable at all).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 Predict = Callable[[Mapping[str, float]], float]
 
 
-def smallest_ratio(lat: Callable[[float], float], budget_ms: float, low: float, high: float, tol: float = 1e-3,
-                   rel_tol: float = 0.0, max_iter: int = 60) -> tuple[float, float]:
+def smallest_ratio(
+    lat: Callable[[float], float],
+    budget_ms: float,
+    low: float,
+    high: float,
+    tol: float = 1e-3,
+    rel_tol: float = 0.0,
+    max_iter: int = 60,
+) -> tuple[float, float]:
     """Smallest r in [low, high] with lat(r) <= budget (lat non-increasing in r), and lat at it.
 
     Returns `(high, lat(high))` when even `high` is over the budget. With `rel_tol`, stops early
@@ -38,12 +46,14 @@ def smallest_ratio(lat: Callable[[float], float], budget_ms: float, low: float, 
     return hi, f_hi
 
 
-def sequential_clip(predict: Predict, names: Sequence[str], ratios: Sequence[float], budget_ms: float, max_ratio: float,
-                    tol: float = 1e-3) -> list[float]:
+def sequential_clip(
+    predict: Predict, names: Sequence[str], ratios: Sequence[float], budget_ms: float, max_ratio: float, tol: float = 1e-3
+) -> list[float]:
     """Raise ratios group by group (forward order) so the predicted latency meets `budget_ms`."""
     r = [min(max_ratio, max(0.0, float(x))) for x in ratios]
     n = len(r)
     for i in range(n):
+
         def lat(x: float, i: int = i) -> float:
             trial = r[:i] + [x] + [max_ratio] * (n - i - 1)
             return float(predict(dict(zip(names, trial))))

@@ -3,13 +3,15 @@
 Every evaluated policy becomes one COMPLETE trial in the agent's study (`<job>/<agent>`), written
 the moment the evaluation finishes, so a killed search loses at most the evaluation in flight.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import optuna
 
@@ -30,10 +32,22 @@ class SearchContext:
     :param job_name: studies are named `<job_name>/<agent>`
     """
 
-    def __init__(self, evaluator: Any, budgets_ms: Sequence[float], *, storage: str | optuna.storages.BaseStorage,
-                 job_name: str, out_dir: str | Path, seed: int = 0, grid_step: float = GRID_STEP,
-                 budget_labels: Sequence[str] | None = None, reward: str = "constrained", max_ratio: float | None = None,
-                 latency_source: str | None = None, agent_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        evaluator: Any,
+        budgets_ms: Sequence[float],
+        *,
+        storage: str | optuna.storages.BaseStorage,
+        job_name: str,
+        out_dir: str | Path,
+        seed: int = 0,
+        grid_step: float = GRID_STEP,
+        budget_labels: Sequence[str] | None = None,
+        reward: str = "constrained",
+        max_ratio: float | None = None,
+        latency_source: str | None = None,
+        agent_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.evaluator = evaluator
         self.budgets_ms = [float(b) for b in budgets_ms]
         self.budget_labels = list(budget_labels) if budget_labels else [f"{b:.4g}ms" for b in self.budgets_ms]
@@ -97,19 +111,37 @@ class SearchContext:
 
     def records(self, agent_name: str) -> list[store.TrialRecord]:
         study = self.study(agent_name)
-        return [store.record_from_trial(agent_name, t)
-                for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        return [
+            store.record_from_trial(agent_name, t)
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        ]
 
     # --- evaluation and recording ---------------------------------------------------------------
-    def evaluate(self, agent_name: str, ratios: Mapping[str, float] | Sequence[float], trial: Any = None, *,
-                 reward: float | None = None, budget_ms: float | None = None, extra_attrs: Mapping[str, Any] | None = None) -> Any:
+    def evaluate(
+        self,
+        agent_name: str,
+        ratios: Mapping[str, float] | Sequence[float],
+        trial: Any = None,
+        *,
+        reward: float | None = None,
+        budget_ms: float | None = None,
+        extra_attrs: Mapping[str, Any] | None = None,
+    ) -> Any:
         """Evaluate a policy (EvalResult) and record it as a trial of the agent's study."""
         result = self.evaluator.evaluate(self.ratios_dict(ratios))
         self.record(agent_name, result, trial, reward=reward, budget_ms=budget_ms, extra_attrs=extra_attrs)
         return result
 
-    def record(self, agent_name: str, result: Any, trial: Any = None, *, reward: float | None = None,
-               budget_ms: float | None = None, extra_attrs: Mapping[str, Any] | None = None) -> int:
+    def record(
+        self,
+        agent_name: str,
+        result: Any,
+        trial: Any = None,
+        *,
+        reward: float | None = None,
+        budget_ms: float | None = None,
+        extra_attrs: Mapping[str, Any] | None = None,
+    ) -> int:
         """Record an evaluation.
 
         Without `trial`, a COMPLETE trial is added to the agent's study right away. With a live
@@ -127,8 +159,14 @@ class SearchContext:
                 trial.storage.set_trial_system_attr(trial._trial_id, *link)
             number = int(trial.number)
         else:
-            number = store.add_complete_trial(self.study(agent_name), self.values(result), self.params(result),
-                                              self.distributions(), attrs, dict([link]) if link else None)
+            number = store.add_complete_trial(
+                self.study(agent_name),
+                self.values(result),
+                self.params(result),
+                self.distributions(),
+                attrs,
+                dict([link]) if link else None,
+            )
         for fn in list(self.listeners):
             try:
                 fn(agent_name, result, number)
@@ -156,15 +194,20 @@ class SearchContext:
         ratios = result.policy.requested()
         return {n: self.snap(ratios[n]) for n in self.group_names}
 
-    def user_attrs(self, agent_name: str, result: Any, *, reward: float | None = None, budget_ms: float | None = None) -> dict[str, Any]:
+    def user_attrs(
+        self, agent_name: str, result: Any, *, reward: float | None = None, budget_ms: float | None = None
+    ) -> dict[str, Any]:
         budget = float(budget_ms) if budget_ms is not None else (self.budgets_ms[0] if self.budgets_ms else None)
         if reward is None:
             reward = self.reward(result, budget)
         policy = result.policy.to_dict()
         policy["metrics"] = dict(policy.get("metrics") or {}) | {
-            "accuracy": float(result.accuracy), "latency_ms": float(result.latency_ms), "latency_source": self.latency_source,
+            "accuracy": float(result.accuracy),
+            "latency_ms": float(result.latency_ms),
+            "latency_source": self.latency_source,
             "lut_latency_ms": _num(getattr(result, "lut_latency_ms", None)),
-            "live_latency_ms": _num(getattr(result, "live_latency_ms", None))}
+            "live_latency_ms": _num(getattr(result, "live_latency_ms", None)),
+        }
         return {
             "macs": _int(getattr(result, "macs", None)),
             "params": _int(getattr(result, "params", None)),
@@ -172,8 +215,8 @@ class SearchContext:
             "lut_latency_ms": _num(getattr(result, "lut_latency_ms", None)),
             "live_latency_ms": _num(getattr(result, "live_latency_ms", None)),
             "reward": _num(reward),
-            "latency_kind": getattr(result, "latency_kind", None) or ("live" if getattr(result, "live_latency_ms", None) is not None
-                                                                      and self.latency_source != "lut" else "lut"),
+            "latency_kind": getattr(result, "latency_kind", None)
+            or ("live" if getattr(result, "live_latency_ms", None) is not None and self.latency_source != "lut" else "lut"),
             "budget_ms": _num(budget),
             "agent": agent_name,
             "seed": self.seed,
@@ -234,8 +277,13 @@ def _resolve_reward(name: str) -> Callable[..., float] | None:
 def _call_reward(fn: Callable[..., float], result: Any, budget_ms: float, evaluator: Any) -> float:
     dense_for = getattr(evaluator, "dense_latency_for", None)  # the dense latency of the same kind (live or LUT)
     dense_ms = dense_for(result) if dense_for is not None else getattr(evaluator, "dense_latency_ms", None)
-    kwargs = {"accuracy": float(result.accuracy), "latency_ms": float(result.latency_ms), "budget_ms": float(budget_ms),
-              "dense_accuracy": getattr(evaluator, "dense_accuracy", None), "dense_latency_ms": dense_ms}
+    kwargs = {
+        "accuracy": float(result.accuracy),
+        "latency_ms": float(result.latency_ms),
+        "budget_ms": float(budget_ms),
+        "dense_accuracy": getattr(evaluator, "dense_accuracy", None),
+        "dense_latency_ms": dense_ms,
+    }
     import inspect
 
     try:

@@ -9,6 +9,7 @@ artifact id (its content is replaced), so reports do not pile up copies.
 
 Equivalent by hand: `optuna-dashboard runs/<name>/study.journal --artifact-dir runs/<name>/artifacts`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "_uploaded.json"
 
 
-def attach_artifacts(run_dir: str | Path, *, storage: Any = None, job: Job | None = None,
-                     summary: dict[str, Any] | None = None) -> int:
+def attach_artifacts(
+    run_dir: str | Path, *, storage: Any = None, job: Job | None = None, summary: dict[str, Any] | None = None
+) -> int:
     """Attach plot, report and best policies to the job's studies; returns how many were uploaded."""
     import optuna
 
@@ -95,16 +97,23 @@ def _note(agent: str, best: dict[str, Any], summary: dict[str, Any]) -> str:
     dense = summary.get("dense") or {}
     lines = [f"## hilprune search `{summary.get('job', '')}`: agent `{agent}`", ""]
     if dense:
-        lines.append(f"Dense model: accuracy {dense.get('accuracy', float('nan')):.4f}, latency {dense.get('latency_ms', float('nan')):.3f} ms.")
+        lines.append(
+            f"Dense model: accuracy {dense.get('accuracy', float('nan')):.4f}, latency {dense.get('latency_ms', float('nan')):.3f} ms."
+        )
         lines.append("")
     lines += ["| budget | best agent | trial | accuracy | latency ms | speedup |", "|---|---|---|---|---|---|"]
     for label, b in best.items():
         if b:
-            lines.append(f"| {label} | {b['agent']} | {b['trial']} | {b['accuracy']:.4f} | {b['latency_ms']:.3f} | {b['speedup'] or 0:.2f}x |")
+            lines.append(
+                f"| {label} | {b['agent']} | {b['trial']} | {b['accuracy']:.4f} | {b['latency_ms']:.3f} | {b['speedup'] or 0:.2f}x |"
+            )
         else:
             lines.append(f"| {label} | - | - | - | - | - |")
-    lines += ["", "Study artifacts: `pareto.png`, `report.md` and `best-<budget>.json` (the best policy of the whole job "
-              "per budget, whichever agent found it); each trial carries its own `policy.json`."]
+    lines += [
+        "",
+        "Study artifacts: `pareto.png`, `report.md` and `best-<budget>.json` (the best policy of the whole job "
+        "per budget, whichever agent found it); each trial carries its own `policy.json`.",
+    ]
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ exported model. Written to the output folder:
                     speedup and the device fingerprint
     MODEL_CARD.md   how it was made and what it measures
 """
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,9 @@ def _find_trial(records: dict[str, list[TrialRecord]], ref: str) -> TrialRecord:
     if not hits:
         raise HilpruneError(f"no finished trial {ref!r} in this run (agents: {', '.join(sorted(records)) or 'none'})")
     if len(hits) > 1:
-        raise HilpruneError(f"trial {number} exists for several agents ({', '.join(r.agent for r in hits)}); write AGENT:{number}")
+        raise HilpruneError(
+            f"trial {number} exists for several agents ({', '.join(r.agent for r in hits)}); write AGENT:{number}"
+        )
     return hits[0]
 
 
@@ -63,7 +66,9 @@ class LiveLatency:
     before its dense reference was measured (another run, another load) are measured again, as in
     the search itself."""
 
-    def __init__(self, run_dir: Path, surgeon: Any, input_shape: tuple[int, int, int], device: str, dense: dict[str, Any]) -> None:
+    def __init__(
+        self, run_dir: Path, surgeon: Any, input_shape: tuple[int, int, int], device: str, dense: dict[str, Any]
+    ) -> None:
         from .runner import dense_measured_at
 
         self.path = run_dir / LIVE_CACHE
@@ -96,9 +101,15 @@ class LiveLatency:
 
 def pick_trial(records: dict[str, list[TrialRecord]], budget_ms: float, live: Any, policy_of: Any) -> tuple[TrialRecord, float]:
     """Most accurate trial whose live latency meets the budget, and that live latency."""
-    candidates = sorted((r for recs in records.values() for r in recs if r.latency_ms <= budget_ms * NEAR_BUDGET
-                         or (r.live_latency_ms is not None and r.live_latency_ms <= budget_ms)),
-                        key=lambda r: (-r.accuracy, r.latency_ms))
+    candidates = sorted(
+        (
+            r
+            for recs in records.values()
+            for r in recs
+            if r.latency_ms <= budget_ms * NEAR_BUDGET or (r.live_latency_ms is not None and r.live_latency_ms <= budget_ms)
+        ),
+        key=lambda r: (-r.accuracy, r.latency_ms),
+    )
     measured = 0
     for r in candidates:
         if r.live_latency_ms is not None:
@@ -110,12 +121,24 @@ def pick_trial(records: dict[str, list[TrialRecord]], budget_ms: float, live: An
             measured += 1
         if lat <= budget_ms:
             return r, lat
-    raise HilpruneError(f"no trial meets the budget of {budget_ms:.4g} ms by live latency "
-                        f"({len(candidates)} candidate(s) checked); search longer, or pick one with --trial")
+    raise HilpruneError(
+        f"no trial meets the budget of {budget_ms:.4g} ms by live latency "
+        f"({len(candidates)} candidate(s) checked); search longer, or pick one with --trial"
+    )
 
 
-def export_run(run_dir: str | Path, budget: str, out: str | Path, *, trial: str | None = None, finetune_epochs: float = 1.0,
-               lr: float = 0.01, seed: int | None = None, bn_batches: int = 10, progress: bool = True) -> dict[str, Any]:
+def export_run(
+    run_dir: str | Path,
+    budget: str,
+    out: str | Path,
+    *,
+    trial: str | None = None,
+    finetune_epochs: float = 1.0,
+    lr: float = 0.01,
+    seed: int | None = None,
+    bn_batches: int = 10,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Export the best policy of `run_dir` for `budget` to `out`; returns what `--json` prints."""
     import torch
 
@@ -173,7 +196,9 @@ def export_run(run_dir: str | Path, budget: str, out: str | Path, *, trial: str 
     val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)
     ft = None
     if finetune_epochs > 0:
-        ft = _finetune(model, data, spec.input_shape, job.dataset, finetune_epochs, lr, job.seed if seed is None else seed, progress)
+        ft = _finetune(
+            model, data, spec.input_shape, job.dataset, finetune_epochs, lr, job.seed if seed is None else seed, progress
+        )
         model.cpu().eval()
     val_after, test_after = evaluate(model, data.val), evaluate(model, data.test)
     dense_test = evaluate(dense_model, data.test)
@@ -186,30 +211,62 @@ def export_run(run_dir: str | Path, budget: str, out: str | Path, *, trial: str 
     save_pruned(out / "pruned.pt", model, policy)
 
     policy.metrics = dict(policy.metrics) | {
-        "source": {"run_dir": str(run_dir.resolve()), "job": job.name, "agent": rec.agent, "trial": rec.number,
-                   "study": store.study_name(job.name, rec.agent)},
-        "budget": label, "budget_ms": budget_ms,
+        "source": {
+            "run_dir": str(run_dir.resolve()),
+            "job": job.name,
+            "agent": rec.agent,
+            "trial": rec.number,
+            "study": store.study_name(job.name, rec.agent),
+        },
+        "budget": label,
+        "budget_ms": budget_ms,
         "accuracy_before_finetune": {"val": val_before, "test": test_before, "search_val": rec.accuracy},
         "accuracy_after_finetune": {"val": val_after, "test": test_after},
         "dense_accuracy": {"test": dense_test, "val": dense.get("accuracy")},
-        "finetune": {"epochs": finetune_epochs, "lr": lr, "steps": ft.steps if ft else 0, "wall_s": round(ft.wall_s, 1) if ft else 0.0},
-        "predicted_latency_ms": rec.lut_latency_ms, "search_latency_ms": rec.latency_ms, "search_latency_source": rec.latency_source,
-        "live_latency_ms": live_ms, "dense_live_latency_ms": dense_live, "speedup": speedup,
-        "device": job.device, "device_fingerprint": dense.get("fingerprint"), "device_fingerprint_id": dense.get("fingerprint_id"),
+        "finetune": {
+            "epochs": finetune_epochs,
+            "lr": lr,
+            "steps": ft.steps if ft else 0,
+            "wall_s": round(ft.wall_s, 1) if ft else 0.0,
+        },
+        "predicted_latency_ms": rec.lut_latency_ms,
+        "search_latency_ms": rec.latency_ms,
+        "search_latency_source": rec.latency_source,
+        "live_latency_ms": live_ms,
+        "dense_live_latency_ms": dense_live,
+        "speedup": speedup,
+        "device": job.device,
+        "device_fingerprint": dense.get("fingerprint"),
+        "device_fingerprint_id": dense.get("fingerprint_id"),
         "onnx_max_abs_diff": exp.max_abs_diff,
     }
     policy_path = policy.save(out / "policy.json")
     card = model_card(job, rec, policy, spec, exp.max_abs_diff, time.perf_counter() - t0)
     (out / "MODEL_CARD.md").write_text(card)
-    return {"onnx": str(out / "model.onnx"), "test_accuracy": test_after, "latency_ms": live_ms, "speedup": speedup,
-            "policy": str(policy_path), "pruned": str(out / "pruned.pt"), "model_card": str(out / "MODEL_CARD.md"),
-            "val_accuracy": val_after, "test_accuracy_before_finetune": test_before, "dense_test_accuracy": dense_test,
-            "dense_latency_ms": dense_live, "budget": label, "budget_ms": budget_ms, "agent": rec.agent, "trial": rec.number,
-            "max_abs_diff": exp.max_abs_diff, "meets_budget": live_ms <= budget_ms}
+    return {
+        "onnx": str(out / "model.onnx"),
+        "test_accuracy": test_after,
+        "latency_ms": live_ms,
+        "speedup": speedup,
+        "policy": str(policy_path),
+        "pruned": str(out / "pruned.pt"),
+        "model_card": str(out / "MODEL_CARD.md"),
+        "val_accuracy": val_after,
+        "test_accuracy_before_finetune": test_before,
+        "dense_test_accuracy": dense_test,
+        "dense_latency_ms": dense_live,
+        "budget": label,
+        "budget_ms": budget_ms,
+        "agent": rec.agent,
+        "trial": rec.number,
+        "max_abs_diff": exp.max_abs_diff,
+        "meets_budget": live_ms <= budget_ms,
+    }
 
 
-def _finetune(model: Any, data: Any, input_shape: tuple[int, int, int], dataset: str, epochs: float, lr: float, seed: int,
-              progress: bool) -> Any:
+def _finetune(
+    model: Any, data: Any, input_shape: tuple[int, int, int], dataset: str, epochs: float, lr: float, seed: int, progress: bool
+) -> Any:
     """`hilprune.train.finetune`: small lr, cosine, no warm-up, the data set's own augmentation."""
     import warnings
 
@@ -229,24 +286,24 @@ def model_card(job: Any, rec: TrialRecord, policy: Any, spec: Any, diff: float |
     macs = f"{macs_a:,} (dense {macs_b:,})" if isinstance(macs_a, int) and isinstance(macs_b, int) and macs_a >= 0 else "-"
     acc_b, acc_a = m["accuracy_before_finetune"], m["accuracy_after_finetune"]
     pred = m.get("predicted_latency_ms")
-    return f"""# Pruned {job.model}{' on ' + job.dataset if job.dataset else ''} for budget {m['budget']} on {job.device}
+    return f"""# Pruned {job.model}{" on " + job.dataset if job.dataset else ""} for budget {m["budget"]} on {job.device}
 
-Found by agent `{rec.agent}` (trial {rec.number} of study `{m['source']['study']}`) in the search run
-`{m['source']['run_dir']}`, then fine-tuned and exported by `hilprune export`.
+Found by agent `{rec.agent}` (trial {rec.number} of study `{m["source"]["study"]}`) in the search run
+`{m["source"]["run_dir"]}`, then fine-tuned and exported by `hilprune export`.
 
 | | |
 |---|---|
-| budget | {m['budget']} = {m['budget_ms']:.4g} ms |
-| live latency | {m['live_latency_ms']:.4g} ms (dense {m['dense_live_latency_ms']:.4g} ms): **{(m['speedup'] or 0):.2f}x** faster |
+| budget | {m["budget"]} = {m["budget_ms"]:.4g} ms |
+| live latency | {m["live_latency_ms"]:.4g} ms (dense {m["dense_live_latency_ms"]:.4g} ms): **{(m["speedup"] or 0):.2f}x** faster |
 | predicted latency (LUT) | {f"{pred:.4g} ms" if pred is not None else "-"} |
-| test accuracy | **{acc_a['test']:.4f}** after fine-tuning, {acc_b['test']:.4f} before (dense {m['dense_accuracy']['test']:.4f}) |
-| validation accuracy | {acc_a['val']:.4f} after, {acc_b['val']:.4f} before (the search saw {acc_b['search_val']:.4f}) |
-| fine-tuning | {m['finetune']['epochs']} epoch(s), lr {m['finetune']['lr']}, {m['finetune']['steps']} steps, {m['finetune']['wall_s']} s |
+| test accuracy | **{acc_a["test"]:.4f}** after fine-tuning, {acc_b["test"]:.4f} before (dense {m["dense_accuracy"]["test"]:.4f}) |
+| validation accuracy | {acc_a["val"]:.4f} after, {acc_b["val"]:.4f} before (the search saw {acc_b["search_val"]:.4f}) |
+| fine-tuning | {m["finetune"]["epochs"]} epoch(s), lr {m["finetune"]["lr"]}, {m["finetune"]["steps"]} steps, {m["finetune"]["wall_s"]} s |
 | MACs | {macs} |
 | input shape | {list(spec.input_shape)} (batch 1, fixed), {spec.num_classes} classes |
-| ONNX | opset 17, max abs difference to torch {diff if diff is not None else float('nan'):.2e} |
+| ONNX | opset 17, max abs difference to torch {diff if diff is not None else float("nan"):.2e} |
 | device | `{job.device}`; {fp_line} |
-| host | {platform.node()} ({platform.machine()}), {time.strftime('%Y-%m-%d %H:%M')} |
+| host | {platform.node()} ({platform.machine()}), {time.strftime("%Y-%m-%d %H:%M")} |
 
 Latency is the median of onnxruntime runs on the device above (hwprofiler); it is only
 meaningful on that device with those settings.

@@ -20,6 +20,7 @@ reward = "constrained"
 n_steps = 64
 ```
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,20 @@ DEFAULT_AGENTS = ("uniform", "random")
 # Fields that define what a job's trials mean: changing one of them on an existing run
 # directory would mix incomparable trials, so it is refused. Budgets, agents, evals and
 # workers may change between runs (a trial's accuracy and latency do not depend on them).
-IDENTITY_FIELDS = ("model", "dataset", "input_shape", "num_classes", "checkpoint", "device", "val_size",
-                   "latency_source", "max_ratio", "round_to", "importance", "seed")
+IDENTITY_FIELDS = (
+    "model",
+    "dataset",
+    "input_shape",
+    "num_classes",
+    "checkpoint",
+    "device",
+    "val_size",
+    "latency_source",
+    "max_ratio",
+    "round_to",
+    "importance",
+    "seed",
+)
 
 
 # --- budgets ------------------------------------------------------------------------------------
@@ -66,10 +79,14 @@ def parse_budget(text: str | float | int) -> str:
         try:
             value = float(raw)
         except ValueError:
-            raise HilpruneError(f"budget {text!r}: expected a fraction of the dense latency (0.5) or milliseconds (1.2ms)") from None
+            raise HilpruneError(
+                f"budget {text!r}: expected a fraction of the dense latency (0.5) or milliseconds (1.2ms)"
+            ) from None
     if not (0 < value <= 1) or not math.isfinite(value):
-        raise HilpruneError(f"budget {raw}: a fractional budget must be in (0, 1] (a fraction of the dense model's latency); "
-                            "write milliseconds as e.g. 1.2ms")
+        raise HilpruneError(
+            f"budget {raw}: a fractional budget must be in (0, 1] (a fraction of the dense model's latency); "
+            "write milliseconds as e.g. 1.2ms"
+        )
     return _fmt(value)
 
 
@@ -201,7 +218,9 @@ def resolve_job(job_file: str | Path | None = None, **flags: Any) -> Job:
         data = read_toml(job_file)
         unknown = sorted(set(data) - _KNOWN)
         if unknown:
-            raise HilpruneError(f"{job_file}: unknown job field(s) {', '.join(unknown)}; known: {', '.join(sorted(_KNOWN - {'budget', 'agent'}))}")
+            raise HilpruneError(
+                f"{job_file}: unknown job field(s) {', '.join(unknown)}; known: {', '.join(sorted(_KNOWN - {'budget', 'agent'}))}"
+            )
         base = Path(job_file).resolve().parent
         if "budget" in data:
             data.setdefault("budgets", data.pop("budget"))
@@ -268,7 +287,9 @@ def _validate(job: Job) -> Job:
     if job.data_dir:
         job.data_dir = str(Path(str(job.data_dir)).expanduser().resolve())
     if not job.dataset:
-        raise HilpruneError("a search needs --dataset (accuracy is measured on its validation split): digits, fashion-mnist or cifar10")
+        raise HilpruneError(
+            "a search needs --dataset (accuracy is measured on its validation split): digits, fashion-mnist or cifar10"
+        )
     if not job.name:
         model = Path(job.model.split(":")[0]).stem if ":" in job.model else job.model
         device = Path(job.device).stem if str(job.device).endswith(".toml") else job.device
@@ -316,8 +337,9 @@ def check_compatible(new: Job, old: Job) -> None:
     diff = [k for k in IDENTITY_FIELDS if _norm(a[k]) != _norm(b[k])]
     if diff:
         detail = "; ".join(f"{k}: {b[k]!r} -> {a[k]!r}" for k in diff)
-        raise HilpruneError(f"{new.out} holds a job with other settings ({detail}); "
-                            "use another --out, or the same settings to continue it")
+        raise HilpruneError(
+            f"{new.out} holds a job with other settings ({detail}); use another --out, or the same settings to continue it"
+        )
 
 
 def _norm(v: Any) -> Any:

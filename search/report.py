@@ -8,6 +8,7 @@ works on a finished or interrupted run without evaluating anything.
 Files (in the run directory): `best/<budget>.json` (policy JSON, `hilprune.policy/v1`, with the
 trial's metrics), `pareto.png`, `report.md`, `summary.json`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,21 +66,32 @@ def budget_file_name(label: str) -> str:
     return f"{label}.json"
 
 
-def load_run(run_dir: str | Path, storage: Any = None, job: Job | None = None) -> tuple[Job, dict[str, Any], dict[str, list[TrialRecord]]]:
+def load_run(
+    run_dir: str | Path, storage: Any = None, job: Job | None = None
+) -> tuple[Job, dict[str, Any], dict[str, list[TrialRecord]]]:
     from .runner import read_dense
 
     run_dir = Path(run_dir)
     job = job or load_run_job(run_dir)
     dense = read_dense(run_dir)
     if dense is None:
-        raise HilpruneError(f"{run_dir}: no dense.json yet (the search never got past loading the model); rerun 'hilprune search'")
+        raise HilpruneError(
+            f"{run_dir}: no dense.json yet (the search never got past loading the model); rerun 'hilprune search'"
+        )
     storage = storage or store.open_storage(job.storage_url)
     records = store.load_records(storage, job.name)
     return job, dense, records
 
 
-def write_report(run_dir: str | Path, *, storage: Any = None, job: Job | None = None, dense: dict[str, Any] | None = None,
-                 plot: bool = True, artifacts: bool = True) -> dict[str, Any]:
+def write_report(
+    run_dir: str | Path,
+    *,
+    storage: Any = None,
+    job: Job | None = None,
+    dense: dict[str, Any] | None = None,
+    plot: bool = True,
+    artifacts: bool = True,
+) -> dict[str, Any]:
     """Write best policies, plot, report and summary for a run; returns the summary."""
     from hilprune.policy import Policy
 
@@ -112,19 +124,45 @@ def write_report(run_dir: str | Path, *, storage: Any = None, job: Job | None = 
             best[label] = None
             continue
         policy.metrics = dict(policy.metrics) | {
-            "accuracy": rec.accuracy, "accuracy_split": "val", "latency_ms": rec.latency_ms, "latency_source": rec.latency_source,
-            "lut_latency_ms": rec.lut_latency_ms, "live_latency_ms": rec.live_latency_ms, "speedup": speedup,
-            "budget": label, "budget_ms": bms, "dense_accuracy": dense.get("accuracy"), "dense_latency_ms": dense_lat,
-            "agent": rec.agent, "trial": rec.number, "study": store.study_name(job.name, rec.agent), "job": job.name,
-            "device": job.device, "device_fingerprint": rec.device_fingerprint, "macs": rec.macs, "params": rec.params}
+            "accuracy": rec.accuracy,
+            "accuracy_split": "val",
+            "latency_ms": rec.latency_ms,
+            "latency_source": rec.latency_source,
+            "lut_latency_ms": rec.lut_latency_ms,
+            "live_latency_ms": rec.live_latency_ms,
+            "speedup": speedup,
+            "budget": label,
+            "budget_ms": bms,
+            "dense_accuracy": dense.get("accuracy"),
+            "dense_latency_ms": dense_lat,
+            "agent": rec.agent,
+            "trial": rec.number,
+            "study": store.study_name(job.name, rec.agent),
+            "job": job.name,
+            "device": job.device,
+            "device_fingerprint": rec.device_fingerprint,
+            "macs": rec.macs,
+            "params": rec.params,
+        }
         policy.save(path)
-        best[label] = {"agent": rec.agent, "accuracy": rec.accuracy, "latency_ms": rec.latency_ms, "speedup": speedup,
-                       "policy_path": str(path), "trial": rec.number, "budget_ms": bms, "latency_source": rec.latency_source}
+        best[label] = {
+            "agent": rec.agent,
+            "accuracy": rec.accuracy,
+            "latency_ms": rec.latency_ms,
+            "speedup": speedup,
+            "policy_path": str(path),
+            "trial": rec.number,
+            "budget_ms": bms,
+            "latency_source": rec.latency_source,
+        }
 
     trials = {agent: len(recs) for agent, recs in records.items()}
     front = pareto_front(all_records)
     summary = {
-        "job": job.name, "run_dir": str(run_dir), "device": job.device, "latency_source": job.latency_source,
+        "job": job.name,
+        "run_dir": str(run_dir),
+        "device": job.device,
+        "latency_source": job.latency_source,
         "dense": {"accuracy": float(dense["accuracy"]), "latency_ms": dense_lat, "lut_latency_ms": dense.get("lut_latency_ms")},
         "budgets_ms": {k: budgets_ms[k] for k in labels},
         "best": best,
@@ -153,8 +191,14 @@ def write_report(run_dir: str | Path, *, storage: Any = None, job: Job | None = 
 
 
 # --- the plot -----------------------------------------------------------------------------------
-def plot_pareto(path: Path, records: dict[str, list[TrialRecord]], dense: dict[str, Any], budgets_ms: dict[str, float],
-                best: dict[str, TrialRecord], job: Job) -> Path:
+def plot_pareto(
+    path: Path,
+    records: dict[str, list[TrialRecord]],
+    dense: dict[str, Any],
+    budgets_ms: dict[str, float],
+    best: dict[str, TrialRecord],
+    job: Job,
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,30 +213,70 @@ def plot_pareto(path: Path, records: dict[str, list[TrialRecord]], dense: dict[s
             continue
         color = cmap(i % 10)
         if agent == "uniform":
-            pts = sorted(recs, key=lambda r: (-max(r.ratios().values(), default=0.0), r.latency_ms))  # by ratio: the uniform curve
-            ax.plot([r.latency_ms for r in pts], [r.accuracy for r in pts], "-s", color="0.45", ms=4, lw=1.2,
-                    label=f"uniform baseline ({len(recs)})", zorder=2)
+            pts = sorted(
+                recs, key=lambda r: (-max(r.ratios().values(), default=0.0), r.latency_ms)
+            )  # by ratio: the uniform curve
+            ax.plot(
+                [r.latency_ms for r in pts],
+                [r.accuracy for r in pts],
+                "-s",
+                color="0.45",
+                ms=4,
+                lw=1.2,
+                label=f"uniform baseline ({len(recs)})",
+                zorder=2,
+            )
             continue
-        ax.scatter([r.latency_ms for r in recs], [r.accuracy for r in recs], s=14, alpha=0.65, color=color,
-                   label=f"{agent} ({len(recs)})", zorder=3)
+        ax.scatter(
+            [r.latency_ms for r in recs],
+            [r.accuracy for r in recs],
+            s=14,
+            alpha=0.65,
+            color=color,
+            label=f"{agent} ({len(recs)})",
+            zorder=3,
+        )
     all_recs = [r for recs in records.values() for r in recs]
     front = pareto_front(all_recs)
     if front:
         xs, ys = pareto_staircase(front)
         ax.plot(xs, ys, "--", color="tab:purple", lw=1.0, alpha=0.8, label="Pareto front (all agents)", zorder=4)
-    ax.scatter([dense["latency_ms"]], [dense["accuracy"]], marker="*", s=180, color="gold", edgecolor="black",
-               label="dense model", zorder=6)
+    ax.scatter(
+        [dense["latency_ms"]],
+        [dense["accuracy"]],
+        marker="*",
+        s=180,
+        color="gold",
+        edgecolor="black",
+        label="dense model",
+        zorder=6,
+    )
     for label, bms in budgets_ms.items():
         ax.axvline(bms, ls="--", lw=0.9, color="tab:red", alpha=0.7, zorder=1)
-        ax.annotate(f"budget {label}", (bms, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
-                    color="tab:red", ha="right", va="bottom")
+        ax.annotate(
+            f"budget {label}",
+            (bms, 0.02),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            color="tab:red",
+            ha="right",
+            va="bottom",
+        )
     for label, rec in best.items():
         ax.scatter([rec.latency_ms], [rec.accuracy], s=110, facecolor="none", edgecolor="tab:red", lw=1.5, zorder=5)
-        ax.annotate(f"best@{label}: {rec.agent}#{rec.number}", (rec.latency_ms, rec.accuracy), textcoords="offset points",
-                    xytext=(6, -10), fontsize=7)
+        ax.annotate(
+            f"best@{label}: {rec.agent}#{rec.number}",
+            (rec.latency_ms, rec.accuracy),
+            textcoords="offset points",
+            xytext=(6, -10),
+            fontsize=7,
+        )
     ax.set_xlabel(f"latency (ms, {job.latency_source}) on {job.device}")
     ax.set_ylabel("validation accuracy")
-    ax.set_title(f"{job.model}" + (f" on {job.dataset}" if job.dataset else "") + f": accuracy vs latency ({job.name})", fontsize=10)
+    ax.set_title(
+        f"{job.model}" + (f" on {job.dataset}" if job.dataset else "") + f": accuracy vs latency ({job.name})", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -213,33 +297,46 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def markdown_report(job: Job, dense: dict[str, Any], summary: dict[str, Any], records: dict[str, list[TrialRecord]],
-                    front: list[TrialRecord]) -> str:
-    lines = [f"# Search report: {job.name}", "",
-             f"- model: `{job.model}`" + (f" on `{job.dataset}`" if job.dataset else ""),
-             f"- device: `{job.device}` (fingerprint `{dense.get('fingerprint_id') or '-'}`)",
-             f"- latency source: `{job.latency_source}` (trials are judged by this latency); accuracy on the validation split",
-             f"- dense model: accuracy {_fmt(float(dense['accuracy']))}, live latency {_fmt(float(dense['latency_ms']), 3)} ms"
-             + (f", LUT {_fmt(dense.get('lut_latency_ms'), 3)} ms" if dense.get("lut_latency_ms") is not None else ""),
-             f"- storage: `{job.storage_url}` (studies `{job.name}/<agent>`)",
-             f"- written {time.strftime('%Y-%m-%d %H:%M:%S')}", "",
-             "## Best policy per budget", "",
-             "| budget | budget ms | agent | trial | accuracy | latency ms | speedup | policy |",
-             "|---|---|---|---|---|---|---|---|"]
+def markdown_report(
+    job: Job, dense: dict[str, Any], summary: dict[str, Any], records: dict[str, list[TrialRecord]], front: list[TrialRecord]
+) -> str:
+    lines = [
+        f"# Search report: {job.name}",
+        "",
+        f"- model: `{job.model}`" + (f" on `{job.dataset}`" if job.dataset else ""),
+        f"- device: `{job.device}` (fingerprint `{dense.get('fingerprint_id') or '-'}`)",
+        f"- latency source: `{job.latency_source}` (trials are judged by this latency); accuracy on the validation split",
+        f"- dense model: accuracy {_fmt(float(dense['accuracy']))}, live latency {_fmt(float(dense['latency_ms']), 3)} ms"
+        + (f", LUT {_fmt(dense.get('lut_latency_ms'), 3)} ms" if dense.get("lut_latency_ms") is not None else ""),
+        f"- storage: `{job.storage_url}` (studies `{job.name}/<agent>`)",
+        f"- written {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        "",
+        "## Best policy per budget",
+        "",
+        "| budget | budget ms | agent | trial | accuracy | latency ms | speedup | policy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for label, b in summary["best"].items():
         bms = summary["budgets_ms"].get(label)
         if b is None:
             lines.append(f"| {label} | {_fmt(bms, 3)} | - | - | - | - | - | no trial within the budget |")
         else:
-            lines.append(f"| {label} | {_fmt(bms, 3)} | {b['agent']} | {b['trial']} | {_fmt(b['accuracy'])} | {_fmt(b['latency_ms'], 3)} | "
-                         f"{_fmt(b['speedup'], 2)}x | `{os.path.relpath(b['policy_path'], summary['run_dir'])}` |")
-    lines += ["", "## Agents", "", "| agent | trials | best accuracy | " + " | ".join(f"best within {l}" for l in summary["budgets_ms"]) + " |",
-              "|---|---|---|" + "---|" * len(summary["budgets_ms"])]
+            lines.append(
+                f"| {label} | {_fmt(bms, 3)} | {b['agent']} | {b['trial']} | {_fmt(b['accuracy'])} | {_fmt(b['latency_ms'], 3)} | "
+                f"{_fmt(b['speedup'], 2)}x | `{os.path.relpath(b['policy_path'], summary['run_dir'])}` |"
+            )
+    lines += [
+        "",
+        "## Agents",
+        "",
+        "| agent | trials | best accuracy | " + " | ".join(f"best within {b}" for b in summary["budgets_ms"]) + " |",
+        "|---|---|---|" + "---|" * len(summary["budgets_ms"]),
+    ]
     for agent in sorted(records):
         recs = records[agent]
         best_acc = max((r.accuracy for r in recs), default=None)
         cells = []
-        for label, bms in summary["budgets_ms"].items():
+        for bms in summary["budgets_ms"].values():
             r = best_within(recs, bms)
             cells.append(f"{_fmt(r.accuracy)} ({_fmt(r.latency_ms, 3)} ms)" if r else "-")
         lines.append(f"| {agent} | {len(recs)} | {_fmt(best_acc)} | " + " | ".join(cells) + " |")
@@ -248,8 +345,12 @@ def markdown_report(job: Job, dense: dict[str, Any], summary: dict[str, Any], re
         lines.append(f"| {_fmt(r.latency_ms, 3)} | {_fmt(r.accuracy)} | {r.agent} | {r.number} |")
     if summary.get("plot"):
         lines += ["", f"![accuracy vs latency]({Path(summary['plot']).name})"]
-    lines += ["", "Export a budget's best policy as a fine-tuned ONNX model with",
-              f"`hilprune export {summary['run_dir']} --budget {next(iter(summary['budgets_ms']), '0.5')} --finetune-epochs 2 --out exported/`.", ""]
+    lines += [
+        "",
+        "Export a budget's best policy as a fine-tuned ONNX model with",
+        f"`hilprune export {summary['run_dir']} --budget {next(iter(summary['budgets_ms']), '0.5')} --finetune-epochs 2 --out exported/`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -269,7 +370,9 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
 
         console = Console()
     d = summary["dense"]
-    table = Table(title=f"{summary['job']}: best policy per budget (dense: accuracy {d['accuracy']:.4f}, {d['latency_ms']:.3f} ms)")
+    table = Table(
+        title=f"{summary['job']}: best policy per budget (dense: accuracy {d['accuracy']:.4f}, {d['latency_ms']:.3f} ms)"
+    )
     for col in ("budget", "budget ms", "agent", "trial", "accuracy", "latency ms", "speedup", "policy"):
         table.add_column(col)
     for label, b in summary["best"].items():
@@ -277,8 +380,16 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
         if b is None:
             table.add_row(label, _fmt(bms, 3), "-", "-", "-", "-", "-", "no trial within budget")
         else:
-            table.add_row(label, _fmt(bms, 3), b["agent"], str(b["trial"]), _fmt(b["accuracy"]), _fmt(b["latency_ms"], 3),
-                          f"{_fmt(b['speedup'], 2)}x", _short_path(b["policy_path"]))
+            table.add_row(
+                label,
+                _fmt(bms, 3),
+                b["agent"],
+                str(b["trial"]),
+                _fmt(b["accuracy"]),
+                _fmt(b["latency_ms"], 3),
+                f"{_fmt(b['speedup'], 2)}x",
+                _short_path(b["policy_path"]),
+            )
     console.print(table)
     t2 = Table(title="trials per agent")
     t2.add_column("agent")

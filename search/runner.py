@@ -10,6 +10,7 @@ evaluation in flight. A run directory holds:
     study.journal   the trials (default storage)
     best/<budget>.json, pareto.png, report.md, summary.json   (written by search.report)
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -22,10 +23,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hilprune.errors import HilpruneError
 
@@ -55,8 +57,9 @@ def job_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = Path(path).read_text().strip() or "?"
-            raise HilpruneError(f"another 'hilprune search' (pid {other}) is running the job in {out_dir}; "
-                                "wait for it, or stop it first") from None
+            raise HilpruneError(
+                f"another 'hilprune search' (pid {other}) is running the job in {out_dir}; wait for it, or stop it first"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         yield
@@ -73,9 +76,19 @@ def build_evaluator(job: Job) -> Any:
         from envs.evaluator import PolicyEvaluator
     except ImportError as exc:
         raise HilpruneError(f"the policy evaluator (envs.evaluator) is not available: {exc}") from None
-    kwargs: dict[str, Any] = dict(dataset=job.dataset, device=job.device, checkpoint=job.checkpoint, input_shape=job.input_shape,
-                                  num_classes=job.num_classes, latency_source=job.latency_source, max_ratio=job.max_ratio,
-                                  round_to=job.round_to, importance=job.importance, data_dir=job.data_dir, seed=job.seed)
+    kwargs: dict[str, Any] = dict(
+        dataset=job.dataset,
+        device=job.device,
+        checkpoint=job.checkpoint,
+        input_shape=job.input_shape,
+        num_classes=job.num_classes,
+        latency_source=job.latency_source,
+        max_ratio=job.max_ratio,
+        round_to=job.round_to,
+        importance=job.importance,
+        data_dir=job.data_dir,
+        seed=job.seed,
+    )
     if job.val_size is not None:
         kwargs["val_size"] = job.val_size
     return PolicyEvaluator(job.model, **kwargs)
@@ -121,13 +134,18 @@ def dense_reference(job: Job, evaluator: Any) -> dict[str, Any]:
     dense = read_dense(out_dir) or {}
     weights = weights_id(getattr(getattr(evaluator, "spec", None), "checkpoint", None))
     if dense and dense.get("weights", weights) != weights:
-        raise HilpruneError(f"{out_dir} was searched with other weights ({dense['weights']}, now {weights}: a shipped "
-                            "checkpoint appeared or changed); use another --out to search these weights")
+        raise HilpruneError(
+            f"{out_dir} was searched with other weights ({dense['weights']}, now {weights}: a shipped "
+            "checkpoint appeared or changed); use another --out to search these weights"
+        )
     fp = getattr(evaluator, "fingerprint", None) or {}
     fp_id = _fp_id(fp)
     if dense and dense.get("fingerprint_id") and fp_id and dense["fingerprint_id"] != fp_id:
-        log.warning("the device fingerprint changed since this job started (%s -> %s); budgets keep their first values",
-                    dense["fingerprint_id"], fp_id)
+        log.warning(
+            "the device fingerprint changed since this job started (%s -> %s); budgets keep their first values",
+            dense["fingerprint_id"],
+            fp_id,
+        )
     if not dense:
         names = [g.name for g in evaluator.groups]
         lut_dense = getattr(evaluator, "dense_lut_latency_ms", None)
@@ -139,12 +157,21 @@ def dense_reference(job: Job, evaluator: Any) -> dict[str, Any]:
         if lut_dense is not None and not math.isfinite(float(lut_dense)):
             lut_dense = None
         dense = {
-            "model": job.model, "dataset": job.dataset, "device": job.device,
-            "accuracy": float(evaluator.dense_accuracy), "latency_ms": float(evaluator.dense_latency_ms),
-            "lut_latency_ms": lut_dense, "macs": _maybe_int(getattr(evaluator, "dense_macs", None)),
-            "latency_source": job.latency_source, "groups": names,
-            "fingerprint": fp, "fingerprint_id": fp_id, "budgets_ms": {},
-            "split": "val", "val_size": job.val_size, "weights": weights,
+            "model": job.model,
+            "dataset": job.dataset,
+            "device": job.device,
+            "accuracy": float(evaluator.dense_accuracy),
+            "latency_ms": float(evaluator.dense_latency_ms),
+            "lut_latency_ms": lut_dense,
+            "macs": _maybe_int(getattr(evaluator, "dense_macs", None)),
+            "latency_source": job.latency_source,
+            "groups": names,
+            "fingerprint": fp,
+            "fingerprint_id": fp_id,
+            "budgets_ms": {},
+            "split": "val",
+            "val_size": job.val_size,
+            "weights": weights,
             "created": time.strftime(CREATED_FORMAT),
             "measured_at": getattr(getattr(evaluator, "latency", None), "measured_since", None) or time.time(),
         }
@@ -192,9 +219,19 @@ def _maybe_int(v: Any) -> int | None:
 
 def make_context(job: Job, evaluator: Any, dense: dict[str, Any], worker_index: int = 0) -> SearchContext:
     labels = list(job.budgets)
-    ctx = SearchContext(evaluator, [dense["budgets_ms"][b] for b in labels], storage=job.storage_url, job_name=job.name,
-                        out_dir=job.out, seed=job.seed + worker_index, budget_labels=labels, reward=job.reward,
-                        max_ratio=job.max_ratio, latency_source=job.latency_source, agent_options=job.agent_options)
+    ctx = SearchContext(
+        evaluator,
+        [dense["budgets_ms"][b] for b in labels],
+        storage=job.storage_url,
+        job_name=job.name,
+        out_dir=job.out,
+        seed=job.seed + worker_index,
+        budget_labels=labels,
+        reward=job.reward,
+        max_ratio=job.max_ratio,
+        latency_source=job.latency_source,
+        agent_options=job.agent_options,
+    )
     add_budget = getattr(evaluator, "add_budget", None)
     if add_budget is not None:  # the hybrid latency rule measures live what may win a budget
         for ms in ctx.budgets_ms:
@@ -210,9 +247,9 @@ def make_context(job: Job, evaluator: Any, dense: dict[str, Any], worker_index: 
 class RunOutcome:
     job: Job
     summary: dict[str, Any]
-    ran: dict[str, int] = field(default_factory=dict)       # agent -> evaluations made by this run
-    failed: dict[str, str] = field(default_factory=dict)     # agent -> error
-    short: dict[str, int] = field(default_factory=dict)      # agent -> evaluations it left unused
+    ran: dict[str, int] = field(default_factory=dict)  # agent -> evaluations made by this run
+    failed: dict[str, str] = field(default_factory=dict)  # agent -> error
+    short: dict[str, int] = field(default_factory=dict)  # agent -> evaluations it left unused
 
 
 def prepare_job_dir(job: Job) -> None:
@@ -297,8 +334,10 @@ def _interrupt_note(console: Any, job: Job) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        _say(console, f"[yellow]interrupted[/]: finished evaluations are saved in {job.storage_url}; "
-                      "rerun the same command to continue")
+        _say(
+            console,
+            f"[yellow]interrupted[/]: finished evaluations are saved in {job.storage_url}; rerun the same command to continue",
+        )
         raise
 
 
@@ -320,9 +359,16 @@ def _progress(ctx: SearchContext, job: Job, enabled: bool, console: Any) -> Iter
 
     if console is None:
         from hilprune.cli.output import console
-    prog = Progress(TextColumn("[bold]{task.fields[agent]:<10}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("best@{task.fields[budget]} {task.fields[best]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=False)
+    prog = Progress(
+        TextColumn("[bold]{task.fields[agent]:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("best@{task.fields[budget]} {task.fields[best]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
     b0 = ctx.budgets_ms[0] if ctx.budgets_ms else float("inf")
     tasks = {}
     best: dict[str, float] = {}
@@ -331,9 +377,14 @@ def _progress(ctx: SearchContext, job: Job, enabled: bool, console: Any) -> Iter
         recs = [r for r in ctx.records(name) if r.latency_ms <= b0]
         if recs:
             best[name] = max(r.accuracy for r in recs)
-        tasks[name] = prog.add_task(name, total=job.evals, completed=min(done, job.evals), agent=name,
-                                    budget=ctx.budget_labels[0] if ctx.budget_labels else "-",
-                                    best=f"{best[name]:.4f}" if name in best else "-")
+        tasks[name] = prog.add_task(
+            name,
+            total=job.evals,
+            completed=min(done, job.evals),
+            agent=name,
+            budget=ctx.budget_labels[0] if ctx.budget_labels else "-",
+            best=f"{best[name]:.4f}" if name in best else "-",
+        )
 
     def on_record(agent: str, result: Any, number: int) -> None:
         if agent not in tasks:
@@ -382,8 +433,11 @@ def _run_parallel(job: Job, ctx: SearchContext, agent: Any, remaining: int, bar:
         if n <= 0:
             continue
         cmd = [sys.executable, "-m", "search.worker", str(job.out), "--agent", agent.name, "--evals", str(n), "--index", str(k)]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
-                   OMP_NUM_THREADS="1")
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+            OMP_NUM_THREADS="1",
+        )
         procs.append(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent, stdout=subprocess.DEVNULL))
     stop = threading.Event()
 

@@ -11,15 +11,17 @@ metric names `["accuracy", "latency_ms"]`. A trial's params are the per-group ra
 to the grid `FloatDistribution(0, max_ratio, step=grid_step)` (so Optuna samplers can learn from
 every agent's trials); the exact ratios live in the `policy` user attr.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import optuna
 from optuna.distributions import FloatDistribution
@@ -44,7 +46,7 @@ def is_journal(url: str) -> bool:
 
 
 def journal_path(url: str) -> Path:
-    return Path(url[len("journal:"):] if url.startswith("journal:") else url)
+    return Path(url[len("journal:") :] if url.startswith("journal:") else url)
 
 
 _STORAGES: dict[str, optuna.storages.BaseStorage] = {}
@@ -76,8 +78,10 @@ def open_storage(url: str, *, cache: bool = True) -> optuna.storages.BaseStorage
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         except ImportError as exc:
-            raise HilpruneError(f"storage {url}: a database driver is missing ({exc}); install it, e.g. "
-                                "pip install 'hilprune[postgres]' (psycopg 3) for postgresql://") from None
+            raise HilpruneError(
+                f"storage {url}: a database driver is missing ({exc}); install it, e.g. "
+                "pip install 'hilprune[postgres]' (psycopg 3) for postgresql://"
+            ) from None
         except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server
             raise HilpruneError(f"storage {url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if cache:
@@ -114,8 +118,9 @@ def study_name(job: str, agent: str) -> str:
     return f"{job}/{agent}"
 
 
-def get_study(storage: optuna.storages.BaseStorage | str, name: str, sampler: optuna.samplers.BaseSampler | None = None,
-              create: bool = True) -> optuna.Study:
+def get_study(
+    storage: optuna.storages.BaseStorage | str, name: str, sampler: optuna.samplers.BaseSampler | None = None, create: bool = True
+) -> optuna.Study:
     """Create (or load) the study `name` with the search's directions and metric names."""
     if isinstance(storage, str):
         storage = open_storage(storage)
@@ -125,8 +130,7 @@ def get_study(storage: optuna.storages.BaseStorage | str, name: str, sampler: op
         except KeyError:
             raise HilpruneError(f"no study {name!r} in the storage") from None
     try:
-        study = optuna.create_study(storage=storage, study_name=name, directions=DIRECTIONS, sampler=sampler,
-                                    load_if_exists=True)
+        study = optuna.create_study(storage=storage, study_name=name, directions=DIRECTIONS, sampler=sampler, load_if_exists=True)
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it in between
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     if [d.name.lower() for d in study.directions] != DIRECTIONS:
@@ -144,7 +148,7 @@ def study_names(storage: optuna.storages.BaseStorage, job: str) -> dict[str, str
     out = {}
     for s in optuna.get_all_study_names(storage):
         if s.startswith(prefix):
-            out[s[len(prefix):]] = s
+            out[s[len(prefix) :]] = s
     return out
 
 
@@ -191,12 +195,23 @@ def write_artifact(store_: Any, data: bytes, filename: str, mimetype: str = "app
 
 
 # --- trials -------------------------------------------------------------------------------------
-def add_complete_trial(study: optuna.Study, values: list[float], params: Mapping[str, float],
-                       dists: Mapping[str, FloatDistribution], user_attrs: Mapping[str, Any],
-                       system_attrs: Mapping[str, Any] | None = None) -> int:
+def add_complete_trial(
+    study: optuna.Study,
+    values: list[float],
+    params: Mapping[str, float],
+    dists: Mapping[str, FloatDistribution],
+    user_attrs: Mapping[str, Any],
+    system_attrs: Mapping[str, Any] | None = None,
+) -> int:
     """Write one finished evaluation as a COMPLETE trial (one journal line); returns its number."""
-    ft = optuna.trial.create_trial(state=TrialState.COMPLETE, values=list(values), params=dict(params),
-                                   distributions=dict(dists), user_attrs=dict(user_attrs), system_attrs=dict(system_attrs or {}))
+    ft = optuna.trial.create_trial(
+        state=TrialState.COMPLETE,
+        values=list(values),
+        params=dict(params),
+        distributions=dict(dists),
+        user_attrs=dict(user_attrs),
+        system_attrs=dict(system_attrs or {}),
+    )
     ft._validate()
     storage = study._storage
     trial_id = storage.create_new_trial(study._study_id, template_trial=ft)
@@ -256,11 +271,22 @@ def record_from_trial(agent: str, t: FrozenTrial) -> TrialRecord:
             policy = json.loads(policy)
         except json.JSONDecodeError:
             policy = {}
-    return TrialRecord(agent=str(ua.get("agent", agent)), number=t.number, accuracy=float(t.values[0]), latency_ms=float(t.values[1]),
-                       latency_source=ua.get("latency_source"), lut_latency_ms=_f(ua.get("lut_latency_ms")),
-                       live_latency_ms=_f(ua.get("live_latency_ms")), macs=ua.get("macs"), params=ua.get("params"),
-                       reward=_f(ua.get("reward")), seed=ua.get("seed"), device_fingerprint=ua.get("device_fingerprint"),
-                       policy=policy, grid_params=dict(t.params))
+    return TrialRecord(
+        agent=str(ua.get("agent", agent)),
+        number=t.number,
+        accuracy=float(t.values[0]),
+        latency_ms=float(t.values[1]),
+        latency_source=ua.get("latency_source"),
+        lut_latency_ms=_f(ua.get("lut_latency_ms")),
+        live_latency_ms=_f(ua.get("live_latency_ms")),
+        macs=ua.get("macs"),
+        params=ua.get("params"),
+        reward=_f(ua.get("reward")),
+        seed=ua.get("seed"),
+        device_fingerprint=ua.get("device_fingerprint"),
+        policy=policy,
+        grid_params=dict(t.params),
+    )
 
 
 def _f(v: Any) -> float | None:
@@ -275,6 +301,9 @@ def load_records(storage: optuna.storages.BaseStorage, job: str) -> dict[str, li
     out: dict[str, list[TrialRecord]] = {}
     for agent, name in study_names(storage, job).items():
         study = optuna.load_study(study_name=name, storage=storage)
-        out[agent] = [record_from_trial(agent, t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                      if t.values is not None and len(t.values) == 2]
+        out[agent] = [
+            record_from_trial(agent, t)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values is not None and len(t.values) == 2
+        ]
     return out

@@ -1,5 +1,6 @@
 """`python -m search.worker RUN_DIR --agent NAME --evals N --index K`: one extra worker process of a
 search job (started by the runner for `--workers N`; not meant to be run by hand)."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Shared test set-up: torch on one thread (2 threads on a busy 2-core machine is ~100x slower)."""
+
 from __future__ import annotations
 
 import os

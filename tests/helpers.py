@@ -1,4 +1,5 @@
 """Small helpers shared by test modules (pytest puts tests/ on sys.path)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,6 +1,7 @@
 """PPO (and SAC/DDPG) try-and-learn on digits-cnn / digits / ort-cpu-1t: every episode becomes a
 trial, the search stops exactly at its evaluation count, checkpoints resume, the trained agent's
 deterministic policy is recorded and meets the budget."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,9 @@ import pytest
 
 pytest.importorskip("envs.evaluator", reason="envs.evaluator (PolicyEvaluator) is not available")
 
-from agent.callbacks import episode_ratios, find_checkpoint  # noqa: E402
 from helpers import reachable_budget_ms  # noqa: E402
+
+from agent.callbacks import episode_ratios, find_checkpoint  # noqa: E402
 from agent.ppo import PPOAgent, QuotaEvaluator  # noqa: E402
 from search.agents import make_agent  # noqa: E402
 from search.context import SearchContext  # noqa: E402

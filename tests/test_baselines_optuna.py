@@ -1,5 +1,6 @@
 """Optuna baselines (TPE, NSGA-II) and AutoPrune on digits-cnn / digits / ort-cpu-1t: each records
 its trials in the shared form, finds a policy within the budget and repeats itself under a seed."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 pytest.importorskip("envs.evaluator", reason="envs.evaluator (PolicyEvaluator) is not available")
 
 from helpers import reachable_budget_ms  # noqa: E402
+
 from search.agents import make_agent  # noqa: E402
 from search.agents.autoprune import ChannelGates, channel_costs, fit_to_budget, gate_sites, gates_to_ratios  # noqa: E402
 from search.agents.tpe import CONSTRAINT, HAS_SET_CONSTRAINT, snap_up, uniform_for_budget  # noqa: E402
@@ -28,8 +30,14 @@ def evaluator():  # noqa: ANN201
 
 
 def make_ctx(ev, out: Path, seed: int = 0, worker_index: int = 0, storage: str | None = None) -> SearchContext:  # noqa: ANN001
-    ctx = SearchContext(ev, [reachable_budget_ms(ev, BUDGET)], storage=storage or str(out / "study.journal"), job_name="t", out_dir=out,
-                        seed=seed + worker_index)
+    ctx = SearchContext(
+        ev,
+        [reachable_budget_ms(ev, BUDGET)],
+        storage=storage or str(out / "study.journal"),
+        job_name="t",
+        out_dir=out,
+        seed=seed + worker_index,
+    )
     ctx.worker_index = worker_index  # type: ignore[attr-defined]
     return ctx
 

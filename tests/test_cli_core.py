@@ -1,4 +1,5 @@
 """The core CLI on digits-cnn: train, zoo, policy init/show, prune, and one clear line per user mistake."""
+
 from __future__ import annotations
 
 import json
@@ -51,6 +52,7 @@ def template(tmp_path: Path) -> Path:
 
 # --- happy paths -------------------------------------------------------------------------------
 
+
 def test_help_lists_core_commands() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
@@ -96,9 +98,29 @@ def test_policy_init_and_show(template: Path) -> None:
 
 def test_policy_init_options(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
-    obj, _ = invoke(["policy", "init", "--model", "digits-cnn", "--input-shape", "1,8,8", "--num-classes", "10",
-                     "--ratio", "0.3", "--round-to", "8", "--max-ratio", "0.5", "--importance", "fpgm",
-                     "--out", str(path), "--json"])
+    obj, _ = invoke(
+        [
+            "policy",
+            "init",
+            "--model",
+            "digits-cnn",
+            "--input-shape",
+            "1,8,8",
+            "--num-classes",
+            "10",
+            "--ratio",
+            "0.3",
+            "--round-to",
+            "8",
+            "--max-ratio",
+            "0.5",
+            "--importance",
+            "fpgm",
+            "--out",
+            str(path),
+            "--json",
+        ]
+    )
     assert obj["policy"] == str(path) and obj["groups"] == 4
     policy = Policy.load(path)
     assert policy.round_to == 8 and policy.max_ratio == 0.5 and policy.importance == "fpgm"
@@ -131,12 +153,25 @@ def test_prune_json(template: Path, tmp_path: Path) -> None:
 
 
 def test_prune_importance_override_and_summary(template: Path, tmp_path: Path) -> None:
-    obj, _ = invoke(["prune", *DIGITS, "--policy", str(template), "--out", str(tmp_path / "t"), "--json",
-                     "--importance", "taylor"])
+    obj, _ = invoke(
+        ["prune", *DIGITS, "--policy", str(template), "--out", str(tmp_path / "t"), "--json", "--importance", "taylor"]
+    )
     assert obj["importance"] == "taylor"
     assert Policy.load(tmp_path / "t" / "policy.json").importance == "taylor"
-    _, text = invoke(["prune", *DIGITS, "--policy", str(template), "--out", str(tmp_path / "s"), "--importance", "bn-scale",
-                      "--checkpoint", str(SHIPPED)])
+    _, text = invoke(
+        [
+            "prune",
+            *DIGITS,
+            "--policy",
+            str(template),
+            "--out",
+            str(tmp_path / "s"),
+            "--importance",
+            "bn-scale",
+            "--checkpoint",
+            str(SHIPPED),
+        ]
+    )
     assert "MACs" in text and "params" in text and "bn-scale" in text
 
 
@@ -144,23 +179,39 @@ def test_prune_user_model(tmp_path: Path) -> None:
     spec_text = f"{FIXTURES / 'user_model.py'}:build"
     policy = tmp_path / "p.json"
     invoke(["policy", "init", "--model", spec_text, "--input-shape", "3,16,16", "--ratio", "0.25", "--out", str(policy)])
-    obj, _ = invoke(["prune", "--model", spec_text, "--input-shape", "3,16,16", "--policy", str(policy),
-                     "--out", str(tmp_path / "o"), "--json"])
+    obj, _ = invoke(
+        [
+            "prune",
+            "--model",
+            spec_text,
+            "--input-shape",
+            "3,16,16",
+            "--policy",
+            str(policy),
+            "--out",
+            str(tmp_path / "o"),
+            "--json",
+        ]
+    )
     assert obj["macs_after"] < obj["macs_before"] and obj["max_abs_diff"] <= TOLERANCE
 
 
 # --- user mistakes: exit 2, one line on stderr ---------------------------------------------------
 
+
 def test_unknown_model(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    err = fails(["policy", "init", "--model", "resnet1000", "--dataset", "digits", "--ratio", "0.5",
-                 "--out", str(tmp_path / "p.json")], capsys)
+    err = fails(
+        ["policy", "init", "--model", "resnet1000", "--dataset", "digits", "--ratio", "0.5", "--out", str(tmp_path / "p.json")],
+        capsys,
+    )
     assert "unknown model 'resnet1000'" in err
     assert not (tmp_path / "p.json").exists()
 
 
 def test_unknown_model_in_prune(capsys: pytest.CaptureFixture, template: Path, tmp_path: Path) -> None:
-    err = fails(["prune", "--model", "resnet1000", "--dataset", "digits", "--policy", str(template),
-                 "--out", str(tmp_path / "o")], capsys)
+    err = fails(
+        ["prune", "--model", "resnet1000", "--dataset", "digits", "--policy", str(template), "--out", str(tmp_path / "o")], capsys
+    )
     assert "unknown model 'resnet1000'" in err
 
 
@@ -172,14 +223,17 @@ def test_missing_policy_file(capsys: pytest.CaptureFixture, tmp_path: Path) -> N
     assert "policy file not found" in err
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda o: o["groups"][0].update(requested_ratio=0.95), "ratio 0.95 is outside [0, 0.9]"),
-    (lambda o: o["groups"][1].update(requested_ratio=-0.2), "ratio -0.2 is outside"),
-    (lambda o: o["groups"][0].update(name="features.42"), "unknown group 'features.42'"),
-    (lambda o: o["groups"].pop(), "no ratio for group(s) features.10"),
-    (lambda o: o.update(format="hilprune.policy/v9"), "unknown policy format 'hilprune.policy/v9'"),
-    (lambda o: o.update(importance="magic"), "unknown importance 'magic'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda o: o["groups"][0].update(requested_ratio=0.95), "ratio 0.95 is outside [0, 0.9]"),
+        (lambda o: o["groups"][1].update(requested_ratio=-0.2), "ratio -0.2 is outside"),
+        (lambda o: o["groups"][0].update(name="features.42"), "unknown group 'features.42'"),
+        (lambda o: o["groups"].pop(), "no ratio for group(s) features.10"),
+        (lambda o: o.update(format="hilprune.policy/v9"), "unknown policy format 'hilprune.policy/v9'"),
+        (lambda o: o.update(importance="magic"), "unknown importance 'magic'"),
+    ],
+)
 def test_bad_policy(capsys: pytest.CaptureFixture, template: Path, tmp_path: Path, edit, message: str) -> None:
     obj = json.loads(template.read_text())
     edit(obj)
@@ -194,42 +248,93 @@ def test_policy_not_json_and_for_another_model(capsys: pytest.CaptureFixture, te
     bad.write_text("{oops")
     assert "not valid JSON" in fails(["policy", "show", str(bad)], capsys)
     assert "not valid JSON" in fails(["prune", *DIGITS, "--policy", str(bad), "--out", str(tmp_path / "o")], capsys)
-    err = fails(["prune", "--model", "resnet20", "--input-shape", "3,8,8", "--policy", str(template),
-                 "--out", str(tmp_path / "o")], capsys)
+    err = fails(
+        ["prune", "--model", "resnet20", "--input-shape", "3,8,8", "--policy", str(template), "--out", str(tmp_path / "o")],
+        capsys,
+    )
     assert "policy is for name='digits-cnn'" in err and "resnet20" in err
 
 
 def test_other_mistakes(capsys: pytest.CaptureFixture, template: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "p.json")
     assert "outside [0, 0.9]" in fails(["policy", "init", *DIGITS, "--ratio", "1.5", "--out", out], capsys)
-    assert "unknown importance 'l7'" in fails(["policy", "init", *DIGITS, "--ratio", "0.5", "--importance", "l7",
-                                                "--out", out], capsys)
-    assert "needs --dataset or --input-shape" in fails(["policy", "init", "--model", "vgg11", "--ratio", "0.5",
-                                                         "--out", out], capsys)
-    assert "--input-shape must be" in fails(["policy", "init", "--model", "vgg11", "--input-shape", "3,32",
-                                             "--ratio", "0.5", "--out", out], capsys)
-    assert "unknown dataset 'mnist'" in fails(["policy", "init", "--model", "vgg11", "--dataset", "mnist",
-                                               "--ratio", "0.5", "--out", out], capsys)
-    assert "checkpoint not found" in fails(["prune", *DIGITS, "--checkpoint", str(tmp_path / "c.pt"),
-                                            "--policy", str(template), "--out", str(tmp_path / "o")], capsys)
-    assert "user model file not found" in fails(["prune", "--model", f"{tmp_path / 'm.py'}:build", "--input-shape",
-                                                 "3,8,8", "--policy", str(template), "--out", str(tmp_path / "o")], capsys)
-    assert "pass --dataset" in fails(["prune", "--model", "digits-cnn", "--input-shape", "1,8,8", "--importance",
-                                      "taylor", "--policy", str(template), "--out", str(tmp_path / "o")], capsys)
+    assert "unknown importance 'l7'" in fails(
+        ["policy", "init", *DIGITS, "--ratio", "0.5", "--importance", "l7", "--out", out], capsys
+    )
+    assert "needs --dataset or --input-shape" in fails(
+        ["policy", "init", "--model", "vgg11", "--ratio", "0.5", "--out", out], capsys
+    )
+    assert "--input-shape must be" in fails(
+        ["policy", "init", "--model", "vgg11", "--input-shape", "3,32", "--ratio", "0.5", "--out", out], capsys
+    )
+    assert "unknown dataset 'mnist'" in fails(
+        ["policy", "init", "--model", "vgg11", "--dataset", "mnist", "--ratio", "0.5", "--out", out], capsys
+    )
+    assert "checkpoint not found" in fails(
+        ["prune", *DIGITS, "--checkpoint", str(tmp_path / "c.pt"), "--policy", str(template), "--out", str(tmp_path / "o")],
+        capsys,
+    )
+    assert "user model file not found" in fails(
+        [
+            "prune",
+            "--model",
+            f"{tmp_path / 'm.py'}:build",
+            "--input-shape",
+            "3,8,8",
+            "--policy",
+            str(template),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
+    assert "pass --dataset" in fails(
+        [
+            "prune",
+            "--model",
+            "digits-cnn",
+            "--input-shape",
+            "1,8,8",
+            "--importance",
+            "taylor",
+            "--policy",
+            str(template),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     (tmp_path / "afile").write_text("x")
-    assert "is not a folder" in fails(["prune", *DIGITS, "--policy", str(template), "--out", str(tmp_path / "afile")],
-                                      capsys)
+    assert "is not a folder" in fails(["prune", *DIGITS, "--policy", str(template), "--out", str(tmp_path / "afile")], capsys)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"junk")
-    assert "cannot read checkpoint" in fails(["prune", *DIGITS, "--checkpoint", str(junk), "--policy", str(template),
-                                              "--out", str(tmp_path / "o")], capsys)
+    assert "cannot read checkpoint" in fails(
+        ["prune", *DIGITS, "--checkpoint", str(junk), "--policy", str(template), "--out", str(tmp_path / "o")], capsys
+    )
 
 
 def test_entry_point_error_has_no_traceback(tmp_path: Path) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "hilprune", "prune", "--model", "digits-cnn", "--dataset", "digits",
-                           "--policy", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hilprune",
+            "prune",
+            "--model",
+            "digits-cnn",
+            "--dataset",
+            "digits",
+            "--policy",
+            str(tmp_path / "missing.json"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: policy file not found: {tmp_path / 'missing.json'}"
     assert proc.stdout == ""

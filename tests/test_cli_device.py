@@ -1,4 +1,5 @@
 """`hilprune devices`, `profile`, `lut build`, `lut check` on digits-cnn, with real onnxruntime runs."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Data loaders on small files written by the tests in the real formats (IDX, CIFAR-10 pickles),
 the bundled digits, the fixed-seed splits, and the one clear error when a data set is absent."""
+
 from __future__ import annotations
 
 import pickle
@@ -55,6 +56,7 @@ def no_fashion_anywhere(isolated_data_env: Path, tmp_path: Path, monkeypatch: py
 
 # --- IDX ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["a.idx", "a.idx.gz"])
 def test_idx_round_trip(tmp_path: Path, name: str) -> None:
     arr = unique_images(5, (3, 4), 2)
@@ -75,6 +77,7 @@ def test_idx_errors(tmp_path: Path) -> None:
 
 
 # --- Fashion-MNIST -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
 def test_fashion_mnist_from_data_dir(tmp_path: Path, no_fashion_anywhere: Path, compress: bool) -> None:
@@ -135,6 +138,7 @@ def test_fashion_mnist_download_checks_sha256(tmp_path: Path, no_fashion_anywher
 
 # --- CIFAR-10 ----------------------------------------------------------------------------------
 
+
 def write_cifar(folder: Path, per_batch: int = 10, bytes_keys: bool = False) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     key = (lambda k: k.encode()) if bytes_keys else (lambda k: k)
@@ -143,8 +147,7 @@ def write_cifar(folder: Path, per_batch: int = 10, bytes_keys: bool = False) -> 
         x = unique_images(per_batch, (3 * 32 * 32,), 10 + i)
         x[:, 2] = i  # batch id
         with (folder / name).open("wb") as fh:
-            pickle.dump({key("data"): x, key("labels"): [int(j) % 10 for j in range(per_batch)],
-                         key("batch_label"): name}, fh)
+            pickle.dump({key("data"): x, key("labels"): [int(j) % 10 for j in range(per_batch)], key("batch_label"): name}, fh)
 
 
 @pytest.mark.parametrize("bytes_keys", [False, True], ids=["str-keys", "bytes-keys"])
@@ -178,6 +181,7 @@ def test_unknown_dataset() -> None:
 
 
 # --- digits and the splits --------------------------------------------------------------------
+
 
 def test_digits_bundle_shapes_and_determinism() -> None:
     a, b = load_dataset("digits"), load_dataset("digits")

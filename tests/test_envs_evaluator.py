@@ -1,4 +1,5 @@
 """envs.evaluator.PolicyEvaluator on digits-cnn / digits / ort-cpu-1t (and a user model file)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,6 @@ from envs.evaluator import EvalResult, PolicyEvaluator
 from hilprune.errors import HilpruneError, PolicyError
 
 USER_MODEL = str(Path(__file__).parent / "fixtures_envs" / "user_cnn.py") + ":build"
-
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_val_subset_comes_from_the_val_split(ev: PolicyEvaluator) -> None:
 
     bundle = load_dataset("digits")
     assert torch.equal(ev.val.x, bundle.val.x[:200])
-    assert not any(torch.equal(ev.val.x[:5], bundle.test.x[i:i + 5]) for i in range(0, len(bundle.test) - 5, 5))
+    assert not any(torch.equal(ev.val.x[:5], bundle.test.x[i : i + 5]) for i in range(0, len(bundle.test) - 5, 5))
 
 
 def test_budget_parsing(ev: PolicyEvaluator) -> None:
@@ -77,8 +77,8 @@ def test_evaluate_phases_and_cache(ev: PolicyEvaluator) -> None:
 
 
 def test_predict_latency_matches_real_export(ev: PolicyEvaluator) -> None:
-    from hilprune.export import to_onnx_bytes
     import hwprofiler
+    from hilprune.export import to_onnx_bytes
 
     rng = np.random.default_rng(3)
     for _ in range(3):

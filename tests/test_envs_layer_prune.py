@@ -1,4 +1,5 @@
 """hilprune/LayerPrune-v0 and hilprune/PolicyPrune-v0 on digits-cnn / digits / ort-cpu-1t."""
+
 from __future__ import annotations
 
 import warnings
@@ -7,16 +8,25 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from helpers import reachable_budget_ms
 
 import envs
 from envs.errors import BudgetError, EnvConfigError
 from envs.evaluator import PolicyEvaluator
-from helpers import reachable_budget_ms
 from hilprune.errors import HilpruneError
 from hilprune.policy import Policy
 
-FINAL_KEYS = {"policy", "accuracy", "latency_ms", "lut_latency_ms", "live_latency_ms", "budget_ms", "macs", "params", "reward_parts"}
-
+FINAL_KEYS = {
+    "policy",
+    "accuracy",
+    "latency_ms",
+    "lut_latency_ms",
+    "live_latency_ms",
+    "budget_ms",
+    "macs",
+    "params",
+    "reward_parts",
+}
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +99,20 @@ def test_constrained_episodes_end_within_budget(ev: PolicyEvaluator, budget: str
 def test_unconstrained_rewards_follow_their_formula(ev: PolicyEvaluator, budget: str) -> None:
     from envs import rewards
 
-    for name, kw in (("mnasnet", {"mnasnet_w": -0.07}), ("penalty", {"penalty_lambda": 2.0}),
-                     ("try-and-learn", {"accepted_drop": 0.05})):
+    for name, kw in (
+        ("mnasnet", {"mnasnet_w": -0.07}),
+        ("penalty", {"penalty_lambda": 2.0}),
+        ("try-and-learn", {"accepted_drop": 0.05}),
+    ):
         env = gym.make("hilprune/LayerPrune-v0", evaluator=ev, budget=budget, reward=name, **kw)
         rs, info = run_episode(env, 7)
         res = env.unwrapped.last_result
-        params = rewards.reward_params(name, accepted_drop=kw.get("accepted_drop"), penalty_lambda=kw.get("penalty_lambda"),
-                                       mnasnet_w=kw.get("mnasnet_w"))
-        expect, parts = rewards.compute(name, res.accuracy, res.latency_ms, info["budget_ms"], ev.dense_accuracy,
-                                        ev.dense_lut_latency_ms, **params)
+        params = rewards.reward_params(
+            name, accepted_drop=kw.get("accepted_drop"), penalty_lambda=kw.get("penalty_lambda"), mnasnet_w=kw.get("mnasnet_w")
+        )
+        expect, parts = rewards.compute(
+            name, res.accuracy, res.latency_ms, info["budget_ms"], ev.dense_accuracy, ev.dense_lut_latency_ms, **params
+        )
         assert rs[-1] == pytest.approx(expect)
         assert info["reward_parts"] == pytest.approx(parts)
 
@@ -152,7 +167,9 @@ def test_user_model_env() -> None:
     # policy no faster than dense): a budget just above the LUT's floor is tight but reachable.
     ev = PolicyEvaluator(user, dataset="digits", val_size=100)
     budget_ms = ev.min_latency_ms() * 1.05
-    env = gym.make("hilprune/LayerPrune-v0", model=user, dataset="digits", val_size=100, budget=f"{budget_ms:.6f}ms", evaluator=ev)
+    env = gym.make(
+        "hilprune/LayerPrune-v0", model=user, dataset="digits", val_size=100, budget=f"{budget_ms:.6f}ms", evaluator=ev
+    )
     rewards, info = run_episode(env, 0)
     assert len(rewards) == env.unwrapped.n_groups
     assert info["lut_latency_ms"] <= info["budget_ms"] * (1 + 1e-9)

@@ -1,4 +1,5 @@
 """envs.rewards: each reward's formula, its parts, names and parameters."""
+
 from __future__ import annotations
 
 import math

@@ -1,27 +1,30 @@
 """LayerPrune-v0 in SB3's SubprocVecEnv: each worker makes the env by id and builds its own evaluator."""
-from __future__ import annotations
 
-from pathlib import Path
+from __future__ import annotations
 
 import numpy as np
 import pytest
 
 
-
 @pytest.mark.slow
 def test_subproc_vec_env_two_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers import reachable_budget_ms
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     from envs.evaluator import PolicyEvaluator
-    from helpers import reachable_budget_ms
 
     # A budget in ms the LUT can reach under this machine's present load (a fraction of a dense time
     # measured in a fast moment can fall under the floor of every group at max_ratio).
     budget = f"{reachable_budget_ms(PolicyEvaluator('digits-cnn', dataset='digits', val_size=100), 0.6):.6f}ms"
     # "envs:" makes Gymnasium import envs (which registers the ids) inside each fresh worker.
-    vec = make_vec_env("envs:hilprune/LayerPrune-v0", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv,
-                       env_kwargs={"model": "digits-cnn", "dataset": "digits", "val_size": 100, "budget": budget})
+    vec = make_vec_env(
+        "envs:hilprune/LayerPrune-v0",
+        n_envs=2,
+        seed=0,
+        vec_env_cls=SubprocVecEnv,
+        env_kwargs={"model": "digits-cnn", "dataset": "digits", "val_size": 100, "budget": budget},
+    )
     try:
         n_groups = vec.get_attr("n_groups")[0]
         obs = vec.reset()

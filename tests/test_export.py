@@ -1,4 +1,5 @@
 """ONNX export: a fixed-shape graph that onnxruntime runs with torch parity, checked at export time."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Device specs, fingerprints, and the no-torch import rule."""
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,7 @@ def test_builtins_listed_and_loadable():
 
 def test_load_from_toml_path(tmp_path):
     path = tmp_path / "mine.toml"
-    path.write_text(
-        'name = "mine"\nbatch = 2\n[onnxruntime]\nintra_op_threads = 2\n[policy]\nwarmup = 1\ntime_cap_s = 0.5\n'
-    )
+    path.write_text('name = "mine"\nbatch = 2\n[onnxruntime]\nintra_op_threads = 2\n[policy]\nwarmup = 1\ntime_cap_s = 0.5\n')
     spec = load_device(str(path))
     assert (spec.name, spec.batch, spec.intra_op_threads) == ("mine", 2, 2)
     assert spec.policy.warmup == 1 and spec.policy.min_repeats == 20  # unspecified keys keep defaults
@@ -111,8 +110,18 @@ def test_device_side_works_with_torch_blocked(tmp_path):
 
 def test_public_api():
     for name in (
-        "DeviceSpec", "load_device", "list_devices", "fingerprint", "measure_onnx", "Measurement", "KernelSpec",
-        "kernels_from_onnx", "build_kernel_model", "LUT", "Predictor", "DeviceError",
+        "DeviceSpec",
+        "load_device",
+        "list_devices",
+        "fingerprint",
+        "measure_onnx",
+        "Measurement",
+        "KernelSpec",
+        "kernels_from_onnx",
+        "build_kernel_model",
+        "LUT",
+        "Predictor",
+        "DeviceError",
     ):
         assert name in hwprofiler.__all__ and hasattr(hwprofiler, name)
 

@@ -1,4 +1,5 @@
 """Kernel specs, single-kernel models, and grouping an ONNX graph into fused kernels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,11 @@ def _w(name, *shape):
 
 def _model(nodes, inits, x_shape, y_name, y_shape, opset=17):
     g = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info(y_name, TensorProto.FLOAT, y_shape)], inits,
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info(y_name, TensorProto.FLOAT, y_shape)],
+        inits,
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
@@ -71,8 +75,11 @@ def test_linear_from_matmul_add_and_standalone_ops():
         helper.make_node("Clip", ["lin", "lo", "hi"], ["y"]),
     ]
     inits = [
-        numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"), _w("w", 6, 5), _w("b", 5),
-        numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+        numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
+        _w("w", 6, 5),
+        _w("b", 5),
+        numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
     ]
     ks = kernels_from_onnx(_model(nodes, inits, ["N", 6, 4, 4], "y", ["N", 5], opset=18), batch=2)
     assert ks == [

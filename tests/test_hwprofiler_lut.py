@@ -1,4 +1,5 @@
 """The kernel lookup table: misses measured on the device, JSON round trip, fingerprint guard."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Live measurement on the real onnxruntime, its cache, model checks and statistics."""
+
 from __future__ import annotations
 
 import json
@@ -106,7 +107,8 @@ def test_garbage_and_checker_failures_are_invalid_model_errors():
 
 def _single_node_model(node: onnx.NodeProto, opsets: list) -> onnx.ModelProto:
     graph = helper.make_graph(
-        [node], "g",
+        [node],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )

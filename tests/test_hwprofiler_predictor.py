@@ -1,4 +1,5 @@
 """Predictor: LUT sum + fitted overhead vs live latency, the FLOPs baseline, fidelity metrics."""
+
 from __future__ import annotations
 
 import math
@@ -48,11 +49,24 @@ def test_fit_overhead_recovers_known_coefficients():
     assert fit_overhead([]) == PRIOR
     truth = (0.8, -0.01, 0.05, 0.2, 0.3, 2.0)
     points = [
-        {"sum_ms": s, "n_kernels": n, "weight_mb": w, "plain_sum_ms": ps, "transition_melems": tm,
-         "live_ms": truth[0] * s + truth[1] * n + truth[2] + truth[3] * w + truth[4] * ps + truth[5] * tm}
-        for s, n, w, ps, tm in [(1.0, 5, 0.1, 0.2, 0.01), (2.0, 9, 3.0, 1.5, 0.2), (4.0, 7, 0.5, 0.0, 0.0),
-                                (8.0, 20, 9.0, 3.0, 0.05), (0.5, 3, 0.0, 0.5, 0.3), (3.0, 30, 1.0, 1.0, 0.02),
-                                (5.0, 12, 2.0, 4.0, 0.1), (2.5, 15, 4.0, 0.3, 0.4)]
+        {
+            "sum_ms": s,
+            "n_kernels": n,
+            "weight_mb": w,
+            "plain_sum_ms": ps,
+            "transition_melems": tm,
+            "live_ms": truth[0] * s + truth[1] * n + truth[2] + truth[3] * w + truth[4] * ps + truth[5] * tm,
+        }
+        for s, n, w, ps, tm in [
+            (1.0, 5, 0.1, 0.2, 0.01),
+            (2.0, 9, 3.0, 1.5, 0.2),
+            (4.0, 7, 0.5, 0.0, 0.0),
+            (8.0, 20, 9.0, 3.0, 0.05),
+            (0.5, 3, 0.0, 0.5, 0.3),
+            (3.0, 30, 1.0, 1.0, 0.02),
+            (5.0, 12, 2.0, 4.0, 0.1),
+            (2.5, 15, 4.0, 0.3, 0.4),
+        ]
     ]
     assert fit_overhead(points, prior_weight=0.0) == pytest.approx(truth, abs=1e-9)
     a, *_ = fit_overhead(points[:1])  # one point: stays near the prior instead of blowing up
@@ -75,8 +89,10 @@ def test_flops_baseline_and_fidelity_metrics():
 
 def test_fit_keeps_a_nonnegative_intercept_and_small_networks_positive() -> None:
     """One observation where live < kernel sum used to give c < 0 and ~0 ms for small networks."""
-    points = [{"sum_ms": 0.30, "n_kernels": 7, "live_ms": 0.20, "weight_mb": 0.4},
-              {"sum_ms": 0.60, "n_kernels": 7, "live_ms": 0.45, "weight_mb": 0.9}]
+    points = [
+        {"sum_ms": 0.30, "n_kernels": 7, "live_ms": 0.20, "weight_mb": 0.4},
+        {"sum_ms": 0.60, "n_kernels": 7, "live_ms": 0.45, "weight_mb": 0.9},
+    ]
     a, b, c, d, *_ = fit_overhead(points)
     # Unconstrained, these points fit c < 0 and d < 0 (checked): the signs must be enforced.
     assert c >= 0 and d >= 0 and a > 0

@@ -1,4 +1,5 @@
 """The profiler server over real loopback HTTP, the client, remote devices and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -183,9 +184,23 @@ def test_cli_serve_subprocess(tmp_path):
     port = free_port()
     env = {**os.environ, "HWPROFILER_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hwprofiler", "serve", "--port", str(port), "--token-file", str(token_file),
-         "--max-upload-mb", "0.5", "--queue", "2"],
-        env=env, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "hwprofiler",
+            "serve",
+            "--port",
+            str(port),
+            "--token-file",
+            str(token_file),
+            "--max-upload-mb",
+            "0.5",
+            "--queue",
+            "2",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         client = ProfilerClient(f"http://127.0.0.1:{port}", "cli-token", retries=8, backoff_s=0.1)

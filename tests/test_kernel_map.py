@@ -1,15 +1,16 @@
 """KernelMap: the kernels predicted for a policy equal those of the real pruned export."""
+
 from __future__ import annotations
 
 import random
 
 import pytest
-from hwprofiler import kernels_from_onnx
 
 from hilprune.export import to_onnx_bytes
 from hilprune.kernel_map import KernelMap, ratio_grid
 from hilprune.models import resolve_model
 from hilprune.surgery import Surgeon
+from hwprofiler import kernels_from_onnx
 
 
 @pytest.mark.parametrize("name,shape", [("resnet20", (1, 16, 16)), ("mobilenetv2", (3, 16, 16)), ("digits-cnn", (1, 8, 8))])

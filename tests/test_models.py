@@ -1,4 +1,5 @@
 """The zoo, user models ('file.py:factory', 'package.module:factory'), model resolution and checkpoints."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,17 @@ import pytest
 import torch
 
 from hilprune.errors import ModelError
-from hilprune.models import (DESCRIPTIONS, ZOO, load_user_model, load_weights, parse_input_shape, resolve_model,
-                             save_checkpoint, shipped_cards, shipped_checkpoint)
+from hilprune.models import (
+    DESCRIPTIONS,
+    ZOO,
+    load_user_model,
+    load_weights,
+    parse_input_shape,
+    resolve_model,
+    save_checkpoint,
+    shipped_cards,
+    shipped_checkpoint,
+)
 from hilprune.models.checkpoints import load_state
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -61,8 +71,13 @@ def test_shipped_checkpoint_is_found_and_loads() -> None:
     assert path is not None and path.is_file()
     spec = resolve_model("digits-cnn", "digits")
     assert spec.checkpoint == str(path)
-    assert spec.identity() == {"name": "digits-cnn", "input_shape": [1, 8, 8], "num_classes": 10, "dataset": "digits",
-                               "checkpoint": "digits-cnn__digits.pt"}
+    assert spec.identity() == {
+        "name": "digits-cnn",
+        "input_shape": [1, 8, 8],
+        "num_classes": 10,
+        "dataset": "digits",
+        "checkpoint": "digits-cnn__digits.pt",
+    }
     state, meta = load_state(path)  # weights_only loading (the file's meta once held a TorchVersion)
     assert meta["model"] == "digits-cnn"
     model = spec.build()

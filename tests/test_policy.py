@@ -1,4 +1,5 @@
 """The policy format: JSON round-trip, channel rounding, and one clear PolicyError per mistake."""
+
 from __future__ import annotations
 
 import functools
@@ -15,7 +16,7 @@ from hilprune.policy import POLICY_FORMAT, Policy, achieved_ratio, channels_afte
 from hilprune.surgery import Surgeon
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def surgeon(name: str = "digits-cnn") -> Surgeon:
     shape = (1, 8, 8) if name == "digits-cnn" else (3, 16, 16)
     spec = resolve_model(name, None, shape, 10)
@@ -38,6 +39,7 @@ def write(path: Path, obj: dict) -> Path:
 
 
 # --- round trip ---------------------------------------------------------------------------------
+
 
 def test_json_round_trip(tmp_path: Path) -> None:
     s = surgeon()
@@ -86,6 +88,7 @@ def test_groups_in_any_order_are_accepted(tmp_path: Path) -> None:
 
 # --- rounding -----------------------------------------------------------------------------------
 
+
 def test_round_to_examples() -> None:
     assert channels_after(32, 0.3) == 23
     assert channels_after(32, 0.3, 8) == 16  # 23 rounded down to a multiple of 8
@@ -120,6 +123,7 @@ def test_surgeon_policy_rounds_every_group() -> None:
 
 
 # --- bad policies: one clear PolicyError each -----------------------------------------------------
+
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
     msg = str(exc.value)
@@ -251,14 +255,17 @@ def test_missing_file(tmp_path: Path) -> None:
     one_line(exc)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("max_ratio", 1.5, "max_ratio 1.5 must be in"),
-    ("max_ratio", "high", "max_ratio 'high' is not a number"),
-    ("round_to", 0, "round_to 0 must be a positive integer"),
-    ("round_to", 2.5, "round_to 2.5 must be a positive integer"),
-    ("groups", {"features.0": 0.5}, "'groups' must be a list"),
-    ("model", "digits-cnn", "'model' must be an object"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("max_ratio", 1.5, "max_ratio 1.5 must be in"),
+        ("max_ratio", "high", "max_ratio 'high' is not a number"),
+        ("round_to", 0, "round_to 0 must be a positive integer"),
+        ("round_to", 2.5, "round_to 2.5 must be a positive integer"),
+        ("groups", {"features.0": 0.5}, "'groups' must be a list"),
+        ("model", "digits-cnn", "'model' must be an object"),
+    ],
+)
 def test_malformed_fields(tmp_path: Path, field: str, value: object, message: str) -> None:
     path, obj = template(tmp_path)
     obj[field] = value

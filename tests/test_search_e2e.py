@@ -1,4 +1,5 @@
 """A short real search (digits-cnn on digits, uniform + random), then report, export and dashboard on it."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,18 @@ from search.job import load_run_job  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 EVALS = 4
 BUDGET = "0.7"  # digits-cnn is tiny: fixed per-kernel costs put its floor at 0.4-0.6 of dense on a loaded CPU
-TRIAL_ATTRS = {"macs", "params", "latency_source", "lut_latency_ms", "live_latency_ms", "reward", "agent", "seed",
-               "device_fingerprint", "policy"}
+TRIAL_ATTRS = {
+    "macs",
+    "params",
+    "latency_source",
+    "lut_latency_ms",
+    "live_latency_ms",
+    "reward",
+    "agent",
+    "seed",
+    "device_fingerprint",
+    "policy",
+}
 
 
 def run_cli(capsys: pytest.CaptureFixture, *args: str) -> dict:
@@ -42,8 +53,29 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
     buf = io.StringIO()
     with redirect_stdout(buf):
-        rc = main(["search", "-m", "digits-cnn", "-d", "digits", "--device", "ort-cpu-1t", "--budget", BUDGET,
-                   "--agent", "uniform,random", "--evals", str(EVALS), "--seed", "0", "--out", str(out), "--no-progress", "--json"])
+        rc = main(
+            [
+                "search",
+                "-m",
+                "digits-cnn",
+                "-d",
+                "digits",
+                "--device",
+                "ort-cpu-1t",
+                "--budget",
+                BUDGET,
+                "--agent",
+                "uniform,random",
+                "--evals",
+                str(EVALS),
+                "--seed",
+                "0",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--json",
+            ]
+        )
     assert rc == 0, buf.getvalue()
     return out, json.loads(buf.getvalue())
 
@@ -123,8 +155,9 @@ def test_report_json(run: tuple[Path, dict], capsys: pytest.CaptureFixture) -> N
     assert b["speedup"] == pytest.approx(rep["dense"]["latency_ms"] / b["latency_ms"])
 
 
-def test_export_matches_torch_and_reports_test_accuracy(run: tuple[Path, dict], capsys: pytest.CaptureFixture,
-                                                        tmp_path: Path) -> None:
+def test_export_matches_torch_and_reports_test_accuracy(
+    run: tuple[Path, dict], capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
     import onnxruntime as ort
     import torch
 
@@ -133,14 +166,22 @@ def test_export_matches_torch_and_reports_test_accuracy(run: tuple[Path, dict], 
     from hilprune.surgery import load_pruned
 
     out, summary = run
-    res = run_cli(capsys, "export", str(out), "--budget", BUDGET, "--finetune-epochs", "0.5", "--out", str(tmp_path / "exp"), "--json")
+    res = run_cli(
+        capsys, "export", str(out), "--budget", BUDGET, "--finetune-epochs", "0.5", "--out", str(tmp_path / "exp"), "--json"
+    )
     assert {"onnx", "test_accuracy", "latency_ms", "speedup", "policy"} <= set(res)
     assert res["max_abs_diff"] <= 1e-4 and res["latency_ms"] > 0  # (meets_budget: a live number, noisy at 40 us)
     assert 0.5 < res["test_accuracy"] <= 1.0
     pol = Policy.load(res["policy"])
     m = pol.metrics
-    assert {"accuracy_before_finetune", "accuracy_after_finetune", "predicted_latency_ms", "live_latency_ms", "speedup",
-            "device_fingerprint"} <= set(m)
+    assert {
+        "accuracy_before_finetune",
+        "accuracy_after_finetune",
+        "predicted_latency_ms",
+        "live_latency_ms",
+        "speedup",
+        "device_fingerprint",
+    } <= set(m)
     assert m["accuracy_after_finetune"]["test"] == res["test_accuracy"]
     assert (tmp_path / "exp" / "MODEL_CARD.md").is_file()
     # the ONNX file computes what the saved pruned weights compute
@@ -164,8 +205,13 @@ def test_dashboard_serves_the_studies(run: tuple[Path, dict]) -> None:
     out, _ = run
     port = _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "hilprune", "dashboard", str(out), "--port", str(port)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hilprune", "dashboard", str(out), "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.time() + 90
         studies = None
@@ -203,8 +249,26 @@ def test_workers_share_one_study(tmp_path: Path, capsys: pytest.CaptureFixture) 
     if not available("tpe"):
         pytest.skip("search.agents.tpe is not available")
     out = tmp_path / "w"
-    res = run_cli(capsys, "search", "-m", "digits-cnn", "-d", "digits", "--budget", BUDGET, "--agent", "tpe", "--evals", "6",
-                  "--workers", "2", "--out", str(out), "--no-progress", "--json")
+    res = run_cli(
+        capsys,
+        "search",
+        "-m",
+        "digits-cnn",
+        "-d",
+        "digits",
+        "--budget",
+        BUDGET,
+        "--agent",
+        "tpe",
+        "--evals",
+        "6",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--json",
+    )
     assert res["trials"] == {"tpe": 6} and not res["failed"]
     job = load_run_job(out)
     study = store.get_study(store.open_storage(job.storage_url, cache=False), store.study_name(job.name, "tpe"), create=False)

@@ -1,5 +1,6 @@
 """Resume: a search killed with SIGKILL mid-run keeps every finished trial, and rerunning the same
 command continues it to the total."""
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,27 @@ def finished(journal: Path, name: str) -> list[tuple[int, tuple[float, ...], dic
 
 def test_sigkill_then_rerun_keeps_finished_trials_and_reaches_the_total(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hilprune", "search", "-m", "digits-cnn", "-d", "digits", "--budget", "0.7", "--agent", "random",
-           "--evals", str(TOTAL), "--out", str(out), "--name", "resume", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hilprune",
+        "search",
+        "-m",
+        "digits-cnn",
+        "-d",
+        "digits",
+        "--budget",
+        "0.7",
+        "--agent",
+        "random",
+        "--evals",
+        str(TOTAL),
+        "--out",
+        str(out),
+        "--name",
+        "resume",
+        "--no-progress",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     journal, name = out / "study.journal", "resume/random"
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -59,7 +79,9 @@ def test_sigkill_then_rerun_keeps_finished_trials_and_reaches_the_total(tmp_path
     assert after[: len(before)] == before  # nothing lost, nothing changed
     # the random sequence continues where it stopped (evaluation i draws from rng([seed, i]))
     study = store.get_study(store.open_storage(str(journal), cache=False), name, create=False)
-    assert sorted(t.user_attrs["random_index"] for t in study.get_trials(states=(store.TrialState.COMPLETE,))) == list(range(TOTAL))
+    assert sorted(t.user_attrs["random_index"] for t in study.get_trials(states=(store.TrialState.COMPLETE,))) == list(
+        range(TOTAL)
+    )
     # the same command again has nothing left to do
     again = subprocess.run(cmd + ["--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -1,4 +1,5 @@
 """search/: jobs, budgets, the trial store, clipping, the agent registry (no model, no evaluator)."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,10 @@ def test_budgets_parse_fractions_and_milliseconds() -> None:
 
 def test_job_from_toml_and_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "j.toml").write_text('model = "digits-cnn"\ndataset = "digits"\nbudgets = ["0.5", "2ms"]\n'
-                                     'agents = ["uniform", "random"]\nevals = 7\n[agent_options.random]\nclip = true\n')
+    (tmp_path / "j.toml").write_text(
+        'model = "digits-cnn"\ndataset = "digits"\nbudgets = ["0.5", "2ms"]\n'
+        'agents = ["uniform", "random"]\nevals = 7\n[agent_options.random]\nclip = true\n'
+    )
     job = resolve_job(tmp_path / "j.toml", evals=9, agents=["uniform"])
     assert job.evals == 9 and job.agents == ["uniform"] and job.budgets == ["0.5", "2ms"]
     assert job.name == "digits-cnn-digits-ort-cpu-1t"
@@ -42,9 +45,16 @@ def test_job_from_toml_and_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         check_compatible(resolve_job(Path(job.out) / "job.toml", device="ort-cpu-2t"), again)
 
 
-@pytest.mark.parametrize("flags, match", [({}, "--model"), ({"model": "digits-cnn", "agents": ["nope"]}, "unknown agent"), ({"model": "digits-cnn"}, "--dataset"),
-                                           ({"model": "digits-cnn", "latency_source": "x"}, "latency-source"),
-                                           ({"model": "digits-cnn", "evals": 0}, "evals")])
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        ({}, "--model"),
+        ({"model": "digits-cnn", "agents": ["nope"]}, "unknown agent"),
+        ({"model": "digits-cnn"}, "--dataset"),
+        ({"model": "digits-cnn", "latency_source": "x"}, "latency-source"),
+        ({"model": "digits-cnn", "evals": 0}, "evals"),
+    ],
+)
 def test_job_mistakes_are_user_errors(flags: dict, match: str) -> None:
     with pytest.raises(HilpruneError, match=match):
         resolve_job(None, **flags)
@@ -58,9 +68,17 @@ def test_store_grid_trials_and_records(tmp_path: Path) -> None:
     url = str(tmp_path / "study.journal")
     study = store.get_study(url, "job/random")
     assert study.metric_names == ["accuracy", "latency_ms"]
-    n = store.add_complete_trial(study, [0.9, 1.5], {"a": 0.35, "b": 0.0}, dists,
-                                 {"agent": "random", "latency_source": "lut", "policy": json.dumps({"groups": [
-                                     {"name": "a", "requested_ratio": 0.3333}, {"name": "b", "requested_ratio": 0.0}]})})
+    n = store.add_complete_trial(
+        study,
+        [0.9, 1.5],
+        {"a": 0.35, "b": 0.0},
+        dists,
+        {
+            "agent": "random",
+            "latency_source": "lut",
+            "policy": json.dumps({"groups": [{"name": "a", "requested_ratio": 0.3333}, {"name": "b", "requested_ratio": 0.0}]}),
+        },
+    )
     assert n == 0
     fresh = store.open_storage(url, cache=False)  # what another process sees
     recs = store.load_records(fresh, "job")
@@ -154,8 +172,16 @@ def test_resume_refuses_other_weights(tmp_path: Path) -> None:
     ckpt.write_bytes(b"weights v1")
 
     def evaluator(checkpoint: str | None) -> SimpleNamespace:
-        return SimpleNamespace(spec=SimpleNamespace(checkpoint=checkpoint), fingerprint={}, groups=[], dense_accuracy=0.9,
-                               dense_latency_ms=1.0, dense_lut_latency_ms=1.0, dense_macs=1, check_budget=lambda b: 0.5)
+        return SimpleNamespace(
+            spec=SimpleNamespace(checkpoint=checkpoint),
+            fingerprint={},
+            groups=[],
+            dense_accuracy=0.9,
+            dense_latency_ms=1.0,
+            dense_lut_latency_ms=1.0,
+            dense_macs=1,
+            check_budget=lambda b: 0.5,
+        )
 
     first = dense_reference(job, evaluator(str(ckpt)))
     assert first["weights"].startswith("sha256:")
@@ -167,7 +193,9 @@ def test_resume_refuses_other_weights(tmp_path: Path) -> None:
         dense_reference(job, evaluator(None))
 
 
-def test_demo_falls_back_to_a_reachable_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_demo_falls_back_to_a_reachable_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """On a CPU where half of digits-cnn's latency is out of reach, the demo still searches and ends well."""
     import json
 

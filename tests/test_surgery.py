@@ -1,6 +1,7 @@
 """Channel surgery on every zoo model and on a user model: random valid policies (hypothesis)
 give a smaller model that runs, keeps its output shape, removes exactly the ranked channels,
 and exports to ONNX with torch parity."""
+
 from __future__ import annotations
 
 import copy
@@ -33,8 +34,12 @@ ZOO_SHAPES = {
     "digits-cnn": (1, 8, 8),
 }
 
-PROPERTY = settings(max_examples=3, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+PROPERTY = settings(
+    max_examples=3,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -51,7 +56,7 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def zoo_surgeon(name: str) -> tuple[ModelSpec, Surgeon]:
     spec = resolve_model(name, None, ZOO_SHAPES[name], 10)
     torch.manual_seed(0)
@@ -174,6 +179,7 @@ def test_extreme_ratios_keep_at_least_one_channel() -> None:
 
 # --- importance criteria --------------------------------------------------------------------
 
+
 def digits_trained() -> tuple[ModelSpec, nn.Module]:
     spec = resolve_model("digits-cnn", "digits")
     assert spec.checkpoint is not None, "the shipped digits-cnn checkpoint is missing"
@@ -241,6 +247,7 @@ def test_unknown_importance_is_a_user_error() -> None:
 
 # --- a user model with a concat branch and depthwise convs ----------------------------------
 
+
 def test_user_model_groups() -> None:
     _spec, surgeon = user_surgeon(USER_FILE_SPEC)
     names = [g.name for g in surgeon.groups]
@@ -277,6 +284,7 @@ def test_user_model_every_importance() -> None:
 
 
 # --- persistence ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("which", ["digits-cnn", "user"])
 def test_save_and_load_pruned(which: str, tmp_path: Path) -> None:

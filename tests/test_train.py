@@ -1,4 +1,5 @@
 """Training is deterministic under a seed; BN recalibration repairs a pruned model's statistics."""
+
 from __future__ import annotations
 
 import pytest

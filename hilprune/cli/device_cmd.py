@@ -1,8 +1,9 @@
 """`hilprune devices`, `hilprune profile`, `hilprune lut build|check`: the target device from the CLI."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -33,13 +34,24 @@ def register(app: typer.Typer) -> None:
         for name in hwprofiler.list_devices():
             spec = hwprofiler.load_device(name)
             fp = hwprofiler.fingerprint(spec)
-            rows.append({"name": name, "description": spec.description, "providers": list(spec.providers),
-                         "threads": spec.intra_op_threads, "fingerprint_id": hwprofiler.fingerprint_id(fp), "fingerprint": fp})
+            rows.append(
+                {
+                    "name": name,
+                    "description": spec.description,
+                    "providers": list(spec.providers),
+                    "threads": spec.intra_op_threads,
+                    "fingerprint_id": hwprofiler.fingerprint_id(fp),
+                    "fingerprint": fp,
+                }
+            )
         if json_out:
             print_json({"devices": rows})
             return
-        print_table("target devices", ["name", "providers", "threads", "fingerprint", "description"],
-                    [[r["name"], ",".join(r["providers"]), r["threads"], r["fingerprint_id"], r["description"]] for r in rows])
+        print_table(
+            "target devices",
+            ["name", "providers", "threads", "fingerprint", "description"],
+            [[r["name"], ",".join(r["providers"]), r["threads"], r["fingerprint_id"], r["description"]] for r in rows],
+        )
         console.print("Also: a path to a device TOML file, or remote:http://HOST:PORT for a 'hwprofiler serve' on the device.")
 
     @app.command("profile")
@@ -50,8 +62,10 @@ def register(app: typer.Typer) -> None:
         input_shape: InputShapeOpt = None,
         num_classes: NumClassesOpt = None,
         checkpoint: CheckpointOpt = None,
-        policy: Annotated[Optional[Path], typer.Option("--policy", "-p", help="Measure the model pruned by this policy.")] = None,
-        no_cache: Annotated[bool, typer.Option("--no-cache", help="Measure again even if this graph was measured on this device.")] = False,
+        policy: Annotated[Path | None, typer.Option("--policy", "-p", help="Measure the model pruned by this policy.")] = None,
+        no_cache: Annotated[
+            bool, typer.Option("--no-cache", help="Measure again even if this graph was measured on this device.")
+        ] = False,
         json_out: JsonOpt = False,
     ) -> None:
         """Measure a model's live latency on a device (median, p10/p90, samples, CI of the median)."""
@@ -70,13 +84,22 @@ def register(app: typer.Typer) -> None:
             net = Surgeon(net, spec.input_shape, spec.identity(), pol.importance).apply(pol, count=False).model
         with console.status(f"measuring on {dev.name}"):
             m = hwprofiler.measure_onnx(to_onnx_bytes(net, spec.input_shape, dev.batch), dev, cache=not no_cache)
-        result = {"median_ms": m.median_ms, "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "n": m.n, "rel_ci": m.rel_ci,
-                  "cached": m.cached, "device": dev.name}
+        result = {
+            "median_ms": m.median_ms,
+            "p10_ms": m.p10_ms,
+            "p90_ms": m.p90_ms,
+            "n": m.n,
+            "rel_ci": m.rel_ci,
+            "cached": m.cached,
+            "device": dev.name,
+        }
         if json_out:
             print_json(result)
         else:
-            console.print(f"{spec.name}{' (pruned)' if policy else ''} on {dev.name}: median {m.median_ms:.3f} ms "
-                          f"(p10 {m.p10_ms:.3f}, p90 {m.p90_ms:.3f}, n={m.n}, ±{100 * m.rel_ci:.1f}%){' [cached]' if m.cached else ''}")
+            console.print(
+                f"{spec.name}{' (pruned)' if policy else ''} on {dev.name}: median {m.median_ms:.3f} ms "
+                f"(p10 {m.p10_ms:.3f}, p90 {m.p90_ms:.3f}, n={m.n}, ±{100 * m.rel_ci:.1f}%){' [cached]' if m.cached else ''}"
+            )
 
     @lut_app.command("build")
     def lut_build_cmd(
@@ -91,10 +114,11 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Measure ahead of time every kernel that the model's policies on a ratio grid can produce."""
+        from hwprofiler import LUT
+
         from ..kernel_map import KernelMap, ratio_grid
         from ..models import resolve_model
         from ..surgery import Surgeon
-        from hwprofiler import LUT
 
         if not 0 < grid_step <= max_ratio <= 1:
             raise HilpruneError("need 0 < --grid-step <= --max-ratio <= 1")
@@ -106,8 +130,14 @@ def register(app: typer.Typer) -> None:
         lut = LUT(dev)
         before = len(lut)
         measured = lut.fill(kernels, progress=not json_out)
-        result = {"lut": str(lut.path), "kernels_reachable": len(kernels), "measured": measured, "entries_before": before,
-                  "entries": len(lut), "device": dev.name}
+        result = {
+            "lut": str(lut.path),
+            "kernels_reachable": len(kernels),
+            "measured": measured,
+            "entries_before": before,
+            "entries": len(lut),
+            "device": dev.name,
+        }
         if json_out:
             print_json(result)
         else:
@@ -139,6 +169,16 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json({k: r[k] for k in keys} | {"model": r["model"], "device": r["device"], "overhead": r["overhead"]})
             return
-        print_table(f"LUT fidelity: {r['model']} on {r['device']} ({samples} random policies)", ["predictor", "within ±10%", "MAPE", "Kendall tau"],
-                    [["LUT + overhead", f"{100 * r['within_10pct']:.0f}%", f"{100 * r['mape']:.1f}%", f"{r['kendall_tau']:.3f}"],
-                     ["FLOPs", f"{100 * r['flops_within_10pct']:.0f}%", f"{100 * r['flops_mape']:.1f}%", f"{r['flops_kendall_tau']:.3f}"]])
+        print_table(
+            f"LUT fidelity: {r['model']} on {r['device']} ({samples} random policies)",
+            ["predictor", "within ±10%", "MAPE", "Kendall tau"],
+            [
+                ["LUT + overhead", f"{100 * r['within_10pct']:.0f}%", f"{100 * r['mape']:.1f}%", f"{r['kendall_tau']:.3f}"],
+                [
+                    "FLOPs",
+                    f"{100 * r['flops_within_10pct']:.0f}%",
+                    f"{100 * r['flops_mape']:.1f}%",
+                    f"{r['flops_kendall_tau']:.3f}",
+                ],
+            ],
+        )

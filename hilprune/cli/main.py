@@ -2,6 +2,7 @@
 
 User mistakes (HilpruneError) print one line and exit 2, without a traceback.
 """
+
 from __future__ import annotations
 
 import importlib

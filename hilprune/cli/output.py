@@ -1,9 +1,11 @@
 """Printing helpers: JSON for machines, rich tables for people; messages go to stderr."""
+
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table

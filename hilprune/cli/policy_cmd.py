@@ -1,4 +1,5 @@
 """`hilprune policy`: write a policy template for a model (`init`) and print one (`show`)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,9 @@ from .options import CheckpointOpt, DatasetOpt, InputShapeOpt, JsonOpt, ModelOpt
 from .output import console, print_json
 
 PolicyPathArg = Annotated[Path, typer.Argument(help="Policy JSON file (hilprune.policy/v1).", show_default=False)]
-ImportanceOpt = Annotated[str, typer.Option("--importance", help="Channel-importance criterion: l1, l2, fpgm, bn-scale or taylor.")]
+ImportanceOpt = Annotated[
+    str, typer.Option("--importance", help="Channel-importance criterion: l1, l2, fpgm, bn-scale or taylor.")
+]
 
 
 def check_importance(name: str) -> str:
@@ -27,9 +30,13 @@ def policy_summary(policy: Any) -> dict[str, Any]:
     before = sum(g.channels_before for g in policy.groups)
     after = sum(g.channels_after for g in policy.groups)
     n = max(1, len(policy.groups))
-    return {"groups": len(policy.groups), "channels_before": before, "channels_after": after,
-            "mean_requested_ratio": sum(g.requested_ratio for g in policy.groups) / n,
-            "mean_ratio": sum(g.ratio for g in policy.groups) / n}
+    return {
+        "groups": len(policy.groups),
+        "channels_before": before,
+        "channels_after": after,
+        "mean_requested_ratio": sum(g.requested_ratio for g in policy.groups) / n,
+        "mean_ratio": sum(g.ratio for g in policy.groups) / n,
+    }
 
 
 def print_policy(policy: Any, title: str) -> None:
@@ -40,20 +47,38 @@ def print_policy(policy: Any, title: str) -> None:
     out = Console(soft_wrap=True)
     ident = policy.model
     shape = "x".join(str(d) for d in ident.get("input_shape", []) or [])
-    out.print(f"[bold]model[/] {ident.get('name')}  input {shape or '?'}  classes {ident.get('num_classes')}  "
-              f"dataset {ident.get('dataset') or '-'}  checkpoint {ident.get('checkpoint') or '-'}")
-    out.print(f"[bold]importance[/] {policy.importance}  [bold]round_to[/] {policy.round_to}  "
-              f"[bold]max_ratio[/] {policy.max_ratio}  [bold]groups_signature[/] {ident.get('groups_signature', '-')}")
+    out.print(
+        f"[bold]model[/] {ident.get('name')}  input {shape or '?'}  classes {ident.get('num_classes')}  "
+        f"dataset {ident.get('dataset') or '-'}  checkpoint {ident.get('checkpoint') or '-'}"
+    )
+    out.print(
+        f"[bold]importance[/] {policy.importance}  [bold]round_to[/] {policy.round_to}  "
+        f"[bold]max_ratio[/] {policy.max_ratio}  [bold]groups_signature[/] {ident.get('groups_signature', '-')}"
+    )
     table = Table(title=title)
-    for col, justify in [("#", "right"), ("group", "left"), ("kind", "left"), ("channels", "right"),
-                         ("requested", "right"), ("achieved", "right")]:
+    for col, justify in [
+        ("#", "right"),
+        ("group", "left"),
+        ("kind", "left"),
+        ("channels", "right"),
+        ("requested", "right"),
+        ("achieved", "right"),
+    ]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for i, g in enumerate(policy.groups):
-        table.add_row(str(i), g.name, g.kind, f"{g.channels_before} -> {g.channels_after}",
-                      f"{g.requested_ratio:.3f}", f"{g.ratio:.3f}")
+        table.add_row(
+            str(i), g.name, g.kind, f"{g.channels_before} -> {g.channels_after}", f"{g.requested_ratio:.3f}", f"{g.ratio:.3f}"
+        )
     s = policy_summary(policy)
-    table.add_row("", "total", "", f"{s['channels_before']} -> {s['channels_after']}",
-                  f"{s['mean_requested_ratio']:.3f}", f"{s['mean_ratio']:.3f}", end_section=True)
+    table.add_row(
+        "",
+        "total",
+        "",
+        f"{s['channels_before']} -> {s['channels_after']}",
+        f"{s['mean_requested_ratio']:.3f}",
+        f"{s['mean_ratio']:.3f}",
+        end_section=True,
+    )
     out.print(table)
     metrics = {k: v for k, v in policy.metrics.items() if v is not None}
     if metrics:
@@ -61,8 +86,9 @@ def print_policy(policy: Any, title: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    policy_app = typer.Typer(name="policy", help="Layer-wise pruning policies: write a template, print one.",
-                             no_args_is_help=True)
+    policy_app = typer.Typer(
+        name="policy", help="Layer-wise pruning policies: write a template, print one.", no_args_is_help=True
+    )
     app.add_typer(policy_app, name="policy")
 
     @policy_app.command("init")
@@ -90,8 +116,9 @@ def register(app: typer.Typer) -> None:
         spec = resolve_model(model, dataset, input_shape, num_classes, checkpoint)
         # Structure only: the groups do not depend on the weights, and ranking by l1 needs no data.
         surgeon = Surgeon(spec.build(with_weights=False), spec.input_shape, spec.identity(), importance="l1")
-        policy = Policy.uniform(surgeon.groups, ratio, spec.identity(), importance=importance, round_to=round_to,
-                                max_ratio=max_ratio)
+        policy = Policy.uniform(
+            surgeon.groups, ratio, spec.identity(), importance=importance, round_to=round_to, max_ratio=max_ratio
+        )
         if out.is_dir():
             raise HilpruneError(f"--out {out} is a folder; give a file name such as {out / 'policy.json'}")
         policy.save(out)
@@ -99,8 +126,9 @@ def register(app: typer.Typer) -> None:
             print_json({"policy": str(out), **policy_summary(policy)})
             return
         print_policy(policy, f"policy template for {spec.name}")
-        console.print(f"[green]wrote[/] {out}  ({len(policy.groups)} groups; edit 'requested_ratio', then "
-                      f"'hilprune prune --policy {out}')")
+        console.print(
+            f"[green]wrote[/] {out}  ({len(policy.groups)} groups; edit 'requested_ratio', then 'hilprune prune --policy {out}')"
+        )
 
     @policy_app.command("show")
     def show_cmd(path: PolicyPathArg, json_out: JsonOpt = False) -> None:

@@ -1,9 +1,10 @@
 """`hilprune prune`: apply a policy to a model; write the pruned weights, the policy with its
 achieved ratios and metrics, and an ONNX export verified against torch."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -21,8 +22,10 @@ def _calibration(dataset: str | None, data_dir: Path | None, importance: str) ->
     if importance not in NEEDS_GRADIENTS:
         return None
     if not dataset:
-        raise HilpruneError(f"importance {importance!r} ranks channels by gradients on real data: pass --dataset "
-                            "(or choose l1, l2, fpgm or bn-scale)")
+        raise HilpruneError(
+            f"importance {importance!r} ranks channels by gradients on real data: pass --dataset "
+            "(or choose l1, l2, fpgm or bn-scale)"
+        )
     from ..data import load_dataset
 
     split = load_dataset(dataset, data_dir).train.subset(CALIBRATION_SAMPLES)
@@ -37,13 +40,23 @@ def register(app: typer.Typer) -> None:
     @app.command("prune")
     def prune_cmd(
         model: ModelOpt,
-        policy_path: Annotated[Path, typer.Option("--policy", "-p", help="Policy JSON ('hilprune policy init' writes a template).")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: pruned.pt, policy.json and model.onnx are written there.")],
+        policy_path: Annotated[
+            Path, typer.Option("--policy", "-p", help="Policy JSON ('hilprune policy init' writes a template).")
+        ],
+        out: Annotated[
+            Path, typer.Option("--out", "-o", help="Output folder: pruned.pt, policy.json and model.onnx are written there.")
+        ],
         dataset: DatasetOpt = None,
         checkpoint: CheckpointOpt = None,
         input_shape: InputShapeOpt = None,
         num_classes: NumClassesOpt = None,
-        importance: Annotated[Optional[str], typer.Option("--importance", help="Override the policy's channel-importance criterion: l1, l2, fpgm, bn-scale or taylor (taylor needs --dataset).")] = None,
+        importance: Annotated[
+            str | None,
+            typer.Option(
+                "--importance",
+                help="Override the policy's channel-importance criterion: l1, l2, fpgm, bn-scale or taylor (taylor needs --dataset).",
+            ),
+        ] = None,
         data_dir: DataDirOpt = None,
         json_out: JsonOpt = False,
     ) -> None:
@@ -69,8 +82,12 @@ def register(app: typer.Typer) -> None:
         pruned_path = save_pruned(out / "pruned.pt", result.model, result.policy)
         policy_out = result.policy.save(out / "policy.json")
         report = result.report() | {
-            "onnx": str(onnx_path), "max_abs_diff": export.max_abs_diff, "pruned": str(pruned_path),
-            "policy": str(policy_out), "importance": crit, "model": spec.name,
+            "onnx": str(onnx_path),
+            "max_abs_diff": export.max_abs_diff,
+            "pruned": str(pruned_path),
+            "policy": str(policy_out),
+            "importance": crit,
+            "model": spec.name,
             "macs_kept": result.macs_after / max(1, result.macs_before),
             "params_kept": result.params_after / max(1, result.params_before),
         }
@@ -79,8 +96,11 @@ def register(app: typer.Typer) -> None:
             return
         from .output import print_table
 
-        rows = [["MACs", _fmt(result.macs_before), _fmt(result.macs_after), f"{report['macs_kept']:.1%}"],
-                ["params", _fmt(result.params_before), _fmt(result.params_after), f"{report['params_kept']:.1%}"]]
+        rows = [
+            ["MACs", _fmt(result.macs_before), _fmt(result.macs_after), f"{report['macs_kept']:.1%}"],
+            ["params", _fmt(result.params_before), _fmt(result.params_after), f"{report['params_kept']:.1%}"],
+        ]
         print_table(f"{spec.name} pruned by {policy_path.name} ({crit})", ["", "dense", "pruned", "kept"], rows)
-        console.print(f"[green]wrote[/] {pruned_path}, {policy_out}, {onnx_path} "
-                      f"(ONNX vs torch max abs diff {export.max_abs_diff:.1e})")
+        console.print(
+            f"[green]wrote[/] {pruned_path}, {policy_out}, {onnx_path} (ONNX vs torch max abs diff {export.max_abs_diff:.1e})"
+        )

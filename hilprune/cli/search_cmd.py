@@ -1,9 +1,10 @@
 """`hilprune search`, `report`, `export`, `dashboard` and `demo`: search jobs from the CLI."""
+
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -29,9 +30,12 @@ def _run(job: Any, json_out: bool, progress: bool, exit_on_failure: bool = True)
     if (Path(job.out) / JOB_FILE).is_file():  # refuse a mismatched run directory before announcing anything
         check_compatible(job, load_run_job(job.out))
     if not json_out:
-        console.print(f"search [bold]{job.name}[/]: {job.model}" + (f" on {job.dataset}" if job.dataset else "")
-                      + f", device {job.device}, budgets {', '.join(job.budgets)}, agents {', '.join(job.agents)}, "
-                      f"{job.evals} evaluations each  ->  {job.out}")
+        console.print(
+            f"search [bold]{job.name}[/]: {job.model}"
+            + (f" on {job.dataset}" if job.dataset else "")
+            + f", device {job.device}, budgets {', '.join(job.budgets)}, agents {', '.join(job.agents)}, "
+            f"{job.evals} evaluations each  ->  {job.out}"
+        )
     try:
         outcome = run_search(job, progress=progress)
     except KeyboardInterrupt:  # typer turns it into a plain return value without a message: exit 130 here
@@ -62,9 +66,11 @@ def _print_best_policy(summary: dict[str, Any]) -> None:
             console.print(f"budget {label}: no policy within the budget yet")
             continue
         pol = Policy.load(b["policy_path"])
-        console.print(f"\n[bold]best policy for budget {label}[/] ({summary['budgets_ms'][label]:.4g} ms): {b['agent']} trial {b['trial']}, "
-                      f"val accuracy {b['accuracy']:.4f} (dense {summary['dense']['accuracy']:.4f}), "
-                      f"{b['latency_ms']:.4g} ms ({summary.get('latency_source', 'lut')}), {b['speedup'] or 0:.2f}x faster")
+        console.print(
+            f"\n[bold]best policy for budget {label}[/] ({summary['budgets_ms'][label]:.4g} ms): {b['agent']} trial {b['trial']}, "
+            f"val accuracy {b['accuracy']:.4f} (dense {summary['dense']['accuracy']:.4f}), "
+            f"{b['latency_ms']:.4g} ms ({summary.get('latency_source', 'lut')}), {b['speedup'] or 0:.2f}x faster"
+        )
         t = Table()
         for col in ("group", "kind", "channels", "pruned"):
             t.add_column(col)
@@ -77,26 +83,91 @@ def _print_best_policy(summary: dict[str, Any]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("search")
     def search_cmd(
-        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Zoo name, 'file.py:factory' or 'package.module:factory'.")] = None,
-        checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Dense weights (default: the shipped checkpoint).")] = None,
-        input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="C,H,W of one input (overrides the data set's).")] = None,
+        model: Annotated[
+            str | None, typer.Option("--model", "-m", help="Zoo name, 'file.py:factory' or 'package.module:factory'.")
+        ] = None,
+        checkpoint: Annotated[
+            Path | None, typer.Option("--checkpoint", "-c", help="Dense weights (default: the shipped checkpoint).")
+        ] = None,
+        input_shape: Annotated[
+            str | None, typer.Option("--input-shape", help="C,H,W of one input (overrides the data set's).")
+        ] = None,
         num_classes: NumClassesOpt = None,
-        dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="digits, fashion-mnist or cifar10 (accuracy on its validation split).")] = None,
+        dataset: Annotated[
+            str | None,
+            typer.Option("--dataset", "-d", help="digits, fashion-mnist or cifar10 (accuracy on its validation split)."),
+        ] = None,
         data_dir: DataDirOpt = None,
-        device: Annotated[Optional[str], typer.Option("--device", help="Target device: built-in name, TOML file or remote:http://HOST:PORT [default: ort-cpu-1t].")] = None,
-        budget: Annotated[Optional[list[str]], typer.Option("--budget", "-b", help="Latency budget: fraction of the dense latency (0.5) or milliseconds (1.2ms); repeat or comma-separate [default: 0.5].")] = None,
-        agent: Annotated[Optional[list[str]], typer.Option("--agent", "-a", help="Agents, comma-separated or repeated: uniform, random, tpe, nsga2, autoprune, ppo, sac [default: uniform,random].")] = None,
-        evals: Annotated[Optional[int], typer.Option("--evals", "-n", help="Evaluations per agent in total; rerunning continues up to this [default: 20].")] = None,
-        seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed [default: 0].")] = None,
-        val_size: Annotated[Optional[int], typer.Option("--val-size", help="Validation images per evaluation [default: the evaluator's].")] = None,
-        latency_source: Annotated[Optional[str], typer.Option("--latency-source", help="Latency each trial is judged by: lut (predicted), live (measured) or hybrid [default: lut].")] = None,
-        reward: Annotated[Optional[str], typer.Option("--reward", help="Reward for RL agents (envs.rewards): constrained, mnasnet, penalty, try_and_learn [default: constrained].")] = None,
-        round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this (8 or 16 suit onnxruntime's blocked CPU kernels; odd counts can run slower than dense) [default: 1].")] = None,
-        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<name>].")] = None,
-        name: Annotated[Optional[str], typer.Option("--name", help="Job name (studies are '<name>/<agent>') [default: <model>-<dataset>-<device>].")] = None,
-        storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage: a journal file path or an RDB URL (postgresql://...) [default: <out>/study.journal].")] = None,
-        workers: Annotated[Optional[int], typer.Option("--workers", "-j", help="Processes per Optuna agent (tpe, nsga2, autoprune) on the same storage [default: 1].")] = None,
-        job_file: Annotated[Optional[Path], typer.Option("--job", help="Job TOML file (flags override its fields).")] = None,
+        device: Annotated[
+            str | None,
+            typer.Option(
+                "--device", help="Target device: built-in name, TOML file or remote:http://HOST:PORT [default: ort-cpu-1t]."
+            ),
+        ] = None,
+        budget: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--budget",
+                "-b",
+                help="Latency budget: fraction of the dense latency (0.5) or milliseconds (1.2ms); repeat or comma-separate [default: 0.5].",
+            ),
+        ] = None,
+        agent: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--agent",
+                "-a",
+                help="Agents, comma-separated or repeated: uniform, random, tpe, nsga2, autoprune, ppo, sac [default: uniform,random].",
+            ),
+        ] = None,
+        evals: Annotated[
+            int | None,
+            typer.Option("--evals", "-n", help="Evaluations per agent in total; rerunning continues up to this [default: 20]."),
+        ] = None,
+        seed: Annotated[int | None, typer.Option("--seed", help="Random seed [default: 0].")] = None,
+        val_size: Annotated[
+            int | None, typer.Option("--val-size", help="Validation images per evaluation [default: the evaluator's].")
+        ] = None,
+        latency_source: Annotated[
+            str | None,
+            typer.Option(
+                "--latency-source",
+                help="Latency each trial is judged by: lut (predicted), live (measured) or hybrid [default: lut].",
+            ),
+        ] = None,
+        reward: Annotated[
+            str | None,
+            typer.Option(
+                "--reward",
+                help="Reward for RL agents (envs.rewards): constrained, mnasnet, penalty, try_and_learn [default: constrained].",
+            ),
+        ] = None,
+        round_to: Annotated[
+            int | None,
+            typer.Option(
+                "--round-to",
+                help="Keep channel counts multiples of this (8 or 16 suit onnxruntime's blocked CPU kernels; odd counts can run slower than dense) [default: 1].",  # noqa: E501
+            ),
+        ] = None,
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory [default: runs/<name>].")] = None,
+        name: Annotated[
+            str | None,
+            typer.Option("--name", help="Job name (studies are '<name>/<agent>') [default: <model>-<dataset>-<device>]."),
+        ] = None,
+        storage: Annotated[
+            str | None,
+            typer.Option(
+                "--storage",
+                help="Optuna storage: a journal file path or an RDB URL (postgresql://...) [default: <out>/study.journal].",
+            ),
+        ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                "--workers", "-j", help="Processes per Optuna agent (tpe, nsga2, autoprune) on the same storage [default: 1]."
+            ),
+        ] = None,
+        job_file: Annotated[Path | None, typer.Option("--job", help="Job TOML file (flags override its fields).")] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
         json_out: JsonOpt = False,
     ) -> None:
@@ -107,11 +178,27 @@ def register(app: typer.Typer) -> None:
         """
         from search.job import resolve_job
 
-        flags = _search_flags(model=model, checkpoint=str(checkpoint) if checkpoint else None, input_shape=input_shape,
-                              num_classes=num_classes, dataset=dataset, data_dir=str(data_dir) if data_dir else None, device=device,
-                              budgets=budget, agents=agent, evals=evals, seed=seed, val_size=val_size,
-                              latency_source=latency_source, reward=reward, out=str(out) if out else None, name=name,
-                              storage=storage, workers=workers, round_to=round_to)
+        flags = _search_flags(
+            model=model,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            dataset=dataset,
+            data_dir=str(data_dir) if data_dir else None,
+            device=device,
+            budgets=budget,
+            agents=agent,
+            evals=evals,
+            seed=seed,
+            val_size=val_size,
+            latency_source=latency_source,
+            reward=reward,
+            out=str(out) if out else None,
+            name=name,
+            storage=storage,
+            workers=workers,
+            round_to=round_to,
+        )
         job = resolve_job(job_file, **flags)
         _run(job, json_out, progress=not no_progress)
 
@@ -132,10 +219,18 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
         run_dir: Annotated[Path, typer.Argument(help="A search run directory (runs/<name>).")],
-        budget: Annotated[str, typer.Option("--budget", "-b", help="The budget to export for (as given to search: 0.5 or 1.2ms).")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (model.onnx, pruned.pt, policy.json, MODEL_CARD.md).")],
-        trial: Annotated[Optional[str], typer.Option("--trial", help="Export this trial (N, or AGENT:N) instead of the best one.")] = None,
-        finetune_epochs: Annotated[float, typer.Option("--finetune-epochs", "-e", help="Fine-tuning epochs on the train split (0: none).")] = 1.0,
+        budget: Annotated[
+            str, typer.Option("--budget", "-b", help="The budget to export for (as given to search: 0.5 or 1.2ms).")
+        ],
+        out: Annotated[
+            Path, typer.Option("--out", "-o", help="Output folder (model.onnx, pruned.pt, policy.json, MODEL_CARD.md).")
+        ],
+        trial: Annotated[
+            str | None, typer.Option("--trial", help="Export this trial (N, or AGENT:N) instead of the best one.")
+        ] = None,
+        finetune_epochs: Annotated[
+            float, typer.Option("--finetune-epochs", "-e", help="Fine-tuning epochs on the train split (0: none).")
+        ] = 1.0,
         lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.")] = 0.01,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
         json_out: JsonOpt = False,
@@ -143,14 +238,20 @@ def register(app: typer.Typer) -> None:
         """Prune, fine-tune and export the most accurate trial that meets a budget by live latency."""
         from search.export import export_run
 
-        res = export_run(run_dir, budget, out, trial=trial, finetune_epochs=finetune_epochs, lr=lr, progress=not no_progress and not json_out)
+        res = export_run(
+            run_dir, budget, out, trial=trial, finetune_epochs=finetune_epochs, lr=lr, progress=not no_progress and not json_out
+        )
         if json_out:
             print_json(res)
             return
-        console.print(f"[green]exported[/] {res['agent']} trial {res['trial']} for budget {res['budget']} ({res['budget_ms']:.4g} ms) -> {res['onnx']}")
-        console.print(f"test accuracy {res['test_accuracy']:.4f} (before fine-tuning {res['test_accuracy_before_finetune']:.4f}, "
-                      f"dense {res['dense_test_accuracy']:.4f}); live latency {res['latency_ms']:.4g} ms "
-                      f"(dense {res['dense_latency_ms']:.4g} ms, {res['speedup'] or 0:.2f}x); ONNX vs torch {res['max_abs_diff']:.1e}")
+        console.print(
+            f"[green]exported[/] {res['agent']} trial {res['trial']} for budget {res['budget']} ({res['budget_ms']:.4g} ms) -> {res['onnx']}"
+        )
+        console.print(
+            f"test accuracy {res['test_accuracy']:.4f} (before fine-tuning {res['test_accuracy_before_finetune']:.4f}, "
+            f"dense {res['dense_test_accuracy']:.4f}); live latency {res['latency_ms']:.4g} ms "
+            f"(dense {res['dense_latency_ms']:.4g} ms, {res['speedup'] or 0:.2f}x); ONNX vs torch {res['max_abs_diff']:.1e}"
+        )
         if not res["meets_budget"]:
             console.print("[yellow]the exported model is over the budget by live latency[/]")
         console.print(f"policy {res['policy']}, weights {res['pruned']}, model card {res['model_card']}")
@@ -159,7 +260,9 @@ def register(app: typer.Typer) -> None:
     def dashboard_cmd(
         run_dir: Annotated[Path, typer.Argument(help="A search run directory (runs/<name>).")],
         port: Annotated[int, typer.Option("--port", help="Port.")] = 8080,
-        host: Annotated[str, typer.Option("--host", help="Address to listen on (the dashboard has no authentication: keep it on loopback).")] = "127.0.0.1",
+        host: Annotated[
+            str, typer.Option("--host", help="Address to listen on (the dashboard has no authentication: keep it on loopback).")
+        ] = "127.0.0.1",
     ) -> None:
         """Serve optuna-dashboard on a search run's storage (Pareto front, trials, policy artifacts)."""
         from search.dashboard import serve
@@ -192,8 +295,18 @@ def register(app: typer.Typer) -> None:
         from envs.errors import BudgetError
 
         def demo_job(budget: str) -> Any:
-            return resolve_job(None, model="digits-cnn", dataset="digits", device="ort-cpu-1t", budgets=[budget], agents=agents,
-                               evals=evals, seed=0, out=str(out), name="demo")
+            return resolve_job(
+                None,
+                model="digits-cnn",
+                dataset="digits",
+                device="ort-cpu-1t",
+                budgets=[budget],
+                agents=agents,
+                evals=evals,
+                seed=0,
+                out=str(out),
+                name="demo",
+            )
 
         try:
             summary, failed = _run(demo_job("0.5"), json_out, progress=not json_out, exit_on_failure=False)
@@ -205,7 +318,9 @@ def register(app: typer.Typer) -> None:
         if not json_out:
             _print_best_policy(summary)
             label = next(iter(summary["best"]), "0.5")
-            console.print(f"\nnext: hilprune export {out} --budget {label} --finetune-epochs 2 --out {out}/export"
-                          f"\n      hilprune dashboard {out}")
+            console.print(
+                f"\nnext: hilprune export {out} --budget {label} --finetune-epochs 2 --out {out}/export"
+                f"\n      hilprune dashboard {out}"
+            )
         if failed:
             raise SystemExit(1)

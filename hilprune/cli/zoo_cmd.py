@@ -1,4 +1,5 @@
 """`hilprune zoo`: the models hilprune knows and the checkpoints it ships."""
+
 from __future__ import annotations
 
 import typer
@@ -14,10 +15,24 @@ def register(app: typer.Typer) -> None:
         from ..models import DESCRIPTIONS, ZOO, shipped_cards
 
         cards = shipped_cards()
-        models = [{"name": n, "description": DESCRIPTIONS.get(n, ""),
-                   "checkpoints": [{"dataset": c["dataset"], "val_accuracy": c["val_accuracy"], "test_accuracy": c["test_accuracy"],
-                                    "epochs": c["epochs"], "file": c["checkpoint"]} for c in cards if c["model"] == n]}
-                  for n in ZOO]
+        models = [
+            {
+                "name": n,
+                "description": DESCRIPTIONS.get(n, ""),
+                "checkpoints": [
+                    {
+                        "dataset": c["dataset"],
+                        "val_accuracy": c["val_accuracy"],
+                        "test_accuracy": c["test_accuracy"],
+                        "epochs": c["epochs"],
+                        "file": c["checkpoint"],
+                    }
+                    for c in cards
+                    if c["model"] == n
+                ],
+            }
+            for n in ZOO
+        ]
         if json_out:
             print_json({"models": models})
             return

@@ -1,4 +1,5 @@
 """Data sets: `load_dataset(name)` returns train/val/test tensors with a fixed-seed val split."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,11 +14,14 @@ def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int | 
     size = val_size if val_size is not None else info.val_size
     if name == "digits":
         from .digits import load_digits_bundle
+
         return load_digits_bundle(size)
     if name == "fashion-mnist":
         from .fashion_mnist import load_fashion_mnist_bundle
+
         return load_fashion_mnist_bundle(data_dir, size)
     from .cifar10 import load_cifar10_bundle
+
     return load_cifar10_bundle(data_dir, size)
 
 

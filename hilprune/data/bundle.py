@@ -2,6 +2,7 @@
 
 The test split is for final reports only: searches and the environment see `val`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def subset(self, n: int | None) -> "Split":
+    def subset(self, n: int | None) -> Split:
         """The first n samples (the split is already shuffled by a fixed seed)."""
         if n is None or n >= len(self):
             return self
@@ -40,8 +41,9 @@ class DatasetBundle:
 SPLIT_SEED = 20260101
 
 
-def make_bundle(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                val_size: int, num_classes: int) -> DatasetBundle:
+def make_bundle(
+    name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, val_size: int, num_classes: int
+) -> DatasetBundle:
     """Normalize by the train split's per-channel statistics and carve a fixed-seed val split.
 
     x arrays are N x C x H x W floats in [0, 1].

@@ -1,4 +1,5 @@
 """CIFAR-10 in its python format (`cifar-10-batches-py/data_batch_1..5`, `test_batch`)."""
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,10 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def load_cifar10_bundle(data_dir: str | Path | None = None, val_size: int = 5000) -> DatasetBundle:
     d = _find_dir(data_dir)
     if d is None:
-        raise DataError("CIFAR-10 not found: download cifar-10-python.tar.gz from "
-                        "https://www.cs.toronto.edu/~kriz/cifar.html, unpack it and pass --data-dir (or set HILPRUNE_DATA)")
+        raise DataError(
+            "CIFAR-10 not found: download cifar-10-python.tar.gz from "
+            "https://www.cs.toronto.edu/~kriz/cifar.html, unpack it and pass --data-dir (or set HILPRUNE_DATA)"
+        )
     parts = [_read_batch(d / name) for name in TRAIN_BATCHES if (d / name).is_file()]
     xtr = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
     ytr = np.concatenate([p[1] for p in parts])

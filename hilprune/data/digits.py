@@ -1,4 +1,5 @@
 """scikit-learn's bundled 8x8 digits: the embedded data set for tests and the quick demo."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 Looked up, in order: --data-dir, $HILPRUNE_DATA, the user cache dir, and
 /usr/share/datasets/fashion-mnist (Debian's `dataset-fashion-mnist` package).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -88,13 +89,16 @@ def download(dest: Path | None = None, timeout: float = 30.0) -> Path:
 
 def _missing_message(data_dir: str | Path | None) -> str:
     where = ", ".join(str(d) for d in candidate_dirs(data_dir))
-    return (f"Fashion-MNIST not found (looked in {where}) and could not be downloaded. Get it either way: "
-            f"'apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or download the four "
-            f"*-ubyte.gz files from {MIRROR} into a folder and pass --data-dir (or set HILPRUNE_DATA)")
+    return (
+        f"Fashion-MNIST not found (looked in {where}) and could not be downloaded. Get it either way: "
+        f"'apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or download the four "
+        f"*-ubyte.gz files from {MIRROR} into a folder and pass --data-dir (or set HILPRUNE_DATA)"
+    )
 
 
-def load_fashion_mnist_bundle(data_dir: str | Path | None = None, val_size: int = 5000,
-                              allow_download: bool = True) -> DatasetBundle:
+def load_fashion_mnist_bundle(
+    data_dir: str | Path | None = None, val_size: int = 5000, allow_download: bool = True
+) -> DatasetBundle:
     files = find_files(data_dir)
     if files is None and allow_download:
         try:

@@ -1,4 +1,5 @@
 """Reader and writer for the IDX format (MNIST, Fashion-MNIST), gzip or raw."""
+
 from __future__ import annotations
 
 import gzip

@@ -1,4 +1,5 @@
 """Names, shapes and loaders of the data sets hilprune knows, without loading any data."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Uses torch's TorchScript exporter (`dynamo=False`, opset 17): 4x faster than the
 exporter on these CNNs and its node names keep the module path (/layer1/layer1.0/conv1/Conv),
 which maps latency back to layers.
 """
+
 from __future__ import annotations
 
 import io
@@ -34,8 +35,16 @@ def to_onnx_bytes(model: nn.Module, input_shape: tuple[int, int, int], batch: in
     example = torch.randn(batch, *input_shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=OPSET,
-                          input_names=["input"], output_names=["logits"], do_constant_folding=True)
+        torch.onnx.export(
+            model,
+            (example,),
+            buf,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["input"],
+            output_names=["logits"],
+            do_constant_folding=True,
+        )
     return buf.getvalue()
 
 
@@ -58,8 +67,14 @@ def verify_onnx(model: nn.Module, onnx_bytes: bytes, input_shape: tuple[int, int
     return float(np.max(np.abs(out - ref)))
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str | Path | None = None,
-                batch: int = 1, verify: bool = True, tolerance: float = TOLERANCE) -> ExportResult:
+def export_onnx(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    path: str | Path | None = None,
+    batch: int = 1,
+    verify: bool = True,
+    tolerance: float = TOLERANCE,
+) -> ExportResult:
     """Export `model`; with `verify`, an ORT-vs-torch difference above `tolerance` is an error."""
     data = to_onnx_bytes(model, input_shape, batch)
     diff = verify_onnx(model, data, input_shape, batch) if verify else None

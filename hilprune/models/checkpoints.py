@@ -3,6 +3,7 @@
 A checkpoint is a plain dict saved with `torch.save` and read with `weights_only=True`:
 no pickled code runs when one is loaded.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,10 +1,11 @@
 """CIFAR-style MobileNetV2 (Sandler et al. 2018): stride-1 stem and first stages so that
 32x32 (or 28x28) inputs keep enough resolution; `width` is the width multiplier."""
+
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 # (expansion, out channels, repeats, first stride)
 _CIFAR_CFG = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -23,8 +24,11 @@ class InvertedResidual(nn.Module):
         if expansion != 1:
             layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
         layers += [
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
         ]
         self.conv = nn.Sequential(*layers)
 
@@ -38,7 +42,9 @@ class MobileNetV2(nn.Module):
         super().__init__()
         cin = _round(32 * width)
         last = _round(1280 * max(1.0, width))
-        feats: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_channels, cin, 3, 1, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU6(inplace=True))]
+        feats: list[nn.Module] = [
+            nn.Sequential(nn.Conv2d(in_channels, cin, 3, 1, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU6(inplace=True))
+        ]
         for t, c, n, s in _CIFAR_CFG:
             cout = _round(c * width)
             for i in range(n):

@@ -1,7 +1,8 @@
 """The zoo: model names mapped to factories `(in_channels, num_classes, input_size) -> nn.Module`."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

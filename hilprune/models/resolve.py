@@ -1,6 +1,7 @@
 """One place that turns the CLI's model options into a model: every command that takes a
 model (`--model`, `--dataset`, `--input-shape`, `--num-classes`, `--checkpoint`) calls
 `resolve_model`, so they all behave the same."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -53,15 +54,24 @@ class ModelSpec:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = load_user_model(self.name) if is_user_model_spec(self.name) else build_zoo_model(self.name, self.input_shape, self.num_classes)
+            model = (
+                load_user_model(self.name)
+                if is_user_model_spec(self.name)
+                else build_zoo_model(self.name, self.input_shape, self.num_classes)
+            )
         if with_weights and self.checkpoint:
             load_weights(model, Path(self.checkpoint))
         return model.eval()
 
     def identity(self) -> dict[str, Any]:
         """What a policy records about its model, to refuse being applied to another one."""
-        return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
-                "dataset": self.dataset, "checkpoint": Path(self.checkpoint).name if self.checkpoint else None}
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "dataset": self.dataset,
+            "checkpoint": Path(self.checkpoint).name if self.checkpoint else None,
+        }
 
 
 def resolve_model(

@@ -1,4 +1,5 @@
 """User models given as `path/to/file.py:factory` or `package.module:factory`."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,5 +1,6 @@
 """VGG-11 with BatchNorm for small inputs: a max-pool is skipped once the feature map is
 down to 1x1, so 28x28 and 8x8 inputs work as well as 32x32."""
+
 from __future__ import annotations
 
 import torch

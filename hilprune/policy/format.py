@@ -4,14 +4,16 @@ A policy holds one prune ratio per prunable group, the model it was made for, th
 importance criterion and the channel rounding. Requested and achieved ratios are both kept:
 rounding to whole (or aligned) channels makes them differ.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import PolicyError
 from .groups import PrunableGroup, groups_signature
@@ -43,8 +45,15 @@ class Policy:
 
     # --- construction -------------------------------------------------------------
     @classmethod
-    def from_ratios(cls, groups: list[PrunableGroup], ratios: Mapping[str, float] | list[float], model_identity: dict[str, Any],
-                    importance: str = "l1", round_to: int = 1, max_ratio: float = DEFAULT_MAX_RATIO) -> "Policy":
+    def from_ratios(
+        cls,
+        groups: list[PrunableGroup],
+        ratios: Mapping[str, float] | list[float],
+        model_identity: dict[str, Any],
+        importance: str = "l1",
+        round_to: int = 1,
+        max_ratio: float = DEFAULT_MAX_RATIO,
+    ) -> Policy:
         """Build a policy from per-group ratios (a dict by group name or a list in group order)."""
         max_ratio = _check_max_ratio(max_ratio)
         round_to = _check_round_to(round_to)
@@ -64,7 +73,7 @@ class Policy:
         return cls(identity, items, importance, round_to, max_ratio)
 
     @classmethod
-    def uniform(cls, groups: list[PrunableGroup], ratio: float, model_identity: dict[str, Any], **kw: Any) -> "Policy":
+    def uniform(cls, groups: list[PrunableGroup], ratio: float, model_identity: dict[str, Any], **kw: Any) -> Policy:
         return cls.from_ratios(groups, {g.name: ratio for g in groups}, model_identity, **kw)
 
     # --- views ----------------------------------------------------------------------
@@ -80,8 +89,15 @@ class Policy:
 
     # --- JSON -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"format": POLICY_FORMAT, "model": self.model, "importance": self.importance, "round_to": self.round_to,
-                "max_ratio": self.max_ratio, "groups": [asdict(g) for g in self.groups], "metrics": self.metrics}
+        return {
+            "format": POLICY_FORMAT,
+            "model": self.model,
+            "importance": self.importance,
+            "round_to": self.round_to,
+            "max_ratio": self.max_ratio,
+            "groups": [asdict(g) for g in self.groups],
+            "metrics": self.metrics,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
@@ -95,7 +111,7 @@ class Policy:
         return path
 
     @classmethod
-    def from_dict(cls, obj: Any, source: str = "policy") -> "Policy":
+    def from_dict(cls, obj: Any, source: str = "policy") -> Policy:
         if not isinstance(obj, dict):
             raise PolicyError(f"{source}: a policy is a JSON object")
         fmt = obj.get("format")
@@ -110,19 +126,32 @@ class Policy:
                 raise PolicyError(f"{source}: 'model' must be an object (the model's identity)")
             groups = []
             for g in obj["groups"]:
-                groups.append(GroupRatio(name=str(g["name"]), requested_ratio=_as_float(g.get("requested_ratio", g.get("ratio")), g["name"]),
-                                         ratio=_as_float(g.get("ratio", g.get("requested_ratio")), g["name"]),
-                                         channels_before=int(g["channels_before"]), channels_after=int(g.get("channels_after", 0)),
-                                         kind=str(g.get("kind", "conv")), members=list(g.get("members", []))))
-            return cls(model=dict(obj["model"]), groups=groups, importance=str(obj.get("importance", "l1")),
-                       round_to=round_to, max_ratio=max_ratio, metrics=dict(obj.get("metrics", {})))
+                groups.append(
+                    GroupRatio(
+                        name=str(g["name"]),
+                        requested_ratio=_as_float(g.get("requested_ratio", g.get("ratio")), g["name"]),
+                        ratio=_as_float(g.get("ratio", g.get("requested_ratio")), g["name"]),
+                        channels_before=int(g["channels_before"]),
+                        channels_after=int(g.get("channels_after", 0)),
+                        kind=str(g.get("kind", "conv")),
+                        members=list(g.get("members", [])),
+                    )
+                )
+            return cls(
+                model=dict(obj["model"]),
+                groups=groups,
+                importance=str(obj.get("importance", "l1")),
+                round_to=round_to,
+                max_ratio=max_ratio,
+                metrics=dict(obj.get("metrics", {})),
+            )
         except KeyError as exc:
             raise PolicyError(f"{source}: missing field {exc.args[0]!r}") from None
         except (TypeError, ValueError, OverflowError) as exc:
             raise PolicyError(f"{source}: {exc}") from None
 
     @classmethod
-    def load(cls, path: str | Path) -> "Policy":
+    def load(cls, path: str | Path) -> Policy:
         path = Path(path)
         if not path.is_file():
             raise PolicyError(f"policy file not found: {path}")
@@ -153,8 +182,13 @@ def _check_max_ratio(value: Any, source: str = "policy") -> float:
 
 
 def _check_round_to(value: Any, source: str = "policy") -> int:
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-          and value == int(value) and int(value) >= 1)
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value == int(value)
+        and int(value) >= 1
+    )
     if not ok:
         raise PolicyError(f"{source}: round_to {value!r} must be a positive integer")
     return int(value)

@@ -3,6 +3,7 @@
 torch-pruning's dependency graph couples layers joined by a residual add, a concat or a
 depthwise conv; one group = one channel dimension = one prune ratio in a policy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +46,7 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyG
         return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
 
 
-def find_groups(model: nn.Module, example_input: torch.Tensor,
-                graph: tp.DependencyGraph | None = None) -> list[PrunableGroup]:
+def find_groups(model: nn.Module, example_input: torch.Tensor, graph: tp.DependencyGraph | None = None) -> list[PrunableGroup]:
     """The model's prunable groups in forward order (the output layer is never pruned)."""
     graph = graph or build_graph(model, example_input)
     names = {m: n for n, m in model.named_modules()}
@@ -63,8 +63,10 @@ def find_groups(model: nn.Module, example_input: torch.Tensor,
             mod = item.dep.target.module
             if mod in names and names[mod] not in members:
                 members.append(names[mod])
-        depthwise = any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
-                        for m in (dict(model.named_modules())[n] for n in members))
+        depthwise = any(
+            isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+            for m in (dict(model.named_modules())[n] for n in members)
+        )
         kind = "linear" if isinstance(root, nn.Linear) else ("depthwise" if depthwise else "conv")
         found.append((order[names[root]], names[root], tuple(members), channels, kind))
     found.sort()

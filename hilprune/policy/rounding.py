@@ -1,4 +1,5 @@
 """How a requested prune ratio becomes a channel count (with optional `round_to` alignment)."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Checks that a policy fits the model it is about to be applied to; each failure is one clear PolicyError."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,14 +20,18 @@ def validate_policy(policy: Policy, groups: list[PrunableGroup], model_identity:
     seen = set()
     for item in policy.groups:
         if item.name not in by_name:
-            raise PolicyError(f"unknown group {item.name!r} (this model's groups: {', '.join(list(by_name)[:8])}"
-                              f"{', ...' if len(by_name) > 8 else ''}; 'hilprune policy init' writes a valid template)")
+            raise PolicyError(
+                f"unknown group {item.name!r} (this model's groups: {', '.join(list(by_name)[:8])}"
+                f"{', ...' if len(by_name) > 8 else ''}; 'hilprune policy init' writes a valid template)"
+            )
         if item.name in seen:
             raise PolicyError(f"group {item.name!r} appears twice")
         seen.add(item.name)
         g = by_name[item.name]
         if item.channels_before != g.channels:
-            raise PolicyError(f"group {item.name!r} has {g.channels} channels in this model, the policy says {item.channels_before}")
+            raise PolicyError(
+                f"group {item.name!r} has {g.channels} channels in this model, the policy says {item.channels_before}"
+            )
         _check_ratio(item.name, item.requested_ratio, policy.max_ratio)
     missing = [g.name for g in groups if g.name not in seen]
     if missing:

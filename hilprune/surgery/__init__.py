@@ -1,4 +1,5 @@
 """Structured channel surgery: policy in, smaller dense model out (torch-pruning underneath)."""
+
 from .counting import macs_and_params
 from .importance import IMPORTANCE, make_importance
 from .persist import load_pruned, save_pruned

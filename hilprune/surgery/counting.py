@@ -4,6 +4,7 @@ MACs count the multiply-accumulates of conv and linear layers (what dominates CN
 from one hooked forward pass: ~20x cheaper than a generic op counter, which matters when
 every RL episode reports them.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,8 @@
 """Channel-importance criteria, swappable by name; all are torch-pruning's own objects."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch_pruning as tp
 

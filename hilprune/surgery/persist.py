@@ -1,6 +1,7 @@
 """Saving and reloading pruned models without pickled modules: the weights file holds the
 policy and a state_dict; reloading re-applies the policy's structure to the dense model and
 loads the weights (torch-pruning's recommended, torch>=2.6-safe route)."""
+
 from __future__ import annotations
 
 import json

@@ -8,11 +8,13 @@ another's), so a policy is applied by resolving each group's dependents on the d
 torch-pruning's pruning functions on a copy: no graph rebuild per policy, cheap enough for
 one RL episode each.
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +36,12 @@ class SurgeryResult:
     params_after: int
 
     def report(self) -> dict[str, Any]:
-        return {"macs_before": self.macs_before, "macs_after": self.macs_after,
-                "params_before": self.params_before, "params_after": self.params_after}
+        return {
+            "macs_before": self.macs_before,
+            "macs_after": self.macs_after,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+        }
 
 
 def _root_and_fn(model: nn.Module, name: str) -> tuple[nn.Module, Any]:
@@ -50,8 +56,14 @@ class Surgeon:
     `calibration` (inputs, labels) is needed only for gradient-based criteria (taylor).
     """
 
-    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int], model_identity: dict[str, Any],
-                 importance: str = "l1", calibration: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        input_shape: tuple[int, int, int],
+        model_identity: dict[str, Any],
+        importance: str = "l1",
+        calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         self.dense = copy.deepcopy(model).cpu().eval()
         self.example = torch.randn(1, *input_shape)
         self.identity = model_identity
@@ -111,6 +123,7 @@ class Surgeon:
             handler(modules[name], sorted(idxs))
         model.eval()
         macs, params = macs_and_params(model, self.example) if count else (-1, -1)
-        policy.metrics.update({"macs_before": self.macs_before, "macs_after": macs,
-                               "params_before": self.params_before, "params_after": params})
+        policy.metrics.update(
+            {"macs_before": self.macs_before, "macs_after": macs, "params_before": self.params_before, "params_after": params}
+        )
         return SurgeryResult(model, policy, self.macs_before, macs, self.params_before, params)

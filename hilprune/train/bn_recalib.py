@@ -3,13 +3,13 @@
 After channels are removed, the surviving BN statistics no longer match the inputs they
 see; recalibrating them makes un-fine-tuned accuracy a much better predictor of
 fine-tuned accuracy (the trick AMC, NetAdapt and EagleEye rely on)."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..data.bundle import Split
-
 
 # What the search evaluator uses; export repeats it so 'val before fine-tune' matches the search.
 BN_BATCHES, BN_BATCH_SIZE = 10, 25

@@ -1,4 +1,5 @@
 """Training, fine-tuning and top-1 evaluation, deterministic under a seed."""
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,9 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 512, device: torc
     return correct / max(1, len(split))
 
 
-def train(model: nn.Module, data: DatasetBundle, cfg: TrainConfig, device: str | None = None,
-          progress: bool = True, desc: str = "train") -> TrainResult:
+def train(
+    model: nn.Module, data: DatasetBundle, cfg: TrainConfig, device: str | None = None, progress: bool = True, desc: str = "train"
+) -> TrainResult:
     """SGD with momentum, linear warm-up then cosine decay; evaluates on val after each epoch."""
     dev = pick_device(device)
     gen = seed_everything(cfg.seed)
@@ -77,8 +79,12 @@ def train(model: nn.Module, data: DatasetBundle, cfg: TrainConfig, device: str |
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                          lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
+    )
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -114,8 +120,9 @@ def train(model: nn.Module, data: DatasetBundle, cfg: TrainConfig, device: str |
         epoch += 1
         if step >= total or epoch % 1 == 0:
             val_acc = evaluate(model, data.val, device=dev)
-            history.append({"epoch": epoch, "step": step, "loss": running, "val_accuracy": val_acc,
-                            "elapsed_s": time.perf_counter() - start})
+            history.append(
+                {"epoch": epoch, "step": step, "loss": running, "val_accuracy": val_acc, "elapsed_s": time.perf_counter() - start}
+            )
             bar.set_postfix(loss=f"{running:.3f}", val=f"{val_acc:.4f}", epoch=epoch)
             model.train()
     bar.close()
@@ -129,8 +136,16 @@ def augmentation_for(data: DatasetBundle) -> dict[str, int | bool]:
     return {"crop_pad": 0 if data.input_shape[1] <= 8 else 2, "flip": data.name != "digits"}
 
 
-def finetune(model: nn.Module, data: DatasetBundle, epochs: float = 1.0, steps: int | None = None, lr: float = 0.01,
-             seed: int = 0, device: str | None = None, progress: bool = True) -> TrainResult:
+def finetune(
+    model: nn.Module,
+    data: DatasetBundle,
+    epochs: float = 1.0,
+    steps: int | None = None,
+    lr: float = 0.01,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Short fine-tune of a pruned model: small learning rate, cosine decay, no warm-up."""
     cfg = TrainConfig(epochs=epochs, steps=steps, lr=lr, warmup_epochs=0.0, seed=seed, **augmentation_for(data))
     return train(model, data, cfg, device=device, progress=progress, desc="fine-tune")

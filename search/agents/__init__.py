@@ -1,9 +1,11 @@
 """Search agents by name. Factories import their module only when called, so a missing optional
 agent (or its dependencies) fails only the job that asks for it, with a message that says why."""
+
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hilprune.errors import HilpruneError
 
@@ -41,7 +43,9 @@ def load_factory(name: str) -> Callable[..., SearchAgent]:
     except ModuleNotFoundError as exc:
         missing = exc.name or str(exc)
         if module_name == missing or module_name.startswith(missing + "."):
-            raise HilpruneError(f"agent {name!r} is not available: module {module_name} is not installed or not written yet") from None
+            raise HilpruneError(
+                f"agent {name!r} is not available: module {module_name} is not installed or not written yet"
+            ) from None
         raise HilpruneError(f"agent {name!r} is not available: {module_name} needs {missing!r}, which is not installed") from None
     except ImportError as exc:
         raise HilpruneError(f"agent {name!r} is not available: importing {module_name} failed ({exc})") from None

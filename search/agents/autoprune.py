@@ -30,6 +30,7 @@ hyperparameters as user attrs `autoprune_*`.
 The evaluator then prunes each group's channels by its own importance criterion (l1 by default):
 the gates decide *how many* channels a group loses, not which ones.
 """
+
 from __future__ import annotations
 
 import logging
@@ -130,8 +131,14 @@ def _out_fn(module: nn.Module) -> Any:
 class ChannelGates(nn.Module):
     """One learnable gate vector per group, applied by forward hooks (see `gate_sites`)."""
 
-    def __init__(self, model: nn.Module, groups: list[PrunableGroup], example: torch.Tensor, init: float = 1.0,
-                 sites: list[_GateSite] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: list[PrunableGroup],
+        example: torch.Tensor,
+        init: float = 1.0,
+        sites: list[_GateSite] | None = None,
+    ) -> None:
         super().__init__()
         self._model = [model]  # not a submodule: the gates' parameters are only the gates
         self.groups = groups
@@ -140,7 +147,7 @@ class ChannelGates(nn.Module):
         self.tau = 0.5
         self._handles: list[Any] = []
 
-    def attach(self) -> "ChannelGates":
+    def attach(self) -> ChannelGates:
         modules = dict(self._model[0].named_modules())
         for site in self.sites:
             self._handles.append(modules[site.module_name].register_forward_hook(self._hook(site)))
@@ -210,9 +217,16 @@ class GateConfig:
     seed: int = 0
 
 
-def train_gates(model: nn.Module, groups: list[PrunableGroup], train_x: torch.Tensor, train_y: torch.Tensor,
-                costs: dict[str, float], cfg: GateConfig, example: torch.Tensor,
-                sites: list[_GateSite] | None = None) -> dict[str, np.ndarray]:
+def train_gates(
+    model: nn.Module,
+    groups: list[PrunableGroup],
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    costs: dict[str, float],
+    cfg: GateConfig,
+    example: torch.Tensor,
+    sites: list[_GateSite] | None = None,
+) -> dict[str, np.ndarray]:
     """Train the gates on (train_x, train_y); returns the final gate values per group."""
     gen = torch.Generator().manual_seed(cfg.seed)
     model.eval()  # BN statistics frozen
@@ -246,8 +260,9 @@ def train_gates(model: nn.Module, groups: list[PrunableGroup], train_x: torch.Te
     return gates.values()
 
 
-def gates_to_ratios(values: dict[str, np.ndarray], groups: list[PrunableGroup], tau: float,
-                    max_ratio: float, grid_step: float) -> dict[str, float]:
+def gates_to_ratios(
+    values: dict[str, np.ndarray], groups: list[PrunableGroup], tau: float, max_ratio: float, grid_step: float
+) -> dict[str, float]:
     """Closed fraction of each group's gates, rounded up to the grid and clipped to max_ratio."""
     out = {}
     for g in groups:
@@ -256,8 +271,15 @@ def gates_to_ratios(values: dict[str, np.ndarray], groups: list[PrunableGroup], 
     return out
 
 
-def fit_to_budget(values: dict[str, np.ndarray], groups: list[PrunableGroup], ratios: dict[str, float],
-                  predict: Any, budget_ms: float, max_ratio: float, grid_step: float) -> tuple[dict[str, float], bool]:
+def fit_to_budget(
+    values: dict[str, np.ndarray],
+    groups: list[PrunableGroup],
+    ratios: dict[str, float],
+    predict: Any,
+    budget_ms: float,
+    max_ratio: float,
+    grid_step: float,
+) -> tuple[dict[str, float], bool]:
     """Close more channels, lowest gates first, until the LUT predicts the budget is met.
 
     Bisection over how many extra channels to close (latency is close to monotone in it).
@@ -301,10 +323,18 @@ class AutoPruneAgent:
     name = "autoprune"
     supports_workers = True  # each worker keeps its own inner studies, fed every worker's trials
 
-    def __init__(self, lam_range: tuple[float, float] = (1e-3, 1.0), tau_range: tuple[float, float] = (0.05, 0.95),
-                 lr_range: tuple[float, float] = (1e-3, 2e-1), steps_range: tuple[int, int] = (20, 100),
-                 batch_size: int = 32, weight_lr: float = 0.0, fit_budget: bool = True, n_startup_trials: int = 5,
-                 train_samples: int | None = 4096) -> None:
+    def __init__(
+        self,
+        lam_range: tuple[float, float] = (1e-3, 1.0),
+        tau_range: tuple[float, float] = (0.05, 0.95),
+        lr_range: tuple[float, float] = (1e-3, 2e-1),
+        steps_range: tuple[int, int] = (20, 100),
+        batch_size: int = 32,
+        weight_lr: float = 0.0,
+        fit_budget: bool = True,
+        n_startup_trials: int = 5,
+        train_samples: int | None = 4096,
+    ) -> None:
         self.lam_range = lam_range
         self.tau_range = tau_range
         self.lr_range = lr_range
@@ -318,17 +348,21 @@ class AutoPruneAgent:
     # -- hyperparameter search space ---------------------------------------------------------
     def _space(self) -> dict[str, optuna.distributions.BaseDistribution]:
         D = optuna.distributions
-        return {"lam": D.FloatDistribution(*self.lam_range, log=True), "tau": D.FloatDistribution(*self.tau_range),
-                "lr": D.FloatDistribution(*self.lr_range, log=True),
-                "steps": D.IntDistribution(self.steps_range[0], self.steps_range[1], step=10)}
+        return {
+            "lam": D.FloatDistribution(*self.lam_range, log=True),
+            "tau": D.FloatDistribution(*self.tau_range),
+            "lr": D.FloatDistribution(*self.lr_range, log=True),
+            "steps": D.IntDistribution(self.steps_range[0], self.steps_range[1], step=10),
+        }
 
     def _inner_study(self, seed: int) -> optuna.Study:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.n_startup_trials, multivariate=True,
-                                                 **sampler_constraint_kwargs())
+            sampler = optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=self.n_startup_trials, multivariate=True, **sampler_constraint_kwargs()
+            )
         return optuna.create_study(direction="maximize", sampler=sampler)
 
     def _replay(self, inner: list[optuna.Study], budgets: list[float], study: optuna.Study, seen: set[int]) -> None:
@@ -341,15 +375,20 @@ class AutoPruneAgent:
             attrs = t.user_attrs
             if f"{ATTR_PREFIX}budget_ms" not in attrs or not t.values or any(f"{ATTR_PREFIX}{k}" not in attrs for k in space):
                 continue
-            match = [i for i, bud in enumerate(budgets) if math.isclose(bud, float(attrs[f"{ATTR_PREFIX}budget_ms"]), rel_tol=1e-6)]
+            match = [
+                i for i, bud in enumerate(budgets) if math.isclose(bud, float(attrs[f"{ATTR_PREFIX}budget_ms"]), rel_tol=1e-6)
+            ]
             if not match:  # a budget this run no longer has
                 continue
             b = match[0]
             params = {k: attrs[f"{ATTR_PREFIX}{k}"] for k in space}
             acc, lat = t.values[0], t.values[1]
             try:
-                inner[b].add_trial(optuna.trial.create_trial(params=params, distributions=space, value=acc,
-                                                             **frozen_constraint_kwargs("latency", lat - budgets[b])))
+                inner[b].add_trial(
+                    optuna.trial.create_trial(
+                        params=params, distributions=space, value=acc, **frozen_constraint_kwargs("latency", lat - budgets[b])
+                    )
+                )
             except ValueError:  # recorded under another search space (options changed): not usable
                 continue
 
@@ -375,9 +414,15 @@ class AutoPruneAgent:
             done = ctx.finished(self.name)
             b = done % len(budgets)
             itrial = inner[b].ask(space)
-            cfg = GateConfig(lam=itrial.params["lam"], tau=itrial.params["tau"], lr=itrial.params["lr"],
-                             steps=int(itrial.params["steps"]), batch_size=self.batch_size, weight_lr=self.weight_lr,
-                             seed=seed * 100003 + done)
+            cfg = GateConfig(
+                lam=itrial.params["lam"],
+                tau=itrial.params["tau"],
+                lr=itrial.params["lr"],
+                steps=int(itrial.params["steps"]),
+                batch_size=self.batch_size,
+                weight_lr=self.weight_lr,
+                seed=seed * 100003 + done,
+            )
             net = model if cfg.weight_lr == 0 else ev.spec.build().eval()
             values = train_gates(net, groups, train_x, train_y, costs, cfg, example, sites)
             ratios = gates_to_ratios(values, groups, cfg.tau, max_ratio, step)
@@ -390,8 +435,11 @@ class AutoPruneAgent:
                 inner[b].tell(itrial, state=optuna.trial.TrialState.FAIL)
                 raise
             attrs = {f"{ATTR_PREFIX}{k}": v for k, v in itrial.params.items()} | {
-                f"{ATTR_PREFIX}budget_index": b, f"{ATTR_PREFIX}budget_ms": budgets[b], f"{ATTR_PREFIX}fitted": fitted,
-                f"{ATTR_PREFIX}open_gates": {g.name: int((values[g.name] > cfg.tau).sum()) for g in groups}}
+                f"{ATTR_PREFIX}budget_index": b,
+                f"{ATTR_PREFIX}budget_ms": budgets[b],
+                f"{ATTR_PREFIX}fitted": fitted,
+                f"{ATTR_PREFIX}open_gates": {g.name: int((values[g.name] > cfg.tau).sum()) for g in groups},
+            }
             number = ctx.record(self.name, result, budget_ms=budgets[b], extra_attrs=attrs)
             seen.add(int(number))
             set_trial_constraint(itrial, "latency", float(result.latency_ms) - budgets[b])
@@ -412,5 +460,13 @@ def _train_split(ev: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     return split.x, split.y
 
 
-__all__ = ["AutoPruneAgent", "ChannelGates", "GateConfig", "channel_costs", "fit_to_budget", "gate_sites",
-           "gates_to_ratios", "train_gates"]
+__all__ = [
+    "AutoPruneAgent",
+    "ChannelGates",
+    "GateConfig",
+    "channel_costs",
+    "fit_to_budget",
+    "gate_sites",
+    "gates_to_ratios",
+    "train_gates",
+]

@@ -1,4 +1,5 @@
 """The search-agent protocol: something that spends evaluations on a SearchContext."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -22,4 +23,4 @@ class SearchAgent(Protocol):
 
     name: str
 
-    def run(self, ctx: "SearchContext", n_evals: int) -> None: ...
+    def run(self, ctx: SearchContext, n_evals: int) -> None: ...

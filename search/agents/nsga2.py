@@ -10,6 +10,7 @@ trial lives. Like TPE, the first generation starts from the uniform policy that 
 The population defaults to about a quarter of the evaluations (8..50), so a short search still
 gets a few generations of selection, crossover and mutation.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -33,8 +34,15 @@ class NSGA2Agent(OptunaAgentBase):
 
     name = "nsga2"
 
-    def __init__(self, population_size: int | None = None, crossover: str = "uniform", crossover_prob: float = 0.9,
-                 swapping_prob: float = 0.5, mutation_prob: float | None = None, warm_start: bool = True) -> None:
+    def __init__(
+        self,
+        population_size: int | None = None,
+        crossover: str = "uniform",
+        crossover_prob: float = 0.9,
+        swapping_prob: float = 0.5,
+        mutation_prob: float | None = None,
+        warm_start: bool = True,
+    ) -> None:
         self.population_size = population_size
         self.crossover = crossover
         self.crossover_prob = float(crossover_prob)
@@ -43,7 +51,7 @@ class NSGA2Agent(OptunaAgentBase):
         self.warm_start = bool(warm_start)
         self._evals = 0
 
-    def run(self, ctx: "SearchContext", n_evals: int) -> None:
+    def run(self, ctx: SearchContext, n_evals: int) -> None:
         job = getattr(ctx, "job", None)  # the job's total: the same in every worker and on resume
         self._evals = int(getattr(job, "evals", 0) or (int(n_evals) + ctx.finished(self.name)))
         super().run(ctx, n_evals)
@@ -53,22 +61,33 @@ class NSGA2Agent(OptunaAgentBase):
             return int(self.population_size)
         return int(min(50, max(8, self._evals // 4)))
 
-    def make_sampler(self, ctx: "SearchContext") -> optuna.samplers.BaseSampler:
+    def make_sampler(self, ctx: SearchContext) -> optuna.samplers.BaseSampler:
         from optuna.samplers import nsgaii
 
-        crossovers = {"uniform": nsgaii.UniformCrossover, "blxalpha": nsgaii.BLXAlphaCrossover,
-                      "sbx": nsgaii.SBXCrossover, "undx": nsgaii.UNDXCrossover}
+        crossovers = {
+            "uniform": nsgaii.UniformCrossover,
+            "blxalpha": nsgaii.BLXAlphaCrossover,
+            "sbx": nsgaii.SBXCrossover,
+            "undx": nsgaii.UNDXCrossover,
+        }
         if self.crossover not in crossovers:
             from hilprune.errors import HilpruneError
 
             raise HilpruneError(f"nsga2: unknown crossover {self.crossover!r}; choose from {', '.join(crossovers)}")
-        crossover = crossovers[self.crossover](self.swapping_prob) if self.crossover == "uniform" else crossovers[self.crossover]()
+        crossover = (
+            crossovers[self.crossover](self.swapping_prob) if self.crossover == "uniform" else crossovers[self.crossover]()
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # Optuna 4's constraints_func
-            return optuna.samplers.NSGAIISampler(population_size=self.pop_size(), mutation_prob=self.mutation_prob,
-                                                 crossover=crossover, crossover_prob=self.crossover_prob,
-                                                 swapping_prob=self.swapping_prob, seed=self.worker_seed(ctx),
-                                                 **sampler_constraint_kwargs())
+            return optuna.samplers.NSGAIISampler(
+                population_size=self.pop_size(),
+                mutation_prob=self.mutation_prob,
+                crossover=crossover,
+                crossover_prob=self.crossover_prob,
+                swapping_prob=self.swapping_prob,
+                seed=self.worker_seed(ctx),
+                **sampler_constraint_kwargs(),
+            )
 
 
 __all__ = ["NSGA2Agent"]

@@ -4,6 +4,7 @@ Evaluation i (counted over the whole job, so a resumed job continues the same se
 ratios uniformly in [0, max_ratio] from `numpy.random.default_rng([seed, i])`, then raises them
 group by group until the predicted latency meets budget i mod len(budgets) (see `search.clip`).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ class RandomAgent:
         self.low = float(low)
         self.high = high
 
-    def sample(self, ctx: "SearchContext", index: int) -> tuple[dict[str, float], float | None]:
+    def sample(self, ctx: SearchContext, index: int) -> tuple[dict[str, float], float | None]:
         """The policy of the job's `index`-th random evaluation and the budget it was clipped to."""
         names = ctx.group_names
         high = float(self.high) if self.high is not None else ctx.max_ratio
@@ -36,7 +37,7 @@ class RandomAgent:
             raw = sequential_clip(ctx.evaluator.predict_latency, names, raw, budget, ctx.max_ratio)
         return dict(zip(names, raw)), budget
 
-    def run(self, ctx: "SearchContext", n_evals: int) -> None:
+    def run(self, ctx: SearchContext, n_evals: int) -> None:
         start = ctx.finished(self.name)
         for i in range(start, start + int(n_evals)):
             ratios, budget = self.sample(ctx, i)

@@ -23,12 +23,14 @@ Design (Optuna 5.0):
 Each trial is exactly one evaluation (`ctx.record` writes the user attrs, the agent tells the
 values). A failed evaluation marks its trial FAIL and re-raises.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import zlib
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -76,12 +78,12 @@ def snap_up(ratio: float, step: float, max_ratio: float) -> float:
     return round(min(high, max(0.0, math.ceil(ratio / step - 1e-9) * step)), 10)
 
 
-def ratio_params(ctx: "SearchContext", trial: optuna.Trial) -> dict[str, float]:
+def ratio_params(ctx: SearchContext, trial: optuna.Trial) -> dict[str, float]:
     """Suggest one ratio per group on the job's grid (the shared trial form)."""
     return {n: trial.suggest_float(n, d.low, d.high, step=d.step) for n, d in ctx.distributions().items()}
 
 
-def uniform_for_budget(ctx: "SearchContext", budget_ms: float) -> float | None:
+def uniform_for_budget(ctx: SearchContext, budget_ms: float) -> float | None:
     """The smallest uniform grid ratio the LUT predicts within `budget_ms` (None when none is).
 
     A scan of the grid, not a bisection: measured latency is not monotone in the ratio.
@@ -109,18 +111,18 @@ class OptunaAgentBase:
     warm_start = True
 
     # -- to override -----------------------------------------------------------------------------
-    def make_sampler(self, ctx: "SearchContext") -> optuna.samplers.BaseSampler:
+    def make_sampler(self, ctx: SearchContext) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
 
-    def constraint_budget(self, ctx: "SearchContext") -> float | None:
+    def constraint_budget(self, ctx: SearchContext) -> float | None:
         """The budget used as the trial constraint: the loosest one (see the module docstring)."""
         return max(ctx.budgets_ms) if ctx.budgets_ms else None
 
     # -- helpers -----------------------------------------------------------------------------------
-    def worker_seed(self, ctx: "SearchContext") -> int:
+    def worker_seed(self, ctx: SearchContext) -> int:
         return agent_seed(ctx.seed, self.name)
 
-    def enqueue_warm_start(self, ctx: "SearchContext", study: optuna.Study) -> int:
+    def enqueue_warm_start(self, ctx: SearchContext, study: optuna.Study) -> int:
         """Enqueue one uniform policy per budget into a fresh study (first worker only)."""
         if not self.warm_start or getattr(ctx, "worker_index", 0) != 0 or study.get_trials(deepcopy=False):
             return 0
@@ -133,8 +135,14 @@ class OptunaAgentBase:
             study.enqueue_trial({n: r for n in ctx.group_names}, user_attrs={"warm_start": "uniform"})
         return len(seen)
 
-    def evaluate_trial(self, ctx: "SearchContext", study: optuna.Study, trial: optuna.Trial,
-                       ratios: Mapping[str, float], extra_attrs: Mapping[str, Any] | None = None) -> Any:
+    def evaluate_trial(
+        self,
+        ctx: SearchContext,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        ratios: Mapping[str, float],
+        extra_attrs: Mapping[str, Any] | None = None,
+    ) -> Any:
         """Evaluate `ratios`, set the constraint and user attrs, tell the trial; returns the EvalResult."""
         budget = self.constraint_budget(ctx)
         try:
@@ -150,7 +158,7 @@ class OptunaAgentBase:
         return result
 
     # -- the loop ----------------------------------------------------------------------------------
-    def run(self, ctx: "SearchContext", n_evals: int) -> None:
+    def run(self, ctx: SearchContext, n_evals: int) -> None:
         import torch
 
         torch.set_num_threads(1)
@@ -172,23 +180,45 @@ class TPEAgent(OptunaAgentBase):
 
     name = "tpe"
 
-    def __init__(self, n_startup_trials: int = 10, multivariate: bool = True, constant_liar: bool = True,
-                 n_ei_candidates: int = 24, warm_start: bool = True) -> None:
+    def __init__(
+        self,
+        n_startup_trials: int = 10,
+        multivariate: bool = True,
+        constant_liar: bool = True,
+        n_ei_candidates: int = 24,
+        warm_start: bool = True,
+    ) -> None:
         self.n_startup_trials = int(n_startup_trials)
         self.multivariate = bool(multivariate)
         self.constant_liar = bool(constant_liar)
         self.n_ei_candidates = int(n_ei_candidates)
         self.warm_start = bool(warm_start)
 
-    def make_sampler(self, ctx: "SearchContext") -> optuna.samplers.BaseSampler:
+    def make_sampler(self, ctx: SearchContext) -> optuna.samplers.BaseSampler:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=self.worker_seed(ctx), n_startup_trials=self.n_startup_trials,
-                                              multivariate=self.multivariate, constant_liar=self.constant_liar,
-                                              n_ei_candidates=self.n_ei_candidates, **sampler_constraint_kwargs())
+            return optuna.samplers.TPESampler(
+                seed=self.worker_seed(ctx),
+                n_startup_trials=self.n_startup_trials,
+                multivariate=self.multivariate,
+                constant_liar=self.constant_liar,
+                n_ei_candidates=self.n_ei_candidates,
+                **sampler_constraint_kwargs(),
+            )
 
 
-__all__ = ["CONSTRAINT", "HAS_SET_CONSTRAINT", "OptunaAgentBase", "agent_seed", "frozen_constraint_kwargs",
-           "sampler_constraint_kwargs", "set_trial_constraint", "TPEAgent", "ratio_params", "snap_up", "uniform_for_budget"]
+__all__ = [
+    "CONSTRAINT",
+    "HAS_SET_CONSTRAINT",
+    "OptunaAgentBase",
+    "agent_seed",
+    "frozen_constraint_kwargs",
+    "sampler_constraint_kwargs",
+    "set_trial_constraint",
+    "TPEAgent",
+    "ratio_params",
+    "snap_up",
+    "uniform_for_budget",
+]

@@ -8,6 +8,7 @@ Evaluations left over go to a sweep of uniform ratios on the grid (coarse to fin
 draws the uniform curve in the Pareto plot. Uniform stops early when it has nothing new to
 evaluate; on resume it skips the budgets and sweep ratios already in its study.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,15 +55,16 @@ class UniformAgent:
     name = "uniform"
     supports_workers = False
 
-    def __init__(self, tolerance: float = 0.02, sweep: bool = True, ratio_tol: float = 1e-4, window: float = 0.9,
-                 max_scan: int = 128) -> None:
+    def __init__(
+        self, tolerance: float = 0.02, sweep: bool = True, ratio_tol: float = 1e-4, window: float = 0.9, max_scan: int = 128
+    ) -> None:
         self.tolerance = float(tolerance)
         self.sweep = bool(sweep)
         self.ratio_tol = float(ratio_tol)
         self.window = float(window)
         self.max_scan = int(max_scan)
 
-    def ratio_for_budget(self, ctx: "SearchContext", budget_ms: float) -> tuple[float, float]:
+    def ratio_for_budget(self, ctx: SearchContext, budget_ms: float) -> tuple[float, float]:
         """(uniform ratio, predicted latency) for a budget.
 
         Bisection on the predicted latency first. Channel rounding and per-kernel LUT noise make the
@@ -94,7 +96,7 @@ class UniformAgent:
             log.info("uniform: closest prediction under %.4g ms is %.4g ms (ratio %.4f)", budget_ms, pred, r)
         return r, pred
 
-    def _breakpoints(self, ctx: "SearchContext", center: float) -> list[float]:
+    def _breakpoints(self, ctx: SearchContext, center: float) -> list[float]:
         """Uniform ratios near `center` where the kept channels change (smallest ratio of each), nearest first."""
         ev = ctx.evaluator
         kept = getattr(ev, "kept", None)
@@ -113,7 +115,8 @@ class UniformAgent:
             x += step
         out.sort(key=lambda c: (abs(c - center), c))
         return out[: self.max_scan]
-    def plan(self, ctx: "SearchContext", skip_budgets: set[float] = frozenset()) -> list[tuple[float, float | None, float | None]]:
+
+    def plan(self, ctx: SearchContext, skip_budgets: set[float] = frozenset()) -> list[tuple[float, float | None, float | None]]:
         """(ratio, budget_ms, predicted_ms) to evaluate, budget points first."""
         items: list[tuple[float, float | None, float | None]] = []
         for b in ctx.budgets_ms:
@@ -128,7 +131,7 @@ class UniformAgent:
                 items.append((round(i * ctx.grid_step, 10), None, None))
         return items
 
-    def run(self, ctx: "SearchContext", n_evals: int) -> None:
+    def run(self, ctx: SearchContext, n_evals: int) -> None:
         done, done_budgets = set(), set()
         for t in ctx.study(self.name).get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             if t.user_attrs.get("uniform_ratio") is not None:
@@ -145,8 +148,11 @@ class UniformAgent:
             done.add(key)
             extra: dict = {"uniform_ratio": ratio}
             if budget is not None:
-                extra |= {"target_budget_ms": budget, "predicted_latency_ms": pred,
-                          "within_tolerance": bool(pred is not None and budget * (1 - self.tolerance) <= pred <= budget)}
+                extra |= {
+                    "target_budget_ms": budget,
+                    "predicted_latency_ms": pred,
+                    "within_tolerance": bool(pred is not None and budget * (1 - self.tolerance) <= pred <= budget),
+                }
             ctx.evaluate(self.name, {n: ratio for n in ctx.group_names}, budget_ms=budget, extra_attrs=extra)
             left -= 1
         if left > 0:

@@ -1,5 +1,6 @@
 """A user model for the environment tests: 1x8x8 input (the digits data set), 10 classes, with a
 two-branch concat and a residual add, loaded as 'tests/fixtures_envs/user_cnn.py:build'."""
+
 from __future__ import annotations
 
 import torch
