@@ -249,7 +249,7 @@ def measure_all(items: list[dict[str, Any]], device: Any, repeats: int) -> None:
     for rep in range(repeats):
         for it in items:
             m = hwprofiler.measure_onnx(it["onnx"], device, cache=False)
-            it["live_runs_ms"].append(float(m.median_ms))
+            it["live_runs_ms"].append(float(m.latency_ms))
         print(f"  live measurements: round {rep + 1}/{repeats} done", flush=True)
     for it in items:
         it["live_ms"] = float(statistics.median(it["live_runs_ms"]))

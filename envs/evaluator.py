@@ -446,7 +446,7 @@ class PolicyEvaluator:
                 and (self.latency_source == "live" or (self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))
             ):
                 m = self.latency.measure(onnx_bytes())
-                live_value = float(m.median_ms)
+                live_value = float(m.latency_ms)
                 if kernels is not None:
                     self.latency.observe(kernels, m)
             return lut, live_value

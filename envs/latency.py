@@ -105,7 +105,7 @@ class PolicyLatency:
         self.measured_since = time.time()
         m = self.measure(self.dense_onnx, refresh=True)
         self.n_live = 0  # the dense reference is not a policy's measurement
-        self.dense_latency_ms = float(m.median_ms)
+        self.dense_latency_ms = float(m.latency_ms)
         self.dense_measurement = m
         if self.dense_kernels is not None:
             self.observe(self.dense_kernels, m)
@@ -241,7 +241,7 @@ class PolicyLatency:
 
     def observe(self, kernels: Sequence[Any], m: Any) -> None:
         """Refit the predictor on a live measurement (once per distinct graph and time)."""
-        live = float(m.median_ms)
+        live = float(m.latency_ms)
         n, macs = len(kernels), sum(k.macs for k in kernels)
         for o in self.lut.observations:
             if o.get("n_kernels") == n and o.get("macs") == macs and abs(float(o.get("live_ms", -1)) - live) <= 1e-9:

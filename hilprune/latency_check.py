@@ -69,7 +69,7 @@ def check_fidelity(
         data = _export(surgeon, spec, ratios, round_to, max_ratio)
         # Measured now, never read from the disk cache: a cached time was taken under other load,
         # and comparing it with a fresh one judges the machine's drift, not the predictor.
-        live_ms = hwprofiler.measure_onnx(data, device, cache=False).median_ms
+        live_ms = hwprofiler.measure_onnx(data, device, cache=False).latency_ms
         kernels = kmap.kernels_for(ratios, round_to)
         if i < len(calib):
             predictor.observe(kernels, live_ms, save=False)
@@ -83,7 +83,7 @@ def check_fidelity(
     repeat = None
     if repeat_live:
         again = [
-            hwprofiler.measure_onnx(g, device, cache=False).median_ms
+            hwprofiler.measure_onnx(g, device, cache=False).latency_ms
             for g in tqdm(graphs, desc="live again", disable=not progress)
         ]
         repeat = fidelity(again, live)

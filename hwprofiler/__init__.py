@@ -1,6 +1,7 @@
 """hwprofiler: measure and predict ONNX model latency on a target device.
 
-Runs with onnxruntime, onnx, numpy (and starlette/uvicorn to serve); it never imports torch,
+Runs with onnx, numpy and a runtime (onnxruntime; optionally OpenVINO; or the simulated CPU),
+and starlette/uvicorn to serve; it never imports torch,
 so it can be installed alone on the device (`pip install hilprune[device]`).
 """
 
@@ -11,7 +12,8 @@ from hwprofiler.errors import DeviceError, InvalidModelError, KernelError
 from hwprofiler.fingerprint import fingerprint, fingerprint_id
 from hwprofiler.kernels import KernelSpec, build_kernel_model
 from hwprofiler.lut import LUT
-from hwprofiler.measure import Measurement, measure_onnx
+from hwprofiler.measure import measure_onnx, measure_paired
+from hwprofiler.measurement import Measurement, PairedMeasurement
 from hwprofiler.onnx_kernels import kernels_from_onnx
 from hwprofiler.predictor import FlopsPredictor, Predictor, fidelity, flops_predictor
 
@@ -25,6 +27,7 @@ __all__ = [
     "KernelSpec",
     "MeasurePolicy",
     "Measurement",
+    "PairedMeasurement",
     "Predictor",
     "build_kernel_model",
     "fidelity",
@@ -35,4 +38,5 @@ __all__ = [
     "list_devices",
     "load_device",
     "measure_onnx",
+    "measure_paired",
 ]

@@ -7,6 +7,7 @@ message says what to fix.  Proxies are bypassed: the profiler is on the LAN or l
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import time
@@ -18,7 +19,7 @@ from typing import Any
 from hwprofiler.devices import DeviceSpec
 from hwprofiler.errors import DeviceError
 from hwprofiler.kernels import KernelSpec
-from hwprofiler.measure import Measurement
+from hwprofiler.measurement import Measurement, PairedMeasurement
 
 _TRANSIENT = (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
@@ -94,6 +95,12 @@ class ProfilerClient:
         """Live measurement of a serialized ONNX model on the server's device."""
         data = self._request("POST", "/measure" + ("?samples=1" if samples else ""), model, "application/octet-stream")
         return Measurement.from_dict(data["measurement"], cached=bool(data.get("cached")))
+
+    def measure_pair(self, model: bytes, reference: bytes) -> PairedMeasurement:
+        """`model` timed interleaved with `reference` on the server's device (its policy)."""
+        body = json.dumps({"model": base64.b64encode(model).decode(), "reference": base64.b64encode(reference).decode()})
+        data = self._request("POST", "/measure_pair", body.encode(), "application/json")
+        return PairedMeasurement.from_dict(data["measurement"], cached=bool(data.get("cached")))
 
     def kernels(self, specs: Sequence[KernelSpec]) -> list[Measurement]:
         """Measure single-kernel models on the server's device (its kernel policy)."""

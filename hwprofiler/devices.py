@@ -1,8 +1,8 @@
 """Device specs: how to run a model on one target, read from TOML.
 
 A latency is only meaningful together with the settings that produced it, so everything that
-changes it (providers, threads, optimisation level, batch, dtype) lives in one spec, and the
-measurement policy (how long to measure) sits beside it.
+changes it (the runtime and its settings: providers, threads, optimisation level; batch, dtype)
+lives in one spec, and the measurement policy (how to time and read a latency) sits beside it.
 """
 
 from __future__ import annotations
@@ -27,53 +27,58 @@ DTYPES = ("float32", "float16")
 
 @dataclass(frozen=True)
 class MeasurePolicy:
-    """When to stop timing: after `warmup` discarded runs, time back-to-back runs until the
-    median's 95% CI half-width is within `target_rel_ci` of it, or a cap is hit.
+    """How a live latency is taken: `warmup` discarded runs, then `rounds` windows of at least
+    `round_s` seconds (and `min_round_runs` runs) each, read with `estimator`.
 
-    `min_time_s` keeps timing at least that long: on shared and virtual CPUs the speed switches
-    between modes for 100 ms or more at a time (a MobileNetV2 ran 1.75 or 2.7 ms in alternate
-    50-run blocks of one session here), so a median of 20 runs taken in 50 ms reports whichever
-    mode it fell into. `sessions` > 1 repeats the whole measurement in fresh onnxruntime sessions
-    and reports the median of their medians.
+    Several short windows rather than one long one: on shared and virtual CPUs the speed changes
+    for seconds at a time and other tenants add bursts, so the windows spread a measurement over
+    time, and two models measured together alternate their windows (A B B A ...) to see the same
+    conditions. The estimator is applied to all windows (`hwprofiler.stats.ESTIMATORS`): noise on
+    a shared host only adds time, so the low end of the samples is what repeats.
     """
 
     warmup: int = 10
-    min_repeats: int = 20
-    max_repeats: int = 400
-    target_rel_ci: float = 0.02
-    time_cap_s: float = 3.0
-    min_time_s: float = 0.0
-    sessions: int = 1
+    rounds: int = 5
+    round_s: float = 0.05
+    min_round_runs: int = 3
+    max_round_runs: int = 100_000
+    estimator: str = "min"
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.min_repeats < 1 or self.max_repeats < self.min_repeats or self.sessions < 1:
+        from hwprofiler.stats import ESTIMATORS
+
+        if self.warmup < 0 or self.rounds < 1 or self.min_round_runs < 1 or self.max_round_runs < self.min_round_runs:
             raise DeviceError(
-                f"bad measurement policy {self}: need warmup >= 0, 1 <= min_repeats <= max_repeats and sessions >= 1"
+                f"bad measurement policy {self}: need warmup >= 0, rounds >= 1 and 1 <= min_round_runs <= max_round_runs"
             )
-        if not (self.target_rel_ci > 0 and self.time_cap_s > 0 and self.min_time_s >= 0):  # the cap wins over min_time_s
-            raise DeviceError(f"bad measurement policy {self}: need target_rel_ci > 0, time_cap_s > 0 and min_time_s >= 0")
+        if not self.round_s >= 0:
+            raise DeviceError(f"bad measurement policy {self}: need round_s >= 0")
+        if self.estimator not in ESTIMATORS:
+            raise DeviceError(f"bad measurement policy: unknown estimator {self.estimator!r}; known: {', '.join(ESTIMATORS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-# What a device file gets where it sets no policy: long enough to span this CPU's speed modes.
-DEFAULT_POLICY = MeasurePolicy(warmup=10, min_repeats=20, max_repeats=100_000, target_rel_ci=0.02, time_cap_s=3.0, min_time_s=1.0)
-DEFAULT_KERNEL_POLICY = MeasurePolicy(
-    warmup=5, min_repeats=10, max_repeats=100_000, target_rel_ci=0.03, time_cap_s=0.3, min_time_s=0.1
-)
+# What a device file gets where it sets no policy (chosen by bench/live_estimator.py).
+DEFAULT_POLICY = MeasurePolicy(warmup=10, rounds=5, round_s=0.05, min_round_runs=3, estimator="min")
+DEFAULT_KERNEL_POLICY = MeasurePolicy(warmup=5, rounds=3, round_s=0.015, min_round_runs=3, estimator="min")
 
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """One measurement target: an onnxruntime configuration on this host, or a remote profiler.
+    """One measurement target: a runtime configuration on this host, or a remote profiler.
 
+    `runtime` names the runtime (`hwprofiler.runtimes`): onnxruntime's settings are the fields
+    below; other runtimes keep theirs in `runtime_options` (their TOML table).
     `remote` is the base URL of a `hwprofiler serve` process; measurements for such a spec go
     through `hwprofiler.client` and the local runtime fields are ignored.
     """
 
     name: str
     description: str = ""
+    runtime: str = "onnxruntime"
+    runtime_options: dict[str, Any] = field(default_factory=dict)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     provider_options: tuple[dict[str, str], ...] = ()
     intra_op_threads: int = 1
@@ -99,6 +104,8 @@ class DeviceSpec:
         return {
             "name": self.name,
             "description": self.description,
+            "runtime": self.runtime,
+            "runtime_options": dict(self.runtime_options),
             "providers": list(self.providers),
             "provider_options": [dict(o) for o in self.provider_options],
             "intra_op_threads": self.intra_op_threads,
@@ -121,7 +128,8 @@ def list_devices() -> list[str]:
     return sorted(p.stem for p in _builtin_dir().glob("*.toml"))
 
 
-_TOP_KEYS = {"name", "description", "batch", "dtype", "onnxruntime", "policy", "kernel_policy"}
+_RUNTIME_TABLES = ("onnxruntime", "simulated", "openvino")
+_TOP_KEYS = {"name", "description", "runtime", "batch", "dtype", "policy", "kernel_policy", *_RUNTIME_TABLES}
 _ORT_KEYS = {"providers", "provider_options", "intra_op_threads", "graph_optimization_level", "session_config"}
 
 
@@ -140,19 +148,19 @@ def _policy(data: Any, where: str, default: MeasurePolicy) -> MeasurePolicy:
         raise DeviceError(f"{where}: {e}") from None
 
 
-def _min_time_override(policy: MeasurePolicy, source: str) -> MeasurePolicy:
-    """`$HWPROFILER_MIN_TIME_S` replaces every policy's `min_time_s`: 0 for quick, noisier runs
-    (the test suite, smoke runs). It changes the fingerprint, so such numbers stay apart."""
-    value = os.environ.get("HWPROFILER_MIN_TIME_S")
+def _round_override(policy: MeasurePolicy, source: str) -> MeasurePolicy:
+    """`$HWPROFILER_ROUND_S` replaces every policy's `round_s`: 0 for quick, noisier runs (the test
+    suite, smoke runs). It changes the fingerprint, so such numbers stay apart."""
+    value = os.environ.get("HWPROFILER_ROUND_S")
     if value is None or value == "":
         return policy
     try:
         seconds = float(value)
     except ValueError:
-        raise DeviceError(f"{source}: $HWPROFILER_MIN_TIME_S must be a number of seconds, got {value!r}") from None
+        raise DeviceError(f"{source}: $HWPROFILER_ROUND_S must be a number of seconds, got {value!r}") from None
     if not seconds >= 0:
-        raise DeviceError(f"{source}: $HWPROFILER_MIN_TIME_S must be >= 0, got {value!r}")
-    return replace(policy, min_time_s=seconds)
+        raise DeviceError(f"{source}: $HWPROFILER_ROUND_S must be >= 0, got {value!r}")
+    return replace(policy, round_s=seconds)
 
 
 def spec_from_dict(data: dict[str, Any], source: str) -> DeviceSpec:
@@ -162,13 +170,25 @@ def spec_from_dict(data: dict[str, Any], source: str) -> DeviceSpec:
         raise DeviceError(f"{source}: unknown keys {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
     if not isinstance(data.get("name"), str) or not data["name"]:
         raise DeviceError(f"{source}: needs a non-empty string `name`")
+    runtime_name = data.get("runtime", "onnxruntime")
+    from hwprofiler.runtimes import RUNTIMES, get_runtime
+
+    if runtime_name not in RUNTIMES:
+        raise DeviceError(f"{source}: unknown runtime {runtime_name!r}; known: {', '.join(RUNTIMES)}")
+    for table in _RUNTIME_TABLES:
+        if table in data and table != runtime_name:
+            raise DeviceError(f"{source}: has a [{table}] table but runtime = {runtime_name!r}")
+    options = data.get(runtime_name, {}) if runtime_name != "onnxruntime" else {}
+    if not isinstance(options, dict):
+        raise DeviceError(f"{source}: [{runtime_name}] must be a table")
+    runtime_options = get_runtime(runtime_name).check_options(dict(options), source)
     ort_cfg = data.get("onnxruntime", {})
     unknown = set(ort_cfg) - _ORT_KEYS
     if unknown:
         raise DeviceError(f"{source}: unknown [onnxruntime] keys {sorted(unknown)}; known: {sorted(_ORT_KEYS)}")
     providers = tuple(ort_cfg.get("providers", ["CPUExecutionProvider"]))
-    options = tuple({str(k): str(v) for k, v in o.items()} for o in ort_cfg.get("provider_options", []))
-    if options and len(options) != len(providers):
+    provider_options = tuple({str(k): str(v) for k, v in o.items()} for o in ort_cfg.get("provider_options", []))
+    if provider_options and len(provider_options) != len(providers):
         raise DeviceError(f"{source}: provider_options needs one table per provider ({len(providers)})")
     level = ort_cfg.get("graph_optimization_level", "all")
     if level not in OPT_LEVELS:
@@ -184,12 +204,14 @@ def spec_from_dict(data: dict[str, Any], source: str) -> DeviceSpec:
         raise DeviceError(f"{source}: dtype {dtype!r} is not one of {DTYPES}")
     policy = _policy(data.get("policy"), f"{source} [policy]", DEFAULT_POLICY)
     kpolicy = _policy(data.get("kernel_policy"), f"{source} [kernel_policy]", DEFAULT_KERNEL_POLICY)
-    policy, kpolicy = _min_time_override(policy, source), _min_time_override(kpolicy, source)
+    policy, kpolicy = _round_override(policy, source), _round_override(kpolicy, source)
     return DeviceSpec(
         name=data["name"],
         description=str(data.get("description", "")),
+        runtime=runtime_name,
+        runtime_options=runtime_options,
         providers=providers,
-        provider_options=options,
+        provider_options=provider_options,
         intra_op_threads=threads,
         graph_optimization_level=level,
         session_config={str(k): str(v) for k, v in ort_cfg.get("session_config", {}).items()},

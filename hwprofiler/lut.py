@@ -23,7 +23,7 @@ from hwprofiler.fingerprint import fingerprint, fingerprint_id
 from hwprofiler.kernels import KernelSpec, build_kernel_model
 from hwprofiler.measure import Measurement, measure_local, model_bytes
 
-FORMAT = 1
+FORMAT = 2  # 2: entries hold the estimator's latency_ms
 REMOTE_CHUNK = 8  # kernels per POST /kernels: short requests, a live progress bar
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ class LUT:
             (m,) = measure_kernels([spec], self.require_device())
             self._store(spec, m)
             self.measured += 1
-            return m.median_ms
-        return float(entry["median_ms"])
+            return m.latency_ms
+        return float(entry["latency_ms"])
 
     def missing(self, specs: Iterable[KernelSpec]) -> list[KernelSpec]:
         """Distinct kernels of `specs` not yet in the table, in first-seen order."""

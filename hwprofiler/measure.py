@@ -1,91 +1,33 @@
-"""Live latency measurement of an ONNX model with onnxruntime.
+"""Live latency of ONNX models on a device: one model, or a model paired with a reference.
 
-The method follows onnxruntime_perf_test: fixed thread count, sequential executor, warm-up runs
-discarded, then back-to-back timed runs.  Instead of a fixed count we stop once the median is
-known to `target_rel_ci` (order-statistic 95% CI), or a time/repeat cap is reached, so cheap
-kernels finish fast and noisy hosts get more samples.
+The method follows onnxruntime_perf_test (fixed threads, warm-up runs discarded, back-to-back
+timed runs), spread over several short windows ("rounds") and read with the device policy's
+estimator. Two models measured together alternate their windows A B B A A B ..., so a speed
+mode or drift of a shared CPU slows both alike and cancels out of their ratio. Every runtime
+(`hwprofiler.runtimes`) is measured by these same rules; the windows' lengths count the runs'
+own time, which on the simulated device is simulated.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import onnx
 
 from hwprofiler import stats
 from hwprofiler.cache import MeasurementCache
 from hwprofiler.devices import DeviceSpec, MeasurePolicy, load_device
-from hwprofiler.errors import DeviceError, InvalidModelError
 from hwprofiler.fingerprint import fingerprint_id
+from hwprofiler.measurement import Measurement, PairedMeasurement
+from hwprofiler.runtimes import Runnable, get_runtime
 from hwprofiler.validate import parse_model
 
 ModelLike = bytes | str | os.PathLike[str] | onnx.ModelProto
-
-_OPT_LEVEL_NAMES = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
-_NP_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(bool)": np.bool_,
-}
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Latency statistics of one model on one device, in milliseconds."""
-
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    n: int
-    rel_ci: float  # half-width of the median's 95% CI / median
-    stop_reason: str = ""  # "ci", "time_cap" or "max_repeats"
-    first_run_ms: float | None = None
-    samples: tuple[float, ...] | None = field(default=None, repr=False)
-    cached: bool = False
-
-    def to_dict(self, samples: bool = True) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "median_ms": self.median_ms,
-            "p10_ms": self.p10_ms,
-            "p90_ms": self.p90_ms,
-            "n": self.n,
-            "rel_ci": self.rel_ci if math.isfinite(self.rel_ci) else None,
-            "stop_reason": self.stop_reason,
-            "first_run_ms": self.first_run_ms,
-        }
-        if samples and self.samples is not None:
-            d["samples"] = list(self.samples)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], *, cached: bool = False, samples: bool = True) -> Measurement:
-        s = d.get("samples") if samples else None
-        return cls(
-            median_ms=float(d["median_ms"]),
-            p10_ms=float(d["p10_ms"]),
-            p90_ms=float(d["p90_ms"]),
-            n=int(d["n"]),
-            rel_ci=math.inf if d.get("rel_ci") is None else float(d["rel_ci"]),
-            stop_reason=str(d.get("stop_reason", "")),
-            first_run_ms=d.get("first_run_ms"),
-            samples=tuple(float(x) for x in s) if s is not None else None,
-            cached=cached,
-        )
+RUNS_PER_CALL = 16  # runs timed per call into the runtime while a window fills
 
 
 def model_bytes(model: ModelLike) -> bytes:
@@ -101,126 +43,106 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def make_session(data: bytes, spec: DeviceSpec, optimized_model_path: str | None = None) -> Any:
-    """An InferenceSession configured exactly as the spec says (and nothing else: no custom ops)."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    missing = [p for p in spec.providers if p not in available]
-    if missing:
-        raise DeviceError(f"device {spec.name} needs {missing}, but this onnxruntime only has {available}")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = spec.intra_op_threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVEL_NAMES[spec.graph_optimization_level])
-    so.log_severity_level = 3
-    for key, value in spec.session_config.items():
-        so.add_session_config_entry(key, value)
-    if optimized_model_path:
-        so.optimized_model_filepath = optimized_model_path
-    options = [dict(o) for o in spec.provider_options] or None
-    try:
-        return ort.InferenceSession(data, sess_options=so, providers=list(spec.providers), provider_options=options)
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise InvalidModelError(f"onnxruntime cannot load the model: {str(e).strip()}") from None
-
-
-def random_feeds(session: Any, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of the declared shapes; a free leading dimension becomes the batch size."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for inp in session.get_inputs():
-        shape = []
-        for i, dim in enumerate(inp.shape):
-            if isinstance(dim, int) and dim > 0:
-                shape.append(dim)
-            elif i == 0:
-                shape.append(batch)
-            else:
-                raise InvalidModelError(f"input {inp.name!r} has a free dimension {dim!r} at axis {i}; export with fixed shapes")
-        dtype = _NP_TYPES.get(inp.type)
-        if dtype is None:
-            raise InvalidModelError(f"input {inp.name!r} has unsupported type {inp.type}")
-        if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[inp.name] = np.zeros(shape, dtype=dtype)
-    return feeds
-
-
-def time_session(session: Any, feeds: dict[str, np.ndarray], policy: MeasurePolicy) -> Measurement:
-    """Warm up, then time back-to-back runs until the policy's stopping rule fires.
-
-    Warm-up stops early after half the time cap, so a slow model still gets timed runs.
-    """
-    t0 = time.perf_counter_ns()
-    session.run(None, feeds)
-    first_ms = (time.perf_counter_ns() - t0) / 1e6
-    warm_until = time.perf_counter() + policy.time_cap_s / 2
-    for _ in range(policy.warmup):
-        if time.perf_counter() >= warm_until:
-            break
-        session.run(None, feeds)
+def _window(runnable: Runnable, policy: MeasurePolicy) -> list[float]:
+    """One round: at least `min_round_runs` runs and `round_s` seconds of them."""
     samples: list[float] = []
-    start = time.perf_counter()
-    reason = "max_repeats"
-    while len(samples) < policy.max_repeats:
-        t0 = time.perf_counter_ns()
-        session.run(None, feeds)
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-        n = len(samples)
-        if time.perf_counter() - start >= policy.time_cap_s:
-            reason = "time_cap"
+    spent_ms = 0.0
+    while len(samples) < policy.max_round_runs:
+        need = policy.min_round_runs - len(samples)
+        if need <= 0 and spent_ms >= policy.round_s * 1e3:
             break
-        if n >= policy.min_repeats and (n - policy.min_repeats) % 5 == 0 and time.perf_counter() - start >= policy.min_time_s:
-            if stats.median_rel_ci(sorted(samples)) <= policy.target_rel_ci:
-                reason = "ci"
-                break
-    s = sorted(samples)
+        n = max(need, 1)
+        if spent_ms > 0 and len(samples):  # enough runs to fill the window, in a few calls
+            n = max(n, min(RUNS_PER_CALL, int((policy.round_s * 1e3 - spent_ms) / (spent_ms / len(samples))) + 1))
+        n = min(n, policy.max_round_runs - len(samples))
+        part = runnable.time_runs(n)
+        samples.extend(part)
+        spent_ms += sum(part)
+    return samples
+
+
+def _warm(runnable: Runnable, policy: MeasurePolicy) -> float:
+    """The first run's time (it holds one-off set-up costs), then `warmup` discarded runs."""
+    first = runnable.time_runs(1)[0]
+    if policy.warmup:
+        runnable.time_runs(policy.warmup)
+    return first
+
+
+def _summarize(rounds: list[list[float]], policy: MeasurePolicy, first_ms: float | None) -> Measurement:
+    s = sorted(x for r in rounds for x in r)
+    per_round = [stats.estimate([r], policy.estimator) for r in rounds]
+    fastest = min(per_round)
     return Measurement(
+        latency_ms=stats.estimate(rounds, policy.estimator),
+        estimator=policy.estimator,
         median_ms=stats.median(s),
+        min_ms=s[0],
         p10_ms=stats.nearest_rank(s, 0.10),
         p90_ms=stats.nearest_rank(s, 0.90),
         n=len(s),
+        rounds=len(rounds),
+        round_spread=(max(per_round) - fastest) / fastest if fastest > 0 else 0.0,
         rel_ci=stats.median_rel_ci(s),
-        stop_reason=reason,
         first_run_ms=first_ms,
-        samples=tuple(samples),
+        samples=tuple(x for r in rounds for x in r),
     )
 
 
 def measure_local(data: bytes, spec: DeviceSpec, policy: MeasurePolicy | None = None) -> Measurement:
-    """Validate and time `data` on this host (no cache), in `policy.sessions` fresh sessions."""
+    """Validate and time `data` on this host (no cache)."""
     parse_model(data)
     policy = policy or spec.policy
-    runs = []
-    for _ in range(policy.sessions):
-        session = make_session(data, spec)
-        runs.append(time_session(session, random_feeds(session, spec.batch), policy))
-        del session
-    return runs[0] if len(runs) == 1 else combine_sessions(runs)
+    runnable = get_runtime(spec.runtime).load(data, spec)
+    try:
+        first = _warm(runnable, policy)
+        rounds = [_window(runnable, policy) for _ in range(policy.rounds)]
+    finally:
+        runnable.close()
+    return _summarize(rounds, policy, first)
 
 
-def combine_sessions(runs: list[Measurement]) -> Measurement:
-    """The median of the sessions' medians; percentiles and the CI over all their samples."""
-    pooled = sorted(x for r in runs for x in (r.samples or ()))
-    return Measurement(
-        median_ms=stats.median(sorted(r.median_ms for r in runs)),
-        p10_ms=stats.nearest_rank(pooled, 0.10),
-        p90_ms=stats.nearest_rank(pooled, 0.90),
-        n=len(pooled),
-        rel_ci=stats.median_rel_ci(pooled),
-        stop_reason=runs[-1].stop_reason,
-        first_run_ms=runs[0].first_run_ms,
-        samples=tuple(x for r in runs for x in (r.samples or ())),
+def abba_order(rounds: int) -> list[int]:
+    """Which of two models (0 or 1) each window times: A B B A A B B A ... (2 * rounds windows).
+
+    Each model gets `rounds` windows and, over every four, as many early as late slots, so a
+    steady drift in the machine's speed adds the same to both."""
+    pattern = (0, 1, 1, 0)
+    return [pattern[i % 4] for i in range(2 * rounds)]
+
+
+def measure_pair_local(data: bytes, reference: bytes, spec: DeviceSpec, policy: MeasurePolicy | None = None) -> PairedMeasurement:
+    """Time `data` and `reference` interleaved (A B B A ...) on this host (no cache)."""
+    parse_model(data)
+    parse_model(reference)
+    policy = policy or spec.policy
+    runtime = get_runtime(spec.runtime)
+    runnables = [runtime.load(data, spec), runtime.load(reference, spec)]
+    try:
+        firsts = [_warm(r, policy) for r in runnables]
+        rounds: list[list[list[float]]] = [[], []]
+        for which in abba_order(policy.rounds):
+            rounds[which].append(_window(runnables[which], policy))
+    finally:
+        for r in runnables:
+            r.close()
+    a, b = (_summarize(rounds[i], policy, firsts[i]) for i in (0, 1))
+    per_pair = tuple(
+        stats.estimate([ra], policy.estimator) / stats.estimate([rb], policy.estimator) for ra, rb in zip(rounds[0], rounds[1])
     )
+    return PairedMeasurement(model=a, reference=b, ratio=a.latency_ms / b.latency_ms, round_ratios=per_pair)
 
 
 def _resolve_cache(cache: MeasurementCache | bool | None) -> MeasurementCache | None:
     if cache is True:
         return MeasurementCache()
     return cache or None
+
+
+def _usable(record: dict | None, estimator: str, not_before: float | None) -> bool:
+    if record is None or record.get("estimator", (record.get("model") or {}).get("estimator")) != estimator:
+        return False  # records taken with another estimator are never mixed in
+    return not_before is None or float(record.get("measured_at") or 0.0) >= not_before
 
 
 def measure_onnx(
@@ -237,24 +159,20 @@ def measure_onnx(
 
     Results are cached on disk under (fingerprint id, sha256 of the model bytes); a hit returns
     `Measurement(cached=True)` without running anything, unless `refresh` (measure now and
-    replace the cached record: a reference that later numbers are compared with should be
-    taken under the machine's present load).  `not_before` (a `time.time()` value) refreshes
-    only cached records taken before it (or with no time): a search that measured its reference
-    at that moment compares it with times taken since, never with ones from an earlier load or
-    speed mode.  `policy` overrides the device's (local devices only: a remote profiler measures
-    with its own policy).
+    replace the cached record). `not_before` (a `time.time()` value) refreshes only records
+    taken before it, so a search compares its reference with times taken since. `policy`
+    overrides the device's (local devices only: a remote profiler measures with its own policy).
     """
     spec = load_device(device)
     data = model_bytes(model)
     store = _resolve_cache(cache)
+    estimator = (policy or spec.policy).estimator
     key = None
     if store is not None:
         key = (fingerprint_id(spec), sha256(data))
         record = None if refresh else store.get(*key)
-        if record is not None and not_before is not None and float(record.get("measured_at") or 0.0) < not_before:
-            record = None
-        if record is not None:
-            return Measurement.from_dict(record, cached=True, samples=keep_samples)
+        if _usable(record, estimator, not_before):
+            return Measurement.from_dict(record, cached=True, samples=keep_samples)  # type: ignore[arg-type]
     if spec.is_remote:
         from hwprofiler.client import client_for
 
@@ -264,3 +182,50 @@ def measure_onnx(
     if store is not None and key is not None:
         store.put(*key, result.to_dict(samples=True) | {"measured_at": time.time()})
     return result if keep_samples else replace(result, samples=None)
+
+
+def measure_paired(
+    model: ModelLike,
+    reference: ModelLike,
+    device: DeviceSpec | str = "ort-cpu-1t",
+    *,
+    policy: MeasurePolicy | None = None,
+    cache: MeasurementCache | bool | None = True,
+    not_before: float | None = None,
+) -> PairedMeasurement:
+    """Measure `model` interleaved with `reference` on a device; `ratio` is model / reference.
+
+    Cached under the pair's two digests like `measure_onnx`, with the same `not_before` rule.
+    """
+    spec = load_device(device)
+    data, ref = model_bytes(model), model_bytes(reference)
+    store = _resolve_cache(cache)
+    estimator = (policy or spec.policy).estimator
+    key = None
+    if store is not None:
+        key = (fingerprint_id(spec), sha256((sha256(data) + sha256(ref)).encode()))
+        record = store.get(*key)
+        if _usable(record, estimator, not_before):
+            return PairedMeasurement.from_dict(record, cached=True)  # type: ignore[arg-type]
+    if spec.is_remote:
+        from hwprofiler.client import client_for
+
+        result = client_for(spec).measure_pair(data, ref)
+    else:
+        result = measure_pair_local(data, ref, spec, policy)
+    if store is not None and key is not None:
+        store.put(*key, result.to_dict() | {"measured_at": time.time()})
+    return result
+
+
+__all__ = [
+    "Measurement",
+    "PairedMeasurement",
+    "abba_order",
+    "measure_local",
+    "measure_onnx",
+    "measure_pair_local",
+    "measure_paired",
+    "model_bytes",
+    "sha256",
+]

@@ -204,7 +204,7 @@ class Predictor:
         """Measure a model live on the LUT's device (cached) and feed the result to the fit."""
         device = self.lut.require_device()
         m = measure_onnx(model_bytes(model), device)
-        self.observe(kernels_from_onnx(model, batch=device.batch), m.median_ms, save=save)
+        self.observe(kernels_from_onnx(model, batch=device.batch), m.latency_ms, save=save)
         return m
 
     def flops_baseline(self) -> FlopsPredictor:

@@ -1,7 +1,8 @@
 """HTTP profiler server: measure models on the device it runs on.
 
-Endpoints: GET /health (no auth), GET /device, POST /measure (ONNX bytes), POST /kernels
-(JSON list of kernel specs).  Everything but /health needs `Authorization: Bearer <token>`.
+Endpoints: GET /health (no auth), GET /device, POST /measure (ONNX bytes), POST /measure_pair
+(JSON: a model and a reference, base64, timed interleaved), POST /kernels (JSON list of kernel
+specs).  Everything but /health needs `Authorization: Bearer <token>`.
 The server runs untrusted models, so it caps body size (Content-Length and the streamed count),
 checks models with onnx.checker, never loads custom-op libraries, refuses external weights,
 measures one model at a time behind a bounded queue (503 + Retry-After when full) and gives up
@@ -11,6 +12,8 @@ waiting after a per-request timeout (504).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hmac
 import json
@@ -29,7 +32,7 @@ from hwprofiler.errors import InvalidModelError, KernelError
 from hwprofiler.fingerprint import fingerprint_id, local_fingerprint
 from hwprofiler.kernels import KernelSpec
 from hwprofiler.lut import measure_kernels
-from hwprofiler.measure import measure_onnx, sha256
+from hwprofiler.measure import measure_onnx, measure_paired, sha256
 from hwprofiler.validate import parse_model
 from hwprofiler.worker import MeasureWorker, QueueFull
 
@@ -81,7 +84,7 @@ def create_app(
     expected = f"Bearer {token}".encode()
     store = MeasurementCache() if cache is True else (cache or None)
     state: dict[str, MeasureWorker] = {}
-    retry_after = str(max(1, math.ceil(device.policy.time_cap_s)))
+    retry_after = str(max(1, math.ceil(2 * device.policy.rounds * device.policy.round_s)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -145,6 +148,23 @@ def create_app(
             }
         )
 
+    async def measure_pair(request: Request) -> Response:
+        body = await _read_body(request, 2 * max_upload_bytes)
+        try:
+            payload = json.loads(body)
+            data, ref = (base64.b64decode(payload[k], validate=True) for k in ("model", "reference"))
+        except (ValueError, KeyError, TypeError, binascii.Error) as e:
+            raise _HTTPError(400, f"body must be JSON {{'model': base64, 'reference': base64}}: {e}") from None
+        for blob in (data, ref):
+            if len(blob) > max_upload_bytes:
+                raise _HTTPError(413, f"a model of {len(blob)} bytes is over the {max_upload_bytes}-byte limit")
+            try:
+                await asyncio.to_thread(parse_model, blob)
+            except InvalidModelError as e:
+                raise _HTTPError(400, str(e)) from None
+        m = await run_job(lambda: measure_paired(data, ref, device, cache=store))
+        return JSONResponse({"device": device.name, "fingerprint_id": fid, "cached": m.cached, "measurement": m.to_dict()})
+
     async def kernels(request: Request) -> Response:
         body = await _read_body(request, max_upload_bytes)
         try:
@@ -170,6 +190,7 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         Route("/device", endpoint(device_info), methods=["GET"]),
         Route("/measure", endpoint(measure), methods=["POST"]),
+        Route("/measure_pair", endpoint(measure_pair), methods=["POST"]),
         Route("/kernels", endpoint(kernels), methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

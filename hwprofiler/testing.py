@@ -8,8 +8,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hwprofiler.devices import DeviceSpec, MeasurePolicy
 
-FAST_POLICY = MeasurePolicy(warmup=3, min_repeats=8, max_repeats=300, target_rel_ci=0.03, time_cap_s=0.25)
-FAST_KERNEL_POLICY = MeasurePolicy(warmup=3, min_repeats=8, max_repeats=200, target_rel_ci=0.04, time_cap_s=0.1)
+FAST_POLICY = MeasurePolicy(warmup=3, rounds=3, round_s=0.02, min_round_runs=3)
+FAST_KERNEL_POLICY = MeasurePolicy(warmup=2, rounds=2, round_s=0.005, min_round_runs=3)
 
 
 def fast_device(threads: int = 1, name: str = "test-fast") -> DeviceSpec:

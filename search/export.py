@@ -84,7 +84,7 @@ class LiveLatency:
     def measure_bytes(self, onnx_bytes: bytes) -> float:
         from hwprofiler import measure_onnx
 
-        return float(measure_onnx(onnx_bytes, self.device, not_before=self.not_before).median_ms)
+        return float(measure_onnx(onnx_bytes, self.device, not_before=self.not_before).latency_ms)
 
     def __call__(self, policy: Any) -> float:
         from hilprune.export import to_onnx_bytes

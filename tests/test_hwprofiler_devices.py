@@ -14,19 +14,25 @@ from hwprofiler import DeviceError, fingerprint, fingerprint_id, list_devices, l
 
 
 def test_builtins_listed_and_loadable():
-    assert {"ort-cpu-1t", "ort-cpu-2t"} <= set(list_devices())
+    assert {"ort-cpu-1t", "ort-cpu-2t", "sim-cpu"} <= set(list_devices())
     one, two = load_device("ort-cpu-1t"), load_device("ort-cpu-2t")
-    assert one.intra_op_threads == 1 and two.intra_op_threads == 2
-    assert one.graph_optimization_level == "all" and one.policy.target_rel_ci == 0.02
-    assert one.kernel_policy.time_cap_s < one.policy.time_cap_s
+    assert one.intra_op_threads == 1 and two.intra_op_threads == 2 and one.runtime == "onnxruntime"
+    assert one.graph_optimization_level == "all" and one.policy.estimator == "min"
+    assert one.kernel_policy.rounds <= one.policy.rounds
+    sim = load_device("sim-cpu")
+    assert sim.runtime == "simulated" and sim.runtime_options["block"] == 16
 
 
 def test_load_from_toml_path(tmp_path):
     path = tmp_path / "mine.toml"
-    path.write_text('name = "mine"\nbatch = 2\n[onnxruntime]\nintra_op_threads = 2\n[policy]\nwarmup = 1\ntime_cap_s = 0.5\n')
+    path.write_text('name = "mine"\nbatch = 2\n[onnxruntime]\nintra_op_threads = 2\n[policy]\nwarmup = 1\nrounds = 4\n')
     spec = load_device(str(path))
-    assert (spec.name, spec.batch, spec.intra_op_threads) == ("mine", 2, 2)
-    assert spec.policy.warmup == 1 and spec.policy.min_repeats == 20  # unspecified keys keep defaults
+    assert (spec.name, spec.batch, spec.intra_op_threads, spec.runtime) == ("mine", 2, 2, "onnxruntime")
+    assert spec.policy.warmup == 1 and spec.policy.rounds == 4 and spec.policy.estimator == "min"  # defaults kept
+    sim = tmp_path / "sim.toml"
+    sim.write_text('name = "fast-sim"\nruntime = "simulated"\n[simulated]\ngmacs = 100.0\nnoise = 0.1\n')
+    spec = load_device(str(sim))
+    assert spec.runtime_options["gmacs"] == 100.0 and spec.runtime_options["block"] == 16
 
 
 @pytest.mark.parametrize(
@@ -34,7 +40,12 @@ def test_load_from_toml_path(tmp_path):
     [
         ('name = "x"\nthreads = 2\n', "unknown keys"),
         ('name = "x"\n[onnxruntime]\ngraph_optimization_level = "max"\n', "graph_optimization_level"),
-        ('name = "x"\n[policy]\nmin_repeats = 0\n', "policy"),
+        ('name = "x"\n[policy]\nrounds = 0\n', "policy"),
+        ('name = "x"\n[policy]\nestimator = "mean"\n', "estimator"),
+        ('name = "x"\nruntime = "tvm"\n', "unknown runtime"),
+        ('name = "x"\nruntime = "simulated"\n[simulated]\ngmacs = -1.0\n', "gmacs"),
+        ('name = "x"\nruntime = "simulated"\n[simulated]\nspeed = 1\n', "unknown keys"),
+        ('name = "x"\n[simulated]\nnoise = 0.1\n', "runtime"),
         ("name = [\n", "not valid TOML"),
     ],
 )
@@ -101,7 +112,7 @@ def test_device_side_works_with_torch_blocked(tmp_path):
         "dev = fast_device()\n"
         "lut = hp.LUT(dev)\n"
         "lut.fill(hp.kernels_from_onnx(tiny_cnn(c=4, c2=None)), progress=True)\n"
-        "assert hp.measure_onnx(tiny_cnn(c=4, c2=None), dev).median_ms > 0\n"
+        "assert hp.measure_onnx(tiny_cnn(c=4, c2=None), dev).latency_ms > 0\n"
         "create_app(dev, 'token')\n"
     )
     env = {**os.environ, "HWPROFILER_CACHE": str(tmp_path)}
@@ -126,13 +137,13 @@ def test_public_api():
         assert name in hwprofiler.__all__ and hasattr(hwprofiler, name)
 
 
-def test_min_time_override_from_the_environment(monkeypatch):
+def test_round_override_from_the_environment(monkeypatch):
     from hwprofiler import load_device
 
-    assert load_device("ort-cpu-1t").policy.min_time_s == 0.0  # tests/conftest.py sets HWPROFILER_MIN_TIME_S=0
-    monkeypatch.setenv("HWPROFILER_MIN_TIME_S", "0.3")
+    assert load_device("ort-cpu-1t").policy.round_s == 0.0  # tests/conftest.py sets HWPROFILER_ROUND_S=0
+    monkeypatch.setenv("HWPROFILER_ROUND_S", "0.3")
     dev = load_device("ort-cpu-1t")
-    assert dev.policy.min_time_s == 0.3 and dev.kernel_policy.min_time_s == 0.3
-    monkeypatch.setenv("HWPROFILER_MIN_TIME_S", "-1")
-    with pytest.raises(DeviceError, match="HWPROFILER_MIN_TIME_S"):
+    assert dev.policy.round_s == 0.3 and dev.kernel_policy.round_s == 0.3
+    monkeypatch.setenv("HWPROFILER_ROUND_S", "-1")
+    with pytest.raises(DeviceError, match="HWPROFILER_ROUND_S"):
         load_device("ort-cpu-1t")

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hwprofiler import KernelError, KernelSpec, build_kernel_model, kernels_from_onnx
-from hwprofiler.measure import make_session, random_feeds
+from hwprofiler.runtimes.ort import make_session, session_feeds
 from hwprofiler.testing import fast_device, tiny_cnn
 
 FREE = {"Flatten", "Reshape", "ReorderInput", "ReorderOutput"}
@@ -113,7 +113,7 @@ def test_kernel_models_check_run_and_round_trip(spec):
     onnx.checker.check_model(model, full_check=True)
     assert build_kernel_model(spec).SerializeToString() == model.SerializeToString()  # stable cache key
     sess = make_session(model.SerializeToString(), fast_device())
-    (y,) = sess.run(None, random_feeds(sess, 1))
+    (y,) = sess.run(None, session_feeds(sess, 1))
     ho, wo = spec.out_hw
     assert y.shape == ((1, spec.cout) if spec.op == "linear" else (1, spec.cout, ho, wo))
     assert KernelSpec.from_dict(spec.to_dict()) == spec

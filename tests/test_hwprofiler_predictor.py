@@ -27,11 +27,11 @@ def test_predictor_tracks_live_latency_on_unseen_policies(tmp_path):
     for i, (c, c2, hw) in enumerate(VARIANTS):
         model = tiny_cnn(c=c, c2=c2, hw=hw)
         if i % 2 == 0:
-            assert pred.observe_model(model, save=False).median_ms > 0  # fit on these policies
+            assert pred.observe_model(model, save=False).latency_ms > 0  # fit on these policies
         else:
             kernels = kernels_from_onnx(model)
             lut.fill(kernels, progress=False, save=False)
-            test.append((kernels, measure_onnx(model, dev, cache=False).median_ms))
+            test.append((kernels, measure_onnx(model, dev, cache=False).latency_ms))
     assert len(lut.observations) == len(VARIANTS) - len(test)
     live = [y for _, y in test]
     result = fidelity([pred.predict(k) for k, _ in test], live)

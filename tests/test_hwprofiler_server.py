@@ -16,7 +16,17 @@ import httpx
 import pytest
 import uvicorn
 
-from hwprofiler import LUT, DeviceError, KernelSpec, MeasurePolicy, fingerprint, fingerprint_id, load_device, measure_onnx
+from hwprofiler import (
+    LUT,
+    DeviceError,
+    KernelSpec,
+    MeasurePolicy,
+    fingerprint,
+    fingerprint_id,
+    load_device,
+    measure_onnx,
+    measure_paired,
+)
 from hwprofiler.cli import main as cli_main
 from hwprofiler.client import ProfilerClient
 from hwprofiler.server import create_app
@@ -122,7 +132,7 @@ def test_security_and_measurement_over_loopback(server):
 
 
 def slow_device(seconds: float):
-    policy = MeasurePolicy(warmup=0, min_repeats=1, max_repeats=10**6, target_rel_ci=1e-9, time_cap_s=seconds)
+    policy = MeasurePolicy(warmup=0, rounds=1, round_s=seconds, min_round_runs=1)
     return replace(fast_device(), policy=policy)
 
 
@@ -160,11 +170,14 @@ def test_remote_device_end_to_end(server):
     model = tiny_cnn(c=8, c2=None)
     first = measure_onnx(model, dev)
     second = measure_onnx(model, dev)
-    assert not first.cached and second.cached and second.median_ms == first.median_ms
+    assert not first.cached and second.cached and second.latency_ms == first.latency_ms
     lut = LUT(dev)
     assert lut.fingerprint_id == fingerprint_id(fast_device())
     specs = [KernelSpec(op="linear", cin=16, cout=c) for c in (4, 8, 12)]
     assert lut.fill(specs, progress=False) == 3 and all(lut.get(s) > 0 for s in specs)
+    pair = measure_paired(tiny_cnn(c=16, c2=None), model, dev, cache=False)  # timed interleaved on the server
+    assert pair.ratio == pytest.approx(pair.model.latency_ms / pair.reference.latency_ms) and pair.ratio > 1
+    assert len(pair.round_ratios) == fast_device().policy.rounds
 
     with pytest.raises(DeviceError, match="rejected the token"):
         measure_onnx(model, load_device(f"remote:{server.url}", token="wrong"), cache=False)
@@ -224,4 +237,4 @@ def test_cli_commands_in_process(capsys, tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(tiny_cnn(c=4, c2=None).SerializeToString())
     assert cli_main(["measure", str(path)]) == 0
-    assert json.loads(capsys.readouterr().out)["median_ms"] > 0
+    assert json.loads(capsys.readouterr().out)["latency_ms"] > 0

@@ -84,21 +84,14 @@ def register(app: typer.Typer) -> None:
             net = Surgeon(net, spec.input_shape, spec.identity(), pol.importance).apply(pol, count=False).model
         with console.status(f"measuring on {dev.name}"):
             m = hwprofiler.measure_onnx(to_onnx_bytes(net, spec.input_shape, dev.batch), dev, cache=not no_cache)
-        result = {
-            "median_ms": m.median_ms,
-            "p10_ms": m.p10_ms,
-            "p90_ms": m.p90_ms,
-            "n": m.n,
-            "rel_ci": m.rel_ci,
-            "cached": m.cached,
-            "device": dev.name,
-        }
+        result = m.to_dict(samples=False) | {"cached": m.cached, "device": dev.name}
         if json_out:
             print_json(result)
         else:
-            console.print(
-                f"{spec.name}{' (pruned)' if policy else ''} on {dev.name}: median {m.median_ms:.3f} ms "
-                f"(p10 {m.p10_ms:.3f}, p90 {m.p90_ms:.3f}, n={m.n}, ±{100 * m.rel_ci:.1f}%){' [cached]' if m.cached else ''}"
+            out.print(
+                f"{spec.name}{' (pruned)' if policy else ''} on {dev.name}: {m.latency_ms:.4g} ms "
+                f"({m.estimator} of {m.n} runs in {m.rounds} rounds; median {m.median_ms:.4g}, p90 {m.p90_ms:.4g}, "
+                f"rounds spread {100 * m.round_spread:.1f}%){' [cached]' if m.cached else ''}"
             )
 
     @lut_app.command("build")

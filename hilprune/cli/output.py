@@ -1,4 +1,5 @@
-"""Printing helpers: JSON for machines, rich tables for people; messages go to stderr."""
+"""Printing helpers: JSON for machines, rich tables for people. Results go to stdout (`out`),
+progress and messages to stderr (`console`), so a result can be piped while progress shows."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console(stderr=True)
+out = Console()
 
 
 def print_json(obj: Any) -> None:

@@ -1,0 +1,47 @@
+"""What a runtime must provide to be a target device: load a model, time back-to-back runs.
+
+Everything above this (warm-up, rounds, interleaving two models, the estimator, caching, the
+LUT, the predictor) is shared, so a new runtime (a simulated CPU, OpenVINO) is measured by the
+same rules as onnxruntime.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from hwprofiler.devices import DeviceSpec
+
+
+class Runnable(Protocol):
+    """One model loaded on a device, ready to run."""
+
+    def time_runs(self, n: int) -> list[float]:
+        """Run the model `n` times back to back; each run's latency in ms."""
+        ...
+
+    def close(self) -> None:
+        """Release the session (idempotent)."""
+        ...
+
+
+class Runtime(Protocol):
+    """A model runtime a device spec can name (`runtime = "..."` in its TOML)."""
+
+    name: str
+
+    def check_options(self, options: dict[str, Any], source: str) -> dict[str, Any]:
+        """The runtime's TOML table, validated and with defaults filled; `DeviceError` names the mistake."""
+        ...
+
+    def status(self) -> tuple[bool, str]:
+        """(usable here, one line: version, or how to install it)."""
+        ...
+
+    def fingerprint(self, spec: DeviceSpec) -> dict[str, Any]:
+        """What latencies on this runtime depend on (version, processor, settings)."""
+        ...
+
+    def load(self, data: bytes, spec: DeviceSpec) -> Runnable:
+        """Load a validated serialized ONNX model for timing."""
+        ...

@@ -1,0 +1,135 @@
+"""onnxruntime as a device runtime: sessions configured exactly as the device spec says."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from hwprofiler.cpu import cpu_info
+from hwprofiler.devices import DeviceSpec
+from hwprofiler.errors import DeviceError, InvalidModelError
+
+_OPT_LEVEL_NAMES = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+_NP_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def make_session(data: bytes, spec: DeviceSpec, optimized_model_path: str | None = None, profile: bool = False) -> Any:
+    """An InferenceSession configured exactly as the spec says (and nothing else: no custom ops)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    missing = [p for p in spec.providers if p not in available]
+    if missing:
+        raise DeviceError(f"device {spec.name} needs {missing}, but this onnxruntime only has {available}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = spec.intra_op_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVEL_NAMES[spec.graph_optimization_level])
+    so.log_severity_level = 3
+    for key, value in spec.session_config.items():
+        so.add_session_config_entry(key, value)
+    if optimized_model_path:
+        so.optimized_model_filepath = optimized_model_path
+    if profile:
+        so.enable_profiling = True
+    options = [dict(o) for o in spec.provider_options] or None
+    try:
+        return ort.InferenceSession(data, sess_options=so, providers=list(spec.providers), provider_options=options)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise InvalidModelError(f"onnxruntime cannot load the model: {str(e).strip()}") from None
+
+
+def random_feeds(inputs: list[tuple[str, list[Any], str]], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for (name, shape, onnx type) triples; a free leading dimension becomes the batch."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, dims, type_name in inputs:
+        shape = []
+        for i, dim in enumerate(dims):
+            if isinstance(dim, int) and dim > 0:
+                shape.append(dim)
+            elif i == 0:
+                shape.append(batch)
+            else:
+                raise InvalidModelError(f"input {name!r} has a free dimension {dim!r} at axis {i}; export with fixed shapes")
+        dtype = _NP_TYPES.get(type_name)
+        if dtype is None:
+            raise InvalidModelError(f"input {name!r} has unsupported type {type_name}")
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def session_feeds(session: Any, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs of an onnxruntime session's declared shapes."""
+    return random_feeds([(i.name, list(i.shape), i.type) for i in session.get_inputs()], batch, seed)
+
+
+class OrtRunnable:
+    def __init__(self, data: bytes, spec: DeviceSpec) -> None:
+        self.session = make_session(data, spec)
+        self.feeds = session_feeds(self.session, spec.batch)
+
+    def time_runs(self, n: int) -> list[float]:
+        run, feeds, clock = self.session.run, self.feeds, time.perf_counter_ns
+        out = []
+        for _ in range(n):
+            t0 = clock()
+            run(None, feeds)
+            out.append((clock() - t0) / 1e6)
+        return out
+
+    def close(self) -> None:
+        self.session = None
+
+
+class OnnxRuntime:
+    name = "onnxruntime"
+
+    def check_options(self, options: dict[str, Any], source: str) -> dict[str, Any]:
+        return {}  # its settings are the spec's own fields (providers, threads, ...)
+
+    def status(self) -> tuple[bool, str]:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return False, "onnxruntime is not installed: pip install onnxruntime"
+        return True, f"onnxruntime {ort.__version__}"
+
+    def fingerprint(self, spec: DeviceSpec) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {
+            **cpu_info(),
+            "onnxruntime": ort.__version__,
+            "providers": list(spec.providers),
+            "provider_options": [dict(o) for o in spec.provider_options],
+            "intra_op_threads": spec.intra_op_threads,
+            "graph_optimization_level": spec.graph_optimization_level,
+            "session_config": dict(sorted(spec.session_config.items())),
+        }
+
+    def load(self, data: bytes, spec: DeviceSpec) -> OrtRunnable:
+        return OrtRunnable(data, spec)
+
+
+RUNTIME = OnnxRuntime()
