@@ -25,11 +25,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+
+from envs.evaluator import EvalResult
+from hilprune.budget import within_budget
+from hilprune.policy import Policy
+
+if TYPE_CHECKING:
+    from envs.interface import Evaluator
+    from search.context import SearchContext
 
 log = logging.getLogger(__name__)
 
@@ -39,60 +46,27 @@ LATEST = "latest.json"
 # --------------------------------------------------------------------------------------------
 # episode -> EvalResult
 # --------------------------------------------------------------------------------------------
-def episode_ratios(info: Mapping[str, Any]) -> dict[str, float] | None:
-    """The per-group ratios an episode chose, from its last step's info."""
-    for key in ("ratios", "requested_ratios"):
-        if isinstance(info.get(key), Mapping):
-            return {str(k): float(v) for k, v in info[key].items()}
-    pol = info.get("policy")
-    if pol is None:
-        return None
-    if hasattr(pol, "requested"):
-        return dict(pol.requested())
-    if isinstance(pol, str):
-        try:
-            pol = json.loads(pol)
-        except json.JSONDecodeError:
-            return None
-    if isinstance(pol, Mapping):
-        if isinstance(pol.get("groups"), list):
-            return {g["name"]: float(g.get("requested_ratio", g.get("ratio", 0.0))) for g in pol["groups"]}
-        if all(isinstance(v, (int, float)) for v in pol.values()):
-            return {str(k): float(v) for k, v in pol.items()}
-    return None
+def episode_result(info: Mapping[str, Any], evaluator: Evaluator | None = None) -> EvalResult:
+    """The EvalResult of a finished episode, from its last step's info (`PruneEnvBase._final_info`).
 
-
-def episode_result(info: Mapping[str, Any], evaluator: Any = None) -> Any:
-    """The EvalResult of a finished episode.
-
-    Uses the result the env put in its info when there is one; otherwise, in-process, asks the
-    shared evaluator again (a cache hit: the env just evaluated the same policy); otherwise (an
-    env in another process) rebuilds an EvalResult-like object from the info's fields.
+    In-process, the shared evaluator answers from its cache (the env just evaluated that policy);
+    for an env in another process the result is rebuilt from the info's fields.
     """
-    res = info.get("result") or info.get("eval_result")
-    if res is not None and hasattr(res, "accuracy") and hasattr(res, "policy"):
-        return res
-    ratios = episode_ratios(info)
-    if evaluator is not None and ratios is not None:
-        return evaluator.evaluate(ratios)
-    from hilprune.policy import Policy
-
-    pol = info.get("policy")
-    if isinstance(pol, str):
-        pol = json.loads(pol)
-    if isinstance(pol, Mapping) and "format" in pol:
-        pol = Policy.from_dict(dict(pol))
-    if not hasattr(pol, "requested"):
-        raise ValueError("the episode's info holds no policy (expected 'policy' or 'result' at the last step)")
-    return SimpleNamespace(
-        policy=pol,
+    policy = Policy.from_dict(dict(info["policy"]))
+    if evaluator is not None:
+        return evaluator.evaluate(policy)
+    live = info.get("live_latency_ms")
+    return EvalResult(
+        policy=policy,
         accuracy=float(info["accuracy"]),
         latency_ms=float(info["latency_ms"]),
-        lut_latency_ms=info.get("lut_latency_ms"),
-        live_latency_ms=info.get("live_latency_ms"),
-        macs=info.get("macs"),
-        params=info.get("params"),
-        cached=bool(info.get("cached", False)),
+        lut_latency_ms=float(info["lut_latency_ms"]),
+        live_latency_ms=None if live is None else float(live),
+        macs=int(info["macs"]),
+        params=int(info["params"]),
+        cached=True,
+        latency_kind=str(info["latency_kind"]),
+        live_ratio=None if info.get("live_ratio") is None else float(info["live_ratio"]),
     )
 
 
@@ -132,17 +106,17 @@ class RecordTrialsCallback(EpisodeCallback):
     Episodes that end after the quota is reached (parallel envs finishing on the same step) are
     not recorded, and training stops at that step, so exactly `quota` trials are written.
 
-    :param budget_ms: the budget the episodes were clipped to (for the `reward` and `budget_ms` attrs)
     :param evaluator: the shared in-process evaluator (None for envs in other processes)
+
+    Each episode's budget is the one its env was given (its info's `budget_ms`, one of the job's).
     """
 
     def __init__(
         self,
-        ctx: Any,
+        ctx: SearchContext,
         agent_name: str,
         quota: int,
-        budget_ms: float | None = None,
-        evaluator: Any = None,
+        evaluator: Evaluator | None = None,
         extra_attrs: Mapping[str, Any] | None = None,
         verbose: int = 0,
     ) -> None:
@@ -150,7 +124,6 @@ class RecordTrialsCallback(EpisodeCallback):
         self.ctx = ctx
         self.agent_name = agent_name
         self.quota = int(quota)
-        self.budget_ms = budget_ms
         self.evaluator = evaluator
         self.extra_attrs = dict(extra_attrs or {})
         self.recorded = 0
@@ -169,7 +142,7 @@ class RecordTrialsCallback(EpisodeCallback):
         if self.full:
             return False
         result = episode_result(info, self.evaluator)
-        budget = info.get("budget_ms", self.budget_ms)
+        budget = self.ctx.budget_for(float(info["budget_ms"]))
         reward = (info.get("episode") or {}).get("r", info.get("reward"))  # Monitor's episode return
         attrs = dict(self.extra_attrs) | {
             "episode": self.recorded,
@@ -177,13 +150,10 @@ class RecordTrialsCallback(EpisodeCallback):
             "num_timesteps": int(self.num_timesteps),
             "deterministic": False,
         }
-        number = self.ctx.record(self.agent_name, result, reward=_num(reward), budget_ms=_num(budget), extra_attrs=attrs)
+        number = self.ctx.record(self.agent_name, result, reward=_num(reward), budget=budget, extra_attrs=attrs)
         lat = float(result.latency_ms)
-        self.episodes.append(
-            EpisodeRecord(
-                int(number), float(result.accuracy), lat, _num(reward), budget is None or lat <= float(budget) * (1 + 1e-9)
-            )
-        )
+        feasible = within_budget(lat, float(info["budget_ms"]))
+        self.episodes.append(EpisodeRecord(int(number), float(result.accuracy), lat, _num(reward), feasible))
         self.recorded += 1
         return not self.full
 
@@ -368,7 +338,6 @@ __all__ = [
     "NoiseDecayCallback",
     "RecordTrialsCallback",
     "TensorBoardCallback",
-    "episode_ratios",
     "episode_result",
     "find_checkpoint",
 ]

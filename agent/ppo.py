@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hilprune.budget import Budget
+
 from .callbacks import (
     CheckpointCallback,
     NoiseDecayCallback,
@@ -84,8 +86,11 @@ class QuotaEvaluator:
         self.quota = int(quota)
         self.calls = 0
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # everything but `evaluate` is the shared evaluator's
         return getattr(self._ev, name)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> QuotaEvaluator:  # a shared service, as the evaluator is
+        return self
 
     def evaluate(self, ratios: Any, **kw: Any) -> Any:
         self.calls += 1
@@ -103,11 +108,7 @@ class QuotaEvaluator:
 # --------------------------------------------------------------------------------------------
 # env factories
 # --------------------------------------------------------------------------------------------
-def _budget_arg(budget_ms: float) -> str:
-    return f"{float(budget_ms)!r}ms"
-
-
-def _make_env(evaluator: Any, budget_ms: float, reward: str, grid_step: float, env_kwargs: Mapping[str, Any]) -> Any:
+def _make_env(evaluator: Any, budget: Budget, reward: str, grid_step: float, env_kwargs: Mapping[str, Any]) -> Any:
     import gymnasium as gym
     from stable_baselines3.common.monitor import Monitor
 
@@ -116,7 +117,7 @@ def _make_env(evaluator: Any, budget_ms: float, reward: str, grid_step: float, e
     env = gym.make(
         envs.LAYER_PRUNE_ID,
         evaluator=evaluator,
-        budget=_budget_arg(budget_ms),
+        budget=budget,
         reward=reward,
         grid_step=grid_step,
         disable_env_checker=True,
@@ -125,14 +126,19 @@ def _make_env(evaluator: Any, budget_ms: float, reward: str, grid_step: float, e
     return Monitor(env)
 
 
-def _make_subproc_env(job: Any, budget_ms: float, reward: str, grid_step: float, env_kwargs: Mapping[str, Any]) -> Any:
-    """Runs in a worker process: its own evaluator, built from the job like the runner's."""
+def _make_subproc_env(
+    job: Any, reference_ms: float, budget: Budget, reward: str, grid_step: float, env_kwargs: Mapping[str, Any]
+) -> Any:
+    """Runs in a worker process: its own evaluator, built from the job like the runner's, in the
+    job's dense reference frame."""
     import torch
 
     torch.set_num_threads(1)
     from search.runner import build_evaluator
 
-    return _make_env(build_evaluator(job), budget_ms, reward, grid_step, env_kwargs)
+    evaluator = build_evaluator(job)
+    evaluator.use_reference(reference_ms)
+    return _make_env(evaluator, budget, reward, grid_step, env_kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,7 +239,7 @@ class PPOAgent:
         return n
 
     def _reward_name(self, ctx: SearchContext) -> str:
-        return self.reward or getattr(ctx, "reward_name", None) or "constrained"
+        return self.reward or ctx.reward_name
 
     def hyperparameters(self, n_groups: int, n_envs: int, quota: int) -> dict[str, Any]:
         """The SB3 constructor arguments for an episode of `n_groups` steps."""
@@ -270,18 +276,19 @@ class PPOAgent:
         return kw
 
     # -- building ------------------------------------------------------------------------------------
-    def _venv(self, ctx: SearchContext, evaluator: Any, budgets: list[float], n_envs: int) -> Any:
+    def _venv(self, ctx: SearchContext, evaluator: Any, budgets: list[Budget], n_envs: int) -> Any:
         from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
         reward = self._reward_name(ctx)
         if self.vec_env == "subproc":
-            job = getattr(ctx, "job", None)
+            job = ctx.job
             if job is None:
                 from hilprune.errors import HilpruneError
 
                 raise HilpruneError("vec_env='subproc' needs the search job (run it through 'hilprune search')")
+            ref = float(ctx.evaluator.dense_latency_ms)
             fns = [
-                functools.partial(_make_subproc_env, job, budgets[i % len(budgets)], reward, ctx.grid_step, self.env_kwargs)
+                functools.partial(_make_subproc_env, job, ref, budgets[i % len(budgets)], reward, ctx.grid_step, self.env_kwargs)
                 for i in range(n_envs)
             ]
             return SubprocVecEnv(fns, start_method="forkserver")
@@ -311,7 +318,7 @@ class PPOAgent:
         if n_evals <= 0:
             return
         ev = ctx.evaluator
-        budgets = list(ctx.budgets_ms) or [float(ev.dense_latency_ms)]
+        budgets = list(ctx.budgets) or [ev.resolve_budget(1.0)]
         n_det = min(len(budgets), n_evals) if self.deterministic_eval else 0
         quota = n_evals - n_det
         L = len(ev.groups)
@@ -396,13 +403,12 @@ class PPOAgent:
                 f"accuracy {best['accuracy']:.4f}, {best['latency_ms']:.4g} ms (trial {best['trial']})" if best else "none",
             )
 
-    def _deterministic(self, ctx: SearchContext, model: Any, venv: Any, budgets: list[float]) -> list[dict[str, Any]]:
+    def _deterministic(self, ctx: SearchContext, model: Any, venv: Any, budgets: list[Budget]) -> list[dict[str, Any]]:
         """One episode per budget with the trained policy's mean action; each recorded as a trial."""
         from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
         out = []
         ev = ctx.evaluator
-        labels = dict(zip(ctx.budgets_ms, getattr(ctx, "budget_labels", []) or []))
         for b in budgets:
             raw = DummyVecEnv([functools.partial(_make_env, ev, b, self._reward_name(ctx), ctx.grid_step, self.env_kwargs)])
             eval_env = VecNormalize(raw, norm_obs=True, norm_reward=False, training=False, gamma=self.gamma)
@@ -426,17 +432,17 @@ class PPOAgent:
                 self.name,
                 result,
                 reward=None if reward is None else float(reward),
-                budget_ms=b,
+                budget=b,
                 extra_attrs={"deterministic": True, "algo": self.algo},
             )
             out.append(
                 {
                     "trial": int(number),
-                    "budget_ms": b,
-                    "budget_label": labels.get(b, f"{b:.4g}ms"),
+                    "budget_ms": b.ms,
+                    "budget_label": b.label,
                     "accuracy": float(result.accuracy),
                     "latency_ms": float(result.latency_ms),
-                    "within_budget": bool(result.latency_ms <= b * (1 + 1e-9)),
+                    "within_budget": b.met_by(result.latency_ms),
                     "ratios": result.policy.requested(),
                 }
             )
@@ -445,19 +451,13 @@ class PPOAgent:
     def _summarize(
         self, ctx: SearchContext, recorder: RecordTrialsCallback, det: list[dict[str, Any]], wall_s: float
     ) -> dict[str, Any]:
-        labels = dict(zip(ctx.budgets_ms, getattr(ctx, "budget_labels", []) or []))
         best: dict[str, Any] = {}
         records = ctx.records(self.name)
-        for b in ctx.budgets_ms:
-            ok = [r for r in records if r.latency_ms <= b * (1 + 1e-9)]
+        for b in ctx.budgets:
+            ok = [r for r in records if b.met_by(r.latency_ms)]
             if ok:
                 r = max(ok, key=lambda r: r.accuracy)
-                best[labels.get(b, f"{b:.4g}ms")] = {
-                    "trial": r.number,
-                    "accuracy": r.accuracy,
-                    "latency_ms": r.latency_ms,
-                    "budget_ms": b,
-                }
+                best[b.label] = {"trial": r.number, "accuracy": r.accuracy, "latency_ms": r.latency_ms, "budget_ms": b.ms}
         return {
             "agent": self.name,
             "algo": self.algo,

@@ -120,7 +120,7 @@ def weights_of(model: str, dataset: str = DATASET) -> tuple[str, str | None]:
 
 
 def cells(args: argparse.Namespace) -> list[tuple[str, str, int]]:
-    from search.job import parse_budgets
+    from hilprune.budget import parse_budgets
 
     out = []
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:

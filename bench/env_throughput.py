@@ -109,7 +109,6 @@ def run_one(model: str, source: str, args: argparse.Namespace) -> dict:
         "lut_path": str(ev.lut.path),
         "val_size": ev.val_size,
         "bn_images": ev.bn_batches * ev.bn_batch_size,
-        "backend_timing": ev.backend_timing,
     }
     return row
 

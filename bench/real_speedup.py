@@ -393,7 +393,7 @@ def main() -> None:
     from bench.common import machine, write_json
     from bench.compare_agents import weights_of
     from envs.evaluator import PolicyEvaluator
-    from search.job import parse_budgets
+    from hilprune.budget import parse_budgets
 
     info = machine()
     load_start = os.getloadavg()[0]

@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hilprune.budget import Budget, within_budget
 from hilprune.policy import channels_after
 
 from . import rewards
@@ -31,7 +32,7 @@ class PruneEnvBase(gym.Env):
         input_shape: Any = None,
         dataset: str | None = "digits",
         device: Any = "ort-cpu-1t",
-        budget: float | str = 0.5,
+        budget: float | str | Budget = 0.5,
         latency_source: str = "lut",
         reward: str = "constrained",
         val_size: int | None = 1000,
@@ -93,9 +94,9 @@ class PruneEnvBase(gym.Env):
         self.grid_step = float(grid_step) if grid_step else None
         self.groups = evaluator.groups
         self.n_groups = len(self.groups)
-        self.budget_ms = evaluator.check_budget(budget)  # BudgetError when max_ratio cannot reach it
-        evaluator.add_budget_ms(self.budget_ms)
-        self.budget = budget
+        self.budget = evaluator.check_budget(budget)  # BudgetError when max_ratio cannot reach it
+        self.budget_ms = self.budget.ms
+        evaluator.add_budget(self.budget)
         self.dense_lut_ms = float(evaluator.dense_lut_latency_ms)
         self.shares = evaluator.group_latency_shares()
         self._max_kept = tuple(channels_after(g.channels, self.max_ratio, evaluator.round_to) for g in self.groups)
@@ -145,14 +146,14 @@ class PruneEnvBase(gym.Env):
             return self.evaluator.predict_kept(tuple(prefix) + (k,) + tail)
 
         cands = self._candidates(i, r)
-        if lat(cands[0][1]) <= self.budget_ms:
+        if within_budget(lat(cands[0][1]), self.budget_ms):
             return cands[0][0], True
-        if lat(cands[-1][1]) > self.budget_ms:
+        if not within_budget(lat(cands[-1][1]), self.budget_ms):
             return cands[-1][0], False
         lo, hi = 0, len(cands) - 1  # lo infeasible, hi feasible
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if lat(cands[mid][1]) <= self.budget_ms:
+            if within_budget(lat(cands[mid][1]), self.budget_ms):
                 hi = mid
             else:
                 lo = mid
@@ -193,8 +194,9 @@ class PruneEnvBase(gym.Env):
             "lut_latency_ms": float(result.lut_latency_ms),
             "live_latency_ms": None if result.live_latency_ms is None else float(result.live_latency_ms),
             "latency_kind": result.latency_kind,
+            "live_ratio": result.live_ratio,
             "budget_ms": float(self.budget_ms),
-            "within_budget": bool(result.latency_ms <= self.budget_ms * (1 + 1e-9)),
+            "within_budget": within_budget(result.latency_ms, self.budget_ms),
             "macs": int(result.macs),
             "params": int(result.params),
             "dense_accuracy": float(self.evaluator.dense_accuracy),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hilprune.budget import BudgetError  # a budget that cannot be read or met
 from hilprune.errors import HilpruneError
 
 
@@ -9,5 +10,4 @@ class EnvConfigError(HilpruneError):
     """A bad environment or evaluator option (unknown reward, latency source, action shape...)."""
 
 
-class BudgetError(HilpruneError):
-    """A latency budget that cannot be met, or cannot be read."""
+__all__ = ["BudgetError", "EnvConfigError"]

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from hilprune.budget import Budget, BudgetError, resolve_budget, within_budget
 from hilprune.errors import HilpruneError, PolicyError
 from hilprune.policy import Policy, channels_after, validate_policy
 from hilprune.train.bn_recalib import BN_BATCH_SIZE
 from hwprofiler import kernels_from_onnx as price_kernels
 
-from .errors import BudgetError, EnvConfigError
+from .errors import EnvConfigError
 from .latency import PolicyLatency
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,10 @@ Ratios = Mapping[str, float] | Sequence[float] | Policy
 
 @dataclass
 class EvalResult:
-    """One evaluated policy. `latency_ms` is the number the search should use: the live
-    measurement when one was taken (`latency_kind == "live"`), else the LUT prediction."""
+    """One evaluated policy. `latency_ms` is the number the search should use: when measured live
+    (`latency_kind == "live"`), the policy's latency paired with the dense model's, as a ratio, in
+    the dense reference's milliseconds (`live_ratio * dense_latency_ms`); else the LUT prediction.
+    `live_latency_ms` is the policy's own live time, as measured then."""
 
     policy: Policy
     accuracy: float
@@ -62,6 +65,7 @@ class EvalResult:
     wall_s: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     latency_kind: str = "lut"
+    live_ratio: float | None = None  # live policy / live dense, measured interleaved
 
     def key(self) -> tuple[int, ...]:
         return self.policy.key()
@@ -83,6 +87,7 @@ class EvalResult:
             "wall_s": self.wall_s,
             "phases": dict(self.phases),
             "latency_kind": self.latency_kind,
+            "live_ratio": self.live_ratio,
         }
 
 
@@ -97,7 +102,7 @@ class PolicyEvaluator:
     :param val_size: images of the val split used for accuracy (the first ones: a fixed subset)
     :param bn_batches, bn_batch_size: BN recalibration on ``bn_batches`` x ``bn_batch_size`` train images
     :param eval_backend: ``torch``, ``ort`` (onnxruntime on the exported pruned graph) or ``auto``
-        (the faster of the two, timed on the dense model at construction)
+        (onnxruntime where every evaluation exports the graph anyway, else torch; see `_choose_backend`)
     :param budgets: latency budgets (ms, fraction or ``"1.2ms"``) for the hybrid rule; envs add theirs
     :param hybrid_k: size of the best-k set of the hybrid rule
     :param lut_path: LUT file (default: hwprofiler's per-fingerprint table in its cache dir)
@@ -122,7 +127,7 @@ class PolicyEvaluator:
         *,
         bn_batch_size: int = BN_BATCH_SIZE,
         eval_backend: str = "auto",
-        budgets: Sequence[float | str] = (),
+        budgets: Sequence[float | str | Budget] = (),
         hybrid_k: int = 5,
         lut_path: str | None = None,
         lock: bool = True,
@@ -199,18 +204,18 @@ class PolicyEvaluator:
         self.lut, self.predictor, self.kmap, self.kmap_ok = lat.lut, lat.predictor, lat.kmap, lat.kmap_ok
         self.dense_onnx, self.dense_kernels, self.dense_measurement = lat.dense_onnx, lat.dense_kernels, lat.dense_measurement
         self.dense_latency_ms, self.dense_lut_latency_ms = lat.dense_latency_ms, lat.dense_lut_latency_ms
+        self.dense_measured_at = lat.measured_since
 
         # --- accuracy backend and dense accuracy ----------------------------------------------------
         self.eval_backend = "torch"
         self.dense_accuracy = float("nan")
-        self.backend_timing: dict[str, float] = {}
         if self.val is not None:
             self._choose_backend(eval_backend)
 
         # --- bookkeeping ------------------------------------------------------------------------------
         self.budgets_ms: list[float] = []
         for b in budgets:
-            self.add_budget(b)
+            self.add_budget(self.resolve_budget(b))
         self._cache: dict[tuple[int, ...], EvalResult] = {}
         self._points: list[tuple[float, float]] = []  # (accuracy, LUT ms) of every evaluated policy (hybrid rule)
         self.n_evaluations = 0
@@ -225,37 +230,29 @@ class PolicyEvaluator:
     # ------------------------------------------------------------------------------------------------
     # construction helpers
     def _choose_backend(self, wanted: str) -> None:
-        """Pick torch or onnxruntime for accuracy, by CPU time on a half-pruned model (what most
-        evaluations look like), counting the export when only onnxruntime would need it."""
+        """Pick torch or onnxruntime for accuracy. `auto` takes onnxruntime where every evaluation
+        exports the graph anyway (live latency, or no kernel map) and its accuracy agrees with
+        torch's on a half-pruned probe, else torch: a rule, not a timing, so a seeded search makes
+        the same choice on every run and machine."""
         from hilprune.export import to_onnx_bytes
         from hilprune.train import evaluate as torch_eval
 
         self.eval_backend = "torch"
-        if wanted != "torch":
+        exports_anyway = self.latency_source == "live" or not self.kmap_ok
+        if wanted == "ort" or (wanted == "auto" and exports_anyway):
             probe = self.surgeon.apply(self.policy([self.max_ratio / 2] * len(self.groups)), count=False).model
-            t0 = time.process_time()
             acc_torch = torch_eval(probe, self.val, batch_size=EVAL_CHUNK)
-            t_torch = time.process_time() - t0
             try:
-                t0 = time.process_time()
-                data = to_onnx_bytes(probe, self.input_shape, batch=self.device.batch)
-                t_export = time.process_time() - t0
-                t0 = time.process_time()
-                acc_ort = self._eval_ort(data)
-                t_ort = time.process_time() - t0
+                acc_ort = self._eval_ort(to_onnx_bytes(probe, self.input_shape, batch=self.device.batch))
             except Exception as exc:  # a graph onnxruntime cannot batch: stay on torch
                 if wanted == "ort":
                     raise EnvConfigError(f"eval_backend 'ort' failed: {exc}") from None
                 log.info("onnxruntime evaluation unavailable (%s): using torch", exc)
             else:
-                self.backend_timing = {"torch_s": t_torch, "ort_s": t_ort, "export_s": t_export}
                 if abs(acc_ort - acc_torch) * len(self.val) > max(1.0, 0.002 * len(self.val)):
                     log.warning("onnxruntime and torch disagree on accuracy (%.4f vs %.4f): using torch", acc_ort, acc_torch)
                 else:
-                    # The export is needed anyway for live latency or when the kernel map is unavailable.
-                    export_cost = 0.0 if (self.latency_source == "live" or not self.kmap_ok) else t_export
-                    if wanted == "ort" or t_ort + export_cost < t_torch:
-                        self.eval_backend = "ort"
+                    self.eval_backend = "ort"
         if self.eval_backend == "ort":
             self.dense_accuracy = float(self._eval_ort(self.dense_onnx))
         else:
@@ -300,64 +297,56 @@ class PolicyEvaluator:
             out.append(channels_after(g.channels, r, self.round_to))
         return tuple(out)
 
-    def budget_ms(self, budget: float | str) -> float:
-        """A budget in ms: a fraction of the dense live latency (0.5, "0.5", "50%") or absolute ("1.2ms")."""
-        if isinstance(budget, bool):
-            raise BudgetError(f"budget must be a fraction (0.5) or milliseconds ('1.2ms'), got {budget!r}")
-        if isinstance(budget, str):
-            text = budget.strip().lower().replace(" ", "")
-            try:
-                if text.endswith("ms"):
-                    value = float(text[:-2])
-                    if not (value > 0 and math.isfinite(value)):
-                        raise ValueError
-                    return value
-                frac = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
-            except ValueError:
-                raise BudgetError(
-                    f"cannot read budget {budget!r}: use a fraction of the dense latency (0.5, '50%') or milliseconds ('1.2ms')"
-                ) from None
-        elif isinstance(budget, (int, float, np.floating, np.integer)):
-            frac = float(budget)
-        else:
-            raise BudgetError(f"budget must be a fraction (0.5) or milliseconds ('1.2ms'), got {budget!r}")
-        if not (0.0 < frac <= 1.0):
-            raise BudgetError(
-                f"budget fraction {frac!r} must be in (0, 1] of the dense latency "
-                f"({self.dense_latency_ms:.4g} ms); write absolute budgets as '1.2ms'"
-            )
-        return frac * self.dense_latency_ms
+    def resolve_budget(self, budget: str | float | Budget) -> Budget:
+        """A budget as written (0.5, "50%", "1.2ms") resolved against this evaluator's dense reference."""
+        if isinstance(budget, Budget):
+            return budget
+        if isinstance(budget, (np.floating, np.integer)):
+            budget = float(budget)
+        return resolve_budget(budget, self.dense_latency_ms)
 
     def min_latency_ms(self) -> float:
         """LUT latency with every group pruned at max_ratio: the lowest budget that can be met."""
         return self.latency.min_latency_ms()
 
-    def check_budget(self, budget: float | str) -> float:
-        """The budget in ms; BudgetError when pruning every group at max_ratio cannot meet it (by the LUT)."""
-        ms = self.budget_ms(budget)
+    def check_budget(self, budget: str | float | Budget) -> Budget:
+        """The resolved budget; BudgetError when pruning every group at max_ratio cannot meet it (by
+        the LUT). A budget the dense model already meets is accepted with a warning."""
+        b = self.resolve_budget(budget)
+        if b.ms >= self.dense_latency_ms:
+            log.warning(
+                "budget %s (%.4g ms) is at or above the dense model's %.4g ms on %s: the dense model already meets it",
+                b.label,
+                b.ms,
+                self.dense_latency_ms,
+                self.device.name,
+            )
         if self.has_lut:
             floor = self.min_latency_ms()
-            if floor > ms * (1 + 1e-9):
+            if not within_budget(floor, b.ms):
                 raise BudgetError(
-                    f"budget {ms:.4g} ms cannot be met: pruning every group at max_ratio={self.max_ratio} still takes "
-                    f"{floor:.4g} ms on {self.device.name} by the LUT (dense: {self.dense_latency_ms:.4g} ms live, "
-                    f"{self.dense_lut_latency_ms:.4g} ms LUT); raise the budget to at least {floor / self.dense_latency_ms:.2f} "
-                    f"of the dense latency or raise max_ratio"
+                    f"budget {b.label} ({b.ms:.4g} ms) cannot be met: pruning every group at max_ratio={self.max_ratio} "
+                    f"still takes {floor:.4g} ms on {self.device.name} by the LUT (dense: {self.dense_latency_ms:.4g} ms "
+                    f"live); raise the budget to at least {floor / self.dense_latency_ms:.2f} of the dense latency, "
+                    "or raise --max-ratio"
                 )
-        return ms
+        return b
 
-    def add_budget(self, budget: float | str) -> float:
-        """Register a budget (fraction or "1.2ms") for the hybrid rule (idempotent); returns it in ms."""
-        return self.add_budget_ms(self.budget_ms(budget))
-
-    def add_budget_ms(self, ms: float) -> float:
-        """Register a budget already in milliseconds for the hybrid rule (idempotent)."""
-        ms = float(ms)
+    def add_budget(self, budget: Budget | float) -> float:
+        """Register a budget (resolved, or in milliseconds) for the hybrid rule (idempotent); returns its ms."""
+        ms = budget.ms if isinstance(budget, Budget) else float(budget)
         if not (ms > 0 and math.isfinite(ms)):
             raise BudgetError(f"budget must be a positive number of milliseconds, got {ms!r}")
         if not any(abs(ms - b) <= 1e-12 for b in self.budgets_ms):
             self.budgets_ms.append(ms)
         return ms
+
+    def use_reference(self, dense_ms: float) -> None:
+        """Take `dense_ms` (a job's recorded dense reference) as the frame paired live latencies
+        are expressed in, instead of this process's own measurement of the dense model."""
+        if not (dense_ms > 0 and math.isfinite(dense_ms)):
+            raise EnvConfigError(f"the dense reference must be a positive number of milliseconds, got {dense_ms!r}")
+        self.dense_latency_ms = float(dense_ms)
 
     def predict_latency(self, ratios: Ratios) -> float:
         """LUT latency of a policy in ms (no surgery when the kernel map works)."""
@@ -435,8 +424,8 @@ class PolicyEvaluator:
         if self.val is not None:
             accuracy = timed("eval", lambda: self._accuracy(model, onnx_bytes))
 
-        def latency_phase() -> tuple[float, float | None]:
-            lut, live_value = float("nan"), None
+        def latency_phase() -> tuple[float, Any]:
+            lut, pair = float("nan"), None
             kernels = None
             if self.has_lut:
                 kernels = self.kmap.kernels(list(key)) if self.kmap_ok else price_kernels(onnx_bytes(), batch=self.device.batch)
@@ -445,16 +434,18 @@ class PolicyEvaluator:
                 live is None
                 and (self.latency_source == "live" or (self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))
             ):
-                m = self.latency.measure(onnx_bytes())
-                live_value = float(m.latency_ms)
+                pair = self.latency.measure_paired(onnx_bytes())
                 if kernels is not None:
-                    self.latency.observe(kernels, m)
-            return lut, live_value
+                    self.latency.observe(kernels, pair.ratio * self.dense_latency_ms)
+            return lut, pair
 
-        lut_ms, live_ms = timed("latency", latency_phase)
+        lut_ms, pair = timed("latency", latency_phase)
+        live_ms = None if pair is None else float(pair.model.latency_ms)
+        live_ratio = None if pair is None else float(pair.ratio)
         self.latency.maybe_flush()
 
-        latency = live_ms if live_ms is not None else lut_ms
+        # Live: the paired ratio in the dense reference's frame, so budgets are judged on the ratio.
+        latency = live_ratio * self.dense_latency_ms if live_ratio is not None else lut_ms
         policy = res.policy
         policy.metrics.update(
             {
@@ -462,6 +453,7 @@ class PolicyEvaluator:
                 "latency_ms": latency,
                 "lut_latency_ms": lut_ms,
                 "live_latency_ms": live_ms,
+                "live_ratio": live_ratio,
                 "latency_source": self.latency_source,
                 "device": self.device.name,
                 "device_fingerprint": self.fingerprint_id,
@@ -477,6 +469,7 @@ class PolicyEvaluator:
             latency_ms=latency,
             lut_latency_ms=lut_ms,
             live_latency_ms=live_ms,
+            live_ratio=live_ratio,
             macs=int(res.macs_after),
             params=int(res.params_after),
             cached=False,
@@ -574,13 +567,13 @@ class PolicyEvaluator:
         if not math.isfinite(lut_ms):
             return True
         budgets = self.budgets_ms or [math.inf]
-        if lut_ms > max(budgets) * (1 + 1e-9):
+        if not within_budget(lut_ms, max(budgets)):
             return False
         acc = accuracy if math.isfinite(accuracy) else 0.0
         if not any(a >= acc and lat <= lut_ms for a, lat in self._points):
             return True  # not dominated: enters the Pareto set
         for b in budgets:
-            if lut_ms <= b * (1 + 1e-9):
+            if within_budget(lut_ms, b):
                 accs = sorted((a for a, lat in self._points if lat <= b), reverse=True)
                 if len(accs) < self.hybrid_k or acc > accs[self.hybrid_k - 1]:
                     return True

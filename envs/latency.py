@@ -108,7 +108,7 @@ class PolicyLatency:
         self.dense_latency_ms = float(m.latency_ms)
         self.dense_measurement = m
         if self.dense_kernels is not None:
-            self.observe(self.dense_kernels, m)
+            self.observe(self.dense_kernels, m.latency_ms)
         self.max_key = tuple(channels_after(g.channels, self.max_ratio, self.round_to) for g in self.groups)
         self.dense_key = tuple(g.channels for g in self.groups)
         self.dense_lut_latency_ms = self.predict_key(self.dense_key) if self.has_lut else float("nan")
@@ -239,9 +239,20 @@ class PolicyLatency:
         self.n_live += 1
         return m
 
-    def observe(self, kernels: Sequence[Any], m: Any) -> None:
-        """Refit the predictor on a live measurement (once per distinct graph and time)."""
-        live = float(m.latency_ms)
+    def measure_paired(self, onnx_bytes: bytes) -> Any:
+        """A policy's graph timed interleaved with the dense graph (hwprofiler's
+        `PairedMeasurement`), under the device lock; cached like `measure`."""
+        import hwprofiler
+
+        with device_lock(self.fingerprint_id, self.lock):
+            pair = hwprofiler.measure_paired(onnx_bytes, self.dense_onnx, self.device, not_before=self.measured_since)
+        self.n_live += 1
+        return pair
+
+    def observe(self, kernels: Sequence[Any], live_ms: float) -> None:
+        """Refit the predictor on a live latency of the graph made of `kernels` (once per distinct
+        graph and value)."""
+        live = float(live_ms)
         n, macs = len(kernels), sum(k.macs for k in kernels)
         for o in self.lut.observations:
             if o.get("n_kernels") == n and o.get("macs") == macs and abs(float(o.get("live_ms", -1)) - live) <= 1e-9:

@@ -19,6 +19,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from hilprune.budget import within_budget
+
 from .errors import EnvConfigError
 
 RewardParts = dict[str, float]
@@ -48,7 +50,7 @@ def constrained(
     """Accuracy alone; `within_budget` is reported, not rewarded (the env clips to the budget)."""
     parts = {"accuracy": float(accuracy)}
     if budget_ms is not None:
-        parts["within_budget"] = float(latency_ms <= budget_ms * (1 + 1e-9))
+        parts["within_budget"] = float(within_budget(latency_ms, budget_ms))
     return float(accuracy), parts
 
 

@@ -11,61 +11,83 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+
+from envs import rewards
+from envs.evaluator import EvalResult
+from envs.interface import Evaluator
+from hilprune.budget import Budget
 
 from . import store
 from .store import GRID_STEP
 
+if TYPE_CHECKING:
+    from .job import Job
+
 log = logging.getLogger(__name__)
 
-Listener = Callable[[str, Any, int], None]  # (agent, EvalResult, trial number)
+Listener = Callable[[str, EvalResult, int], None]  # (agent, result, trial number)
 
 
 class SearchContext:
     """The search job as seen by an agent.
 
-    :param evaluator: an `envs.evaluator.PolicyEvaluator` (or anything with its interface)
-    :param budgets_ms: latency budgets in milliseconds (the job's budgets, resolved)
+    :param evaluator: the job's evaluator (`envs.interface.Evaluator`)
+    :param budgets: the job's budgets, resolved against its dense reference
     :param storage: an Optuna storage URL (journal file path or RDB URL) or storage object
     :param job_name: studies are named `<job_name>/<agent>`
+    :param job: the resolved job (worker processes and subprocess envs rebuild the evaluator from it)
+    :param worker_index: 0 for the process that runs the job, k for its k-th worker process
     """
 
     def __init__(
         self,
-        evaluator: Any,
-        budgets_ms: Sequence[float],
+        evaluator: Evaluator,
+        budgets: Sequence[Budget],
         *,
         storage: str | optuna.storages.BaseStorage,
         job_name: str,
         out_dir: str | Path,
         seed: int = 0,
         grid_step: float = GRID_STEP,
-        budget_labels: Sequence[str] | None = None,
         reward: str = "constrained",
         max_ratio: float | None = None,
         latency_source: str | None = None,
         agent_options: Mapping[str, Mapping[str, Any]] | None = None,
+        job: Job | None = None,
+        worker_index: int = 0,
     ) -> None:
         self.evaluator = evaluator
-        self.budgets_ms = [float(b) for b in budgets_ms]
-        self.budget_labels = list(budget_labels) if budget_labels else [f"{b:.4g}ms" for b in self.budgets_ms]
+        self.budgets = list(budgets)
+        self.job = job
+        self.worker_index = int(worker_index)
         self.seed = int(seed)
         self.out_dir = Path(out_dir)
         self.grid_step = float(grid_step)
         self.job_name = job_name
-        self.reward_name = reward
-        self.max_ratio = float(max_ratio if max_ratio is not None else getattr(evaluator, "max_ratio", 0.9))
-        self.latency_source = latency_source or getattr(evaluator, "latency_source", "lut")
+        self.reward_name = rewards.canonical(reward)
+        self.max_ratio = float(max_ratio if max_ratio is not None else evaluator.max_ratio)
+        self.latency_source = latency_source or evaluator.latency_source
         self.agent_options = {k: dict(v) for k, v in (agent_options or {}).items()}
         self.storage = store.open_storage(storage) if isinstance(storage, str) else storage
         self.listeners: list[Listener] = []
         self._studies: dict[str, optuna.Study] = {}
-        self._reward_fn: Callable[..., float] | None | bool = None
-        self._fp_id: str | None = None
         self.attach_policies = True  # each trial's policy JSON as a trial artifact (runs/<name>/artifacts)
         self._artifacts: Any = None
+
+    @property
+    def budgets_ms(self) -> list[float]:
+        return [b.ms for b in self.budgets]
+
+    @property
+    def budget_labels(self) -> list[str]:
+        return [b.label for b in self.budgets]
+
+    def budget_for(self, ms: float) -> Budget | None:
+        """The job's budget of `ms` milliseconds (None when it has none)."""
+        return next((b for b in self.budgets if math.isclose(b.ms, ms, rel_tol=1e-9)), None)
 
     # --- groups and the grid ------------------------------------------------------------------
     @property
@@ -121,34 +143,35 @@ class SearchContext:
         self,
         agent_name: str,
         ratios: Mapping[str, float] | Sequence[float],
-        trial: Any = None,
+        trial: optuna.Trial | None = None,
         *,
         reward: float | None = None,
-        budget_ms: float | None = None,
+        budget: Budget | None = None,
         extra_attrs: Mapping[str, Any] | None = None,
-    ) -> Any:
-        """Evaluate a policy (EvalResult) and record it as a trial of the agent's study."""
+    ) -> EvalResult:
+        """Evaluate a policy and record it as a trial of the agent's study."""
         result = self.evaluator.evaluate(self.ratios_dict(ratios))
-        self.record(agent_name, result, trial, reward=reward, budget_ms=budget_ms, extra_attrs=extra_attrs)
+        self.record(agent_name, result, trial, reward=reward, budget=budget, extra_attrs=extra_attrs)
         return result
 
     def record(
         self,
         agent_name: str,
-        result: Any,
-        trial: Any = None,
+        result: EvalResult,
+        trial: optuna.Trial | None = None,
         *,
         reward: float | None = None,
-        budget_ms: float | None = None,
+        budget: Budget | None = None,
         extra_attrs: Mapping[str, Any] | None = None,
     ) -> int:
         """Record an evaluation.
 
         Without `trial`, a COMPLETE trial is added to the agent's study right away. With a live
         `optuna.Trial` (ask/tell or `study.optimize`), its user attrs are set and the agent tells
-        the values itself (`[result.accuracy, result.latency_ms]`). Returns the trial number.
+        the values itself (`[result.accuracy, result.latency_ms]`). `budget` is the one the policy
+        was aimed at (default: the job's first). Returns the trial number.
         """
-        attrs = self.user_attrs(agent_name, result, reward=reward, budget_ms=budget_ms)
+        attrs = self.user_attrs(agent_name, result, reward=reward, budget=budget)
         if extra_attrs:
             attrs.update(extra_attrs)
         link = self._policy_artifact(attrs["policy"])
@@ -186,114 +209,64 @@ class SearchContext:
             self.attach_policies = False
             return None
 
-    def values(self, result: Any) -> list[float]:
+    def values(self, result: EvalResult) -> list[float]:
         return [float(result.accuracy), float(result.latency_ms)]
 
-    def params(self, result: Any) -> dict[str, float]:
+    def params(self, result: EvalResult) -> dict[str, float]:
         """Grid params of an evaluated policy (what a trial of it holds)."""
         ratios = result.policy.requested()
         return {n: self.snap(ratios[n]) for n in self.group_names}
 
     def user_attrs(
-        self, agent_name: str, result: Any, *, reward: float | None = None, budget_ms: float | None = None
+        self, agent_name: str, result: EvalResult, *, reward: float | None = None, budget: Budget | None = None
     ) -> dict[str, Any]:
-        budget = float(budget_ms) if budget_ms is not None else (self.budgets_ms[0] if self.budgets_ms else None)
-        if reward is None:
+        budget = budget if budget is not None else (self.budgets[0] if self.budgets else None)
+        if reward is None and budget is not None:
             reward = self.reward(result, budget)
         policy = result.policy.to_dict()
         policy["metrics"] = dict(policy.get("metrics") or {}) | {
             "accuracy": float(result.accuracy),
             "latency_ms": float(result.latency_ms),
             "latency_source": self.latency_source,
-            "lut_latency_ms": _num(getattr(result, "lut_latency_ms", None)),
-            "live_latency_ms": _num(getattr(result, "live_latency_ms", None)),
+            "lut_latency_ms": _num(result.lut_latency_ms),
+            "live_latency_ms": _num(result.live_latency_ms),
+            "live_ratio": _num(result.live_ratio),
         }
         return {
-            "macs": _int(getattr(result, "macs", None)),
-            "params": _int(getattr(result, "params", None)),
+            "macs": int(result.macs),
+            "params": int(result.params),
             "latency_source": self.latency_source,
-            "lut_latency_ms": _num(getattr(result, "lut_latency_ms", None)),
-            "live_latency_ms": _num(getattr(result, "live_latency_ms", None)),
+            "lut_latency_ms": _num(result.lut_latency_ms),
+            "live_latency_ms": _num(result.live_latency_ms),
+            "live_ratio": _num(result.live_ratio),
             "reward": _num(reward),
-            "latency_kind": getattr(result, "latency_kind", None)
-            or ("live" if getattr(result, "live_latency_ms", None) is not None and self.latency_source != "lut" else "lut"),
-            "budget_ms": _num(budget),
+            "latency_kind": result.latency_kind,
+            "budget_ms": None if budget is None else budget.ms,
+            "budget": None if budget is None else budget.label,
             "agent": agent_name,
             "seed": self.seed,
-            "device_fingerprint": self.fingerprint_id(),
+            "device_fingerprint": self.evaluator.fingerprint_id,
             "policy": json.dumps(policy, separators=(",", ":"), allow_nan=False, default=_json_default),
         }
 
-    # --- reward and device ------------------------------------------------------------------------
-    def reward(self, result: Any, budget_ms: float | None) -> float | None:
-        """The job's reward for a result (envs.rewards), or None when it cannot be computed."""
-        if budget_ms is None:
-            return None
-        if self._reward_fn is None:
-            self._reward_fn = _resolve_reward(self.reward_name) or False
-        if not self._reward_fn:
-            return None
+    # --- reward ------------------------------------------------------------------------------------
+    def reward(self, result: EvalResult, budget: Budget) -> float | None:
+        """The job's reward (envs.rewards) for a result aimed at `budget`; None when it is undefined
+        (e.g. a reward that needs a positive latency)."""
+        ev = self.evaluator
         try:
-            return float(_call_reward(self._reward_fn, result, budget_ms, self.evaluator))
-        except Exception:
-            log.debug("reward %s failed", self.reward_name, exc_info=True)
+            value, _parts = rewards.compute(
+                self.reward_name,
+                float(result.accuracy),
+                float(result.latency_ms),
+                budget.ms,
+                ev.dense_accuracy,
+                ev.dense_latency_for(result),
+            )
+        except ValueError:
+            log.debug("reward %s undefined for this result", self.reward_name, exc_info=True)
             return None
-
-    def fingerprint_id(self) -> str | None:
-        if self._fp_id is None and getattr(self.evaluator, "fingerprint_id", None):
-            self._fp_id = str(self.evaluator.fingerprint_id)
-        if self._fp_id is None:
-            fp = getattr(self.evaluator, "fingerprint", None)
-            try:
-                from hwprofiler import fingerprint_id
-
-                self._fp_id = fingerprint_id(fp) if fp else ""
-            except Exception:
-                self._fp_id = str(hash(json.dumps(fp, sort_keys=True, default=str))) if fp else ""
-        return self._fp_id or None
-
-
-def _resolve_reward(name: str) -> Callable[..., float] | None:
-    try:
-        from envs import rewards
-    except Exception:
-        return None
-    for attr in ("get_reward", "make_reward", "reward_fn"):
-        getter = getattr(rewards, attr, None)
-        if callable(getter):
-            try:
-                fn = getter(name)
-                if callable(fn):
-                    return fn
-            except Exception:
-                pass
-    table = getattr(rewards, "REWARDS", None)
-    if isinstance(table, Mapping) and name in table:
-        return table[name]
-    fn = getattr(rewards, name, None)
-    return fn if callable(fn) else None
-
-
-def _call_reward(fn: Callable[..., float], result: Any, budget_ms: float, evaluator: Any) -> float:
-    dense_for = getattr(evaluator, "dense_latency_for", None)  # the dense latency of the same kind (live or LUT)
-    dense_ms = dense_for(result) if dense_for is not None else getattr(evaluator, "dense_latency_ms", None)
-    kwargs = {
-        "accuracy": float(result.accuracy),
-        "latency_ms": float(result.latency_ms),
-        "budget_ms": float(budget_ms),
-        "dense_accuracy": getattr(evaluator, "dense_accuracy", None),
-        "dense_latency_ms": dense_ms,
-    }
-    import inspect
-
-    try:
-        sig = inspect.signature(fn)
-        accepted = {k: v for k, v in kwargs.items() if k in sig.parameters}
-        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-            accepted = kwargs
-        return fn(**accepted)
-    except TypeError:
-        return fn(float(result.accuracy), float(result.latency_ms), float(budget_ms))
+        return float(value)
 
 
 def _num(v: Any) -> float | None:
@@ -304,13 +277,6 @@ def _num(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
-
-
-def _int(v: Any) -> int | None:
-    try:
-        return None if v is None else int(v)
-    except (TypeError, ValueError):
-        return None
 
 
 def _json_default(o: Any) -> Any:

@@ -153,9 +153,11 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, quiet:
     check_port(host, port)
     storage, astore, job = prepare(run_dir)
     if not quiet:
-        from hilprune.cli.output import console
+        from .progress import stderr_console
 
-        console.print(f"optuna-dashboard for [bold]{job.name}[/] ({job.storage_url}) at http://{host}:{port}/  (Ctrl-C to stop)")
+        stderr_console().print(
+            f"optuna-dashboard for [bold]{job.name}[/] ({job.storage_url}) at http://{host}:{port}/  (Ctrl-C to stop)"
+        )
     try:
         run_server(storage, host=host, port=port, artifact_store=astore)
     except OSError as exc:

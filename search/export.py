@@ -23,10 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hilprune.budget import Budget, resolve_budget, within_budget
 from hilprune.errors import HilpruneError
 
 from . import store
-from .job import budget_value, load_run_job, parse_budget
+from .job import load_run_job
+from .rundir import dense_measured_at, job_budgets, read_dense
 from .store import TrialRecord
 
 log = logging.getLogger(__name__)
@@ -36,11 +38,10 @@ MAX_LIVE_CANDIDATES = 25
 NEAR_BUDGET = 1.25  # measure live only trials whose recorded latency is within 125% of the budget
 
 
-def _budget_ms(label: str, dense: dict[str, Any]) -> float:
-    if label in (dense.get("budgets_ms") or {}):
-        return float(dense["budgets_ms"][label])
-    value, is_ms = budget_value(label)
-    return value if is_ms else value * float(dense["latency_ms"])
+def job_budget(budget: str, dense: dict[str, Any]) -> Budget:
+    """The budget as the job resolved it, or resolved now against the job's dense reference."""
+    resolved = resolve_budget(budget, float(dense["latency_ms"]))
+    return job_budgets(dense).get(resolved.label, resolved)
 
 
 def _find_trial(records: dict[str, list[TrialRecord]], ref: str) -> TrialRecord:
@@ -60,31 +61,43 @@ def _find_trial(records: dict[str, list[TrialRecord]], ref: str) -> TrialRecord:
 
 
 class LiveLatency:
-    """Live latency of pruned models on the job's device, cached in the run directory by policy key.
+    """Live latency of pruned models on the job's device, in the job's dense reference frame, cached
+    in the run directory by policy key.
 
-    `dense` is the job's dense.json: its fingerprint keys the cache, and hwprofiler's cached times from
-    before its dense reference was measured (another run, another load) are measured again, as in
-    the search itself."""
+    Each model is timed interleaved with the dense model (hwprofiler.measure_paired) and reported
+    as ratio x the job's dense reference, as the search recorded its live trials, so the budget is
+    judged the same way. `dense` is the job's dense.json: its fingerprint keys the cache, and
+    hwprofiler's cached pairs from before its dense reference was measured are measured again."""
+
+    FRAME = "paired"  # cache files of other frames (older versions) are not reused
 
     def __init__(
         self, run_dir: Path, surgeon: Any, input_shape: tuple[int, int, int], device: str, dense: dict[str, Any]
     ) -> None:
-        from .runner import dense_measured_at
+        from hilprune.export import to_onnx_bytes
 
         self.path = run_dir / LIVE_CACHE
         self.surgeon, self.input_shape, self.device = surgeon, input_shape, device
+        self.reference_ms = float(dense["latency_ms"])
+        self.dense_onnx = to_onnx_bytes(surgeon.dense, input_shape)
         self.fp_id: str | None = dense.get("fingerprint_id")
         self.not_before = dense_measured_at(dense)
         try:
             data = json.loads(self.path.read_text()) if self.path.is_file() else {}
         except json.JSONDecodeError:
             data = {}
-        self.cache: dict[str, float] = data.get("latency_ms", {}) if data.get("fingerprint_id") == self.fp_id else {}
+        usable = data.get("fingerprint_id") == self.fp_id and data.get("frame") == self.FRAME
+        self.cache: dict[str, float] = data.get("latency_ms", {}) if usable else {}
 
-    def measure_bytes(self, onnx_bytes: bytes) -> float:
-        from hwprofiler import measure_onnx
+    def measure_bytes(self, onnx_bytes: bytes) -> Any:
+        """The paired measurement (hwprofiler's PairedMeasurement) of a graph against the dense one."""
+        from hwprofiler import measure_paired
 
-        return float(measure_onnx(onnx_bytes, self.device, not_before=self.not_before).latency_ms)
+        return measure_paired(onnx_bytes, self.dense_onnx, self.device, not_before=self.not_before)
+
+    def in_frame(self, onnx_bytes: bytes) -> float:
+        """A graph's live latency in the job's dense reference frame (ratio x reference ms)."""
+        return float(self.measure_bytes(onnx_bytes).ratio) * self.reference_ms
 
     def __call__(self, policy: Any) -> float:
         from hilprune.export import to_onnx_bytes
@@ -92,9 +105,10 @@ class LiveLatency:
         key = ",".join(str(k) for k in policy.key())
         if key not in self.cache:
             model = self.surgeon.apply(policy, count=False).model
-            self.cache[key] = self.measure_bytes(to_onnx_bytes(model, self.input_shape))
+            self.cache[key] = self.in_frame(to_onnx_bytes(model, self.input_shape))
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"fingerprint_id": self.fp_id, "device": self.device, "latency_ms": self.cache}, indent=1))
+            payload = {"fingerprint_id": self.fp_id, "device": self.device, "frame": self.FRAME, "latency_ms": self.cache}
+            tmp.write_text(json.dumps(payload, indent=1))
             tmp.replace(self.path)
         return self.cache[key]
 
@@ -102,24 +116,19 @@ class LiveLatency:
 def pick_trial(records: dict[str, list[TrialRecord]], budget_ms: float, live: Any, policy_of: Any) -> tuple[TrialRecord, float]:
     """Most accurate trial whose live latency meets the budget, and that live latency."""
     candidates = sorted(
-        (
-            r
-            for recs in records.values()
-            for r in recs
-            if r.latency_ms <= budget_ms * NEAR_BUDGET or (r.live_latency_ms is not None and r.live_latency_ms <= budget_ms)
-        ),
+        (r for recs in records.values() for r in recs if within_budget(r.latency_ms, budget_ms * NEAR_BUDGET)),
         key=lambda r: (-r.accuracy, r.latency_ms),
     )
     measured = 0
     for r in candidates:
-        if r.live_latency_ms is not None:
-            lat = r.live_latency_ms
+        if r.live_ratio is not None:  # measured live, paired, during the search: already in the frame
+            lat = r.latency_ms
         else:
             if measured >= MAX_LIVE_CANDIDATES:
                 break
             lat = live(policy_of(r))
             measured += 1
-        if lat <= budget_ms:
+        if within_budget(lat, budget_ms):
             return r, lat
     raise HilpruneError(
         f"no trial meets the budget of {budget_ms:.4g} ms by live latency "
@@ -143,14 +152,12 @@ def export_run(
     import torch
 
     from hilprune.data import load_dataset
-    from hilprune.export import export_onnx, to_onnx_bytes
+    from hilprune.export import export_onnx
     from hilprune.models import resolve_model
     from hilprune.policy import Policy
     from hilprune.surgery import Surgeon, save_pruned
     from hilprune.train import evaluate, recalibrate_bn
     from hilprune.train.bn_recalib import BN_BATCH_SIZE
-
-    from .runner import read_dense
 
     torch.set_num_threads(1)
     run_dir = Path(run_dir)
@@ -163,8 +170,8 @@ def export_run(
         raise HilpruneError(f"{run_dir}: no dense.json; run 'hilprune search' first")
     if not job.dataset:
         raise HilpruneError("export fine-tunes and tests on the job's data set, but this job has none (--dataset)")
-    label = parse_budget(budget)
-    budget_ms = _budget_ms(label, dense)
+    the_budget = job_budget(budget, dense)
+    label, budget_ms = the_budget.label, the_budget.ms
     records = store.load_records(store.open_storage(job.storage_url), job.name)
     if not any(records.values()):
         raise HilpruneError(f"{run_dir}: no finished trials yet")
@@ -184,7 +191,7 @@ def export_run(
     if trial is not None:
         rec = _find_trial(records, trial)
         live_before = live(policy_of(rec))
-        if live_before > budget_ms:
+        if not within_budget(live_before, budget_ms):
             log.warning("trial %s runs in %.4g ms live, over the %s budget (%.4g ms)", rec.ref, live_before, label, budget_ms)
     else:
         rec, live_before = pick_trial(records, budget_ms, live, policy_of)
@@ -205,9 +212,10 @@ def export_run(
 
     out.mkdir(parents=True, exist_ok=True)
     exp = export_onnx(model, spec.input_shape, out / "model.onnx")
-    live_ms = live.measure_bytes(exp.onnx_bytes)
-    dense_live = live.measure_bytes(to_onnx_bytes(dense_model, spec.input_shape))
-    speedup = dense_live / live_ms if live_ms > 0 else None
+    pair = live.measure_bytes(exp.onnx_bytes)
+    live_ms = float(pair.ratio) * live.reference_ms  # in the job's dense frame, as the budget is judged
+    dense_live = float(pair.reference.latency_ms)
+    speedup = 1.0 / float(pair.ratio)
     save_pruned(out / "pruned.pt", model, policy)
 
     policy.metrics = dict(policy.metrics) | {
@@ -232,7 +240,9 @@ def export_run(
         "predicted_latency_ms": rec.lut_latency_ms,
         "search_latency_ms": rec.latency_ms,
         "search_latency_source": rec.latency_source,
-        "live_latency_ms": live_ms,
+        "latency_ms": live_ms,
+        "live_latency_ms": float(pair.model.latency_ms),
+        "live_ratio": float(pair.ratio),
         "dense_live_latency_ms": dense_live,
         "speedup": speedup,
         "device": job.device,
@@ -260,7 +270,8 @@ def export_run(
         "agent": rec.agent,
         "trial": rec.number,
         "max_abs_diff": exp.max_abs_diff,
-        "meets_budget": live_ms <= budget_ms,
+        "live_ratio": float(pair.ratio),
+        "meets_budget": within_budget(live_ms, budget_ms),
     }
 
 

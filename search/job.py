@@ -23,12 +23,12 @@ n_steps = 64
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hilprune.budget import parse_budgets
 from hilprune.errors import HilpruneError
 
 try:  # Python 3.11+
@@ -57,64 +57,6 @@ IDENTITY_FIELDS = (
     "importance",
     "seed",
 )
-
-
-# --- budgets ------------------------------------------------------------------------------------
-_MS = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*ms\s*$")
-
-
-def parse_budget(text: str | float | int) -> str:
-    """Canonical label of one budget: a fraction of dense latency ('0.5') or milliseconds ('1.2ms')."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-        raw = repr(text)
-    else:
-        raw = str(text).strip().lower()
-        m = _MS.match(raw)
-        if m:
-            ms = float(m.group(1))
-            if not (ms > 0 and math.isfinite(ms)):
-                raise HilpruneError(f"budget {text!r}: a latency budget must be a positive number of milliseconds")
-            return f"{_fmt(ms)}ms"
-        try:
-            value = float(raw)
-        except ValueError:
-            raise HilpruneError(
-                f"budget {text!r}: expected a fraction of the dense latency (0.5) or milliseconds (1.2ms)"
-            ) from None
-    if not (0 < value <= 1) or not math.isfinite(value):
-        raise HilpruneError(
-            f"budget {raw}: a fractional budget must be in (0, 1] (a fraction of the dense model's latency); "
-            "write milliseconds as e.g. 1.2ms"
-        )
-    return _fmt(value)
-
-
-def parse_budgets(values: Any) -> list[str]:
-    """Budgets from a list and/or comma-separated strings; duplicates removed, order kept."""
-    if values is None:
-        return []
-    if isinstance(values, (str, int, float)):
-        values = [values]
-    out: list[str] = []
-    for v in values:
-        parts = [p for p in str(v).split(",") if p.strip()] if isinstance(v, str) else [v]
-        for p in parts:
-            label = parse_budget(p)
-            if label not in out:
-                out.append(label)
-    return out
-
-
-def budget_value(label: str) -> tuple[float, bool]:
-    """(value, is_ms) of a canonical budget label."""
-    if label.endswith("ms"):
-        return float(label[:-2]), True
-    return float(label), False
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.6g}"
 
 
 def split_list(values: Any) -> list[str]:

@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hilprune.budget import within_budget
 from hilprune.errors import HilpruneError
 
 from . import store
 from .job import Job, load_run_job
+from .rundir import job_budgets, read_dense, write_json
 from .store import TrialRecord
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ SUMMARY_FILE = "summary.json"
 
 
 def best_within(records: list[TrialRecord], budget_ms: float) -> TrialRecord | None:
-    ok = [r for r in records if r.latency_ms <= budget_ms]
+    """The most accurate trial that meets the budget (ties: faster, then earlier)."""
+    ok = [r for r in records if within_budget(r.latency_ms, budget_ms)]
     if not ok:
         return None
     return max(ok, key=lambda r: (r.accuracy, -r.latency_ms, -r.number))
@@ -69,8 +72,6 @@ def budget_file_name(label: str) -> str:
 def load_run(
     run_dir: str | Path, storage: Any = None, job: Job | None = None
 ) -> tuple[Job, dict[str, Any], dict[str, list[TrialRecord]]]:
-    from .runner import read_dense
-
     run_dir = Path(run_dir)
     job = job or load_run_job(run_dir)
     dense = read_dense(run_dir)
@@ -99,7 +100,7 @@ def write_report(
     storage = storage or store.open_storage((job or load_run_job(run_dir)).storage_url)
     job, dense_read, records = load_run(run_dir, storage, job)
     dense = dense or dense_read
-    budgets_ms: dict[str, float] = {k: float(v) for k, v in (dense.get("budgets_ms") or {}).items()}
+    budgets_ms: dict[str, float] = {label: b.ms for label, b in job_budgets(dense).items()}
     labels = [b for b in job.budgets if b in budgets_ms] + [b for b in budgets_ms if b not in job.budgets]
     all_records = [r for recs in records.values() for r in recs]
     dense_lat = float(dense["latency_ms"])
@@ -177,8 +178,6 @@ def write_report(
             log.warning("could not draw the Pareto plot: %s", exc)
     (run_dir / REPORT_FILE).write_text(markdown_report(job, dense, summary, records, front))
     summary["report"] = str(run_dir / REPORT_FILE)
-    from .runner import write_json
-
     write_json(run_dir / SUMMARY_FILE, summary)
     if artifacts:
         try:

@@ -245,6 +245,7 @@ class TrialRecord:
     latency_source: str | None = None
     lut_latency_ms: float | None = None
     live_latency_ms: float | None = None
+    live_ratio: float | None = None  # live / dense, measured interleaved: latency_ms is then in the dense frame
     macs: int | None = None
     params: int | None = None
     reward: float | None = None
@@ -279,6 +280,7 @@ def record_from_trial(agent: str, t: FrozenTrial) -> TrialRecord:
         latency_source=ua.get("latency_source"),
         lut_latency_ms=_f(ua.get("lut_latency_ms")),
         live_latency_ms=_f(ua.get("live_latency_ms")),
+        live_ratio=_f(ua.get("live_ratio")),
         macs=ua.get("macs"),
         params=ua.get("params"),
         reward=_f(ua.get("reward")),

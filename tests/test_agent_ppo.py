@@ -1,4 +1,4 @@
-"""PPO (and SAC/DDPG) try-and-learn on digits-cnn / digits / ort-cpu-1t: every episode becomes a
+"""PPO (and SAC/DDPG) try-and-learn on digits-cnn / digits / sim-cpu: every episode becomes a
 trial, the search stops exactly at its evaluation count, checkpoints resume, the trained agent's
 deterministic policy is recorded and meets the budget."""
 
@@ -12,26 +12,25 @@ import pytest
 
 pytest.importorskip("envs.evaluator", reason="envs.evaluator (PolicyEvaluator) is not available")
 
-from helpers import reachable_budget_ms  # noqa: E402
-
-from agent.callbacks import episode_ratios, find_checkpoint  # noqa: E402
+from agent.callbacks import episode_result, find_checkpoint  # noqa: E402
 from agent.ppo import PPOAgent, QuotaEvaluator  # noqa: E402
 from search.agents import make_agent  # noqa: E402
+from hilprune.budget import within_budget  # noqa: E402
 from search.context import SearchContext  # noqa: E402
 
-BUDGET = 0.65  # of dense, or more where a loaded CPU lifts the floor (helpers.reachable_budget_ms)
+BUDGET = 0.65  # of dense (the simulated device's latencies are the same on every machine)
 
 
 @pytest.fixture(scope="module")
 def evaluator():  # noqa: ANN201
     from envs.evaluator import PolicyEvaluator
 
-    return PolicyEvaluator("digits-cnn", dataset="digits", device="ort-cpu-1t", latency_source="lut", val_size=360)
+    return PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", latency_source="lut", val_size=360)
 
 
 def make_ctx(ev, out: Path, budgets: list[float] | None = None) -> SearchContext:  # noqa: ANN001
-    budgets = budgets or [reachable_budget_ms(ev, BUDGET)]
-    return SearchContext(ev, budgets, storage=str(out / "study.journal"), job_name="t", out_dir=out, seed=0)
+    resolved = [ev.check_budget(b) for b in (budgets or [BUDGET])]
+    return SearchContext(ev, resolved, storage=str(out / "study.journal"), job_name="t", out_dir=out, seed=0)
 
 
 def trials(ctx: SearchContext, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -46,7 +45,7 @@ def test_ppo_search_records_episodes_and_a_deterministic_policy(evaluator, tmp_p
     ts = trials(ctx, "ppo")
     assert len(ts) == n == ctx.finished("ppo")
     budget = ctx.budgets_ms[0]
-    assert all(t.values[1] <= budget * (1 + 1e-9) for t in ts)  # constrained reward: the env clips to the budget
+    assert all(within_budget(t.values[1], budget) for t in ts)  # constrained reward: the env clips to the budget
     det = [t for t in ts if t.user_attrs.get("deterministic")]
     assert len(det) == 1 and det[0].number == ts[-1].number
     assert all(t.user_attrs["agent"] == "ppo" and t.user_attrs["algo"] == "ppo" for t in ts)
@@ -86,14 +85,15 @@ def test_off_policy_algorithms_share_the_code_path(evaluator, tmp_path: Path, al
 
 
 def test_two_budgets_one_policy(evaluator, tmp_path: Path) -> None:  # noqa: ANN001
-    budgets = [reachable_budget_ms(evaluator, 0.4, 0.2), reachable_budget_ms(evaluator, 0.7, 0.7)]
-    ctx = make_ctx(evaluator, tmp_path, budgets)
+    ctx = make_ctx(evaluator, tmp_path, [0.4, 0.7])
     make_agent("ppo", n_envs=2, tensorboard=False).run(ctx, 6)  # 4 episodes (2 per budget) + 2 deterministic
     ts = trials(ctx, "ppo")
     assert len(ts) == 6
-    assert sorted(t.user_attrs["budget_ms"] for t in ts if t.user_attrs["deterministic"]) == pytest.approx(budgets)
+    assert sorted(t.user_attrs["budget"] for t in ts if t.user_attrs["deterministic"]) == ["0.4", "0.7"]
+    assert sorted(t.user_attrs["budget_ms"] for t in ts if t.user_attrs["deterministic"]) == pytest.approx(ctx.budgets_ms)
+    assert {t.user_attrs["budget"] for t in ts if not t.user_attrs["deterministic"]} == {"0.4", "0.7"}
     for t in ts:
-        assert t.values[1] <= t.user_attrs["budget_ms"] * (1 + 1e-9)
+        assert within_budget(t.values[1], t.user_attrs["budget_ms"])
 
 
 def test_quota_evaluator_and_episode_info(evaluator) -> None:  # noqa: ANN001
@@ -103,9 +103,20 @@ def test_quota_evaluator_and_episode_info(evaluator) -> None:  # noqa: ANN001
     over = q.evaluate([0.25] * len(names))
     assert real.accuracy > 0.5 and over.accuracy == 0.0 and q.calls == 2
     assert q.groups is evaluator.groups  # everything else passes through
-    assert episode_ratios({"policy": real.policy.to_dict()}) == pytest.approx({n: 0.5 for n in names})
-    assert episode_ratios({"ratios": {"a": 0.1}}) == {"a": 0.1}
-    assert episode_ratios({"policy": json.dumps({"a": 0.2})}) == {"a": 0.2}
+    info = {  # what an env in another process reports at an episode's end
+        "policy": real.policy.to_dict(),
+        "accuracy": real.accuracy,
+        "latency_ms": real.latency_ms,
+        "lut_latency_ms": real.lut_latency_ms,
+        "live_latency_ms": None,
+        "live_ratio": None,
+        "latency_kind": "lut",
+        "macs": real.macs,
+        "params": real.params,
+    }
+    rebuilt = episode_result(info)
+    assert (rebuilt.accuracy, rebuilt.latency_ms, rebuilt.key()) == (real.accuracy, real.latency_ms, real.key())
+    assert episode_result(info, evaluator).cached  # in-process: the evaluator's cache answers
 
 
 def test_ppo_repeats_under_a_seed(evaluator, tmp_path: Path) -> None:  # noqa: ANN001
@@ -113,5 +124,5 @@ def test_ppo_repeats_under_a_seed(evaluator, tmp_path: Path) -> None:  # noqa: A
     for k in range(2):
         ctx = make_ctx(evaluator, tmp_path / str(k))
         make_agent("ppo", tensorboard=False, episodes_per_rollout=1).run(ctx, 10)  # one PPO update happens in between
-        runs.append([t.params for t in trials(ctx, "ppo")])
+        runs.append([(t.params, t.values) for t in trials(ctx, "ppo")])
     assert runs[0] == runs[1]

@@ -1,4 +1,4 @@
-"""Optuna baselines (TPE, NSGA-II) and AutoPrune on digits-cnn / digits / ort-cpu-1t: each records
+"""Optuna baselines (TPE, NSGA-II) and AutoPrune on digits-cnn / digits / sim-cpu: each records
 its trials in the shared form, finds a policy within the budget and repeats itself under a seed."""
 
 from __future__ import annotations
@@ -12,34 +12,31 @@ import torch
 
 pytest.importorskip("envs.evaluator", reason="envs.evaluator (PolicyEvaluator) is not available")
 
-from helpers import reachable_budget_ms  # noqa: E402
-
 from search.agents import make_agent  # noqa: E402
 from search.agents.autoprune import ChannelGates, channel_costs, fit_to_budget, gate_sites, gates_to_ratios  # noqa: E402
 from search.agents.tpe import CONSTRAINT, HAS_SET_CONSTRAINT, snap_up, uniform_for_budget  # noqa: E402
 from search.context import SearchContext  # noqa: E402
 
-BUDGET = 0.65  # of dense, or more where a loaded CPU lifts the floor (helpers.reachable_budget_ms)
+BUDGET = 0.65  # of dense (the simulated device's latencies are the same on every machine)
 
 
 @pytest.fixture(scope="module")
 def evaluator():  # noqa: ANN201
     from envs.evaluator import PolicyEvaluator
 
-    return PolicyEvaluator("digits-cnn", dataset="digits", device="ort-cpu-1t", latency_source="lut", val_size=360)
+    return PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", latency_source="lut", val_size=360)
 
 
 def make_ctx(ev, out: Path, seed: int = 0, worker_index: int = 0, storage: str | None = None) -> SearchContext:  # noqa: ANN001
-    ctx = SearchContext(
+    return SearchContext(
         ev,
-        [reachable_budget_ms(ev, BUDGET)],
+        [ev.check_budget(BUDGET)],
         storage=storage or str(out / "study.journal"),
         job_name="t",
         out_dir=out,
         seed=seed + worker_index,
+        worker_index=worker_index,
     )
-    ctx.worker_index = worker_index  # type: ignore[attr-defined]
-    return ctx
 
 
 def run_agent(ev, out: Path, name: str, n: int, **options) -> tuple[SearchContext, list[optuna.trial.FrozenTrial]]:  # noqa: ANN001, ANN003
@@ -160,7 +157,7 @@ def test_gate_ratios_and_budget_fit(evaluator) -> None:  # noqa: ANN001
     for g in groups:
         closed = (values[g.name] <= 0.3).sum() / g.channels
         assert ratios[g.name] == snap_up(closed, 0.05, 0.9) >= closed - 1e-9
-    budget = reachable_budget_ms(evaluator, 0.5)
+    budget = evaluator.check_budget(0.5).ms
     fitted, changed = fit_to_budget(values, groups, {g.name: 0.0 for g in groups}, evaluator.predict_latency, budget, 0.9, 0.05)
     assert changed and evaluator.predict_latency(fitted) <= budget
     assert snap_up(0.3333, 0.05, 0.9) == 0.35 and snap_up(0.35, 0.05, 0.9) == 0.35 and snap_up(0.97, 0.05, 0.93) == 0.9

@@ -1,4 +1,7 @@
-"""envs.evaluator.PolicyEvaluator on digits-cnn / digits / ort-cpu-1t (and a user model file)."""
+"""envs.evaluator.PolicyEvaluator on digits-cnn / digits / sim-cpu (and a user model file).
+
+Logic is tested on the simulated device: its latencies are the same on every machine, so budgets
+are exact fractions and results repeat exactly."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import torch
 
 from envs.errors import BudgetError, EnvConfigError
 from envs.evaluator import EvalResult, PolicyEvaluator
+from hilprune.budget import Budget
 from hilprune.errors import HilpruneError, PolicyError
 
 USER_MODEL = str(Path(__file__).parent / "fixtures_envs" / "user_cnn.py") + ":build"
@@ -17,7 +21,7 @@ USER_MODEL = str(Path(__file__).parent / "fixtures_envs" / "user_cnn.py") + ":bu
 
 @pytest.fixture(scope="module")
 def ev() -> PolicyEvaluator:
-    return PolicyEvaluator("digits-cnn", dataset="digits", device="ort-cpu-1t", val_size=200)
+    return PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=200)
 
 
 def test_dense_reference(ev: PolicyEvaluator) -> None:
@@ -41,19 +45,21 @@ def test_val_subset_comes_from_the_val_split(ev: PolicyEvaluator) -> None:
     assert not any(torch.equal(ev.val.x[:5], bundle.test.x[i : i + 5]) for i in range(0, len(bundle.test) - 5, 5))
 
 
-def test_budget_parsing(ev: PolicyEvaluator) -> None:
+def test_budgets_resolve_against_the_dense_reference(ev: PolicyEvaluator, caplog) -> None:
     d = ev.dense_latency_ms
-    assert ev.budget_ms(0.5) == pytest.approx(0.5 * d)
-    assert ev.budget_ms("0.5") == pytest.approx(0.5 * d)
-    assert ev.budget_ms("50%") == pytest.approx(0.5 * d)
-    assert ev.budget_ms("1.2ms") == pytest.approx(1.2)
+    assert ev.resolve_budget(0.5) == Budget("0.5", 0.5 * d, 0.5)
+    assert ev.resolve_budget("0.5") == ev.resolve_budget("50%") == ev.resolve_budget(np.float64(0.5))
+    assert ev.resolve_budget("1.2ms") == Budget("1.2ms", 1.2, None)
     for bad in (1.5, 0, "fast", True, "-1ms"):
         with pytest.raises(BudgetError):
-            ev.budget_ms(bad)
+            ev.resolve_budget(bad)
     with pytest.raises(BudgetError) as exc:
         ev.check_budget(0.01)
-    assert isinstance(exc.value, HilpruneError) and "max_ratio" in str(exc.value)
-    assert ev.check_budget(0.7) == pytest.approx(0.7 * d)
+    assert isinstance(exc.value, HilpruneError) and "--max-ratio" in str(exc.value)
+    assert ev.check_budget(0.5).ms == pytest.approx(0.5 * d)
+    with caplog.at_level("WARNING"):
+        assert ev.check_budget(f"{2 * d}ms").ms == pytest.approx(2 * d, rel=1e-5)  # above dense: accepted, warned
+    assert "already meets it" in caplog.text
 
 
 def test_evaluate_phases_and_cache(ev: PolicyEvaluator) -> None:
@@ -97,18 +103,24 @@ def test_predict_latency_matches_real_export(ev: PolicyEvaluator) -> None:
 
 def test_bad_options() -> None:
     with pytest.raises(EnvConfigError):
-        PolicyEvaluator("digits-cnn", dataset="digits", latency_source="magic")
+        PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", latency_source="magic")
     with pytest.raises(HilpruneError):
         PolicyEvaluator("no-such-model", dataset="digits")
 
 
 def test_live_and_hybrid_sources() -> None:
-    live = PolicyEvaluator("digits-cnn", dataset="digits", latency_source="live", val_size=100)
+    live = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", latency_source="live", val_size=100)
     r = live.evaluate([0.5] * 4)
-    assert r.live_latency_ms is not None and r.latency_ms == r.live_latency_ms and r.latency_kind == "live"
-    assert r.lut_latency_ms > 0 and "export" in r.phases
+    assert r.live_latency_ms is not None and r.latency_kind == "live" and r.live_ratio is not None
+    # paired with the dense model, in the dense reference's frame
+    assert r.latency_ms == pytest.approx(r.live_ratio * live.dense_latency_ms)
+    assert r.live_latency_ms == pytest.approx(r.latency_ms)  # the simulated device has no drift: the frames agree
+    assert r.lut_latency_ms > 0 and "export" in r.phases and live.eval_backend == "ort"  # exports anyway: onnxruntime
+    live.use_reference(2 * live.dense_latency_ms)  # a job's recorded reference: the frame follows it
+    again = live.evaluate([0.55] * 4)
+    assert again.latency_ms == pytest.approx(again.live_ratio * live.dense_latency_ms)
 
-    hyb = PolicyEvaluator("digits-cnn", dataset="digits", latency_source="hybrid", val_size=100, budgets=["100ms"])
+    hyb = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", latency_source="hybrid", val_size=100, budgets=["100ms"])
     n_obs = len(hyb.lut.observations)
     first = hyb.evaluate([0.2] * 4)  # empty Pareto set: measured live, and the predictor learns from it
     assert first.live_latency_ms is not None
@@ -132,19 +144,19 @@ def test_live_times_cached_before_the_dense_reference_are_measured_again() -> No
 
     graph = tiny_cnn().SerializeToString()
     first = PolicyEvaluator("digits-cnn", dataset="digits", latency_source="live", val_size=50)
-    first.latency.measure(graph)
-    assert first.latency.measure(graph).cached  # measured since its reference: reused
+    first.latency.measure_paired(graph)
+    assert first.latency.measure_paired(graph).cached  # measured since its reference: reused
     second = PolicyEvaluator("digits-cnn", dataset="digits", latency_source="live", val_size=50)
     assert second.latency.measured_since > first.latency.measured_since
-    assert not second.latency.measure(graph).cached  # cached before the second's reference: measured again
-    assert second.latency.measure(graph).cached
+    assert not second.latency.measure_paired(graph).cached  # cached before the second's reference: measured again
+    assert second.latency.measure_paired(graph).cached
 
 
 def test_user_model_from_a_file() -> None:
     from hilprune.export import to_onnx_bytes
     from hwprofiler import kernels_from_onnx
 
-    ev = PolicyEvaluator(USER_MODEL, dataset="digits", val_size=100)
+    ev = PolicyEvaluator(USER_MODEL, dataset="digits", device="sim-cpu", val_size=100)
     assert ev.spec.name == USER_MODEL and ev.n_groups >= 3
     assert ev.kmap_ok, "the kernel map should handle the concat (no slow fallback)"
     ratios = [0.5] * ev.n_groups

@@ -8,12 +8,13 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hilprune.budget import parse_budget, parse_budgets
 from hilprune.errors import HilpruneError
 from search import store
 from search.agents import REGISTRY, make_agent
 from search.agents.uniform import sweep_order
 from search.clip import sequential_clip, smallest_ratio
-from search.job import check_compatible, load_run_job, parse_budget, parse_budgets, resolve_job
+from search.job import check_compatible, load_run_job, resolve_job
 
 
 def test_budgets_parse_fractions_and_milliseconds() -> None:
@@ -164,7 +165,7 @@ def test_resume_refuses_other_weights(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from hilprune.errors import HilpruneError
-    from search.runner import dense_reference
+    from search.rundir import dense_reference
 
     job = resolve_job(None, model="digits-cnn", dataset="digits", out=str(tmp_path / "run"), agents=["uniform"])
     Path(job.out).mkdir(parents=True)
@@ -172,15 +173,18 @@ def test_resume_refuses_other_weights(tmp_path: Path) -> None:
     ckpt.write_bytes(b"weights v1")
 
     def evaluator(checkpoint: str | None) -> SimpleNamespace:
-        return SimpleNamespace(
+        return SimpleNamespace(  # the part of envs.interface.Evaluator that dense.json reads
             spec=SimpleNamespace(checkpoint=checkpoint),
             fingerprint={},
+            fingerprint_id="0123456789abcdef",
             groups=[],
             dense_accuracy=0.9,
             dense_latency_ms=1.0,
             dense_lut_latency_ms=1.0,
             dense_macs=1,
-            check_budget=lambda b: 0.5,
+            dense_measured_at=1.0,
+            check_budget=lambda b: b,
+            use_reference=lambda ms: None,
         )
 
     first = dense_reference(job, evaluator(str(ckpt)))
@@ -207,13 +211,13 @@ def test_demo_falls_back_to_a_reachable_budget(
     original = PolicyEvaluator.check_budget
 
     def check_budget(self, budget):  # noqa: ANN001, ANN202
-        if str(budget) == "0.5":
+        if budget.label == "0.5":
             raise BudgetError("budget 0.5 cannot be met (simulated slow CPU)")
         return original(self, budget)
 
     monkeypatch.setattr(PolicyEvaluator, "check_budget", check_budget)
     out = tmp_path / "demo"
-    assert main(["demo", "--evals", "4", "--out", str(out), "--json"]) == 0
+    assert main(["demo", "--evals", "4", "--device", "sim-cpu", "--out", str(out), "--json"]) == 0
     printed = capsys.readouterr()
     summary = json.loads(printed.out)
     assert list(summary["best"]) == [DEMO_FALLBACK_BUDGET] and summary["best"][DEMO_FALLBACK_BUDGET] is not None
@@ -224,7 +228,7 @@ def test_dense_measured_at_reads_the_time_or_the_creation_date():
     """Live checks of a job's policies refresh cached times older than its dense reference."""
     import time
 
-    from search.runner import CREATED_FORMAT, dense_measured_at
+    from search.rundir import CREATED_FORMAT, dense_measured_at
 
     assert dense_measured_at({"measured_at": 123.5, "created": "2026-01-01T00:00:00"}) == 123.5
     created = "2026-11-22T10:11:12"

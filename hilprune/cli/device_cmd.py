@@ -9,7 +9,7 @@ import typer
 
 from ..errors import HilpruneError
 from .options import CheckpointOpt, DatasetOpt, DeviceOpt, InputShapeOpt, JsonOpt, ModelOpt, NumClassesOpt
-from .output import console, print_json, print_table
+from .output import console, out, print_json, print_table
 
 
 def _device(name: str):  # -> hwprofiler.DeviceSpec

@@ -274,6 +274,9 @@ def register(app: typer.Typer) -> None:
         evals: Annotated[int, typer.Option("--evals", "-n", help="Evaluations per agent.")] = DEMO_EVALS,
         out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/demo"),
         fresh: Annotated[bool, typer.Option("--fresh", help="Start over (delete the previous demo run in --out).")] = False,
+        device: Annotated[
+            str, typer.Option("--device", help="Target device (sim-cpu: a simulated CPU, the same on every machine).")
+        ] = "ort-cpu-1t",
         json_out: JsonOpt = False,
     ) -> None:
         """About 3 minutes: PPO and the uniform baseline halve digits-cnn's latency on this CPU; prints the best policy.
@@ -299,7 +302,7 @@ def register(app: typer.Typer) -> None:
                 None,
                 model="digits-cnn",
                 dataset="digits",
-                device="ort-cpu-1t",
+                device=device,
                 budgets=[budget],
                 agents=agents,
                 evals=evals,

@@ -49,9 +49,9 @@ def load_factory(name: str) -> Callable[..., SearchAgent]:
         raise HilpruneError(f"agent {name!r} is not available: {module_name} needs {missing!r}, which is not installed") from None
     except ImportError as exc:
         raise HilpruneError(f"agent {name!r} is not available: importing {module_name} failed ({exc})") from None
-    factory = getattr(module, attr, None)
-    if factory is None:
+    if not hasattr(module, attr):
         raise HilpruneError(f"agent {name!r} is not available: {module_name} has no {attr}")
+    factory: Callable[..., SearchAgent] = getattr(module, attr)
     return factory
 
 
@@ -62,11 +62,7 @@ def _lazy(name: str) -> Callable[..., SearchAgent]:
             agent = cls(**options)
         except TypeError as exc:
             raise HilpruneError(f"agent {name!r}: bad options {sorted(options)} ({exc})") from None
-        if getattr(agent, "name", None) != name:  # studies are named by the job's agent name
-            try:
-                agent.name = name  # type: ignore[misc]
-            except AttributeError:
-                pass
+        agent.name = name  # studies are named by the job's agent name
         return agent
 
     factory.__name__ = f"make_{name}"

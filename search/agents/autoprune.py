@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -47,6 +47,11 @@ from torch import nn
 from hilprune.policy import PrunableGroup, build_graph
 
 from .tpe import agent_seed, frozen_constraint_kwargs, sampler_constraint_kwargs, set_trial_constraint, snap_up
+
+if TYPE_CHECKING:
+    from envs.interface import Evaluator
+
+    from ..context import SearchContext
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +184,7 @@ def _key(name: str) -> str:
 # --------------------------------------------------------------------------------------------
 # latency cost per channel (from the LUT)
 # --------------------------------------------------------------------------------------------
-def channel_costs(evaluator: Any, groups: list[PrunableGroup]) -> dict[str, float]:
+def channel_costs(evaluator: Evaluator, groups: list[PrunableGroup]) -> dict[str, float]:
     """Latency cost of one channel of each group, normalized so all channels together cost 1.
 
     A group's share is what the LUT says pruning it to max_ratio saves (others dense), divided by
@@ -188,7 +193,7 @@ def channel_costs(evaluator: Any, groups: list[PrunableGroup]) -> dict[str, floa
     """
     zero = {g.name: 0.0 for g in groups}
     dense = float(evaluator.predict_latency(zero))
-    max_ratio = float(getattr(evaluator, "max_ratio", 0.9))
+    max_ratio = float(evaluator.max_ratio)
     per_channel: dict[str, float] = {}
     for g in groups:
         cut = zero | {g.name: max_ratio}
@@ -393,11 +398,12 @@ class AutoPruneAgent:
                 continue
 
     # -- run ---------------------------------------------------------------------------------
-    def run(self, ctx: Any, n_evals: int) -> None:
+    def run(self, ctx: SearchContext, n_evals: int) -> None:
         torch.set_num_threads(1)
         ev = ctx.evaluator
         groups: list[PrunableGroup] = list(ev.groups)
-        budgets = sorted(float(b) for b in ctx.budgets_ms) or [float(ev.dense_latency_ms)]
+        job_budgets = sorted(ctx.budgets, key=lambda b: b.ms) or [ev.resolve_budget(1.0)]
+        budgets = [b.ms for b in job_budgets]
         max_ratio, step = float(ctx.max_ratio), float(ctx.grid_step)
         seed = agent_seed(ctx.seed, self.name) % (2**31)
         study = ctx.study(self.name)
@@ -440,22 +446,19 @@ class AutoPruneAgent:
                 f"{ATTR_PREFIX}fitted": fitted,
                 f"{ATTR_PREFIX}open_gates": {g.name: int((values[g.name] > cfg.tau).sum()) for g in groups},
             }
-            number = ctx.record(self.name, result, budget_ms=budgets[b], extra_attrs=attrs)
+            number = ctx.record(self.name, result, budget=job_budgets[b], extra_attrs=attrs)
             seen.add(int(number))
             set_trial_constraint(itrial, "latency", float(result.latency_ms) - budgets[b])
             inner[b].tell(itrial, float(result.accuracy))
 
 
-def _train_split(ev: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _train_split(ev: Evaluator, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The train split the gates learn on (the evaluator's; never val or test)."""
-    split = getattr(ev, "train", None)
+    split = ev.train
     if split is None:
-        from hilprune.data import load_dataset
         from hilprune.errors import HilpruneError
 
-        if not getattr(ev.spec, "dataset", None):
-            raise HilpruneError("autoprune needs a dataset: its gates are trained on the train split")
-        split = load_dataset(ev.spec.dataset).train
+        raise HilpruneError("autoprune needs a dataset: its gates are trained on the train split")
     split = split.subset(n) if n else split
     return split.x, split.y
 

@@ -22,5 +22,6 @@ class SearchAgent(Protocol):
     """
 
     name: str
+    supports_workers: bool
 
     def run(self, ctx: SearchContext, n_evals: int) -> None: ...

@@ -52,8 +52,8 @@ class NSGA2Agent(OptunaAgentBase):
         self._evals = 0
 
     def run(self, ctx: SearchContext, n_evals: int) -> None:
-        job = getattr(ctx, "job", None)  # the job's total: the same in every worker and on resume
-        self._evals = int(getattr(job, "evals", 0) or (int(n_evals) + ctx.finished(self.name)))
+        # the job's total: the same in every worker and on resume
+        self._evals = ctx.job.evals if ctx.job is not None else int(n_evals) + ctx.finished(self.name)
         super().run(ctx, n_evals)
 
     def pop_size(self) -> int:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hilprune.budget import Budget
+
 from ..clip import sequential_clip
 
 if TYPE_CHECKING:
@@ -26,19 +28,19 @@ class RandomAgent:
         self.low = float(low)
         self.high = high
 
-    def sample(self, ctx: SearchContext, index: int) -> tuple[dict[str, float], float | None]:
+    def sample(self, ctx: SearchContext, index: int) -> tuple[dict[str, float], Budget | None]:
         """The policy of the job's `index`-th random evaluation and the budget it was clipped to."""
         names = ctx.group_names
         high = float(self.high) if self.high is not None else ctx.max_ratio
         rng = np.random.default_rng([int(ctx.seed), int(index)])
         raw = rng.uniform(self.low, high, size=len(names)).tolist()
-        budget = ctx.budgets_ms[index % len(ctx.budgets_ms)] if ctx.budgets_ms else None
+        budget = ctx.budgets[index % len(ctx.budgets)] if ctx.budgets else None
         if self.clip and budget is not None:
-            raw = sequential_clip(ctx.evaluator.predict_latency, names, raw, budget, ctx.max_ratio)
+            raw = sequential_clip(ctx.evaluator.predict_latency, names, raw, budget.ms, ctx.max_ratio)
         return dict(zip(names, raw)), budget
 
     def run(self, ctx: SearchContext, n_evals: int) -> None:
         start = ctx.finished(self.name)
         for i in range(start, start + int(n_evals)):
             ratios, budget = self.sample(ctx, i)
-            ctx.evaluate(self.name, ratios, budget_ms=budget, extra_attrs={"random_index": i})
+            ctx.evaluate(self.name, ratios, budget=budget, extra_attrs={"random_index": i})

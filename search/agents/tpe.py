@@ -36,6 +36,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from hilprune.budget import Budget, within_budget
+
 if TYPE_CHECKING:
     from ..context import SearchContext
 
@@ -92,7 +94,7 @@ def uniform_for_budget(ctx: SearchContext, budget_ms: float) -> float | None:
     n = int(math.floor(ctx.max_ratio / ctx.grid_step + 1e-9))
     for k in range(n + 1):
         r = round(k * ctx.grid_step, 10)
-        if float(ctx.evaluator.predict_latency({name: r for name in names})) <= budget_ms:
+        if within_budget(float(ctx.evaluator.predict_latency({name: r for name in names})), budget_ms):
             return r
     return None
 
@@ -114,9 +116,9 @@ class OptunaAgentBase:
     def make_sampler(self, ctx: SearchContext) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
 
-    def constraint_budget(self, ctx: SearchContext) -> float | None:
+    def constraint_budget(self, ctx: SearchContext) -> Budget | None:
         """The budget used as the trial constraint: the loosest one (see the module docstring)."""
-        return max(ctx.budgets_ms) if ctx.budgets_ms else None
+        return max(ctx.budgets, key=lambda b: b.ms) if ctx.budgets else None
 
     # -- helpers -----------------------------------------------------------------------------------
     def worker_seed(self, ctx: SearchContext) -> int:
@@ -124,7 +126,7 @@ class OptunaAgentBase:
 
     def enqueue_warm_start(self, ctx: SearchContext, study: optuna.Study) -> int:
         """Enqueue one uniform policy per budget into a fresh study (first worker only)."""
-        if not self.warm_start or getattr(ctx, "worker_index", 0) != 0 or study.get_trials(deepcopy=False):
+        if not self.warm_start or ctx.worker_index != 0 or study.get_trials(deepcopy=False):
             return 0
         seen = set()
         for b in sorted(ctx.budgets_ms):
@@ -151,9 +153,9 @@ class OptunaAgentBase:
             study.tell(trial, state=TrialState.FAIL)
             raise
         if budget is not None:
-            set_trial_constraint(trial, CONSTRAINT, float(result.latency_ms) - budget)
-        attrs = {"constraint_budget_ms": budget} | dict(extra_attrs or {})
-        ctx.record(self.name, result, trial, budget_ms=budget, extra_attrs=attrs)
+            set_trial_constraint(trial, CONSTRAINT, float(result.latency_ms) - budget.ms)
+        attrs = {"constraint_budget_ms": None if budget is None else budget.ms} | dict(extra_attrs or {})
+        ctx.record(self.name, result, trial, budget=budget, extra_attrs=attrs)
         study.tell(trial, ctx.values(result))
         return result
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from hilprune.budget import Budget, within_budget
+
 from ..clip import smallest_ratio
 from ..store import grid_high
 
@@ -80,17 +82,17 @@ class UniformAgent:
             return float(ev.predict_latency({n: r for n in names}))
 
         r, pred = smallest_ratio(lat, budget_ms, 0.0, ctx.max_ratio, tol=self.ratio_tol, rel_tol=self.tolerance)
-        if pred <= budget_ms and (pred >= budget_ms * (1 - self.tolerance) or r == 0.0):
+        if within_budget(pred, budget_ms) and (pred >= budget_ms * (1 - self.tolerance) or r == 0.0):
             return r, pred
         best = (r, pred)
         for c in self._breakpoints(ctx, r):
             p = lat(c)
-            if p > budget_ms:
+            if not within_budget(p, budget_ms):
                 continue
-            if best[1] > budget_ms or _better(c, p, best, budget_ms, self.tolerance):
+            if not within_budget(best[1], budget_ms) or _better(c, p, best, budget_ms, self.tolerance):
                 best = (c, p)
         r, pred = best
-        if pred > budget_ms:
+        if not within_budget(pred, budget_ms):
             log.warning("uniform: budget %.4g ms is out of reach (predicted %.4g ms at ratio %.2f)", budget_ms, pred, r)
         elif pred < budget_ms * (1 - self.tolerance):
             log.info("uniform: closest prediction under %.4g ms is %.4g ms (ratio %.4f)", budget_ms, pred, r)
@@ -99,16 +101,15 @@ class UniformAgent:
     def _breakpoints(self, ctx: SearchContext, center: float) -> list[float]:
         """Uniform ratios near `center` where the kept channels change (smallest ratio of each), nearest first."""
         ev = ctx.evaluator
-        kept = getattr(ev, "kept", None)
         lo, hi = max(0.0, center - self.window), min(ctx.max_ratio, center + self.window)
-        widest = max((int(getattr(g, "channels", 0)) for g in ev.groups), default=0) or 64
+        widest = max((g.channels for g in ev.groups), default=0) or 64
         step = 1.0 / (4 * widest)
         names = ctx.group_names
         out: list[float] = []
         last = None
         x = lo
         while x <= hi + 1e-12:
-            key = kept({n: x for n in names}) if kept is not None else round(x / ctx.grid_step)
+            key = ev.kept({n: x for n in names})
             if key != last:
                 out.append(round(x, 6))
                 last = key
@@ -116,13 +117,15 @@ class UniformAgent:
         out.sort(key=lambda c: (abs(c - center), c))
         return out[: self.max_scan]
 
-    def plan(self, ctx: SearchContext, skip_budgets: set[float] = frozenset()) -> list[tuple[float, float | None, float | None]]:
-        """(ratio, budget_ms, predicted_ms) to evaluate, budget points first."""
-        items: list[tuple[float, float | None, float | None]] = []
-        for b in ctx.budgets_ms:
-            if round(float(b), 9) in skip_budgets:
+    def plan(
+        self, ctx: SearchContext, skip_budgets: frozenset[float] | set[float] = frozenset()
+    ) -> list[tuple[float, Budget | None, float | None]]:
+        """(ratio, budget, predicted_ms) to evaluate, budget points first."""
+        items: list[tuple[float, Budget | None, float | None]] = []
+        for b in ctx.budgets:
+            if round(b.ms, 9) in skip_budgets:
                 continue
-            r, pred = self.ratio_for_budget(ctx, b)
+            r, pred = self.ratio_for_budget(ctx, b.ms)
             items.append((r, b, pred))
         if self.sweep:
             high = grid_high(ctx.max_ratio, ctx.grid_step)
@@ -149,11 +152,13 @@ class UniformAgent:
             extra: dict = {"uniform_ratio": ratio}
             if budget is not None:
                 extra |= {
-                    "target_budget_ms": budget,
+                    "target_budget_ms": budget.ms,
                     "predicted_latency_ms": pred,
-                    "within_tolerance": bool(pred is not None and budget * (1 - self.tolerance) <= pred <= budget),
+                    "within_tolerance": bool(
+                        pred is not None and budget.ms * (1 - self.tolerance) <= pred and within_budget(pred, budget.ms)
+                    ),
                 }
-            ctx.evaluate(self.name, {n: ratio for n in ctx.group_names}, budget_ms=budget, extra_attrs=extra)
+            ctx.evaluate(self.name, {n: ratio for n in ctx.group_names}, budget=budget, extra_attrs=extra)
             left -= 1
         if left > 0:
             log.info("uniform: nothing new to evaluate (%d evaluations unused)", left)
