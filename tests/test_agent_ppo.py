@@ -14,8 +14,8 @@ pytest.importorskip("envs.evaluator", reason="envs.evaluator (PolicyEvaluator) i
 
 from agent.callbacks import episode_result, find_checkpoint  # noqa: E402
 from agent.ppo import PPOAgent, QuotaEvaluator  # noqa: E402
-from search.agents import make_agent  # noqa: E402
 from hilprune.budget import within_budget  # noqa: E402
+from search.agents import make_agent  # noqa: E402
 from search.context import SearchContext  # noqa: E402
 
 BUDGET = 0.65  # of dense (the simulated device's latencies are the same on every machine)

@@ -120,7 +120,9 @@ def test_live_and_hybrid_sources() -> None:
     again = live.evaluate([0.55] * 4)
     assert again.latency_ms == pytest.approx(again.live_ratio * live.dense_latency_ms)
 
-    hyb = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", latency_source="hybrid", val_size=100, budgets=["100ms"])
+    hyb = PolicyEvaluator(
+        "digits-cnn", dataset="digits", device="sim-cpu", latency_source="hybrid", val_size=100, budgets=["100ms"]
+    )
     n_obs = len(hyb.lut.observations)
     first = hyb.evaluate([0.2] * 4)  # empty Pareto set: measured live, and the predictor learns from it
     assert first.live_latency_ms is not None
