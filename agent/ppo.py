@@ -38,7 +38,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,16 +127,14 @@ def _make_env(evaluator: Any, budget: Budget, reward: str, grid_step: float, env
 
 
 def _make_subproc_env(
-    job: Any, reference_ms: float, budget: Budget, reward: str, grid_step: float, env_kwargs: Mapping[str, Any]
+    factory: Callable[[], Any], reference_ms: float, budget: Budget, reward: str, grid_step: float, env_kwargs: Mapping[str, Any]
 ) -> Any:
-    """Runs in a worker process: its own evaluator, built from the job like the runner's, in the
-    job's dense reference frame."""
+    """Runs in a worker process: its own evaluator, built by the search's factory, in the job's
+    dense reference frame."""
     import torch
 
     torch.set_num_threads(1)
-    from search.runner import build_evaluator
-
-    evaluator = build_evaluator(job)
+    evaluator = factory()
     evaluator.use_reference(reference_ms)
     return _make_env(evaluator, budget, reward, grid_step, env_kwargs)
 

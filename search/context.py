@@ -38,8 +38,10 @@ class SearchContext:
     :param budgets: the job's budgets, resolved against its dense reference
     :param storage: an Optuna storage URL (journal file path or RDB URL) or storage object
     :param job_name: studies are named `<job_name>/<agent>`
-    :param job: the resolved job (worker processes and subprocess envs rebuild the evaluator from it)
+    :param job: the resolved job
     :param worker_index: 0 for the process that runs the job, k for its k-th worker process
+    :param evaluator_factory: builds another evaluator like `evaluator` in a new process (picklable;
+        environments in worker processes use it)
     """
 
     def __init__(
@@ -58,11 +60,13 @@ class SearchContext:
         agent_options: Mapping[str, Mapping[str, Any]] | None = None,
         job: Job | None = None,
         worker_index: int = 0,
+        evaluator_factory: Callable[[], Evaluator] | None = None,
     ) -> None:
         self.evaluator = evaluator
         self.budgets = list(budgets)
         self.job = job
         self.worker_index = int(worker_index)
+        self.evaluator_factory = evaluator_factory
         self.seed = int(seed)
         self.out_dir = Path(out_dir)
         self.grid_step = float(grid_step)

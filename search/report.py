@@ -181,7 +181,7 @@ def write_report(
     write_json(run_dir / SUMMARY_FILE, summary)
     if artifacts:
         try:
-            from .dashboard import attach_artifacts
+            from .artifacts import attach_artifacts
 
             attach_artifacts(run_dir, storage=storage, job=job, summary=summary)
         except Exception as exc:

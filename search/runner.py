@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -115,6 +116,7 @@ def make_context(job: Job, evaluator: Evaluator, dense: dict[str, Any], worker_i
         agent_options=job.agent_options,
         job=job,
         worker_index=worker_index,
+        evaluator_factory=functools.partial(build_evaluator, job),
     )
 
 

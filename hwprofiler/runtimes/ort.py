@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hwprofiler.cpu import cpu_info
-from hwprofiler.devices import DeviceSpec
 from hwprofiler.errors import DeviceError, InvalidModelError
+
+if TYPE_CHECKING:
+    from hwprofiler.devices import DeviceSpec
 
 _OPT_LEVEL_NAMES = {
     "disable": "ORT_DISABLE_ALL",

@@ -22,13 +22,15 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hwprofiler.devices import DeviceSpec
 from hwprofiler.errors import DeviceError, KernelError
 from hwprofiler.kernels import KernelSpec
+
+if TYPE_CHECKING:
+    from hwprofiler.devices import DeviceSpec
 
 MODEL_VERSION = 1  # bump when the cost model changes: it is part of the fingerprint
 LAYOUT_OPS = ("conv", "maxpool", "avgpool", "globalavgpool", "globalmaxpool")
