@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from hilprune.budget import Budget, BudgetError, resolve_budget, within_budget
+from hilprune.data.bundle import Split
 from hilprune.errors import HilpruneError, PolicyError
 from hilprune.policy import Policy, channels_after, validate_policy
 from hilprune.train.bn_recalib import BN_BATCH_SIZE
@@ -159,10 +160,11 @@ class PolicyEvaluator:
 
         # --- model, data, device ----------------------------------------------------------------
         self.spec = model if isinstance(model, ModelSpec) else resolve_model(model, dataset, input_shape, num_classes, checkpoint)
-        self.input_shape = tuple(self.spec.input_shape)
+        self.input_shape: tuple[int, int, int] = self.spec.input_shape
         dense = self.spec.build()
         self.dataset = dataset
-        self.train = self.val = None
+        self.train: Split | None = None
+        self.val: Split | None = None
         if dataset:
             bundle = load_dataset(dataset, data_dir)
             if tuple(bundle.input_shape) != self.input_shape:
@@ -238,10 +240,11 @@ class PolicyEvaluator:
         from hilprune.train import evaluate as torch_eval
 
         self.eval_backend = "torch"
+        val = self._split("val")
         exports_anyway = self.latency_source == "live" or not self.kmap_ok
         if wanted == "ort" or (wanted == "auto" and exports_anyway):
             probe = self.surgeon.apply(self.policy([self.max_ratio / 2] * len(self.groups)), count=False).model
-            acc_torch = torch_eval(probe, self.val, batch_size=EVAL_CHUNK)
+            acc_torch = torch_eval(probe, val, batch_size=EVAL_CHUNK)
             try:
                 acc_ort = self._eval_ort(to_onnx_bytes(probe, self.input_shape, batch=self.device.batch))
             except Exception as exc:  # a graph onnxruntime cannot batch: stay on torch
@@ -249,14 +252,14 @@ class PolicyEvaluator:
                     raise EnvConfigError(f"eval_backend 'ort' failed: {exc}") from None
                 log.info("onnxruntime evaluation unavailable (%s): using torch", exc)
             else:
-                if abs(acc_ort - acc_torch) * len(self.val) > max(1.0, 0.002 * len(self.val)):
+                if abs(acc_ort - acc_torch) * len(val) > max(1.0, 0.002 * len(val)):
                     log.warning("onnxruntime and torch disagree on accuracy (%.4f vs %.4f): using torch", acc_ort, acc_torch)
                 else:
                     self.eval_backend = "ort"
         if self.eval_backend == "ort":
             self.dense_accuracy = float(self._eval_ort(self.dense_onnx))
         else:
-            self.dense_accuracy = float(torch_eval(self.surgeon.dense, self.val, batch_size=EVAL_CHUNK))
+            self.dense_accuracy = float(torch_eval(self.surgeon.dense, val, batch_size=EVAL_CHUNK))
 
     # ------------------------------------------------------------------------------------------------
     # public API
@@ -274,7 +277,8 @@ class PolicyEvaluator:
             return validate_policy(copy.deepcopy(ratios), self.groups, self.spec.identity())
         if isinstance(ratios, np.ndarray):
             ratios = [float(r) for r in ratios.ravel()]
-        return self.surgeon.policy(ratios, round_to=self.round_to, max_ratio=self.max_ratio)
+        values = dict(ratios) if isinstance(ratios, Mapping) else [float(r) for r in ratios]
+        return self.surgeon.policy(values, round_to=self.round_to, max_ratio=self.max_ratio)
 
     def kept(self, ratios: Ratios) -> tuple[int, ...]:
         """Kept channels per group (the policy key) without building a Policy: fast path."""
@@ -401,7 +405,7 @@ class PolicyEvaluator:
             from hilprune.train import recalibrate_bn
 
             t = time.perf_counter()
-            recalibrate_bn(model, self.train, self.bn_batches, batch_size=self.bn_batch_size, seed=self.seed)
+            recalibrate_bn(model, self._split("train"), self.bn_batches, batch_size=self.bn_batch_size, seed=self.seed)
             phases["bn"] = time.perf_counter() - t
 
         exported: list[bytes] = []
@@ -535,6 +539,13 @@ class PolicyEvaluator:
 
     # ------------------------------------------------------------------------------------------------
     # internals
+    def _split(self, name: str) -> Split:
+        """The train or val split; an error for an evaluator built without a data set."""
+        split = self.train if name == "train" else self.val
+        if split is None:
+            raise EnvConfigError(f"this evaluator has no data set (no {name} split): build it with dataset=...")
+        return split
+
     def _accuracy(self, model: torch.nn.Module, onnx_bytes: Any) -> float:
         """Top-1 accuracy on the val subset; `onnx_bytes()` exports the model when onnxruntime needs it."""
         if self.eval_backend == "ort":
@@ -545,14 +556,15 @@ class PolicyEvaluator:
                 self.eval_backend = "torch"
         from hilprune.train import evaluate as torch_eval
 
-        return float(torch_eval(model, self.val, batch_size=EVAL_CHUNK))
+        return float(torch_eval(model, self._split("val"), batch_size=EVAL_CHUNK))
 
     def _eval_ort(self, onnx_bytes: bytes) -> float:
         from hilprune.export import ort_session
 
         sess = ort_session(_dynamic_batch(onnx_bytes), threads=1)
         name = sess.get_inputs()[0].name
-        x, y = self.val.x.numpy(), self.val.y.numpy()
+        val = self._split("val")
+        x, y = val.x.numpy(), val.y.numpy()
         correct = 0
         for i in range(0, len(y), EVAL_CHUNK):
             out = sess.run(None, {name: x[i : i + EVAL_CHUNK]})[0]

@@ -26,7 +26,7 @@ class Evaluator(Protocol):
 
     spec: ModelSpec
     groups: list[PrunableGroup]
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, int, int]
     max_ratio: float
     round_to: int
     latency_source: str

@@ -81,7 +81,7 @@ class _Graph:
         s = self.shape(name, node)
         if len(s) != 4:
             raise KernelError(f"{node.name or node.op_type}: only NCHW (2-D spatial) tensors are supported, got shape {s}")
-        return s  # type: ignore[return-value]
+        return s
 
     def lone_consumer(self, name: str) -> int | None:
         """The node that alone reads `name`, or None (several readers, or a graph output)."""
@@ -244,7 +244,7 @@ def _reduce_mean_axes(g: _Graph, node: onnx.NodeProto) -> list[int] | None:
 
 def _eltwise_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     if len(shape) == 4:
-        return shape  # type: ignore[return-value]
+        return shape
     if len(shape) == 2:
         return shape[0], shape[1], 1, 1
     raise KernelError(f"element-wise op on a {len(shape)}-D tensor is not supported")

@@ -185,13 +185,13 @@ def _check_round_to(value: Any, source: str = "policy") -> int:
     ok = (
         isinstance(value, numbers.Real)
         and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value == int(value)
-        and int(value) >= 1
+        and math.isfinite(float(value))
+        and float(value) == int(float(value))
+        and int(float(value)) >= 1
     )
     if not ok:
         raise PolicyError(f"{source}: round_to {value!r} must be a positive integer")
-    return int(value)
+    return int(float(value))
 
 
 def _check_ratio(name: str, value: Any, max_ratio: float) -> float:

@@ -24,7 +24,8 @@ def get_runtime(name: str) -> Runtime:
     module = RUNTIMES.get(name)
     if module is None:
         raise DeviceError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
-    return importlib.import_module(module).RUNTIME  # type: ignore[no-any-return]
+    runtime: Runtime = importlib.import_module(module).RUNTIME
+    return runtime
 
 
 __all__ = ["RUNTIMES", "Runnable", "Runtime", "get_runtime"]

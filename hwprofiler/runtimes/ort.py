@@ -61,7 +61,7 @@ def make_session(data: bytes, spec: DeviceSpec, optimized_model_path: str | None
 def random_feeds(inputs: list[tuple[str, list[Any], str]], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs for (name, shape, onnx type) triples; a free leading dimension becomes the batch."""
     rng = np.random.default_rng(seed)
-    feeds = {}
+    feeds: dict[str, np.ndarray] = {}
     for name, dims, type_name in inputs:
         shape = []
         for i, dim in enumerate(dims):
