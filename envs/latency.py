@@ -58,6 +58,7 @@ class PolicyLatency:
         seed: int = 0,
         lut_path: str | None = None,
         lock: bool = True,
+        calibrate_progress: bool = True,
     ) -> None:
         import hwprofiler
 
@@ -78,8 +79,11 @@ class PolicyLatency:
         self.fingerprint = dict(fp) | {"fingerprint_id": self.fingerprint_id}
         self.dense_onnx = export_checked(surgeon.dense, self.input_shape, self.device.batch)
 
-        self.lut = hwprofiler.LUT(self.device, lut_path)
-        self.predictor = hwprofiler.Predictor(self.lut)
+        from hilprune.calibrate import model_scope
+        from hilprune.policy import groups_signature
+
+        self.lut = hwprofiler.open_lut(self.device, lut_path)
+        self.predictor = hwprofiler.Predictor(self.lut, scope=model_scope(name, self.input_shape, groups_signature(self.groups)))
         self._entries_at_save = len(self.lut)
         self._last_save = time.monotonic()
         self._memo: dict[tuple[int, ...], float] = {}
@@ -109,11 +113,34 @@ class PolicyLatency:
         self.dense_measurement = m
         if self.dense_kernels is not None:
             self.observe(self.dense_kernels, m.latency_ms)
+            if latency_source != "live":
+                self.calibrate(progress=calibrate_progress)
         self.max_key = tuple(channels_after(g.channels, self.max_ratio, self.round_to) for g in self.groups)
         self.dense_key = tuple(g.channels for g in self.groups)
         self.dense_lut_latency_ms = self.predict_key(self.dense_key) if self.has_lut else float("nan")
 
     # --- construction ---------------------------------------------------------------------------
+    def calibrate(self, progress: bool = True) -> int:
+        """Live runs of pruned variants until the predictor has `CALIBRATION_RUNS` observations of
+        this model on this device (the first use only: they are saved with the LUT)."""
+        from hilprune.calibrate import calibrate
+
+        n = calibrate(
+            self.surgeon,
+            self.device,
+            self.predictor,
+            kmap=self.kmap if self.kmap_ok else None,
+            max_ratio=self.max_ratio,
+            round_to=self.round_to,
+            seed=self.seed,
+            progress=progress,
+            lock=lambda: device_lock(self.fingerprint_id, self.lock),
+        )
+        if n:
+            self._memo.clear()
+            self._entries_at_save = len(self.lut)
+        return n
+
     def _build_kernel_map(self) -> None:
         """KernelMap (no-surgery kernels) if it reproduces real exports, else the slow path."""
         from hilprune.export import to_onnx_bytes

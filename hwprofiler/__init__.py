@@ -11,7 +11,7 @@ from hwprofiler.devices import DeviceSpec, MeasurePolicy, list_devices, load_dev
 from hwprofiler.errors import DeviceError, InvalidModelError, KernelError
 from hwprofiler.fingerprint import fingerprint, fingerprint_id
 from hwprofiler.kernels import KernelSpec, build_kernel_model
-from hwprofiler.lut import LUT
+from hwprofiler.lut import LUT, open_lut
 from hwprofiler.measure import measure_onnx, measure_paired
 from hwprofiler.measurement import Measurement, PairedMeasurement
 from hwprofiler.onnx_kernels import kernels_from_onnx
@@ -39,4 +39,5 @@ __all__ = [
     "load_device",
     "measure_onnx",
     "measure_paired",
+    "open_lut",
 ]

@@ -102,11 +102,12 @@ class ProfilerClient:
         data = self._request("POST", "/measure_pair", body.encode(), "application/json")
         return PairedMeasurement.from_dict(data["measurement"], cached=bool(data.get("cached")))
 
-    def kernels(self, specs: Sequence[KernelSpec]) -> list[Measurement]:
-        """Measure single-kernel models on the server's device (its kernel policy)."""
+    def kernels(self, specs: Sequence[KernelSpec]) -> list[tuple[Measurement, str | None]]:
+        """Measure single-kernel models on the server's device (its kernel policy), each with the
+        layout its runtime chose."""
         body = json.dumps([s.to_dict() for s in specs]).encode()
         data = self._request("POST", "/kernels", body, "application/json")
-        return [Measurement.from_dict(r) for r in data["results"]]
+        return [(Measurement.from_dict(r), r.get("layout")) for r in data["results"]]
 
 
 def _error_text(e: urllib.error.HTTPError) -> str:

@@ -22,28 +22,49 @@ from hwprofiler.errors import DeviceError
 from hwprofiler.fingerprint import fingerprint, fingerprint_id
 from hwprofiler.kernels import KernelSpec, build_kernel_model
 from hwprofiler.measure import Measurement, measure_local, model_bytes
+from hwprofiler.runtimes import get_runtime
 
-FORMAT = 2  # 2: entries hold the estimator's latency_ms
+FORMAT = 3  # 2: entries hold the estimator's latency_ms; 3: and the layout the runtime chose
 REMOTE_CHUNK = 8  # kernels per POST /kernels: short requests, a live progress bar
 log = logging.getLogger(__name__)
 
 
-def measure_kernels(specs: list[KernelSpec], device: DeviceSpec) -> list[Measurement]:
-    """Time each kernel's one-kernel model on the device with its kernel policy."""
+KernelTiming = tuple[Measurement, str | None]  # the kernel's latency, and the layout the runtime ran it in
+
+
+def measure_kernels(specs: list[KernelSpec], device: DeviceSpec) -> list[KernelTiming]:
+    """Time each kernel's one-kernel model on the device with its kernel policy, and read the
+    layout the runtime chose for it (see `Runtime.kernel_layout`)."""
     if device.is_remote:
         from hwprofiler.client import client_for
 
         return client_for(device).kernels(specs)
-    return [measure_local(model_bytes(build_kernel_model(s, device.dtype)), device, device.kernel_policy) for s in specs]
+    runtime = get_runtime(device.runtime)
+    out = []
+    for s in specs:
+        data = model_bytes(build_kernel_model(s, device.dtype))
+        out.append((measure_local(data, device, device.kernel_policy), runtime.kernel_layout(data, device)))
+    return out
+
+
+REBUILD = "delete it, or rebuild it with `hilprune lut build --model M --device D`"
 
 
 def _read_lut_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise DeviceError(f"cannot read LUT {path}: {e}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DeviceError(f"cannot read the LUT {path} ({type(e).__name__}: {e}); {REBUILD}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("fingerprint"), dict):
-        raise DeviceError(f"{path} is not a hwprofiler LUT of format {FORMAT}")
+        raise DeviceError(f"{path} is not a hwprofiler LUT of format {FORMAT} (an older or foreign file); {REBUILD}")
+    entries, observations = data.get("entries", []), data.get("observations", [])
+    ok = isinstance(entries, list) and isinstance(observations, list)
+    ok = ok and all(
+        isinstance(e, dict) and isinstance(e.get("key"), str) and isinstance(e.get("latency_ms"), (int, float)) for e in entries
+    )
+    ok = ok and all(isinstance(o, dict) for o in observations)
+    if not ok:
+        raise DeviceError(f"{path} is a damaged hwprofiler LUT (malformed entries or observations); {REBUILD}")
     return data
 
 
@@ -69,12 +90,17 @@ class LUT:
             fingerprint_data = fingerprint(self.device)
         self.fingerprint = {k: v for k, v in fingerprint_data.items() if k != "fingerprint_id"}
         self.fingerprint_id = fingerprint_id(self.fingerprint)
-        self.path = Path(path) if path is not None else default_cache_dir() / "luts" / f"{self.fingerprint_id}.json"
+        self.path = Path(path) if path is not None else self.default_path(self.fingerprint_id)
         self.entries: dict[str, dict[str, Any]] = {}
         self.observations: list[dict[str, Any]] = []
         self.measured = 0  # kernels measured by this object (misses)
         if self.path.exists():
             self._read(self.path, strict=strict)
+
+    @staticmethod
+    def default_path(fp_id: str) -> Path:
+        """Where a device's table lives unless a path is given: `<cache>/luts/<fingerprint_id>.json`."""
+        return default_cache_dir() / "luts" / f"{fp_id}.json"
 
     # persistence -------------------------------------------------------------------------
     def _read(self, path: Path, strict: bool) -> None:
@@ -142,8 +168,8 @@ class LUT:
     def __contains__(self, spec: KernelSpec) -> bool:
         return spec.key() in self.entries
 
-    def _store(self, spec: KernelSpec, m: Measurement) -> None:
-        self.entries[spec.key()] = {"key": spec.key(), "spec": spec.to_dict(), **m.to_dict(samples=False)}
+    def _store(self, spec: KernelSpec, m: Measurement, layout: str | None) -> None:
+        self.entries[spec.key()] = {"key": spec.key(), "spec": spec.to_dict(), **m.to_dict(samples=False), "layout": layout}
 
     def require_device(self) -> DeviceSpec:
         """The device that measures misses; a LUT opened without one cannot measure."""
@@ -155,11 +181,18 @@ class LUT:
         """Median latency of a kernel in ms, measured on the device on a miss."""
         entry = self.entries.get(spec.key())
         if entry is None:
-            (m,) = measure_kernels([spec], self.require_device())
-            self._store(spec, m)
+            ((m, layout),) = measure_kernels([spec], self.require_device())
+            self._store(spec, m, layout)
             self.measured += 1
             return m.latency_ms
         return float(entry["latency_ms"])
+
+    def layout(self, spec: KernelSpec) -> str | None:
+        """The layout the device's runtime ran the kernel in ("blocked", "plain" or None), measured on a miss."""
+        if spec.key() not in self.entries:
+            self.get(spec)
+        layout = self.entries[spec.key()].get("layout")
+        return None if layout is None else str(layout)
 
     def missing(self, specs: Iterable[KernelSpec]) -> list[KernelSpec]:
         """Distinct kernels of `specs` not yet in the table, in first-seen order."""
@@ -180,8 +213,8 @@ class LUT:
         try:
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]
-                for spec, m in zip(part, measure_kernels(part, device)):
-                    self._store(spec, m)
+                for spec, (m, layout) in zip(part, measure_kernels(part, device)):
+                    self._store(spec, m, layout)
                 self.measured += len(part)
                 bar.update(len(part))
         finally:
@@ -192,6 +225,24 @@ class LUT:
 
     def add_observation(self, record: dict[str, Any]) -> None:
         self.observations.append(record)
+
+
+def open_lut(device: DeviceSpec | str, path: str | os.PathLike[str] | None = None) -> LUT:
+    """The device's LUT. A file at the default place (the cache) that cannot be read, or belongs to
+    another device, is set aside (renamed `*.bad-<time>.json`) and a new table started, with a
+    warning naming both files: a cache must never stop a search. A file the user named is theirs:
+    then one `DeviceError` line names it and says how to rebuild it."""
+    try:
+        return LUT(device, path)
+    except DeviceError:
+        if path is not None:
+            raise
+    spec = load_device(device)
+    bad_path = LUT.default_path(fingerprint_id(spec))
+    aside = bad_path.with_name(f"{bad_path.stem}.bad-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    bad_path.replace(aside)
+    log.warning("the LUT %s could not be used; it was moved to %s and a new one is being measured", bad_path, aside)
+    return LUT(spec, path)
 
 
 class _LogBar:

@@ -1,19 +1,26 @@
-"""Network latency from kernel latencies, corrected by a per-device overhead model.
+"""Network latency from kernel latencies, corrected by a model learned on the device itself.
 
-Summing single-kernel measurements is biased: each one includes a session Run() overhead and,
-on blocked-layout (NCHWc) CPUs, layout reorders that a whole network does not pay between
-kernels; and each kernel is timed with its weights hot in cache, while a network whose weights
-exceed the cache streams them from memory on every inference.  Kernels with odd channel counts
-run on onnxruntime's plain NCHW path, and where a network switches between that and the blocked
-layout it pays a reorder that no one-kernel graph contains.  So the prediction is
-`a*sum_ms + b*n_kernels + c + d*weight_mb + e*plain_sum_ms + f*transition_melems`, fitted by
-least squares on relative error to every live measurement observed so far (stored in the LUT),
-shrunk toward `(1, 0, 0, 0, 0, 0)` while few are known.
+Summing single-kernel measurements is biased, and how much depends on the device: each one-kernel
+graph pays a run's fixed cost and its own layout reorders, which a network pays once; a kernel
+timed alone keeps its weights and scratch buffers hot in cache, which a network does not; and a
+network pays a reorder wherever consecutive kernels switch between a blocked SIMD layout and the
+plain one. Which kernels run blocked, and how much each kind is off, changes with the CPU's
+instruction set and the runtime's version, so nothing here is assumed: each kernel's layout is
+read from the runtime when the kernel is timed (`LUT.layout`), and the correction is fitted to the
+device's own live measurements (`LUT.observations`).
+
+The correction is a ridge regression on kernel-level features, on errors relative to the live
+latency, shrunk toward "the kernel sum is right" while few measurements are known:
+
+    live_ms ~ sum_k s[class(k)] * lut_ms(k) + b * n_kernels + c + d * weight_mb + f * transition_melems
+
+with one scale `s` per kernel class (conv, depthwise conv, grouped conv, pool, linear, element-wise,
+other; each by its layout). Observations carry a scope (the model they came from): a model with
+enough of its own is fitted on those alone, others on all of the device's.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -26,12 +33,15 @@ import onnx
 from hwprofiler import stats
 from hwprofiler.kernels import KernelSpec
 from hwprofiler.lut import LUT
-from hwprofiler.measure import Measurement, measure_onnx, model_bytes
+from hwprofiler.measure import measure_onnx, model_bytes
+from hwprofiler.measurement import Measurement
 from hwprofiler.onnx_kernels import kernels_from_onnx
 
 FLOOR = 0.25  # of the kernel sum: see Predictor.predict
-PRIOR = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-Coefficients = tuple[float, float, float, float, float, float]
+MIN_SCOPE = 12  # observations of one model before it is fitted on its own
+LAYOUT_OPS = ("conv", "maxpool", "avgpool", "globalavgpool", "globalmaxpool")
+EXTRA = ("n_kernels", "intercept", "weight_mb", "transition_melems")  # the features after the class sums
+NONNEGATIVE = ("intercept", "weight_mb", "transition_melems")  # physical: none of these makes a network faster
 
 
 def weight_mb(kernels: Sequence[KernelSpec], dtype: str = "float32") -> float:
@@ -39,124 +49,154 @@ def weight_mb(kernels: Sequence[KernelSpec], dtype: str = "float32") -> float:
     return sum(k.params for k in kernels) * (2 if dtype == "float16" else 4) / 2**20
 
 
-def nchwc_block(fingerprint: dict[str, Any]) -> int:
-    """onnxruntime's blocked-layout (NCHWc) channel block on this CPU: 16 with AVX-512, else 8."""
-    return 16 if "avx512f" in json.dumps(fingerprint) else 8
+def kernel_class(k: KernelSpec, layout: str | None) -> str:
+    """The class a kernel's LUT time is scaled by: its kind and, where the runtime chooses one, its layout."""
+    if k.op == "conv":
+        kind = "conv" if k.groups == 1 else ("dwconv" if k.groups == k.cin == k.cout else "gconv")
+    elif k.op in ("maxpool", "avgpool", "globalavgpool", "globalmaxpool"):
+        kind = "pool"
+    elif k.op == "linear":
+        kind = "linear"
+    elif k.op in ("add", "mul", "act", "concat"):
+        kind = "eltwise"
+    else:
+        kind = "other"
+    return f"{kind}:{layout or 'any'}"
 
 
-def runs_blocked(k: KernelSpec, block: int) -> bool:
-    """Whether onnxruntime runs this kernel in its blocked NCHWc layout (direct conv) rather than
-    the plain NCHW path (im2col + GEMM): input channels a multiple of the block or fewer than one
-    block for a dense conv; channels a multiple of the block for a depthwise conv or a pool."""
-    if k.op == "conv" and k.groups == 1:
-        return k.cin % block == 0 or k.cin < block
-    if (k.op == "conv" and k.groups == k.cin == k.cout) or k.op in ("maxpool", "avgpool", "globalavgpool"):
-        return k.cin % block == 0
-    return False
-
-
-def transition_melems(kernels: Sequence[KernelSpec], block: int) -> float:
-    """Millions of elements reordered where the network switches between the blocked and the
-    plain layout (consecutive layout-bearing kernels in execution order): a cost the network
-    pays and no one-kernel LUT entry contains."""
-    layout_ops = ("conv", "maxpool", "avgpool", "globalavgpool")
+def transition_melems(kernels: Sequence[KernelSpec], layouts: Sequence[str | None]) -> float:
+    """Millions of elements reordered where consecutive layout-bearing kernels (in execution order)
+    switch between the blocked and the plain layout: a cost the network pays and no one-kernel LUT
+    entry contains."""
     total, prev = 0, None
-    for k in kernels:
-        if k.op not in layout_ops:
+    for k, layout in zip(kernels, layouts):
+        if k.op not in LAYOUT_OPS or layout is None:
             continue
-        blocked = runs_blocked(k, block)
-        if prev is not None and prev[0] != blocked:
+        if prev is not None and prev[0] != layout:
             total += prev[1]
         ho, wo = k.out_hw
-        prev = (blocked, k.batch * k.cout * ho * wo)
+        prev = (layout, k.batch * k.cout * ho * wo)
     return total / 1e6
 
 
-def _ridge(X: np.ndarray, cols: list[int], prior_weight: float) -> np.ndarray:
-    """Solve X[:, cols] @ coef ~ 1 with ridge rows pulling each coefficient to its prior."""
-    Xc = X[:, cols]
-    prior = np.array(PRIOR)[cols]
-    # Each prior row is scaled to what one unit of its coefficient does to a relative residual.
-    P = prior_weight * np.diag(np.maximum(np.mean(np.abs(Xc), axis=0), 1e-12))
-    sol, *_ = np.linalg.lstsq(np.vstack([Xc, P]), np.concatenate([np.ones(len(Xc)), P @ prior]), rcond=None)
-    coef = np.array(PRIOR)
-    coef[cols] = sol
-    return coef
+def network_features(lut: LUT, kernels: Sequence[KernelSpec], dtype: str = "float32") -> dict[str, Any]:
+    """What the correction reads from a network: its LUT time per kernel class and the extras
+    (missing kernels are measured first)."""
+    lut.fill(kernels, progress=False, save=False)
+    layouts = [lut.layout(k) for k in kernels]
+    sums: dict[str, float] = {}
+    for k, layout in zip(kernels, layouts):
+        c = kernel_class(k, layout)
+        sums[c] = sums.get(c, 0.0) + lut.get(k)
+    return {
+        "class_ms": sums,
+        "sum_ms": sum(sums.values()),
+        "n_kernels": len(kernels),
+        "weight_mb": weight_mb(kernels, dtype),
+        "transition_melems": transition_melems(kernels, layouts),
+        "macs": sum(k.macs for k in kernels),
+    }
 
 
-def fit_overhead(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) -> Coefficients:
-    """Weighted ridge fit of live_ms ~ a*sum_ms + b*n_kernels + c + d*weight_mb + e*plain_sum_ms, on residuals
-    relative to live_ms (a 10% miss counts the same on a 0.1 ms and a 100 ms network).
+def _row(f: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
+    cls = [float(f["class_ms"].get(c, 0.0)) for c in classes]
+    return np.array(cls + [float(f["n_kernels"]), 1.0, float(f["weight_mb"]), float(f["transition_melems"])])
 
-    Physical signs are enforced: weights cannot make a network faster (d >= 0, else refit
-    without d), a session's fixed cost cannot be negative (c >= 0, else refit without c; a
-    negative intercept sends small, heavily pruned networks to zero), and a non-positive scale
-    falls back to a pure ratio live/sum.
 
-    `plain_sum_ms` is the part of the sum from kernels on onnxruntime's plain NCHW path (odd
-    channel counts). Measured alone, their im2col buffers stay hot in cache; inside a network
-    they ran ~30% slower than their LUT entries (resnet20 with 23/45 channels: 50-56 us per
-    conv in the network's profile vs 41 us in the LUT), while blocked-layout kernels did not:
-    `e` is that extra cost, learned per device.
-    """
-    if not points:
-        return PRIOR
-    s = np.array([p["sum_ms"] for p in points], dtype=float)
-    n = np.array([p["n_kernels"] for p in points], dtype=float)
-    w = np.array([p.get("weight_mb", 0.0) for p in points], dtype=float)
-    plain = np.array([p.get("plain_sum_ms", 0.0) for p in points], dtype=float)
-    trans = np.array([p.get("transition_melems", 0.0) for p in points], dtype=float)
-    y = np.array([p["live_ms"] for p in points], dtype=float)
-    X = np.stack([s, n, np.ones_like(s), w, plain, trans], axis=1) / y[:, None]
-    cols = [0, 1, 2, 3] + ([4] if np.any(plain > 0) else []) + ([5] if np.any(trans > 0) else [])
-    coef = _ridge(X, cols, prior_weight)
-    for sign_constrained in (5, 3, 2):
-        if coef[sign_constrained] < 0:
-            cols.remove(sign_constrained)
-            coef = _ridge(X, cols, prior_weight)
-    if coef[0] <= 0:
-        coef = _ridge(X, [0], 0.0)
-    return float(coef[0]), float(coef[1]), float(coef[2]), float(coef[3]), float(coef[4]), float(coef[5])
+class Correction:
+    """The fitted correction: a scale per kernel class and the extras' coefficients."""
+
+    def __init__(self, classes: Sequence[str], coef: np.ndarray, n: int) -> None:
+        self.classes, self.coef, self.n = list(classes), coef, n
+
+    @classmethod
+    def prior(cls) -> Correction:
+        return cls([], np.array([0.0, 0.0, 0.0, 0.0]), 0)
+
+    def predict(self, f: dict[str, Any]) -> float:
+        """Predicted ms; classes the fit never saw keep their LUT time (scale 1)."""
+        known = sum(float(v) for c, v in f["class_ms"].items() if c not in self.classes)
+        return float(_row(f, self.classes) @ self.coef) + known
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f"scale[{c}]": float(v) for c, v in zip(self.classes, self.coef)}
+        extras = self.coef[len(self.classes) :]
+        out |= {"b_ms_per_kernel": float(extras[0]), "c_ms": float(extras[1]), "d_ms_per_weight_mb": float(extras[2])}
+        out |= {"f_ms_per_transition_melem": float(extras[3]), "n_observations": self.n}
+        return out
+
+
+def fit_correction(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) -> Correction:
+    """Ridge fit of live_ms on the features, on residuals relative to live_ms (a 10% miss counts the
+    same on a 0.1 ms and a 100 ms network), each coefficient pulled toward its prior (scales 1,
+    extras 0) by a row scaled to what one unit of it does. Extras that come out unphysical
+    (negative intercept, weights or reorders making a network faster) are dropped and the rest
+    refitted; a non-positive class scale falls back to a single ratio for every class."""
+    usable = [p for p in points if isinstance(p.get("class_ms"), dict) and float(p.get("live_ms", 0)) > 0]
+    if not usable:
+        return Correction.prior()
+    classes = sorted({c for p in usable for c, v in p["class_ms"].items() if v > 0})
+    y = np.array([float(p["live_ms"]) for p in usable])
+    X = np.stack([_row(p, classes) for p in usable]) / y[:, None]
+    prior = np.array([1.0] * len(classes) + [0.0] * len(EXTRA))
+    cols = list(range(len(classes))) + [len(classes) + i for i, e in enumerate(EXTRA) if np.any(X[:, len(classes) + i])]
+
+    def solve(cols: list[int]) -> np.ndarray:
+        Xc = X[:, cols]
+        P = prior_weight * np.diag(np.maximum(np.mean(np.abs(Xc), axis=0), 1e-12))
+        sol, *_ = np.linalg.lstsq(np.vstack([Xc, P]), np.concatenate([np.ones(len(Xc)), P @ prior[cols]]), rcond=None)
+        coef = prior.copy()
+        coef[cols] = sol
+        return coef
+
+    coef = solve(cols)
+    for name in NONNEGATIVE:
+        i = len(classes) + EXTRA.index(name)
+        if i in cols and coef[i] < 0:
+            cols.remove(i)
+            coef = solve(cols)
+    if np.any(coef[: len(classes)] <= 0):  # too few points to tell the classes apart: one ratio for all
+        total = X[:, : len(classes)].sum(axis=1)
+        ratio = float(np.sum(total) / np.sum(total * total))
+        coef = np.array([ratio] * len(classes) + [0.0] * len(EXTRA))
+    return Correction(classes, coef, len(usable))
 
 
 class Predictor:
-    """Predict a network's latency on the LUT's device from its kernels."""
+    """Predict a network's latency on the LUT's device from its kernels.
 
-    def __init__(self, lut: LUT, prior_weight: float = 0.3) -> None:
+    :param scope: the model whose networks this predictor prices (e.g. its groups signature):
+        with `MIN_SCOPE` observations of its own it is fitted on those alone
+    """
+
+    def __init__(self, lut: LUT, prior_weight: float = 0.3, scope: str | None = None) -> None:
         self.lut = lut
         self.prior_weight = prior_weight
-        self.coef = fit_overhead(lut.observations, prior_weight)
-        self.block = nchwc_block(lut.fingerprint)
+        self.scope = scope
+        self.correction = fit_correction(self._points(), prior_weight)
+
+    def _points(self) -> list[dict[str, Any]]:
+        obs = self.lut.observations
+        own = [o for o in obs if self.scope is not None and o.get("scope") == self.scope]
+        return own if len(own) >= MIN_SCOPE else obs
+
+    def refit(self) -> None:
+        self.correction = fit_correction(self._points(), self.prior_weight)
 
     @property
-    def coefficients(self) -> dict[str, float]:
-        a, b, c, d, e, f = self.coef
-        return {
-            "a": a,
-            "b_ms_per_kernel": b,
-            "c_ms": c,
-            "d_ms_per_weight_mb": d,
-            "e_plain_path_scale": e,
-            "f_ms_per_transition_melem": f,
-            "n_observations": len(self.lut.observations),
-        }
+    def coefficients(self) -> dict[str, Any]:
+        return self.correction.to_dict() | {"scope": self.scope, "n_observations_all": len(self.lut.observations)}
 
     @property
     def _dtype(self) -> str:
         return self.lut.device.dtype if self.lut.device is not None else "float32"
 
+    def features(self, kernels: Sequence[KernelSpec]) -> dict[str, Any]:
+        return network_features(self.lut, kernels, self._dtype)
+
     def kernel_sum(self, kernels: Sequence[KernelSpec]) -> float:
         """Sum of the kernels' LUT latencies (missing ones are measured first)."""
-        self.lut.fill(kernels, progress=False, save=False)
-        return sum(self.lut.get(k) for k in kernels)
-
-    def plain_sum(self, kernels: Sequence[KernelSpec]) -> float:
-        """The part of `kernel_sum` from kernels on the plain NCHW path (see fit_overhead)."""
-        return sum(
-            self.lut.get(k)
-            for k in kernels
-            if k.op in ("conv", "maxpool", "avgpool", "globalavgpool") and not runs_blocked(k, self.block)
-        )
+        return float(self.features(kernels)["sum_ms"])
 
     def predict(self, kernels: Sequence[KernelSpec]) -> float:
         """Predicted network latency in ms.
@@ -164,39 +204,20 @@ class Predictor:
         Floored at a quarter of the kernel sum: the fit is linear, and far outside the networks it
         was fitted on (a tiny, heavily pruned one) a negative per-kernel term must not reach zero.
         """
-        a, b, c, d, e, f = self.coef
-        total = self.kernel_sum(kernels)
-        linear = (
-            a * total
-            + b * len(kernels)
-            + c
-            + d * weight_mb(kernels, self._dtype)
-            + e * self.plain_sum(kernels)
-            + f * transition_melems(kernels, self.block)
-        )
-        return max(linear, FLOOR * total, 1e-6)
+        f = self.features(kernels)
+        return max(self.correction.predict(f), FLOOR * f["sum_ms"], 1e-6)
 
     def predict_model(self, model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> float:
         """Predicted latency in ms of an exported model (free batch dimension = device batch)."""
         return self.predict(kernels_from_onnx(model, batch=self.lut.device.batch if self.lut.device else None))
 
     def observe(self, kernels: Sequence[KernelSpec], live_ms: float, save: bool = True) -> None:
-        """Record a live measurement of the network made of `kernels` and refit the overhead."""
+        """Record a live latency of the network made of `kernels` and refit the correction."""
         if not (live_ms > 0 and math.isfinite(live_ms)):
             raise ValueError(f"live_ms must be a positive number, got {live_ms}")
-        self.lut.add_observation(
-            {
-                "sum_ms": self.kernel_sum(kernels),
-                "n_kernels": len(kernels),
-                "macs": sum(k.macs for k in kernels),
-                "weight_mb": weight_mb(kernels, self._dtype),
-                "plain_sum_ms": self.plain_sum(kernels),
-                "transition_melems": transition_melems(kernels, self.block),
-                "live_ms": float(live_ms),
-                "time": time.time(),
-            }
-        )
-        self.coef = fit_overhead(self.lut.observations, self.prior_weight)
+        record = self.features(kernels) | {"live_ms": float(live_ms), "time": time.time(), "scope": self.scope}
+        self.lut.add_observation(record)
+        self.refit()
         if save:
             self.lut.save()
 
@@ -209,7 +230,7 @@ class Predictor:
 
     def flops_baseline(self) -> FlopsPredictor:
         """The MACs-proportional baseline fitted on the same live observations."""
-        return FlopsPredictor.fit(self.lut.observations)
+        return FlopsPredictor.fit(self._points())
 
 
 class FlopsPredictor:
@@ -237,8 +258,8 @@ def flops_predictor(lut: LUT) -> FlopsPredictor:
 
 
 def fidelity(pred: Sequence[float], live: Sequence[float]) -> dict[str, float]:
-    """How well predictions track live latencies: share within 10%, MAPE (a fraction, not %),
-    and Kendall's tau (rank agreement, what a search that compares candidates needs)."""
+    """How well predictions track live latencies: shares within 5% and 10%, MAPE (a fraction, not
+    %), and Kendall's tau (rank agreement, what a search that compares candidates needs)."""
     p = np.asarray(pred, dtype=float)
     y = np.asarray(live, dtype=float)
     if p.shape != y.shape or p.size == 0:
@@ -246,6 +267,7 @@ def fidelity(pred: Sequence[float], live: Sequence[float]) -> dict[str, float]:
     rel = np.abs(p - y) / y
     return {
         "n": int(p.size),
+        "within_5pct": float(np.mean(rel <= 0.05 + 1e-9)),
         "within_10pct": float(np.mean(rel <= 0.10 + 1e-9)),
         "mape": float(np.mean(rel)),
         "kendall_tau": stats.kendall_tau(list(p), list(y)) if p.size > 1 else math.nan,

@@ -182,7 +182,9 @@ def create_app(
             {
                 "device": device.name,
                 "fingerprint_id": fid,
-                "results": [{"spec": s.to_dict(), **m.to_dict(samples=False)} for s, m in zip(specs, results)],
+                "results": [
+                    {"spec": s.to_dict(), **m.to_dict(samples=False), "layout": layout} for s, (m, layout) in zip(specs, results)
+                ],
             }
         )
 

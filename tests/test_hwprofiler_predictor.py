@@ -1,4 +1,5 @@
-"""Predictor: LUT sum + fitted overhead vs live latency, the FLOPs baseline, fidelity metrics."""
+"""Predictor: LUT sum + a correction learned on the device vs live latency, the FLOPs baseline,
+fidelity metrics, and the layouts read from the runtime."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 
 from hwprofiler import LUT, Predictor, fidelity, kernels_from_onnx, measure_onnx
-from hwprofiler.predictor import PRIOR, FlopsPredictor, fit_overhead
+from hwprofiler.predictor import Correction, FlopsPredictor, fit_correction
 from hwprofiler.testing import fast_device, tiny_cnn
 
 # (c, c2, hw): "policies" of one small network, from 8 to 64 channels, odd widths included.
@@ -41,38 +42,56 @@ def test_predictor_tracks_live_latency_on_unseen_policies(tmp_path):
     assert result["mape"] < 0.5, info  # loose: the test host is shared and noisy
     assert result["kendall_tau"] > 0.3, info
     lut.save()
-    reopened = Predictor(LUT.load(tmp_path / "lut.json", dev))  # the overhead model persists with the LUT
-    assert reopened.coef == pytest.approx(pred.coef)
+    reopened = Predictor(LUT.load(tmp_path / "lut.json", dev))  # the correction persists with the LUT
+    assert reopened.coefficients == pytest.approx(pred.coefficients)
 
 
-def test_fit_overhead_recovers_known_coefficients():
-    assert fit_overhead([]) == PRIOR
-    truth = (0.8, -0.01, 0.05, 0.2, 0.3, 2.0)
-    points = [
-        {
-            "sum_ms": s,
-            "n_kernels": n,
-            "weight_mb": w,
-            "plain_sum_ms": ps,
-            "transition_melems": tm,
-            "live_ms": truth[0] * s + truth[1] * n + truth[2] + truth[3] * w + truth[4] * ps + truth[5] * tm,
-        }
-        for s, n, w, ps, tm in [
-            (1.0, 5, 0.1, 0.2, 0.01),
-            (2.0, 9, 3.0, 1.5, 0.2),
-            (4.0, 7, 0.5, 0.0, 0.0),
-            (8.0, 20, 9.0, 3.0, 0.05),
-            (0.5, 3, 0.0, 0.5, 0.3),
-            (3.0, 30, 1.0, 1.0, 0.02),
-            (5.0, 12, 2.0, 4.0, 0.1),
-            (2.5, 15, 4.0, 0.3, 0.4),
-        ]
-    ]
-    assert fit_overhead(points, prior_weight=0.0) == pytest.approx(truth, abs=1e-9)
-    a, *_ = fit_overhead(points[:1])  # one point: stays near the prior instead of blowing up
+def point(class_ms: dict[str, float], n: int, w: float, tm: float, truth: dict[str, float]) -> dict:
+    live = sum(truth[f"scale[{c}]"] * v for c, v in class_ms.items())
+    live += (
+        truth["b_ms_per_kernel"] * n + truth["c_ms"] + truth["d_ms_per_weight_mb"] * w + truth["f_ms_per_transition_melem"] * tm
+    )
+    return {"class_ms": class_ms, "n_kernels": n, "weight_mb": w, "transition_melems": tm, "live_ms": live}
+
+
+TRUTH = {
+    "scale[conv:blocked]": 0.8,
+    "scale[conv:plain]": 1.3,
+    "scale[pool:blocked]": 0.6,
+    "b_ms_per_kernel": -0.01,
+    "c_ms": 0.05,
+    "d_ms_per_weight_mb": 0.2,
+    "f_ms_per_transition_melem": 2.0,
+}
+SHAPES = [
+    ({"conv:blocked": 1.0, "conv:plain": 0.2, "pool:blocked": 0.1}, 5, 0.1, 0.01),
+    ({"conv:blocked": 2.0, "conv:plain": 1.5, "pool:blocked": 0.05}, 9, 3.0, 0.2),
+    ({"conv:blocked": 4.0, "pool:blocked": 0.3}, 7, 0.5, 0.0),
+    ({"conv:blocked": 8.0, "conv:plain": 3.0, "pool:blocked": 0.2}, 20, 9.0, 0.05),
+    ({"conv:blocked": 0.5, "conv:plain": 0.5, "pool:blocked": 0.01}, 3, 0.0, 0.3),
+    ({"conv:blocked": 3.0, "conv:plain": 1.0, "pool:blocked": 0.4}, 30, 1.0, 0.02),
+    ({"conv:blocked": 5.0, "conv:plain": 4.0, "pool:blocked": 0.2}, 12, 2.0, 0.1),
+    ({"conv:blocked": 2.5, "conv:plain": 0.3, "pool:blocked": 0.7}, 15, 4.0, 0.4),
+    ({"conv:blocked": 1.5, "conv:plain": 2.5, "pool:blocked": 0.3}, 11, 0.7, 0.15),
+]
+
+
+def test_the_correction_recovers_known_coefficients():
+    assert (
+        fit_correction([]).predict({"class_ms": {"conv:blocked": 2.0}, "n_kernels": 3, "weight_mb": 1.0, "transition_melems": 0})
+        == 2.0
+    )
+    points = [point(*shape, TRUTH) for shape in SHAPES]
+    fitted = fit_correction(points, prior_weight=0.0).to_dict()
+    assert {k: fitted[k] for k in TRUTH} == pytest.approx(TRUTH, abs=1e-9)
+    one = fit_correction(points[:1]).to_dict()  # one point: stays near the prior instead of blowing up
+    assert all(0.5 < one[k] < 1.5 for k in one if k.startswith("scale["))
     faster_with_weights = [{**p, "live_ms": p["live_ms"] - 0.3 * p["weight_mb"]} for p in points]
-    assert fit_overhead(faster_with_weights)[3] == 0.0  # unphysical d < 0 is refused
-    assert 0.5 < a < 1.5
+    assert fit_correction(faster_with_weights).to_dict()["d_ms_per_weight_mb"] == 0.0  # unphysical d < 0 is refused
+    unseen = {"class_ms": {"conv:blocked": 1.0, "linear:any": 0.5}, "n_kernels": 2, "weight_mb": 0.0, "transition_melems": 0.0}
+    c = fit_correction(points, prior_weight=0.0)
+    assert c.predict(unseen) == pytest.approx(0.8 * 1.0 + 0.5 - 0.02 + 0.05)  # an unseen class keeps its LUT time
+    assert isinstance(Correction.prior(), Correction)
 
 
 def test_flops_baseline_and_fidelity_metrics():
@@ -90,23 +109,37 @@ def test_flops_baseline_and_fidelity_metrics():
 def test_fit_keeps_a_nonnegative_intercept_and_small_networks_positive() -> None:
     """One observation where live < kernel sum used to give c < 0 and ~0 ms for small networks."""
     points = [
-        {"sum_ms": 0.30, "n_kernels": 7, "live_ms": 0.20, "weight_mb": 0.4},
-        {"sum_ms": 0.60, "n_kernels": 7, "live_ms": 0.45, "weight_mb": 0.9},
+        {"class_ms": {"conv:blocked": 0.30}, "n_kernels": 7, "live_ms": 0.20, "weight_mb": 0.4, "transition_melems": 0.0},
+        {"class_ms": {"conv:blocked": 0.60}, "n_kernels": 7, "live_ms": 0.45, "weight_mb": 0.9, "transition_melems": 0.0},
     ]
-    a, b, c, d, *_ = fit_overhead(points)
+    f = fit_correction(points).to_dict()
     # Unconstrained, these points fit c < 0 and d < 0 (checked): the signs must be enforced.
-    assert c >= 0 and d >= 0 and a > 0
+    assert f["c_ms"] >= 0 and f["d_ms_per_weight_mb"] >= 0 and f["scale[conv:blocked]"] > 0
 
 
-def test_layout_features_follow_onnxruntime_blocking() -> None:
-    """Odd channel counts run on the plain path; switching layouts costs a reorder of the tensor."""
-    from hwprofiler import KernelSpec
-    from hwprofiler.predictor import runs_blocked, transition_melems
+def test_layouts_are_read_from_onnxruntime_not_assumed(tmp_path) -> None:
+    """Which convs run in the NCHWc layout is what onnxruntime's optimizer does on this CPU: the
+    LUT records it per kernel, and the predictor prices layout switches from it."""
+    import onnx
 
-    aligned = KernelSpec(op="conv", cin=32, cout=32, kernel=3, padding=1, h=8, w=8)
-    odd = KernelSpec(op="conv", cin=23, cout=23, kernel=3, padding=1, h=8, w=8)
-    stem = KernelSpec(op="conv", cin=3, cout=23, kernel=3, padding=1, h=8, w=8)
-    assert runs_blocked(aligned, 16) and not runs_blocked(odd, 16) and runs_blocked(stem, 16)
-    assert transition_melems([aligned, aligned], 16) == 0.0
-    assert transition_melems([aligned, odd], 16) == pytest.approx(32 * 8 * 8 / 1e6)
-    assert transition_melems([stem, odd, aligned], 16) == pytest.approx((23 + 23) * 8 * 8 / 1e6)
+    from hwprofiler import KernelSpec, build_kernel_model
+    from hwprofiler.predictor import transition_melems
+    from hwprofiler.runtimes.ort import NCHWC_DOMAIN, nchwc_block, optimized_graph
+
+    dev = fast_device()
+    block = nchwc_block(dev)
+    assert block in (4, 8, 16, 32, 64)
+    lut = LUT(dev, tmp_path / "lut.json")
+    pool = lambda c: KernelSpec(op="maxpool", cin=c, cout=c, kernel=2, stride=2, h=8, w=8)  # noqa: E731
+    assert lut.layout(pool(block)) == "blocked" and lut.layout(pool(block + block // 2 + 1)) == "plain"
+    convs = [KernelSpec(op="conv", cin=c, cout=c, kernel=3, padding=1, h=8, w=8) for c in (block, 2 * block, 23, 31)]
+    for k in convs:  # the recorded layout is the optimized graph's
+        graph = optimized_graph(build_kernel_model(k).SerializeToString(), dev)
+        nchwc = any(n.domain == NCHWC_DOMAIN and n.op_type == "Conv" for n in graph.node)
+        assert lut.layout(k) == ("blocked" if nchwc else "plain"), k
+    assert isinstance(onnx.__version__, str)
+    layouts = [lut.layout(k) for k in convs]
+    expected = (
+        sum(convs[i].cout * 8 * 8 for i in range(len(convs) - 1) if layouts[i] != layouts[i + 1]) / 1e6
+    )  # each switch reorders the tensor the earlier kernel wrote
+    assert transition_melems(convs, layouts) == pytest.approx(expected)

@@ -10,7 +10,13 @@ import sys
 
 import typer
 
+import hwprofiler
+
 from ..errors import HilpruneError
+
+# Mistakes a user can fix (bad input, a device that cannot be reached, a model a device cannot
+# take): one line on stderr, exit code 2, no traceback.
+USER_ERRORS = (HilpruneError, hwprofiler.DeviceError, hwprofiler.InvalidModelError, hwprofiler.KernelError)
 
 app = typer.Typer(
     name="hilprune",
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             return rv
         if hasattr(rv, "exit_code"):
             return int(rv.exit_code)
-    except HilpruneError as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

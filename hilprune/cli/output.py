@@ -26,4 +26,4 @@ def print_table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]
         table.add_column(col)
     for row in rows:
         table.add_row(*[str(v) for v in row])
-    Console().print(table)
+    out.print(table)

@@ -45,3 +45,11 @@ class Runtime(Protocol):
     def load(self, data: bytes, spec: DeviceSpec) -> Runnable:
         """Load a validated serialized ONNX model for timing."""
         ...
+
+    def kernel_layout(self, data: bytes, spec: DeviceSpec) -> str | None:
+        """How the runtime lays out the compute of a one-kernel graph: "blocked" (a SIMD channel-block
+        layout, such as onnxruntime's NCHWc), "plain", or None where the runtime has no such choice.
+
+        Read from what the runtime itself does with the graph, never assumed from the CPU: which
+        channel counts run blocked changes with the instruction set and the runtime's version."""
+        ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +88,38 @@ def session_feeds(session: Any, batch: int, seed: int = 0) -> dict[str, np.ndarr
     return random_feeds([(i.name, list(i.shape), i.type) for i in session.get_inputs()], batch, seed)
 
 
+NCHWC_DOMAIN = "com.microsoft.nchwc"
+_REORDERS = ("ReorderInput", "ReorderOutput")
+
+
+def optimized_graph(data: bytes, spec: DeviceSpec) -> Any:
+    """The graph onnxruntime runs for `data` under the spec's settings (its optimizer's output)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="hwprofiler-opt-") as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        make_session(data, spec, optimized_model_path=path)
+        return onnx.load(path).graph
+
+
+def nchwc_layout(data: bytes, spec: DeviceSpec) -> str:
+    """ "blocked" when onnxruntime runs the graph's compute in its NCHWc layout, else "plain"."""
+    compute = [n for n in optimized_graph(data, spec).node if n.op_type not in _REORDERS]
+    return "blocked" if any(n.domain == NCHWC_DOMAIN for n in compute) else "plain"
+
+
+def nchwc_block(spec: DeviceSpec) -> int | None:
+    """onnxruntime's NCHWc channel block on this CPU, detected: the smallest channel count whose
+    max-pool it runs blocked (pools need whole blocks). None when it never runs one blocked."""
+    from hwprofiler.kernels import KernelSpec, build_kernel_model
+
+    for c in (4, 8, 16, 32, 64):
+        k = KernelSpec(op="maxpool", cin=c, cout=c, kernel=2, stride=2, h=8, w=8)
+        if nchwc_layout(build_kernel_model(k).SerializeToString(), spec) == "blocked":
+            return c
+    return None
+
+
 class OrtRunnable:
     def __init__(self, data: bytes, spec: DeviceSpec) -> None:
         self.session = make_session(data, spec)
@@ -132,6 +166,9 @@ class OnnxRuntime:
 
     def load(self, data: bytes, spec: DeviceSpec) -> OrtRunnable:
         return OrtRunnable(data, spec)
+
+    def kernel_layout(self, data: bytes, spec: DeviceSpec) -> str | None:
+        return nchwc_layout(data, spec)
 
 
 RUNTIME = OnnxRuntime()

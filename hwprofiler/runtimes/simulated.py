@@ -195,6 +195,18 @@ class SimulatedRuntime:
             raise DeviceError(f"the simulated device priced the graph at {base} ms")
         return SimRunnable(base, p, stream)
 
+    def kernel_layout(self, data: bytes, spec: DeviceSpec) -> str | None:
+        return _layout(data, spec)
+
+
+def _layout(data: bytes, spec: DeviceSpec) -> str | None:
+    from hwprofiler.onnx_kernels import kernels_from_onnx
+
+    layouts = [blocked(k, params(spec).block) for k in kernels_from_onnx(data, batch=spec.batch) if k.op in LAYOUT_OPS]
+    if not layouts:
+        return None
+    return "blocked" if any(layouts) else "plain"
+
 
 def params(spec: DeviceSpec) -> SimParams:
     """The simulated CPU of a device spec."""
