@@ -90,6 +90,18 @@ def print_policy(policy: Any, title: str) -> None:
         out.print("[bold]metrics[/] " + "  ".join(f"{k} {v}" for k, v in metrics.items()))
 
 
+def note_analysis(surgeon: Any, slow_s: float = 1.0) -> None:
+    """One line on stderr with the analysis' counts, when it took more than `slow_s`."""
+    if surgeon.analysis_s > slow_s:
+        from torch import nn
+
+        layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in surgeon.dense.modules())
+        console.print(
+            f"analysed {layers} layers in {surgeon.analysis_s:.1f} s: {len(surgeon.groups)} prunable groups, "
+            f"{len(surgeon.excluded)} layers left unpruned"
+        )
+
+
 def print_excluded(out: Any, excluded: list[Any]) -> None:
     """The layers left unpruned, one line each with the reason."""
     if not excluded:
@@ -132,6 +144,7 @@ def register(app: typer.Typer) -> None:
         spec = resolve_model(model, dataset, input_shape, num_classes, checkpoint)
         # Structure only: the groups do not depend on the weights, and ranking by l1 needs no data.
         surgeon = Surgeon(spec.build(with_weights=False), spec.input_shape, spec.identity(), importance="l1")
+        note_analysis(surgeon)
         policy = Policy.uniform(
             surgeon.groups,
             ratio,
@@ -151,8 +164,6 @@ def register(app: typer.Typer) -> None:
             )
             return
         print_policy(policy, f"policy template for {spec.name}")
-        if surgeon.analysis_s > 1.0:
-            console.print(f"analysis took {surgeon.analysis_s:.1f} s")
         console.print(
             f"[green]wrote[/] {out}  ({len(policy.groups)} groups; edit 'requested_ratio', then 'hilprune prune --policy {out}')"
         )

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         from ..models import resolve_model
         from ..policy import Policy
         from ..surgery import Surgeon, save_pruned
-        from .policy_cmd import check_importance
+        from .policy_cmd import check_importance, note_analysis
 
         policy = Policy.load(policy_path)  # cheap checks first: a bad file fails before any model is built
         crit = check_importance(importance or policy.importance)
@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
         spec = resolve_model(model, dataset, input_shape, num_classes, checkpoint)
         calibration = _calibration(dataset, data_dir, crit)
         surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity(), importance=crit, calibration=calibration)
+        note_analysis(surgeon)
         result = surgeon.apply(policy)
         result.policy.importance = crit
         onnx_path = out / "model.onnx"

@@ -21,7 +21,7 @@ from typing import Any
 import torch_pruning as tp
 from torch import nn
 
-from .progress import progress_bar
+from .progress import Progress, progress_of
 
 GROUP_SEARCH_S = 10.0  # one layer's group search
 TOTAL_SEARCH_S = 40.0  # all group searches of one model
@@ -85,7 +85,7 @@ def search_groups(
     root_types: tuple[type, ...] = (nn.Conv2d, nn.Linear),
     group_s: float = GROUP_SEARCH_S,
     total_s: float = TOTAL_SEARCH_S,
-    progress: bool | None = None,
+    progress: Progress | bool | None = None,
 ) -> SearchResult:
     """Every prunable group of `graph`, as torch-pruning's get_all_groups finds them, within time budgets.
 
@@ -97,9 +97,10 @@ def search_groups(
     roots = [m for m in graph.module2node if isinstance(m, root_types) and m not in ignored]
     visited: set[Any] = set()
     covered: set[Any] = set()  # output channels that some found group prunes
-    with progress_bar(len(roots), "dependency groups", progress) as bar:
+    with progress_of(progress) as bar:
+        bar.stage("group search", len(roots))
         for m in roots:
-            bar.update(1)
+            bar.advance()
             if m in visited:
                 continue
             pruner = graph.get_pruner_of_module(m)

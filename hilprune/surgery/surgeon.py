@@ -25,6 +25,7 @@ import torch_pruning as tp
 from torch import nn
 
 from ..depgraph import Candidate, build_graph, describe, search_groups
+from ..depgraph.progress import Progress, progress_of
 from ..depgraph.search import GROUP_SEARCH_S, TOTAL_SEARCH_S
 from ..errors import SurgeryError
 from ..policy import ExcludedLayer, Policy, PrunableGroup, output_layer, validate_policy
@@ -86,15 +87,19 @@ class Surgeon:
         self.example = torch.randn(1, *input_shape)
         self.identity = model_identity
         self.importance = importance
-        self.graph = build_graph(self.dense, self.example)
-        self._names = {m: n for n, m in self.dense.named_modules()}
-        self.groups, self.excluded, self._candidates = self._analyse(progress, search_budget_s)
-        self.macs_before, self.params_before = macs_and_params(self.dense, self.example)
-        self.ranking = self._rank(calibration)
+        with progress_of(progress) as bar:
+            bar.stage("tracing", 1)
+            self.graph = build_graph(self.dense, self.example)
+            bar.advance()
+            self._names = {m: n for n, m in self.dense.named_modules()}
+            self.groups, self.excluded, self._candidates = self._analyse(bar, search_budget_s)
+            self.macs_before, self.params_before = macs_and_params(self.dense, self.example)
+            bar.stage("ranking", len(self.groups))
+            self.ranking = self._rank(calibration, bar)
         self.analysis_s = time.monotonic() - start
 
     def _analyse(
-        self, progress: bool | None, search_budget_s: float | None
+        self, progress: Progress, search_budget_s: float | None
     ) -> tuple[list[PrunableGroup], list[ExcludedLayer], dict[str, Candidate]]:
         ignored = [m for m in [output_layer(self.dense, self.example)] if m is not None]
         total_s = TOTAL_SEARCH_S if search_budget_s is None else search_budget_s
@@ -113,7 +118,7 @@ class Surgeon:
         valid = [c for c in valid if c.root not in failed]
         return to_groups(self.dense, valid), sort_excluded(self.dense, excluded), {c.root: c for c in valid}
 
-    def _rank(self, calibration: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    def _rank(self, calibration: tuple[torch.Tensor, torch.Tensor] | None, progress: Progress) -> dict[str, torch.Tensor]:
         """Root channel indices of each group, least important first (interleaved over units)."""
         imp = make_importance(self.importance)
         if self.importance in NEEDS_GRADIENTS:
@@ -134,6 +139,7 @@ class Surgeon:
             scores = scores.detach().float().cpu()
             per_unit = [sorted(unit, key=lambda r: (float(scores[r]), r)) for unit in cand.units]
             ranking[g.name] = torch.tensor([unit[j] for j in range(g.channels) for unit in per_unit], dtype=torch.long)
+            progress.advance()
         self.dense.zero_grad(set_to_none=True)
         return ranking
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..depgraph import Candidate
-from ..depgraph.progress import progress_bar
+from ..depgraph.progress import Progress, progress_of
 from .plan import Plan, layer_plan, prune_copy
 
 ROUNDS = ("one", "some", "all-but-one")
@@ -30,12 +30,13 @@ def validate_groups(
     example: torch.Tensor,
     is_out_fn: Callable[[Callable], bool],
     seed: int = 0,
-    progress: bool | None = None,
+    progress: Progress | bool | None = None,
 ) -> dict[str, str]:
     """{root name: reason} for every candidate whose trial prune fails."""
     cands = {c.root: c for c in candidates if c.per_unit >= 2}
     failed: dict[str, str] = {}
-    with one_thread(), progress_bar(len(ROUNDS) * len(cands), "trial prunes", progress) as bar:
+    with one_thread(), progress_of(progress) as bar:
+        bar.stage("trial prunes", len(ROUNDS) * len(cands))
         for round_no, mode in enumerate(ROUNDS):
             rng = random.Random(seed * 1000 + round_no)
             names = [n for n in cands if n not in failed]
@@ -45,7 +46,7 @@ def validate_groups(
                 return run_trial(dense, cands, {n: selection[n] for n in subset}, example, is_out_fn)
 
             failed.update(_bisect(names, trial))
-            bar.update(len(names))
+            bar.advance(len(cands))
     return failed
 
 
