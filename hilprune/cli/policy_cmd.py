@@ -40,7 +40,8 @@ def policy_summary(policy: Any) -> dict[str, Any]:
     }
 
 
-def _channels(n: int, units: int) -> str:
+def channels_text(n: int, units: int) -> str:
+    """'4x8' for 4 units of 8 channels (grouped convs), else '8'."""
     return f"{units}x{n}" if units > 1 else str(n)
 
 
@@ -71,7 +72,7 @@ def print_policy(policy: Any, title: str) -> None:
     ]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for i, g in enumerate(policy.groups):
-        channels = f"{_channels(g.channels_before, g.units)} -> {_channels(g.channels_after, g.units)}"
+        channels = f"{channels_text(g.channels_before, g.units)} -> {channels_text(g.channels_after, g.units)}"
         table.add_row(str(i), g.name, g.kind, channels, f"{g.requested_ratio:.3f}", f"{g.ratio:.3f}")
     s = policy_summary(policy)
     table.add_row(

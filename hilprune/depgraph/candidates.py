@@ -137,9 +137,14 @@ def _split_units(cand: Candidate, modules: dict[str, nn.Module]) -> str | None:
 
 
 def _on_channels(slice_node: Any) -> bool:
+    """A slice that takes part of the channels (a whole-range slice such as x[:, :] takes them all)."""
     sizes = getattr(slice_node.grad_fn, "_saved_self_sym_sizes", None)
     rank = len(sizes) if sizes is not None else 4
-    return int(slice_node.module.dim) % rank == 1
+    op = slice_node.module
+    if int(op.dim) % rank != 1:
+        return False
+    whole = sizes is not None and int(op.start) == 0 and int(op.step) == 1 and int(op.end) >= int(sizes[1])
+    return not whole
 
 
 def _bound(v: Any) -> str:

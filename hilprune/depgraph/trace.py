@@ -88,6 +88,8 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> Graph:
                 graph.build_dependency(model, example_inputs=(example_input,), verbose=False)
     except Exception as exc:
         raise ModelError(f"torch-pruning cannot build the dependency graph of this model: {_first_line(exc)}") from exc
+    finally:
+        graph.recorder = None  # its shapes were used while building; it keeps every traced autograd node alive
     return graph
 
 
