@@ -67,7 +67,8 @@ def describe(graph: Any, model_names: dict[nn.Module, str], root: Any, group: An
         if reason is None and node.type in SPLITS:
             reason = f"its channels go through a {SPLITS[node.type]} whose sizes are fixed when forward runs"
         if reason is None and node.type == OPTYPE.SLICE and _on_channels(node):
-            reason = f"its channels are sliced at fixed offsets in forward (x[:, {_bound(node.module.start)}:{_bound(node.module.end)}])"
+            where = f"x[:, {_bound(node.module.start)}:{_bound(node.module.end)}]"
+            reason = f"its channels are sliced in forward ({where}); pruning would shift them across the slice's bounds"
         mod_name = model_names.get(mod) if isinstance(mod, nn.Module) else None
         if mod_name is None:
             if node.type == OPTYPE.PARAMETER and reason is None:
