@@ -21,3 +21,7 @@ class DataError(HilpruneError):
 
 class ModelError(HilpruneError):
     """A model name, factory or checkpoint that cannot be resolved."""
+
+
+class SurgeryError(HilpruneError):
+    """Surgery that failed on a model (a layer the analysis let through but pruning could not follow)."""

@@ -26,9 +26,9 @@ def check_importance(name: str) -> str:
 
 
 def policy_summary(policy: Any) -> dict[str, Any]:
-    """Totals over a policy's groups (channels before/after, mean requested and achieved ratio)."""
-    before = sum(g.channels_before for g in policy.groups)
-    after = sum(g.channels_after for g in policy.groups)
+    """Totals over a policy's groups (channels before/after, mean requested and achieved ratio, layers left unpruned)."""
+    before = sum(g.channels_before * g.units for g in policy.groups)
+    after = sum(g.channels_after * g.units for g in policy.groups)
     n = max(1, len(policy.groups))
     return {
         "groups": len(policy.groups),
@@ -36,7 +36,13 @@ def policy_summary(policy: Any) -> dict[str, Any]:
         "channels_after": after,
         "mean_requested_ratio": sum(g.requested_ratio for g in policy.groups) / n,
         "mean_ratio": sum(g.ratio for g in policy.groups) / n,
+        "excluded": len(policy.excluded),
     }
+
+
+def channels_text(n: int, units: int) -> str:
+    """'4x8' for 4 units of 8 channels (grouped convs), else '8'."""
+    return f"{units}x{n}" if units > 1 else str(n)
 
 
 def print_policy(policy: Any, title: str) -> None:
@@ -66,9 +72,8 @@ def print_policy(policy: Any, title: str) -> None:
     ]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for i, g in enumerate(policy.groups):
-        table.add_row(
-            str(i), g.name, g.kind, f"{g.channels_before} -> {g.channels_after}", f"{g.requested_ratio:.3f}", f"{g.ratio:.3f}"
-        )
+        channels = f"{channels_text(g.channels_before, g.units)} -> {channels_text(g.channels_after, g.units)}"
+        table.add_row(str(i), g.name, g.kind, channels, f"{g.requested_ratio:.3f}", f"{g.ratio:.3f}")
     s = policy_summary(policy)
     table.add_row(
         "",
@@ -80,9 +85,33 @@ def print_policy(policy: Any, title: str) -> None:
         end_section=True,
     )
     out.print(table)
+    print_excluded(out, policy.excluded)
     metrics = {k: v for k, v in policy.metrics.items() if v is not None}
     if metrics:
         out.print("[bold]metrics[/] " + "  ".join(f"{k} {v}" for k, v in metrics.items()))
+
+
+def note_analysis(surgeon: Any, slow_s: float = 1.0) -> None:
+    """One line on stderr with the analysis' counts, when it took more than `slow_s`."""
+    if surgeon.analysis_s > slow_s:
+        from torch import nn
+
+        layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in surgeon.dense.modules())
+        console.print(
+            f"analysed {layers} layers in {surgeon.analysis_s:.1f} s: {len(surgeon.groups)} prunable groups, "
+            f"{len(surgeon.excluded)} layers left unpruned"
+        )
+
+
+def print_excluded(out: Any, excluded: list[Any]) -> None:
+    """The layers left unpruned, one line each with the reason."""
+    if not excluded:
+        return
+    from rich.markup import escape
+
+    out.print(f"[bold]left unpruned[/] ({len(excluded)} layers; their channels stay as they are):")
+    for e in excluded:
+        out.print(f"  {escape(e.name)}: {escape(e.reason)}")
 
 
 def register(app: typer.Typer) -> None:
@@ -116,14 +145,24 @@ def register(app: typer.Typer) -> None:
         spec = resolve_model(model, dataset, input_shape, num_classes, checkpoint)
         # Structure only: the groups do not depend on the weights, and ranking by l1 needs no data.
         surgeon = Surgeon(spec.build(with_weights=False), spec.input_shape, spec.identity(), importance="l1")
+        note_analysis(surgeon)
         policy = Policy.uniform(
-            surgeon.groups, ratio, spec.identity(), importance=importance, round_to=round_to, max_ratio=max_ratio
+            surgeon.groups,
+            ratio,
+            spec.identity(),
+            importance=importance,
+            round_to=round_to,
+            max_ratio=max_ratio,
+            excluded=surgeon.excluded,
         )
         if out.is_dir():
             raise HilpruneError(f"--out {out} is a folder; give a file name such as {out / 'policy.json'}")
         policy.save(out)
         if json_out:
-            print_json({"policy": str(out), **policy_summary(policy)})
+            excluded = [{"name": e.name, "reason": e.reason} for e in surgeon.excluded]
+            print_json(
+                {"policy": str(out), **policy_summary(policy), "excluded_layers": excluded, "analysis_s": surgeon.analysis_s}
+            )
             return
         print_policy(policy, f"policy template for {spec.name}")
         console.print(

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         from ..models import resolve_model
         from ..policy import Policy
         from ..surgery import Surgeon, save_pruned
-        from .policy_cmd import check_importance
+        from .policy_cmd import check_importance, note_analysis
 
         policy = Policy.load(policy_path)  # cheap checks first: a bad file fails before any model is built
         crit = check_importance(importance or policy.importance)
@@ -74,10 +74,17 @@ def register(app: typer.Typer) -> None:
         spec = resolve_model(model, dataset, input_shape, num_classes, checkpoint)
         calibration = _calibration(dataset, data_dir, crit)
         surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity(), importance=crit, calibration=calibration)
+        note_analysis(surgeon)
         result = surgeon.apply(policy)
         result.policy.importance = crit
         onnx_path = out / "model.onnx"
-        export = export_onnx(result.model, spec.input_shape, onnx_path, tolerance=TOLERANCE)
+        try:
+            export = export_onnx(result.model, spec.input_shape, onnx_path, tolerance=TOLERANCE)
+        except HilpruneError:
+            raise
+        except Exception as exc:  # the exporter's own failure: one line, not a traceback
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise HilpruneError(f"ONNX export of the pruned model failed: {type(exc).__name__}: {first}") from exc
         result.policy.metrics.update({"max_abs_diff": export.max_abs_diff, "onnx": onnx_path.name})
         pruned_path = save_pruned(out / "pruned.pt", result.model, result.policy)
         policy_out = result.policy.save(out / "policy.json")
@@ -90,6 +97,7 @@ def register(app: typer.Typer) -> None:
             "model": spec.name,
             "macs_kept": result.macs_after / max(1, result.macs_before),
             "params_kept": result.params_after / max(1, result.params_before),
+            "excluded": len(surgeon.excluded),
         }
         if json_out:
             print_json(report)
@@ -101,6 +109,8 @@ def register(app: typer.Typer) -> None:
             ["params", _fmt(result.params_before), _fmt(result.params_after), f"{report['params_kept']:.1%}"],
         ]
         print_table(f"{spec.name} pruned by {policy_path.name} ({crit})", ["", "dense", "pruned", "kept"], rows)
+        if surgeon.excluded:
+            console.print(f"{len(surgeon.excluded)} layers left unpruned ('hilprune policy show {policy_out}' says why)")
         console.print(
             f"[green]wrote[/] {pruned_path}, {policy_out}, {onnx_path} (ONNX vs torch max abs diff {export.max_abs_diff:.1e})"
         )

@@ -60,6 +60,7 @@ def _print_best_policy(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     from ..policy import Policy
+    from .policy_cmd import channels_text
 
     for label, b in summary["best"].items():
         if not b:
@@ -75,7 +76,12 @@ def _print_best_policy(summary: dict[str, Any]) -> None:
         for col in ("group", "kind", "channels", "pruned"):
             t.add_column(col)
         for g in pol.groups:
-            t.add_row(g.name, g.kind, f"{g.channels_before} -> {g.channels_after}", f"{g.ratio:.0%}")
+            t.add_row(
+                g.name,
+                g.kind,
+                f"{channels_text(g.channels_before, g.units)} -> {channels_text(g.channels_after, g.units)}",
+                f"{g.ratio:.0%}",
+            )
         console.print(t)
         console.print(f"policy: {b['policy_path']}")
 

@@ -2,7 +2,9 @@
 
 A policy holds one prune ratio per prunable group, the model it was made for, the
 importance criterion and the channel rounding. Requested and achieved ratios are both kept:
-rounding to whole (or aligned) channels makes them differ.
+rounding to whole (or aligned) channels makes them differ. `excluded` lists the layers the
+model's analysis left unpruned, with the reason (optional in the JSON; written when non-empty).
+A group with `units` > 1 counts the channels of one unit (one conv group); written when not 1.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PolicyError
-from .groups import PrunableGroup, groups_signature
+from .groups import ExcludedLayer, PrunableGroup, groups_signature
 from .rounding import achieved_ratio, channels_after
 
 POLICY_FORMAT = "hilprune.policy/v1"
@@ -32,6 +34,13 @@ class GroupRatio:
     channels_after: int
     kind: str = "conv"
     members: list[str] = field(default_factory=list)
+    units: int = 1  # the dimension has channels * units channels; each unit loses the same channels
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.units == 1:
+            del d["units"]
+        return d
 
 
 @dataclass
@@ -42,6 +51,7 @@ class Policy:
     round_to: int = 1
     max_ratio: float = DEFAULT_MAX_RATIO
     metrics: dict[str, Any] = field(default_factory=dict)  # filled by whoever evaluated it
+    excluded: list[ExcludedLayer] = field(default_factory=list)  # layers left unpruned, with the reason
 
     # --- construction -------------------------------------------------------------
     @classmethod
@@ -53,6 +63,7 @@ class Policy:
         importance: str = "l1",
         round_to: int = 1,
         max_ratio: float = DEFAULT_MAX_RATIO,
+        excluded: list[ExcludedLayer] | None = None,
     ) -> Policy:
         """Build a policy from per-group ratios (a dict by group name or a list in group order)."""
         max_ratio = _check_max_ratio(max_ratio)
@@ -68,9 +79,11 @@ class Policy:
                 raise PolicyError(f"policy has no ratio for group {g.name!r}")
             r = _check_ratio(g.name, ratios[g.name], max_ratio)
             kept = channels_after(g.channels, r, round_to)
-            items.append(GroupRatio(g.name, r, achieved_ratio(g.channels, kept), g.channels, kept, g.kind, list(g.members)))
+            items.append(
+                GroupRatio(g.name, r, achieved_ratio(g.channels, kept), g.channels, kept, g.kind, list(g.members), g.units)
+            )
         identity = dict(model_identity) | {"groups_signature": groups_signature(groups)}
-        return cls(identity, items, importance, round_to, max_ratio)
+        return cls(identity, items, importance, round_to, max_ratio, excluded=list(excluded or []))
 
     @classmethod
     def uniform(cls, groups: list[PrunableGroup], ratio: float, model_identity: dict[str, Any], **kw: Any) -> Policy:
@@ -89,15 +102,18 @@ class Policy:
 
     # --- JSON -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "format": POLICY_FORMAT,
             "model": self.model,
             "importance": self.importance,
             "round_to": self.round_to,
             "max_ratio": self.max_ratio,
-            "groups": [asdict(g) for g in self.groups],
+            "groups": [g.to_dict() for g in self.groups],
             "metrics": self.metrics,
         }
+        if self.excluded:
+            d["excluded"] = [{"name": e.name, "reason": e.reason, "members": list(e.members)} for e in self.excluded]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
@@ -135,8 +151,12 @@ class Policy:
                         channels_after=int(g.get("channels_after", 0)),
                         kind=str(g.get("kind", "conv")),
                         members=list(g.get("members", [])),
+                        units=int(g.get("units", 1)),
                     )
                 )
+            excluded = obj.get("excluded", [])
+            if not isinstance(excluded, list) or not all(isinstance(e, dict) for e in excluded):
+                raise PolicyError(f"{source}: 'excluded' must be a list of objects (layers left unpruned)")
             return cls(
                 model=dict(obj["model"]),
                 groups=groups,
@@ -144,6 +164,10 @@ class Policy:
                 round_to=round_to,
                 max_ratio=max_ratio,
                 metrics=dict(obj.get("metrics", {})),
+                excluded=[
+                    ExcludedLayer(str(e["name"]), str(e.get("reason", "")), tuple(str(m) for m in e.get("members", [])))
+                    for e in excluded
+                ],
             )
         except KeyError as exc:
             raise PolicyError(f"{source}: missing field {exc.args[0]!r}") from None

@@ -32,6 +32,10 @@ def validate_policy(policy: Policy, groups: list[PrunableGroup], model_identity:
             raise PolicyError(
                 f"group {item.name!r} has {g.channels} channels in this model, the policy says {item.channels_before}"
             )
+        if item.units != g.units:
+            raise PolicyError(
+                f"group {item.name!r} has {g.units} units (conv groups) in this model, the policy says {item.units}"
+            )
         _check_ratio(item.name, item.requested_ratio, policy.max_ratio)
     missing = [g.name for g in groups if g.name not in seen]
     if missing:
