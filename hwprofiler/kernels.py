@@ -9,6 +9,7 @@ channels are a multiple of the SIMD width, so odd widths are measured, not inter
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -18,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hwprofiler.errors import KernelError
 
-OPS = ("conv", "linear", "maxpool", "avgpool", "globalavgpool", "globalmaxpool", "add", "mul", "act", "concat")
+OPS = ("conv", "linear", "maxpool", "avgpool", "globalavgpool", "globalmaxpool", "add", "mul", "act", "concat", "bn", "node")
 ACTIVATIONS = ("relu", "relu6", "clip", "sigmoid", "tanh", "leakyrelu", "hardsigmoid")
 OPSET = 17
 _ONNX_DTYPES = {"float32": (TensorProto.FLOAT, np.float32), "float16": (TensorProto.FLOAT16, np.float16)}
@@ -31,7 +32,13 @@ class KernelSpec:
     conv: Conv (+folded BN) (+residual Add when `residual_add`) (+`activation`); `h`, `w` are the
     input size.  linear: Gemm/MatMul(+bias) from `cin` to `cout` features.  Pools keep
     `cin == cout`.  add/mul: an element-wise binary op on a (cin, h, w) tensor.  act: a standalone
-    `activation`.  Square kernels, strides and symmetric padding only.
+    `activation`.  bn: a BatchNormalization no conv absorbs (pre-activation nets).  Square kernels,
+    strides and symmetric padding only.
+
+    node: any other ONNX op the runtime executes as its own kernel (Transpose, Softmax, Resize, Pad,
+    Slice, Split, ...), timed as a one-node graph by shape: `onnx_op` names it and `detail` (JSON)
+    holds its inputs' shapes and types, constant inputs, attributes and output shapes. Where its
+    input is an NCHW tensor, `cin`/`h`/`w` repeat that shape.
     """
 
     op: str
@@ -47,6 +54,8 @@ class KernelSpec:
     activation: str | None = None
     residual_add: bool = False
     dilation: int = 1
+    onnx_op: str | None = None
+    detail: str = ""
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -55,6 +64,8 @@ class KernelSpec:
             raise KernelError(f"unknown activation {self.activation!r}; known: {ACTIVATIONS}")
         if self.op == "act" and self.activation is None:
             raise KernelError("an 'act' kernel needs an activation")
+        if (self.op == "node") != bool(self.onnx_op and self.detail):
+            raise KernelError("a 'node' kernel needs onnx_op and detail, and only a 'node' kernel has them")
         ints = (self.batch, self.cin, self.cout, self.kernel, self.stride, self.groups, self.h, self.w, self.dilation)
         if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in ints) or self.padding < 0:
             raise KernelError(f"kernel sizes must be positive integers: {self}")
@@ -64,7 +75,10 @@ class KernelSpec:
             raise KernelError(f"concat joins its first input's cin channels with more: cout must exceed cin ({self})")
         if self.residual_add and self.op != "conv":
             raise KernelError("residual_add only applies to conv kernels")
-        if self.op in ("maxpool", "avgpool", "globalavgpool", "globalmaxpool", "add", "mul", "act") and self.cin != self.cout:
+        if (
+            self.op in ("maxpool", "avgpool", "globalavgpool", "globalmaxpool", "add", "mul", "act", "bn")
+            and self.cin != self.cout
+        ):
             raise KernelError(f"{self.op} keeps the channel count: cin must equal cout ({self})")
         if self.out_hw[0] < 1 or self.out_hw[1] < 1:
             raise KernelError(f"kernel has an empty output: {self}")
@@ -138,6 +152,31 @@ def _seed(spec: KernelSpec) -> int:
     return int.from_bytes(hashlib.sha256(spec.key().encode()).digest()[:4], "little")
 
 
+def _node_model(spec: KernelSpec, rng: np.random.Generator) -> onnx.ModelProto:
+    """A one-node graph of a generic kernel, from its `detail` (see KernelSpec)."""
+    d = json.loads(spec.detail)
+    inputs, inits, names = [], [], []
+    for i, item in enumerate(d["inputs"]):
+        name = f"in{i}"
+        if item is None:  # an optional input left out
+            names.append("")
+            continue
+        names.append(name)
+        if "const" in item:
+            arr = np.array(item["const"], dtype=helper.tensor_dtype_to_np_dtype(item["type"])).reshape(item["shape"])
+            inits.append(numpy_helper.from_array(arr, name))
+        else:
+            inputs.append(helper.make_tensor_value_info(name, item["type"], item["shape"]))
+    outs = [helper.make_tensor_value_info(f"out{i}", o["type"], o["shape"]) for i, o in enumerate(d["outputs"])]
+    node = helper.make_node(spec.onnx_op, names, [o.name for o in outs], domain=d.get("domain", ""), **d["attrs"])
+    graph = helper.make_graph([node], f"kernel_{spec.onnx_op}", inputs, outs, inits)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", int(d.get("opset", OPSET)))], producer_name="hwprofiler"
+    )
+    model.ir_version = 8
+    return model
+
+
 def build_kernel_model(spec: KernelSpec, dtype: str = "float32") -> onnx.ModelProto:
     """A one-kernel ONNX graph (opset 17) with random weights seeded by the spec, so the bytes,
     and therefore cache keys, are the same every time.
@@ -203,6 +242,18 @@ def build_kernel_model(spec: KernelSpec, dtype: str = "float32") -> onnx.ModelPr
         inputs.append(helper.make_tensor_value_info("other", elem, x_shape))
         nodes.append(helper.make_node("Add" if spec.op == "add" else "Mul", ["x", "other"], ["binary"]))
         last = "binary"
+    elif spec.op == "bn":
+        c = spec.cin
+        inits += [
+            numpy_helper.from_array((rng.random(c) + 0.5).astype(np_dtype), "scale"),
+            numpy_helper.from_array(rng.standard_normal(c).astype(np_dtype), "bias"),
+            numpy_helper.from_array(rng.standard_normal(c).astype(np_dtype), "mean"),
+            numpy_helper.from_array((rng.random(c) + 0.5).astype(np_dtype), "var"),
+        ]
+        nodes.append(helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["bn"]))
+        last = "bn"
+    elif spec.op == "node":
+        return _node_model(spec, rng)
     else:  # act
         last = "x"
     if spec.activation is not None:

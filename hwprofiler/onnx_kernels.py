@@ -7,10 +7,16 @@ Conv whose only consumer is a same-shape Add takes that Add (and the activation 
 a residual sum, the Add's first input winning when both come from convs; Gemm fuses a
 following activation (FusedGemm); MatMul + bias Add becomes Gemm.  Flatten, Reshape, Dropout,
 Identity, (Un)Squeeze and int64 shape arithmetic cost nothing.
+
+Every other op the runtime executes as its own kernel is priced too: a BatchNormalization no conv
+absorbs is a `bn` kernel, and anything else (Transpose, Softmax, Resize, Pad, Slice, Split, ...) a
+generic `node` kernel, timed alone at its shapes. An op that cannot be described that way (a
+subgraph, an unknown shape) is one `KernelError` naming the node.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -254,6 +260,79 @@ def _is_shape_arith(g: _Graph, node: onnx.NodeProto) -> bool:
     return node.op_type in SHAPE_ARITH_OPS and all(g.types.get(o) == onnx.TensorProto.INT64 for o in node.output)
 
 
+def _json_attr(value: Any, node: onnx.NodeProto, name: str) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, (int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str, bytes)) for v in value):
+        return [v.decode() if isinstance(v, bytes) else v for v in value]
+    raise KernelError(
+        f"cannot price node {node.name or node.op_type!r} ({node.op_type}): its attribute {name!r} is a graph or tensor"
+    )
+
+
+def _generic(g: _Graph, node: onnx.NodeProto, opset: int) -> KernelSpec:
+    """Any other op as a one-node kernel, priced by timing it alone at its shapes (KernelSpec 'node')."""
+    where = f"node {node.name or node.op_type!r} ({node.op_type})"
+    inputs: list[dict[str, Any] | None] = []
+    for name in node.input:
+        if not name:
+            inputs.append(None)
+            continue
+        shape = g.shape(name, node)
+        etype = g.types.get(name)
+        if not etype:
+            raise KernelError(f"cannot price {where}: the type of its input {name!r} is unknown")
+        item: dict[str, Any] = {"shape": list(shape), "type": int(etype)}
+        if name in g.consts:
+            item["const"] = g.consts[name].ravel().tolist()
+        inputs.append(item)
+    outputs = []
+    for name in node.output:
+        shape, etype = g.shapes.get(name), g.types.get(name)
+        if shape is None or not etype:
+            raise KernelError(f"cannot price {where}: the shape of its output {name!r} is unknown; export with fixed shapes")
+        outputs.append({"shape": list(shape), "type": int(etype)})
+    attrs = {a.name: _json_attr(onnx.helper.get_attribute_value(a), node, a.name) for a in node.attribute}
+    detail = json.dumps({"inputs": inputs, "outputs": outputs, "attrs": attrs, "opset": opset}, sort_keys=True)
+    first = next((i for i in inputs if i is not None and "const" not in i), None)
+    n, c, h, w = first["shape"] if first is not None and len(first["shape"]) == 4 else [1, 1, 1, 1]
+    return KernelSpec(op="node", batch=int(n), cin=int(c), cout=int(c), h=int(h), w=int(w), onnx_op=node.op_type, detail=detail)
+
+
+def _shapes_by_running(model: onnx.ModelProto, g: _Graph) -> None:
+    """Fill the shapes static inference left unknown (slice bounds computed from a tensor's size,
+    as a channel split written `x[:, : x.size(1) // 2]` exports) by running the graph once on
+    random inputs with every intermediate value exposed: the input shapes are fixed, so the run
+    knows every shape."""
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    known = {o.name for o in m.graph.output}
+    for node in m.graph.node:
+        for name in node.output:
+            if name and name not in known and g.shapes.get(name) is None:
+                m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+                known.add(name)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(m.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own error types
+        raise KernelError(f"shapes of the graph are unknown and it cannot be run to find them: {str(e).strip()[:200]}") from None
+    from hwprofiler.runtimes.ort import session_feeds
+
+    names = [o.name for o in sess.get_outputs()]
+    for name, value in zip(names, sess.run(names, session_feeds(sess, batch=1))):
+        arr = np.asarray(value)
+        if arr.ndim and all(d > 0 for d in arr.shape):
+            g.shapes[name] = tuple(int(d) for d in arr.shape)
+            g.types.setdefault(name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype))
+
+
 def _fix_free_dims(model: onnx.ModelProto, batch: int | None) -> None:
     inits = {i.name for i in model.graph.initializer}
     for inp in model.graph.input:
@@ -287,7 +366,10 @@ def kernels_from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *
     m = load_model(model)
     _fix_free_dims(m, batch)
     m = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 17)
     g = _Graph(m)
+    if any(g.shapes.get(o) is None for node in g.nodes for o in node.output if o):
+        _shapes_by_running(m, g)
     used: set[int] = set()
     kernels: list[KernelSpec] = []
     for i, node in enumerate(g.nodes):
@@ -323,12 +405,11 @@ def kernels_from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *
         elif op in ACT_OPS:
             n, c, h, w = _eltwise_shape(g.shape(node.input[0], node))
             spec = KernelSpec(op="act", batch=n, cin=c, cout=c, h=h, w=w, activation=_activation(g, node))
+        elif op == "BatchNormalization" and len(g.shape(node.input[0], node)) == 4:  # no conv before it to fold into
+            n, c, h, w = g.shape4(node.input[0], node)
+            spec = KernelSpec(op="bn", batch=n, cin=c, cout=c, h=h, w=w)
         else:
-            raise KernelError(
-                f"cannot price node {node.name or op!r} ({op}): supported are Conv, BatchNormalization after Conv, "
-                "Gemm, MatMul, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean over H and W, "
-                f"Add, Mul, channel Concat, {', '.join(ACT_OPS)} and shape-only ops"
-            )
+            spec = _generic(g, node, opset)
         used.update(group)
         kernels.append(spec)
     return kernels

@@ -57,7 +57,7 @@ def kernel_class(k: KernelSpec, layout: str | None) -> str:
         kind = "pool"
     elif k.op == "linear":
         kind = "linear"
-    elif k.op in ("add", "mul", "act", "concat"):
+    elif k.op in ("add", "mul", "act", "concat", "bn"):
         kind = "eltwise"
     else:
         kind = "other"

@@ -4,8 +4,9 @@ of `hilprune` must be placed on a floor, or it could import an upper one unnotic
 from __future__ import annotations
 
 import pkgutil
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import hilprune
 

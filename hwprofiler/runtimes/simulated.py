@@ -19,6 +19,7 @@ Use it to try hilprune without caring about the machine, and to test code that u
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -80,6 +81,10 @@ def _elems(k: KernelSpec) -> tuple[int, int]:
     ho, wo = k.out_hw
     if k.op == "linear":
         return k.batch * k.cin, k.batch * k.cout
+    if k.op == "node":  # generic: every non-constant input in, every output out
+        d = json.loads(k.detail)
+        n_in = sum(math.prod(i["shape"]) for i in d["inputs"] if i is not None and "const" not in i)
+        return n_in, sum(math.prod(o["shape"]) for o in d["outputs"])
     return k.batch * k.cin * k.h * k.w, k.batch * k.cout * ho * wo
 
 
