@@ -48,7 +48,7 @@ def check_fidelity(
     start = time.perf_counter()
     device = hwprofiler.load_device(device_name)
     surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity())
-    kmap = KernelMap(surgeon, batch=device.batch)
+    kmap = KernelMap(surgeon, batch=device.batch, device=device)
     lut = LUT(device)
     n_groups = len(surgeon.groups)
     rng = random.Random(seed)
@@ -76,7 +76,7 @@ def check_fidelity(
         else:
             live.append(live_ms)
             pred.append(predictor.predict(kernels))
-            flops_kernels.append(hwprofiler.kernels_from_onnx(data))
+            flops_kernels.append(hwprofiler.device_kernels(data, device))
             graphs.append(data)
         bar.update(1)
     bar.close()

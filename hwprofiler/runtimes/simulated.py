@@ -30,6 +30,8 @@ from hwprofiler.errors import DeviceError, KernelError
 from hwprofiler.kernels import KernelSpec
 
 if TYPE_CHECKING:
+    import onnx
+
     from hwprofiler.devices import DeviceSpec
 
 MODEL_VERSION = 1  # bump when the cost model changes: it is part of the fingerprint
@@ -194,6 +196,12 @@ class SimulatedRuntime:
         if not (base > 0 and math.isfinite(base)):
             raise DeviceError(f"the simulated device priced the graph at {base} ms")
         return SimRunnable(base, p, stream)
+
+    def fused_groups(self, model: onnx.ModelProto, spec: DeviceSpec) -> list[list[int]]:
+        # It prices graphs as onnxruntime fuses them (see `load`), so its kernels are those.
+        from hwprofiler.onnx_kernels import onnxruntime_groups
+
+        return onnxruntime_groups(model)
 
 
 def params(spec: DeviceSpec) -> SimParams:
