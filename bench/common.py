@@ -28,7 +28,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for mod in ("torch", "onnxruntime", "onnx", "torch_pruning", "optuna", "stable_baselines3", "gymnasium"):
+    for mod in ("torch", "onnxruntime", "openvino", "onnx", "torch_pruning", "optuna", "stable_baselines3", "gymnasium"):
         try:
             versions[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - a missing optional package is just not listed

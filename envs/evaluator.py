@@ -34,7 +34,7 @@ from hilprune.data.bundle import Split
 from hilprune.errors import HilpruneError, PolicyError
 from hilprune.policy import Policy, channels_after, validate_policy
 from hilprune.train.bn_recalib import BN_BATCH_SIZE
-from hwprofiler import kernels_from_onnx as price_kernels
+from hwprofiler import device_kernels as price_kernels
 
 from .errors import EnvConfigError
 from .latency import PolicyLatency
@@ -432,7 +432,11 @@ class PolicyEvaluator:
             lut, pair = float("nan"), None
             kernels = None
             if self.has_lut:
-                kernels = self.kmap.kernels(list(key)) if self.kmap_ok else price_kernels(onnx_bytes(), batch=self.device.batch)
+                kernels = (
+                    self.kmap.kernels(list(key))
+                    if self.kmap_ok
+                    else price_kernels(onnx_bytes(), self.device, batch=self.device.batch)
+                )
                 lut = self.latency.predict_key(key, kernels)
             if live is True or (
                 live is None

@@ -22,7 +22,7 @@ import torch
 
 from hilprune.errors import HilpruneError
 from hilprune.policy import channels_after
-from hwprofiler import kernels_from_onnx as price_kernels
+from hwprofiler import device_kernels as price_kernels
 
 from .devlock import device_lock
 from .errors import EnvConfigError
@@ -92,7 +92,7 @@ class PolicyLatency:
         self.lut_error: str | None = None
         self.dense_kernels: list[Any] | None = None
         try:
-            self.dense_kernels = price_kernels(self.dense_onnx, batch=self.device.batch)
+            self.dense_kernels = price_kernels(self.dense_onnx, self.device, batch=self.device.batch)
         except hwprofiler.KernelError as exc:
             self.lut_error = str(exc)
             if latency_source != "live":
@@ -147,7 +147,7 @@ class PolicyLatency:
         from hilprune.kernel_map import KernelMap
 
         try:
-            kmap = KernelMap(self.surgeon, batch=self.device.batch)
+            kmap = KernelMap(self.surgeon, batch=self.device.batch, device=self.device)
         except Exception as exc:  # a graph the map cannot follow: fall back to surgery + export
             log.info("kernel map unavailable for %s (%s): LUT prices need an export per policy", self.name, exc)
             return
@@ -157,7 +157,7 @@ class PolicyLatency:
             ratios = [float(rng.uniform(0.05, self.max_ratio)) for _ in self.groups]
             policy = self.surgeon.policy(ratios, round_to=self.round_to, max_ratio=self.max_ratio)
             model = self.surgeon.apply(policy, count=False).model
-            real = price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), batch=self.device.batch)
+            real = price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), self.device, batch=self.device.batch)
             if kmap.kernels(list(policy.key())) != real:
                 log.warning(
                     "kernel map of %s does not match real exports (a concat or reshape it cannot follow); "
@@ -181,7 +181,7 @@ class PolicyLatency:
         ratios = [1.0 - k / g.channels for k, g in zip(kept, self.groups)]
         policy = self.surgeon.policy(ratios, round_to=1, max_ratio=1.0)
         model = self.surgeon.apply(policy, count=False).model
-        return price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), batch=self.device.batch)
+        return price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), self.device, batch=self.device.batch)
 
     def predict_key(self, key: tuple[int, ...], kernels: Sequence[Any] | None = None) -> float:
         """LUT latency in ms of the policy keeping `key` channels per group (kernels measured on a miss)."""

@@ -1,7 +1,8 @@
 """From a policy to the kernels the device will run, without surgery.
 
 Pruning never changes a graph's structure, only channel counts. So the dense model's fused
-kernels (hwprofiler.kernels_from_onnx on its ONNX export) are computed once, and each kernel's
+kernels (hwprofiler.device_kernels on its ONNX export: the device's runtime decides what fuses)
+are computed once, and each kernel's
 input and output channels are tied to the prunable group that sets them. To find those ties,
 each group is pruned alone once and we record which kernels changed. After that, the kernel
 list for any policy is a lookup. A LUT predicts latency for a policy in well under a
@@ -16,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from hwprofiler import KernelSpec, kernels_from_onnx
+from hwprofiler import DeviceSpec, KernelSpec, device_kernels, kernels_from_onnx
 
 from .export import to_onnx_bytes
 from .policy import channels_after
@@ -40,10 +41,11 @@ class KernelMap:
     flatten. Each group is pruned alone once to read off its integer weight on every kernel.
     """
 
-    def __init__(self, surgeon: Surgeon, batch: int = 1) -> None:
+    def __init__(self, surgeon: Surgeon, batch: int = 1, device: DeviceSpec | str | None = None) -> None:
         self.groups = surgeon.groups
         self.input_shape = tuple(surgeon.example.shape[1:])
-        self.dense = kernels_from_onnx(to_onnx_bytes(surgeon.dense, self.input_shape, batch), batch=batch)
+        self.device = device  # whose runtime's fusions the kernels are (None: onnxruntime's)
+        self.dense = self._kernels(to_onnx_bytes(surgeon.dense, self.input_shape, batch), batch)
         cin: list[Channels] = [{} for _ in self.dense]
         cout: list[Channels] = [{} for _ in self.dense]
         for gi, g in enumerate(self.groups):
@@ -53,7 +55,7 @@ class KernelMap:
             policy = surgeon.policy(probe, max_ratio=1.0)
             removed = g.channels - policy.groups[gi].channels_after
             pruned = surgeon.apply(policy, count=False).model
-            kernels = kernels_from_onnx(to_onnx_bytes(pruned, self.input_shape, batch), batch=batch)
+            kernels = self._kernels(to_onnx_bytes(pruned, self.input_shape, batch), batch)
             if len(kernels) != len(self.dense):
                 raise RuntimeError(
                     f"pruning group {g.name} changed the kernel graph ({len(self.dense)} -> {len(kernels)} kernels)"
@@ -69,6 +71,11 @@ class KernelMap:
             _Tie(cin[i], cout[i], k.op == "conv" and k.groups > 1 and k.groups == k.cin == k.cout)
             for i, k in enumerate(self.dense)
         ]
+
+    def _kernels(self, data: bytes, batch: int) -> list[KernelSpec]:
+        if self.device is None:
+            return kernels_from_onnx(data, batch=batch)
+        return device_kernels(data, self.device, batch=batch)
 
     def _count(self, dense: int, ties: Channels, kept: Sequence[int]) -> int:
         return dense + sum(w * (kept[gi] - self.groups[gi].channels) for gi, w in ties.items())

@@ -47,7 +47,7 @@ def check_fidelity(
     start = time.perf_counter()
     device = hwprofiler.load_device(device_name)
     surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity())
-    kmap = KernelMap(surgeon, batch=device.batch)
+    kmap = KernelMap(surgeon, batch=device.batch, device=device)
     lut = hwprofiler.open_lut(device)
     n_groups = len(surgeon.groups)
     rng = random.Random(seed)

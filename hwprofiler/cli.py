@@ -68,9 +68,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from hwprofiler.devices import list_devices, load_device
+    from hwprofiler.runtimes import get_runtime
 
     for name in list_devices():
-        print(f"{name}\t{load_device(name).description}")
+        spec = load_device(name)
+        usable, status = get_runtime(spec.runtime).status()
+        print(f"{name}\t{spec.runtime}\t{'ok' if usable else 'unusable'}: {status}\t{spec.description}")
     return 0
 
 
@@ -106,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=cmd_serve)
 
-    devices = sub.add_parser("devices", help="list built-in device specs")
+    devices = sub.add_parser("devices", help="list built-in device specs, their runtimes and whether each is usable here")
     devices.set_defaults(func=cmd_devices)
 
     fp = sub.add_parser("fingerprint", help="print a device's fingerprint")

@@ -109,6 +109,12 @@ class ProfilerClient:
         data = self._request("POST", "/kernels", body, "application/json")
         return [(Measurement.from_dict(r), r.get("layout")) for r in data["results"]]
 
+    def device_kernels(self, model: bytes, batch: int | None = None) -> list[KernelSpec]:
+        """The kernels the server's runtime runs a serialized ONNX model as (its own fusions)."""
+        query = f"?batch={int(batch)}" if batch else ""
+        data = self._request("POST", "/device_kernels" + query, model, "application/octet-stream")
+        return [KernelSpec.from_dict(k) for k in data["kernels"]]
+
 
 def _error_text(e: urllib.error.HTTPError) -> str:
     try:

@@ -168,7 +168,7 @@ def _node_model(spec: KernelSpec, rng: np.random.Generator) -> onnx.ModelProto:
         else:
             inputs.append(helper.make_tensor_value_info(name, item["type"], item["shape"]))
     outs = [helper.make_tensor_value_info(f"out{i}", o["type"], o["shape"]) for i, o in enumerate(d["outputs"])]
-    node = helper.make_node(spec.onnx_op, names, [o.name for o in outs], domain=d.get("domain", ""), **d["attrs"])
+    node = helper.make_node(str(spec.onnx_op), names, [o.name for o in outs], domain=d.get("domain", ""), **d["attrs"])
     graph = helper.make_graph([node], f"kernel_{spec.onnx_op}", inputs, outs, inits)
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", int(d.get("opset", OPSET)))], producer_name="hwprofiler"

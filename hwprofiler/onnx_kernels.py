@@ -1,12 +1,17 @@
-"""Split an (unoptimised, exported) ONNX model into the fused kernels onnxruntime executes.
+"""Split an (unoptimised, exported) ONNX model into the fused kernels a runtime executes.
 
-Grouping follows what onnxruntime's CPU provider does at ORT_ENABLE_ALL (checked by saving
-its optimised graph): BatchNormalization folds into the Conv before it; a Conv fuses the
-activation that alone consumes it (Relu, Clip, Sigmoid, Tanh, LeakyRelu, HardSigmoid); a
-Conv whose only consumer is a same-shape Add takes that Add (and the activation after it) as
-a residual sum, the Add's first input winning when both come from convs; Gemm fuses a
-following activation (FusedGemm); MatMul + bias Add becomes Gemm.  Flatten, Reshape, Dropout,
-Identity, (Un)Squeeze and int64 shape arithmetic cost nothing.
+Two steps: a *grouping* says which nodes run as one kernel, then each group becomes a
+`KernelSpec`. The grouping is the runtime's: `onnxruntime_groups` are fixed rules for
+onnxruntime's CPU provider at ORT_ENABLE_ALL (checked by saving its optimised graph):
+BatchNormalization folds into the Conv before it; a Conv fuses the activation that alone
+consumes it (Relu, Clip, Sigmoid, Tanh, LeakyRelu, HardSigmoid); a Conv whose only consumer is
+a same-shape Add takes that Add (and the activation after it) as a residual sum, the Add's first
+input winning when both come from convs; Gemm fuses a following activation (FusedGemm); MatMul +
+bias Add becomes Gemm. Other runtimes read theirs from the compiled model
+(`hwprofiler.device_kernels`). Flatten, Reshape, Dropout, Identity, (Un)Squeeze and int64 shape
+arithmetic cost nothing.
+
+A group a KernelSpec cannot express becomes the closest sequence of KernelSpecs (`_segments`).
 
 Every other op the runtime executes as its own kernel is priced too: a BatchNormalization no conv
 absorbs is a `bn` kernel, and anything else (Transpose, Softmax, Resize, Pad, Slice, Split, ...) a
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,7 @@ class _Graph:
     """Index of a shape-inferred graph: producers, consumers, static shapes and constants."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
         g = model.graph
         self.nodes = list(g.node)
         self.outputs = {o.name for o in g.output}
@@ -155,28 +161,115 @@ def _takes_add(g: _Graph, add: onnx.NodeProto, out: str, used: set[int]) -> bool
     return True
 
 
-def _conv(g: _Graph, i: int, used: set[int]) -> tuple[KernelSpec, list[int]]:
-    node = g.nodes[i]
+def _conv_group(g: _Graph, i: int, used: set[int]) -> list[int]:
+    """onnxruntime: Conv [+ BatchNormalization] [+ residual Add] [+ activation]."""
     group = [i]
+    out = g.nodes[i].output[0]
+    j = g.lone_consumer(out)
+    if j is not None and j not in used and g.nodes[j].op_type == "BatchNormalization":
+        group.append(j)
+        out = g.nodes[j].output[0]
+        j = g.lone_consumer(out)
+    if j is not None and j not in used and g.nodes[j].op_type == "Add" and _takes_add(g, g.nodes[j], out, used):
+        group.append(j)
+        out = g.nodes[j].output[0]
+    _take_activation(g, out, used, group)
+    return group
+
+
+def _linear_group(g: _Graph, i: int, used: set[int]) -> list[int]:
+    """onnxruntime: Gemm [+ activation]; MatMul [+ constant bias Add] [+ activation]."""
+    group = [i]
+    out = g.nodes[i].output[0]
+    if g.nodes[i].op_type == "MatMul":
+        j = g.lone_consumer(out)
+        if j is not None and j not in used and g.nodes[j].op_type == "Add" and _const_operand(g, j):
+            group.append(j)
+            out = g.nodes[j].output[0]
+    _take_activation(g, out, used, group)
+    return group
+
+
+def _const_operand(g: _Graph, i: int) -> bool:
+    """Whether a binary node has a constant operand (a bias or a scale, not a second tensor)."""
+    return any(name in g.consts for name in g.nodes[i].input)
+
+
+def _ort_groups(g: _Graph) -> list[list[int]]:
+    used: set[int] = set()
+    groups: list[list[int]] = []
+    for i, node in enumerate(g.nodes):
+        if i in used:
+            continue
+        if _is_free(g, node):
+            used.add(i)
+            continue
+        group = [i]
+        if node.op_type == "Conv":
+            group = _conv_group(g, i, used)
+        elif node.op_type in ("Gemm", "MatMul"):
+            group = _linear_group(g, i, used)
+        elif node.op_type in ("Add", "Mul"):
+            _take_activation(g, node.output[0], used, group)
+        used.update(group)
+        groups.append(group)
+    return groups
+
+
+def onnxruntime_groups(model: onnx.ModelProto) -> list[list[int]]:
+    """The node indices of each kernel onnxruntime's CPU provider runs at ORT_ENABLE_ALL, in order.
+
+    `model` is shape-inferred (as `kernels_from_onnx` prepares it); these are fixed rules, checked
+    against the optimised graphs onnxruntime saves (see the module docstring).
+    """
+    return _ort_groups(_Graph(model))
+
+
+# A kernel's lead node, and the nodes a runtime may fuse after it that a KernelSpec can express.
+def _accepts(g: _Graph, segment: list[int], i: int) -> bool:
+    """Whether node `i` can join the kernel `segment` (lead node first) as one KernelSpec."""
+    lead = g.nodes[segment[0]].op_type
+    op = g.nodes[i].op_type
+    after = [g.nodes[j].op_type for j in segment[1:]]
+    if op in ACT_OPS:
+        return lead in ("Conv", "Gemm", "MatMul", "Add", "Mul") and lead not in ACT_OPS
+    if lead == "Conv":
+        if op == "BatchNormalization" or (op in ("Add", "Mul") and _const_operand(g, i)):
+            return not any(a in ACT_OPS or a == "Add" for a in after)  # folded into the weights and bias
+        return op == "Add" and not any(g.nodes[j].op_type == "Add" and not _const_operand(g, j) for j in segment[1:])
+    if lead in ("Gemm", "MatMul"):
+        return op == "Add" and _const_operand(g, i) and not after
+    return False
+
+
+def _segments(g: _Graph, group: Sequence[int]) -> list[list[int]]:
+    """Split one executed kernel's nodes into KernelSpec-shaped parts (usually just one).
+
+    Shape-only nodes are dropped. A kernel a KernelSpec cannot express (say two convolutions fused
+    into one, as OpenVINO does on some CPUs) becomes the closest sequence of KernelSpecs: a new
+    part starts at every node the current part cannot take.
+    """
+    parts: list[list[int]] = []
+    for i in sorted(group):
+        if _is_free(g, g.nodes[i]):
+            continue
+        if parts and _accepts(g, parts[-1], i):
+            parts[-1].append(i)
+        else:
+            parts.append([i])
+    return parts
+
+
+def _conv(g: _Graph, part: list[int]) -> KernelSpec:
+    node = g.nodes[part[0]]
     n, cin, h, w = g.shape4(node.input[0], node)
     wshape = g.shape(node.input[1], node)
     a = _attrs(node)
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         raise KernelError(f"{node.name or 'Conv'}: auto_pad is not supported; export with explicit pads")
     kernel = _square(a.get("kernel_shape") or list(wshape[2:]), 1, "kernel", node)
-    out = node.output[0]
-    j = g.lone_consumer(out)
-    if j is not None and j not in used and g.nodes[j].op_type == "BatchNormalization":
-        group.append(j)
-        out = g.nodes[j].output[0]
-        j = g.lone_consumer(out)
-    residual = False
-    if j is not None and j not in used and g.nodes[j].op_type == "Add" and _takes_add(g, g.nodes[j], out, used):
-        group.append(j)
-        residual = True
-        out = g.nodes[j].output[0]
-    act, _ = _take_activation(g, out, used, group)
-    spec = KernelSpec(
+    residual = any(g.nodes[j].op_type == "Add" and not _const_operand(g, j) for j in part[1:])
+    return KernelSpec(
         op="conv",
         batch=n,
         cin=cin,
@@ -187,16 +280,20 @@ def _conv(g: _Graph, i: int, used: set[int]) -> tuple[KernelSpec, list[int]]:
         padding=_square(a.get("pads"), 0, "pads", node),
         h=h,
         w=w,
-        activation=act,
+        activation=_fused_activation(g, part),
         residual_add=residual,
         dilation=_square(a.get("dilations"), 1, "dilations", node),
     )
-    return spec, group
 
 
-def _linear(g: _Graph, i: int, used: set[int]) -> tuple[KernelSpec, list[int]]:
-    node = g.nodes[i]
-    group = [i]
+def _fused_activation(g: _Graph, part: list[int]) -> str | None:
+    """The activation fused at the end of a kernel (the last one, if a runtime fused several)."""
+    acts = [j for j in part[1:] if g.nodes[j].op_type in ACT_OPS]
+    return _activation(g, g.nodes[acts[-1]]) if acts else None
+
+
+def _linear(g: _Graph, part: list[int]) -> KernelSpec:
+    node = g.nodes[part[0]]
     xs = g.shape(node.input[0], node)
     ws = g.shape(node.input[1], node)
     if len(xs) != 2 or len(ws) != 2:
@@ -205,19 +302,10 @@ def _linear(g: _Graph, i: int, used: set[int]) -> tuple[KernelSpec, list[int]]:
     if node.op_type == "Gemm":
         n, cin = (xs[1], xs[0]) if a.get("transA", 0) else xs
         cout = ws[0] if a.get("transB", 0) else ws[1]
-        out = node.output[0]
     else:  # MatMul (+ bias Add)
         n, cin = xs
         cout = ws[1]
-        out = node.output[0]
-        j = g.lone_consumer(out)
-        if j is not None and j not in used and g.nodes[j].op_type == "Add":
-            other = [x for x in g.nodes[j].input if x != out]
-            if other and other[0] in g.consts:
-                group.append(j)
-                out = g.nodes[j].output[0]
-    act, _ = _take_activation(g, out, used, group)
-    return KernelSpec(op="linear", batch=n, cin=cin, cout=cout, activation=act), group
+    return KernelSpec(op="linear", batch=n, cin=cin, cout=cout, activation=_fused_activation(g, part))
 
 
 def _pool(g: _Graph, i: int) -> KernelSpec:
@@ -272,7 +360,7 @@ def _json_attr(value: Any, node: onnx.NodeProto, name: str) -> Any:
     )
 
 
-def _generic(g: _Graph, node: onnx.NodeProto, opset: int) -> KernelSpec:
+def _generic(g: _Graph, node: onnx.NodeProto) -> KernelSpec:
     """Any other op as a one-node kernel, priced by timing it alone at its shapes (KernelSpec 'node')."""
     where = f"node {node.name or node.op_type!r} ({node.op_type})"
     inputs: list[dict[str, Any] | None] = []
@@ -290,12 +378,12 @@ def _generic(g: _Graph, node: onnx.NodeProto, opset: int) -> KernelSpec:
         inputs.append(item)
     outputs = []
     for name in node.output:
-        shape, etype = g.shapes.get(name), g.types.get(name)
-        if shape is None or not etype:
+        out_shape, out_type = g.shapes.get(name), g.types.get(name)
+        if out_shape is None or not out_type:
             raise KernelError(f"cannot price {where}: the shape of its output {name!r} is unknown; export with fixed shapes")
-        outputs.append({"shape": list(shape), "type": int(etype)})
+        outputs.append({"shape": list(out_shape), "type": int(out_type)})
     attrs = {a.name: _json_attr(onnx.helper.get_attribute_value(a), node, a.name) for a in node.attribute}
-    detail = json.dumps({"inputs": inputs, "outputs": outputs, "attrs": attrs, "opset": opset}, sort_keys=True)
+    detail = json.dumps({"inputs": inputs, "outputs": outputs, "attrs": attrs, "opset": g.opset}, sort_keys=True)
     first = next((i for i in inputs if i is not None and "const" not in i), None)
     n, c, h, w = first["shape"] if first is not None and len(first["shape"]) == 4 else [1, 1, 1, 1]
     return KernelSpec(op="node", batch=int(n), cin=int(c), cout=int(c), h=int(h), w=int(w), onnx_op=node.op_type, detail=detail)
@@ -323,10 +411,16 @@ def _shapes_by_running(model: onnx.ModelProto, g: _Graph) -> None:
         sess = ort.InferenceSession(m.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime's own error types
         raise KernelError(f"shapes of the graph are unknown and it cannot be run to find them: {str(e).strip()[:200]}") from None
-    from hwprofiler.runtimes.ort import session_feeds
-
+    inits = {i.name for i in m.graph.initializer}
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for inp in m.graph.input:
+        if inp.name not in inits:
+            t = inp.type.tensor_type
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
+            feeds[inp.name] = rng.standard_normal([d.dim_value for d in t.shape.dim]).astype(dtype)
     names = [o.name for o in sess.get_outputs()]
-    for name, value in zip(names, sess.run(names, session_feeds(sess, batch=1))):
+    for name, value in zip(names, sess.run(names, feeds)):
         arr = np.asarray(value)
         if arr.ndim and all(d > 0 for d in arr.shape):
             g.shapes[name] = tuple(int(d) for d in arr.shape)
@@ -357,59 +451,69 @@ def load_model(model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> onnx.
     return copy
 
 
-def kernels_from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *, batch: int | None = None) -> list[KernelSpec]:
-    """The fused kernels of a model, in execution order.
+def _is_free(g: _Graph, node: onnx.NodeProto) -> bool:
+    return node.op_type in FREE_OPS or _is_shape_arith(g, node)
 
-    A free leading input dimension is set to `batch` (default 1).  Raises `KernelError` naming
-    the node when an op cannot be priced by the lookup table.
-    """
+
+def _kernel(g: _Graph, part: list[int]) -> KernelSpec:
+    """The KernelSpec of one kernel's nodes (lead node first)."""
+    node = g.nodes[part[0]]
+    op = node.op_type
+    if op == "Conv":
+        return _conv(g, part)
+    if op in ("Gemm", "MatMul"):
+        return _linear(g, part)
+    if op in ("MaxPool", "AveragePool"):
+        return _pool(g, part[0])
+    if op in ("GlobalAveragePool", "GlobalMaxPool") or (op == "ReduceMean" and _reduce_mean_axes(g, node) == [2, 3]):
+        n, c, h, w = g.shape4(node.input[0], node)
+        kind = "globalmaxpool" if op == "GlobalMaxPool" else "globalavgpool"
+        return KernelSpec(op=kind, batch=n, cin=c, cout=c, h=h, w=w)
+    if op in ("Add", "Mul"):
+        n, c, h, w = _eltwise_shape(g.shape(node.output[0], node))
+        return KernelSpec(op=op.lower(), batch=n, cin=c, cout=c, h=h, w=w, activation=_fused_activation(g, part))
+    if op == "Concat" and len(node.input) > 1 and len(g.shape(node.output[0], node)) == 4:
+        # Priced as the copy of the first input's channels next to the rest (axis 1 only).
+        n, c_out, h, w = g.shape4(node.output[0], node)
+        if _attrs(node).get("axis", 0) not in (1, -3):
+            raise KernelError(f"{node.name or op}: only channel-axis Concat is supported")
+        return KernelSpec(op="concat", batch=n, cin=g.shape4(node.input[0], node)[1], cout=c_out, h=h, w=w)
+    if op in ACT_OPS:
+        n, c, h, w = _eltwise_shape(g.shape(node.input[0], node))
+        return KernelSpec(op="act", batch=n, cin=c, cout=c, h=h, w=w, activation=_activation(g, node))
+    if op == "BatchNormalization" and len(g.shape(node.input[0], node)) == 4:  # no conv before it to fold into
+        n, c, h, w = g.shape4(node.input[0], node)
+        return KernelSpec(op="bn", batch=n, cin=c, cout=c, h=h, w=w)
+    return _generic(g, node)
+
+
+Grouping = Callable[[onnx.ModelProto], list[list[int]]]
+
+
+def prepare_model(model: onnx.ModelProto | bytes | str | os.PathLike[str], batch: int | None = None) -> onnx.ModelProto:
+    """A shape-inferred private copy with a free leading input dimension set to `batch` (default 1):
+    the graph every grouping reads, node indices included."""
     m = load_model(model)
     _fix_free_dims(m, batch)
-    m = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
-    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 17)
+    return onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+
+
+def kernels_from_onnx(
+    model: onnx.ModelProto | bytes | str | os.PathLike[str], *, batch: int | None = None, grouping: Grouping | None = None
+) -> list[KernelSpec]:
+    """The fused kernels of a model, in execution order.
+
+    `grouping` says which nodes run as one kernel (node indices of the prepared model, see
+    `prepare_model`); by default onnxruntime's (`onnxruntime_groups`). A device's own runtime
+    decides it through `hwprofiler.device_kernels`. A free leading input dimension is set to
+    `batch` (default 1). Raises `KernelError` naming the node when an op cannot be priced.
+    """
+    m = prepare_model(model, batch)
     g = _Graph(m)
     if any(g.shapes.get(o) is None for node in g.nodes for o in node.output if o):
         _shapes_by_running(m, g)
-    used: set[int] = set()
-    kernels: list[KernelSpec] = []
-    for i, node in enumerate(g.nodes):
-        if i in used:
-            continue
-        op = node.op_type
-        group = [i]
+    for node in g.nodes:
         if node.domain not in ("", "ai.onnx"):
-            raise KernelError(f"node {node.name or op!r} is in domain {node.domain!r}; export plain ONNX")
-        if op in FREE_OPS or _is_shape_arith(g, node):
-            used.add(i)
-            continue
-        if op == "Conv":
-            spec, group = _conv(g, i, used)
-        elif op in ("Gemm", "MatMul"):
-            spec, group = _linear(g, i, used)
-        elif op in ("MaxPool", "AveragePool"):
-            spec = _pool(g, i)
-        elif op in ("GlobalAveragePool", "GlobalMaxPool") or (op == "ReduceMean" and _reduce_mean_axes(g, node) == [2, 3]):
-            n, c, h, w = g.shape4(node.input[0], node)
-            kind = "globalmaxpool" if op == "GlobalMaxPool" else "globalavgpool"
-            spec = KernelSpec(op=kind, batch=n, cin=c, cout=c, h=h, w=w)
-        elif op in ("Add", "Mul"):
-            n, c, h, w = _eltwise_shape(g.shape(node.output[0], node))
-            act, _ = _take_activation(g, node.output[0], used, group)
-            spec = KernelSpec(op=op.lower(), batch=n, cin=c, cout=c, h=h, w=w, activation=act)
-        elif op == "Concat" and len(node.input) > 1 and len(g.shape(node.output[0], node)) == 4:
-            # Priced as the copy of the first input's channels next to the rest (axis 1 only).
-            n, c_out, h, w = g.shape4(node.output[0], node)
-            if _attrs(node).get("axis", 0) not in (1, -3):
-                raise KernelError(f"{node.name or op}: only channel-axis Concat is supported")
-            spec = KernelSpec(op="concat", batch=n, cin=g.shape4(node.input[0], node)[1], cout=c_out, h=h, w=w)
-        elif op in ACT_OPS:
-            n, c, h, w = _eltwise_shape(g.shape(node.input[0], node))
-            spec = KernelSpec(op="act", batch=n, cin=c, cout=c, h=h, w=w, activation=_activation(g, node))
-        elif op == "BatchNormalization" and len(g.shape(node.input[0], node)) == 4:  # no conv before it to fold into
-            n, c, h, w = g.shape4(node.input[0], node)
-            spec = KernelSpec(op="bn", batch=n, cin=c, cout=c, h=h, w=w)
-        else:
-            spec = _generic(g, node, opset)
-        used.update(group)
-        kernels.append(spec)
-    return kernels
+            raise KernelError(f"node {node.name or node.op_type!r} is in domain {node.domain!r}; export plain ONNX")
+    groups = grouping(m) if grouping is not None else _ort_groups(g)
+    return [_kernel(g, part) for group in groups for part in _segments(g, group)]

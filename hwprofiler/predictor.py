@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from hwprofiler import stats
+from hwprofiler.fusion import device_kernels
 from hwprofiler.kernels import KernelSpec
 from hwprofiler.lut import LUT
 from hwprofiler.measure import measure_onnx, model_bytes
@@ -208,8 +209,10 @@ class Predictor:
         return max(self.correction.predict(f), FLOOR * f["sum_ms"], 1e-6)
 
     def predict_model(self, model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> float:
-        """Predicted latency in ms of an exported model (free batch dimension = device batch)."""
-        return self.predict(kernels_from_onnx(model, batch=self.lut.device.batch if self.lut.device else None))
+        """Predicted latency in ms of an exported model (free batch dimension = device batch), as
+        the LUT's device runs it (a table opened without a device: as onnxruntime fuses it)."""
+        device = self.lut.device
+        return self.predict(device_kernels(model, device) if device is not None else kernels_from_onnx(model))
 
     def observe(self, kernels: Sequence[KernelSpec], live_ms: float, save: bool = True) -> None:
         """Record a live latency of the network made of `kernels` and refit the correction."""
@@ -225,7 +228,7 @@ class Predictor:
         """Measure a model live on the LUT's device (cached) and feed the result to the fit."""
         device = self.lut.require_device()
         m = measure_onnx(model_bytes(model), device)
-        self.observe(kernels_from_onnx(model, batch=device.batch), m.latency_ms, save=save)
+        self.observe(device_kernels(model, device), m.latency_ms, save=save)
         return m
 
     def flops_baseline(self) -> FlopsPredictor:

@@ -2,7 +2,8 @@
 
 Endpoints: GET /health (no auth), GET /device, POST /measure (ONNX bytes), POST /measure_pair
 (JSON: a model and a reference, base64, timed interleaved), POST /kernels (JSON list of kernel
-specs).  Everything but /health needs `Authorization: Bearer <token>`.
+specs), POST /device_kernels (ONNX bytes: the fused kernels this device's runtime runs it as).
+Everything but /health needs `Authorization: Bearer <token>`.
 The server runs untrusted models, so it caps body size (Content-Length and the streamed count),
 checks models with onnx.checker, never loads custom-op libraries, refuses external weights,
 measures one model at a time behind a bounded queue (503 + Retry-After when full) and gives up
@@ -30,6 +31,7 @@ from hwprofiler.cache import MeasurementCache
 from hwprofiler.devices import DeviceSpec
 from hwprofiler.errors import InvalidModelError, KernelError
 from hwprofiler.fingerprint import fingerprint_id, local_fingerprint
+from hwprofiler.fusion import device_kernels
 from hwprofiler.kernels import KernelSpec
 from hwprofiler.lut import measure_kernels
 from hwprofiler.measure import measure_onnx, measure_paired, sha256
@@ -188,11 +190,26 @@ def create_app(
             }
         )
 
+    async def fused_kernels(request: Request) -> Response:
+        data = await _read_body(request, max_upload_bytes)
+        try:
+            await asyncio.to_thread(parse_model, data)
+        except InvalidModelError as e:
+            raise _HTTPError(400, str(e)) from None
+        batch_text = request.query_params.get("batch", "")
+        if batch_text and not (batch_text.isdigit() and int(batch_text) >= 1):
+            raise _HTTPError(400, f"batch must be a positive integer, got {batch_text!r}")
+        batch = int(batch_text) if batch_text else None
+        # In the measuring queue: compiling a model (OpenVINO) must not overlap a measurement.
+        kernels = await run_job(lambda: device_kernels(data, device, batch=batch))
+        return JSONResponse({"device": device.name, "fingerprint_id": fid, "kernels": [k.to_dict() for k in kernels]})
+
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/device", endpoint(device_info), methods=["GET"]),
         Route("/measure", endpoint(measure), methods=["POST"]),
         Route("/measure_pair", endpoint(measure_pair), methods=["POST"]),
         Route("/kernels", endpoint(kernels), methods=["POST"]),
+        Route("/device_kernels", endpoint(fused_kernels), methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

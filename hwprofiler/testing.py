@@ -77,3 +77,41 @@ def tiny_cnn(c: int = 16, c2: int | None = 32, hw: int = 16, classes: int = 10, 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="hwprofiler.testing")
     model.ir_version = 8
     return model
+
+
+def residual_block(c: int = 16, hw: int = 8, seed: int = 0) -> onnx.ModelProto:
+    """A ResNet basic block after a stem, unoptimised (BN not folded), opset 17:
+    stem Conv-BN-Relu (r0) -> Conv-BN-Relu -> Conv-BN -> Add(r0) -> Relu. Nodes are named
+    stem, stem_bn, stem_relu, conv_a, bn_a, relu_a, conv_b, bn_b, add, relu."""
+    rng = np.random.default_rng(seed)
+
+    def t(name: str, *shape: int, positive: bool = False) -> onnx.TensorProto:
+        a = rng.standard_normal(shape).astype(np.float32) * 0.1
+        return numpy_helper.from_array(np.abs(a) + 1.0 if positive else a, name)
+
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def conv_bn(name: str, bn: str, x: str, cin: int) -> str:
+        inits.extend([t(f"{name}_w", c, cin, 3, 3), t(f"{bn}_g", c, positive=True), t(f"{bn}_b", c), t(f"{bn}_m", c)])
+        inits.append(t(f"{bn}_v", c, positive=True))
+        nodes.append(helper.make_node("Conv", [x, f"{name}_w"], [f"{name}_y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name=name))
+        params = [f"{bn}_{k}" for k in "gbmv"]
+        nodes.append(helper.make_node("BatchNormalization", [f"{name}_y", *params], [f"{bn}_y"], name=bn))
+        return f"{bn}_y"
+
+    r0 = "stem_relu_y"
+    nodes.append(helper.make_node("Relu", [conv_bn("stem", "stem_bn", "x", 3)], [r0], name="stem_relu"))
+    nodes.append(helper.make_node("Relu", [conv_bn("conv_a", "bn_a", r0, c)], ["relu_a_y"], name="relu_a"))
+    nodes.append(helper.make_node("Add", [conv_bn("conv_b", "bn_b", "relu_a_y", c), r0], ["add_y"], name="add"))
+    nodes.append(helper.make_node("Relu", ["add_y"], ["y"], name="relu"))
+    graph = helper.make_graph(
+        nodes,
+        "residual_block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, hw, hw])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="hwprofiler.testing")
+    model.ir_version = 8
+    return model

@@ -13,6 +13,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 stamp=.venv/.hilprune-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q -e ".[dev,postgres]"
+  .venv/bin/python -m pip install -q -e ".[dev,postgres,openvino]"
   touch "$stamp"
 fi

@@ -21,9 +21,18 @@ def run_json(capsys, args: list[str]) -> dict:
 
 def test_devices_lists_builtins(capsys) -> None:
     out = run_json(capsys, ["devices", "--json"])
-    names = [d["name"] for d in out["devices"]]
-    assert {"ort-cpu-1t", "ort-cpu-2t"} <= set(names)
+    rows = {d["name"]: d for d in out["devices"]}
+    assert {"ort-cpu-1t", "ort-cpu-2t", "ov-cpu-1t", "ov-cpu-2t", "sim-cpu"} <= set(rows)
     assert all(d["fingerprint"]["onnxruntime"] for d in out["devices"] if "onnxruntime" in d["fingerprint"])
+    assert (rows["ort-cpu-1t"]["runtime"], rows["ov-cpu-1t"]["runtime"], rows["sim-cpu"]["runtime"]) == (
+        "onnxruntime",
+        "openvino",
+        "simulated",
+    )
+    assert rows["ort-cpu-1t"]["usable"] and rows["ort-cpu-1t"]["status"].startswith("onnxruntime ")
+    ov = rows["ov-cpu-1t"]  # usable or not, it is listed, with a status line saying which
+    assert ov["usable"] == (ov["fingerprint_id"] is not None) and "OpenVINO" in ov["status"]
+    assert ov["settings"]["INFERENCE_NUM_THREADS"] == 1
 
 
 def test_profile_dense_and_pruned(capsys, tmp_path) -> None:

@@ -14,13 +14,18 @@ from hwprofiler import DeviceError, fingerprint, fingerprint_id, list_devices, l
 
 
 def test_builtins_listed_and_loadable():
-    assert {"ort-cpu-1t", "ort-cpu-2t", "sim-cpu"} <= set(list_devices())
+    assert {"ort-cpu-1t", "ort-cpu-2t", "sim-cpu", "ov-cpu-1t", "ov-cpu-2t"} <= set(list_devices())
     one, two = load_device("ort-cpu-1t"), load_device("ort-cpu-2t")
     assert one.intra_op_threads == 1 and two.intra_op_threads == 2 and one.runtime == "onnxruntime"
     assert one.graph_optimization_level == "all" and one.policy.estimator == "min"
     assert one.kernel_policy.rounds <= one.policy.rounds
     sim = load_device("sim-cpu")
     assert sim.runtime == "simulated" and sim.runtime_options["block"] == 16
+    ov1, ov2 = load_device("ov-cpu-1t"), load_device("ov-cpu-2t")  # loads without OpenVINO installed
+    assert ov1.runtime == ov2.runtime == "openvino"
+    assert ov1.runtime_options == {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    assert ov2.runtime_options["INFERENCE_NUM_THREADS"] == 2
+    assert (ov1.policy, ov1.kernel_policy) == (one.policy, one.kernel_policy)
 
 
 def test_load_from_toml_path(tmp_path):
@@ -46,6 +51,10 @@ def test_load_from_toml_path(tmp_path):
         ('name = "x"\nruntime = "simulated"\n[simulated]\ngmacs = -1.0\n', "gmacs"),
         ('name = "x"\nruntime = "simulated"\n[simulated]\nspeed = 1\n', "unknown keys"),
         ('name = "x"\n[simulated]\nnoise = 0.1\n', "runtime"),
+        ('name = "x"\nruntime = "openvino"\n[openvino]\nTHREADS = 1\n', "unknown keys.*INFERENCE_NUM_THREADS"),
+        ('name = "x"\nruntime = "openvino"\n[openvino]\nINFERENCE_NUM_THREADS = -1\n', "INFERENCE_NUM_THREADS must be"),
+        ('name = "x"\nruntime = "openvino"\n[openvino]\nPERFORMANCE_HINT = "FAST"\n', "PERFORMANCE_HINT must be one of"),
+        ('name = "x"\nruntime = "openvino"\n[openvino]\nENABLE_CPU_PINNING = "no"\n', "ENABLE_CPU_PINNING"),
         ("name = [\n", "not valid TOML"),
     ],
 )
@@ -147,3 +156,39 @@ def test_round_override_from_the_environment(monkeypatch):
     monkeypatch.setenv("HWPROFILER_ROUND_S", "-1")
     with pytest.raises(DeviceError, match="HWPROFILER_ROUND_S"):
         load_device("ort-cpu-1t")
+
+
+BLOCK_OPENVINO = """
+import sys
+class NoOpenVINO:
+    def find_spec(self, name, path=None, target=None):
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError("openvino is blocked")
+sys.meta_path.insert(0, NoOpenVINO())
+"""
+
+
+def test_without_openvino_its_devices_say_how_to_install_it(tmp_path):
+    code = BLOCK_OPENVINO + (
+        "import hwprofiler as hp\n"
+        "from hwprofiler.cli import main\n"
+        "from hwprofiler.runtimes import get_runtime\n"
+        "from hwprofiler.testing import tiny_cnn\n"
+        "dev = hp.load_device('ov-cpu-1t')\n"
+        "usable, line = get_runtime('openvino').status()\n"
+        "assert not usable and \"pip install 'hilprune[openvino]'\" in line, line\n"
+        "calls = [lambda: hp.measure_onnx(tiny_cnn(), dev), lambda: hp.fingerprint(dev), lambda: hp.device_kernels(tiny_cnn(), dev)]\n"
+        "for call in calls:\n"
+        "    try:\n"
+        "        call()\n"
+        "    except hp.DeviceError as e:\n"
+        "        assert str(e) == \"device ov-cpu-1t needs OpenVINO: pip install 'hilprune[openvino]'\", e\n"
+        "    else:\n"
+        "        raise AssertionError('no DeviceError')\n"
+        "assert main(['devices']) == 0\n"
+    )
+    env = {**os.environ, "HWPROFILER_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env, capture_output=True, text=True).stdout
+    row = next(line for line in out.splitlines() if line.startswith("ov-cpu-1t"))
+    assert "unusable" in row and "hilprune[openvino]" in row
+    assert next(line for line in out.splitlines() if line.startswith("ort-cpu-1t")).split("\t")[2].startswith("ok")

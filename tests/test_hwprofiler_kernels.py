@@ -200,3 +200,23 @@ def test_an_op_that_cannot_be_priced_is_one_error_naming_it():
     with pytest.raises(KernelError, match="branchy") as exc:
         kernels_from_onnx(model)
     assert "\n" not in str(exc.value)
+
+
+def test_a_runtime_grouping_renamed_nodes_and_closest_specs() -> None:
+    """Executed ops as OpenVINO reports them (here: as it would on a CPU that fuses two convs into
+    one op): a renamed node joins its consumers' kernel, and a kernel no KernelSpec can express
+    becomes the closest sequence of KernelSpecs."""
+    from hwprofiler.runtimes.ov_fusion import node_groups
+    from hwprofiler.testing import residual_block
+
+    model = residual_block(c=8, hw=6)  # nodes: stem stem_bn stem_relu conv_a bn_a relu_a conv_b bn_b add relu
+    layers = [
+        ("Reorder", []),
+        ("Convolution", ["hp#0", "hp#1", "hp#2", "hp#3/WithoutBiases", "hp#4", "hp#5"]),  # stem and conv_a as one op
+        ("Convolution", ["Multiply_77", "hp#7", "hp#8", "y"]),  # conv_b renamed; the last Relu named after the output
+    ]
+    groups = node_groups(model, layers)
+    assert groups == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9]]
+    got = kernels_from_onnx(model, grouping=lambda m: node_groups(m, layers))
+    conv = dict(op="conv", cout=8, kernel=3, padding=1, h=6, w=6, activation="relu")
+    assert got == [KernelSpec(cin=3, **conv), KernelSpec(cin=8, **conv), KernelSpec(cin=8, residual_add=True, **conv)]

@@ -21,8 +21,10 @@ from hwprofiler import (
     DeviceError,
     KernelSpec,
     MeasurePolicy,
+    device_kernels,
     fingerprint,
     fingerprint_id,
+    kernels_from_onnx,
     load_device,
     measure_onnx,
     measure_paired,
@@ -175,6 +177,9 @@ def test_remote_device_end_to_end(server):
     assert lut.fingerprint_id == fingerprint_id(fast_device())
     specs = [KernelSpec(op="linear", cin=16, cout=c) for c in (4, 8, 12)]
     assert lut.fill(specs, progress=False) == 3 and all(lut.get(s) > 0 for s in specs)
+    assert device_kernels(model, dev) == kernels_from_onnx(model)  # the server's runtime (onnxruntime) fuses
+    r = httpx.post(server.url + "/device_kernels?batch=0", headers=auth(), content=model.SerializeToString())
+    assert r.status_code == 400 and "batch" in r.json()["error"]
     pair = measure_paired(tiny_cnn(c=16, c2=None), model, dev, cache=False)  # timed interleaved on the server
     assert pair.ratio == pytest.approx(pair.model.latency_ms / pair.reference.latency_ms) and pair.ratio > 1
     assert len(pair.round_ratios) == fast_device().policy.rounds

@@ -113,15 +113,18 @@ def test_an_unpriceable_graph_is_one_clear_error():
     import onnx
     from onnx import TensorProto, helper
 
-    node = helper.make_node("Einsum", ["x", "x"], ["y"], equation="ij,ij->ij")
+    out = helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 4])
+    then = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [], [out])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["t"])], "else", [], [out])
+    node = helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then, else_branch=other)
     graph = helper.make_graph(
         [node],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []), helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    with pytest.raises(hwprofiler.DeviceError, match="simulated device cannot price"):
+    with pytest.raises(hwprofiler.DeviceError, match="simulated device cannot price.*branch"):
         measure_onnx(model, "sim-cpu", cache=False)

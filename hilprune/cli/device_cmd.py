@@ -13,12 +13,23 @@ from .output import console, out, print_json, print_table
 
 
 def _device(name: str):  # -> hwprofiler.DeviceSpec
+    """The device, its runtime checked usable here (a missing OpenVINO is one line, not a traceback)."""
     import hwprofiler
 
     try:
-        return hwprofiler.load_device(name)
+        spec = hwprofiler.load_device(name)
+        if not spec.is_remote:
+            hwprofiler.fingerprint(spec)  # needs the runtime: says how to install a missing one
+        return spec
     except hwprofiler.DeviceError as exc:
         raise HilpruneError(str(exc)) from None
+
+
+def _settings(spec) -> dict:  # spec: hwprofiler.DeviceSpec
+    """What the runtime is told: onnxruntime's session fields, or the runtime's own table."""
+    if spec.runtime == "onnxruntime":
+        return {"providers": list(spec.providers), "threads": spec.intra_op_threads, "level": spec.graph_optimization_level}
+    return dict(spec.runtime_options)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,20 +38,25 @@ def register(app: typer.Typer) -> None:
 
     @app.command("devices")
     def devices_cmd(json_out: JsonOpt = False) -> None:
-        """List target devices: built-ins (this machine's CPU through onnxruntime) and how to add more."""
+        """List target devices (built-ins: this machine's CPU through onnxruntime or OpenVINO, and a
+        simulated CPU) with each one's runtime and whether that runtime is usable here."""
         import hwprofiler
+        from hwprofiler.runtimes import get_runtime
 
         rows = []
         for name in hwprofiler.list_devices():
             spec = hwprofiler.load_device(name)
-            fp = hwprofiler.fingerprint(spec)
+            usable, status = get_runtime(spec.runtime).status()
+            fp = hwprofiler.fingerprint(spec) if usable else {}
             rows.append(
                 {
                     "name": name,
                     "description": spec.description,
-                    "providers": list(spec.providers),
-                    "threads": spec.intra_op_threads,
-                    "fingerprint_id": hwprofiler.fingerprint_id(fp),
+                    "runtime": spec.runtime,
+                    "usable": usable,
+                    "status": status,
+                    "settings": _settings(spec),
+                    "fingerprint_id": hwprofiler.fingerprint_id(fp) if usable else None,
                     "fingerprint": fp,
                 }
             )
@@ -49,8 +65,17 @@ def register(app: typer.Typer) -> None:
             return
         print_table(
             "target devices",
-            ["name", "providers", "threads", "fingerprint", "description"],
-            [[r["name"], ",".join(r["providers"]), r["threads"], r["fingerprint_id"], r["description"]] for r in rows],
+            ["name", "runtime", "status", "fingerprint", "description"],
+            [
+                [
+                    r["name"],
+                    r["runtime"],
+                    r["status"] if r["usable"] else f"[red]{r['status']}[/red]",
+                    r["fingerprint_id"] or "-",
+                    r["description"],
+                ]
+                for r in rows
+            ],
         )
         console.print("Also: a path to a device TOML file, or remote:http://HOST:PORT for a 'hwprofiler serve' on the device.")
 
@@ -127,7 +152,7 @@ def register(app: typer.Typer) -> None:
             raise HilpruneError("--calibration-runs must be >= 0")
         with console.status("mapping kernels to groups"):
             surgeon = Surgeon(spec.build(with_weights=False), spec.input_shape, spec.identity())
-            kmap = KernelMap(surgeon, batch=dev.batch)
+            kmap = KernelMap(surgeon, batch=dev.batch, device=dev)
         kernels = kmap.reachable(ratio_grid(max_ratio, grid_step), round_to)
         lut = hwprofiler.open_lut(dev)
         before = len(lut)

@@ -1,7 +1,8 @@
 """What a runtime must provide to be a target device: load a model, time back-to-back runs.
 
-Everything above this (warm-up, rounds, interleaving two models, the estimator, caching, the
-LUT, the predictor) is shared, so a new runtime (a simulated CPU, OpenVINO) is measured by the
+A runtime also says which ONNX nodes it fuses into one kernel (`fused_groups`), since that is
+what a kernel lookup table must time. Everything above this (warm-up, rounds, interleaving two
+models, the estimator, caching, the LUT, the predictor) is shared, so a new runtime (a simulated CPU, OpenVINO) is measured by the
 same rules as onnxruntime.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import onnx
+
     from hwprofiler.devices import DeviceSpec
 
 
@@ -52,4 +55,10 @@ class Runtime(Protocol):
 
         Read from what the runtime itself does with the graph, never assumed from the CPU: which
         channel counts run blocked changes with the instruction set and the runtime's version."""
+        ...
+
+    def fused_groups(self, model: onnx.ModelProto, spec: DeviceSpec) -> list[list[int]]:
+        """Which nodes of `model` (shape-inferred, as `onnx_kernels.prepare_model` gives it) run as
+        one kernel: node indices per kernel, in execution order. The LUT times these kernels, so
+        they must be the runtime's own fusions."""
         ...

@@ -13,6 +13,8 @@ from hwprofiler.cpu import cpu_info
 from hwprofiler.errors import DeviceError, InvalidModelError
 
 if TYPE_CHECKING:
+    import onnx
+
     from hwprofiler.devices import DeviceSpec
 
 _OPT_LEVEL_NAMES = {
@@ -60,8 +62,9 @@ def make_session(data: bytes, spec: DeviceSpec, optimized_model_path: str | None
         raise InvalidModelError(f"onnxruntime cannot load the model: {str(e).strip()}") from None
 
 
-def random_feeds(inputs: list[tuple[str, list[Any], str]], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs for (name, shape, onnx type) triples; a free leading dimension becomes the batch."""
+def random_feeds(inputs: list[tuple[str, list[Any], Any]], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for (name, shape, type) triples, the type an onnx type name ("tensor(float)")
+    or a numpy dtype; a free leading dimension becomes the batch."""
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for name, dims, type_name in inputs:
@@ -73,7 +76,7 @@ def random_feeds(inputs: list[tuple[str, list[Any], str]], batch: int, seed: int
                 shape.append(batch)
             else:
                 raise InvalidModelError(f"input {name!r} has a free dimension {dim!r} at axis {i}; export with fixed shapes")
-        dtype = _NP_TYPES.get(type_name)
+        dtype = _NP_TYPES.get(type_name) if isinstance(type_name, str) else _np_dtype(type_name)
         if dtype is None:
             raise InvalidModelError(f"input {name!r} has unsupported type {type_name}")
         if np.issubdtype(dtype, np.floating):
@@ -81,6 +84,15 @@ def random_feeds(inputs: list[tuple[str, list[Any], str]], batch: int, seed: int
         else:
             feeds[name] = np.zeros(shape, dtype=dtype)
     return feeds
+
+
+def _np_dtype(value: Any) -> Any:
+    """A numpy dtype of the kinds a model input may have, else None."""
+    try:
+        dtype = np.dtype(value).type
+    except TypeError:
+        return None
+    return dtype if dtype in _NP_TYPES.values() else None
 
 
 def session_feeds(session: Any, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -169,6 +181,11 @@ class OnnxRuntime:
 
     def kernel_layout(self, data: bytes, spec: DeviceSpec) -> str | None:
         return nchwc_layout(data, spec)
+
+    def fused_groups(self, model: onnx.ModelProto, spec: DeviceSpec) -> list[list[int]]:
+        from hwprofiler.onnx_kernels import onnxruntime_groups
+
+        return onnxruntime_groups(model)
 
 
 RUNTIME = OnnxRuntime()

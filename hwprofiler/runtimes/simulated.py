@@ -31,6 +31,8 @@ from hwprofiler.errors import DeviceError, KernelError
 from hwprofiler.kernels import KernelSpec
 
 if TYPE_CHECKING:
+    import onnx
+
     from hwprofiler.devices import DeviceSpec
 
 MODEL_VERSION = 1  # bump when the cost model changes: it is part of the fingerprint
@@ -202,6 +204,12 @@ class SimulatedRuntime:
 
     def kernel_layout(self, data: bytes, spec: DeviceSpec) -> str | None:
         return _layout(data, spec)
+
+    def fused_groups(self, model: onnx.ModelProto, spec: DeviceSpec) -> list[list[int]]:
+        # It prices graphs as onnxruntime fuses them (see `load`), so its kernels are those.
+        from hwprofiler.onnx_kernels import onnxruntime_groups
+
+        return onnxruntime_groups(model)
 
 
 def _layout(data: bytes, spec: DeviceSpec) -> str | None:

@@ -1,0 +1,433 @@
+"""Cross-device: is a policy searched for one device better *on that device* than the policy
+searched for another? (Here: onnxruntime vs OpenVINO on the same CPU.)
+
+    python bench/cross_device.py [--models resnet20,resnet56,mobilenetv2] [--devices ort-cpu-1t,ov-cpu-1t]
+                                 [--budget 0.5] [--agents uniform,random,ppo] [--evals 60]
+                                 [--latency-source hybrid] [--round-to 1] [--finetune-epochs 1]
+                                 [--repeats 3] [--seed 0] [--results-name cross_device]
+                                 [--quick] [--no-doc] [--markdown-only]
+
+Per model (Fashion-MNIST; digits-cnn on digits):
+
+1. dense latency on each device (`--repeats` fresh measurements, median);
+2. per device, `hilprune search` (the same job the CLI runs: `--agents`, `--evals` per agent,
+   `--latency-source`, `--round-to`) at a budget of `--budget` of *that device's* dense latency, under
+   runs/bench/cross_device/; a rerun continues the searches;
+3. per device, its best policy: `hilprune export` (`search.export.export_run`): the most accurate
+   trial that meets the budget live, fine-tuned for `--finetune-epochs` (the same for every policy),
+   test accuracy. When no trial meets the budget, the lowest-latency trial (the lowest the search
+   reached) is exported instead and the table says so;
+4. the matrix: each device's policy measured on every device, paired with that device's dense
+   model (`hwprofiler.measure_paired`, A B B A windows), `--repeats` times interleaved over all
+   cells; latency = median ratio x that device's dense latency.
+
+Target, per model and device D (the other device O): D's policy is at least as good on D as O's:
+at least 10% lower latency on D, or at least 1 point more test accuracy at equal latency (within
+10%). A cell where both searches found the same policy is reported as such.
+
+Writes bench/results/<results-name>.json and the `<results-name>` section of docs/benchmarks.md.
+`--quick`: digits-cnn on digits, agents uniform,random, 3 evaluations each, latency source live,
+fine-tune 0.5 epoch, 1 repeat, and HWPROFILER_ROUND_S=0 (one run per measurement window: noisy,
+kept apart from real measurements by the device fingerprint). It checks the pipeline, not the
+devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+OUT = Path(__file__).resolve().parent.parent / "runs" / "bench" / "cross_device"
+DATASETS = {"digits-cnn": "digits"}  # every other model: Fashion-MNIST
+LATENCY_BETTER = 0.90  # own policy's latency at most 90% of the other's ...
+EQUAL_LATENCY = 1.10  # ... or within 10% of it (equal) with at least ACCURACY_POINTS more accuracy
+ACCURACY_POINTS = 1.0
+
+
+def dataset_of(model: str) -> str:
+    return DATASETS.get(model, "fashion-mnist")
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("search", "agent", "envs", "hwprofiler", "hilprune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# --- the search and the export of one device's policy ---------------------------------------------
+def search_args(model: str, device: str, run_dir: Path, args: argparse.Namespace) -> list[str]:
+    """The `hilprune search` command line this bench runs (as a list)."""
+    return [
+        "search",
+        "-m",
+        model,
+        "-d",
+        dataset_of(model),
+        "--device",
+        device,
+        "--budget",
+        args.budget,
+        "--agent",
+        args.agents,
+        "--evals",
+        str(args.evals),
+        "--latency-source",
+        args.latency_source,
+        "--round-to",
+        str(args.round_to),
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(run_dir),
+    ]
+
+
+def run_device_search(model: str, device: str, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or continue) the device's search; its dense reference and budget (dense.json)."""
+    from search.job import resolve_job
+    from search.runner import read_dense, run_search
+
+    job = resolve_job(
+        model=model,
+        dataset=dataset_of(model),
+        device=device,
+        budgets=[args.budget],
+        agents=args.agents.split(","),
+        evals=args.evals,
+        seed=args.seed,
+        out=str(run_dir),
+        latency_source=args.latency_source,
+        round_to=args.round_to,
+    )
+    t0 = time.perf_counter()
+    outcome = run_search(job, progress=False)
+    dense = read_dense(run_dir) or {}
+    print(f"  search {model} on {device}: {time.perf_counter() - t0:.0f} s -> {run_dir}", flush=True)
+    return {"dense": dense, "failed": dict(outcome.failed), "wall_s": time.perf_counter() - t0}
+
+
+def export_best(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """`hilprune export`: the most accurate trial that meets the budget live, fine-tuned and tested;
+    else the trial with the lowest recorded latency (the lowest the search reached)."""
+    from hilprune.errors import HilpruneError
+    from search import store
+    from search.export import export_run
+    from search.job import load_run_job
+
+    out = run_dir / f"export-ft{args.finetune_epochs:g}"
+    common = dict(finetune_epochs=args.finetune_epochs, seed=args.seed, progress=False)
+    try:
+        res = export_run(run_dir, args.budget, out, **common)
+        res["reached_budget"] = True
+    except HilpruneError as exc:
+        job = load_run_job(run_dir)
+        recs = [r for rs in store.load_records(store.open_storage(job.storage_url), job.name).values() for r in rs]
+        if not recs:
+            raise
+        lowest = min(recs, key=lambda r: r.latency_ms)
+        print(f"  {run_dir.name}: {exc}; exporting the lowest-latency trial {lowest.ref}", flush=True)
+        res = export_run(run_dir, args.budget, out, trial=lowest.ref, **common)
+        res["reached_budget"] = bool(res.get("meets_budget"))
+    return res
+
+
+# --- measuring ------------------------------------------------------------------------------------
+def dense_latencies(dense_onnx: bytes, devices: list[str], repeats: int) -> dict[str, dict[str, Any]]:
+    import hwprofiler
+
+    runs: dict[str, list[float]] = {d: [] for d in devices}
+    for _ in range(repeats):
+        for d in devices:
+            runs[d].append(float(hwprofiler.measure_onnx(dense_onnx, d, cache=False).latency_ms))
+    return {d: {"ms": statistics.median(v), "runs_ms": v} for d, v in runs.items()}
+
+
+def matrix(policies: dict[str, bytes], dense_onnx: bytes, devices: list[str], repeats: int) -> dict[str, dict[str, Any]]:
+    """policy (searched for) -> device -> ratios to that device's dense model, measured paired."""
+    import hwprofiler
+
+    cells: dict[str, dict[str, Any]] = {p: {d: {"ratios": []} for d in devices} for p in policies}
+    for rep in range(repeats):
+        for p, onnx_bytes in policies.items():
+            for d in devices:
+                pair = hwprofiler.measure_paired(onnx_bytes, dense_onnx, d, cache=False)
+                cells[p][d]["ratios"].append(float(pair.ratio))
+        print(f"  matrix: round {rep + 1}/{repeats} done", flush=True)
+    for row in cells.values():
+        for cell in row.values():
+            cell["ratio"] = statistics.median(cell["ratios"])
+    return cells
+
+
+def verdict(own_ms: float, other_ms: float, own_acc: float, other_acc: float) -> tuple[bool, str]:
+    """Whether a device's own policy is at least as good on it as the other device's policy."""
+    ratio = own_ms / other_ms
+    gain = 100.0 * (own_acc - other_acc)
+    if ratio <= LATENCY_BETTER:
+        return True, f"{100 * (1 - ratio):.0f}% lower latency"
+    if ratio <= EQUAL_LATENCY and gain >= ACCURACY_POINTS:
+        return True, f"equal latency ({ratio:.2f}x), +{gain:.1f} points"
+    return False, f"latency {ratio:.2f}x, accuracy {gain:+.1f} points"
+
+
+def kept_summary(policy_path: str) -> dict[str, Any]:
+    import json
+
+    groups = json.loads(Path(policy_path).read_text())["groups"]
+    kept = [int(g["channels_after"]) for g in groups]
+    return {
+        "kept": kept,
+        "odd_groups": sum(k % 2 for k in kept),
+        "x16_groups": sum(k % 16 == 0 for k in kept),
+        "groups": len(kept),
+    }
+
+
+def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    from bench.compare_agents import weights_of
+    from hilprune.budget import parse_budgets
+    from hilprune.export import to_onnx_bytes
+    from hilprune.models import resolve_model
+
+    wtag, ckpt = weights_of(model, dataset_of(model))
+    spec = resolve_model(model, dataset_of(model))
+    dense_onnx = to_onnx_bytes(spec.build(), spec.input_shape)
+    print(f"{model} ({dataset_of(model)}, {'random weights' if wtag == 'random' else 'checkpoint'})", flush=True)
+    dense = dense_latencies(dense_onnx, devices, args.repeats)
+    searched: dict[str, dict[str, Any]] = {}
+    onnx: dict[str, bytes] = {}
+    for d in devices:
+        run_dir = OUT / f"{model}-{d}-{wtag}-{args.latency_source}-r{args.round_to}"
+        search = run_device_search(model, d, run_dir, args)
+        exp = export_best(run_dir, args)
+        onnx[d] = Path(exp["onnx"]).read_bytes()
+        job_dense = search["dense"]
+        searched[d] = {
+            "run_dir": str(run_dir),
+            "command": "hilprune " + " ".join(search_args(model, d, run_dir, args)),
+            "budget_ms": float(job_dense["budgets_ms"][parse_budgets(args.budget)[0]]),
+            "search_dense_ms": float(job_dense["latency_ms"]),
+            "failed_agents": search["failed"],
+            "search_wall_s": search["wall_s"],
+            "agent": exp["agent"],
+            "trial": exp["trial"],
+            "reached_budget": exp["reached_budget"],
+            "export_latency_ms": exp["latency_ms"],
+            "test_accuracy": exp["test_accuracy"],
+            "test_accuracy_before_finetune": exp["test_accuracy_before_finetune"],
+            "dense_test_accuracy": exp["dense_test_accuracy"],
+            "policy": exp["policy"],
+            **kept_summary(exp["policy"]),
+        }
+    cells = matrix(onnx, dense_onnx, devices, args.repeats)
+    for row in cells.values():
+        for d, cell in row.items():
+            cell["ms"] = cell["ratio"] * dense[d]["ms"]
+            cell["speedup"] = 1.0 / cell["ratio"]
+    targets = []
+    for d in devices:
+        for o in devices:
+            if o == d:
+                continue
+            row = {"model": model, "device": d, "other": o}
+            if searched[d]["kept"] == searched[o]["kept"]:
+                row |= {"met": None, "why": "both searches found the same policy"}
+            else:
+                met, why = verdict(
+                    cells[d][d]["ms"], cells[o][d]["ms"], searched[d]["test_accuracy"], searched[o]["test_accuracy"]
+                )
+                row |= {"met": met, "why": why, "own_ms": cells[d][d]["ms"], "other_ms": cells[o][d]["ms"]}
+            targets.append(row)
+    return {
+        "model": model,
+        "dataset": dataset_of(model),
+        "weights": "random" if wtag == "random" else "checkpoint",
+        "checkpoint": ckpt,
+        "dense": dense,
+        "searched": searched,
+        "matrix": cells,
+        "targets": targets,
+    }
+
+
+# --- markdown -------------------------------------------------------------------------------------
+def markdown(res: dict[str, Any]) -> str:
+    from bench.common import header
+
+    a = res["args"]
+    devs = a["devices"].split(",")
+    lines = [
+        f"## Cross-device policies: {' vs '.join(f'`{d}`' for d in devs)} (budget {a['budget']} of each device's dense "
+        f"latency, agents {a['agents']}, {a['evals']} evaluations each, latency source {a['latency_source']})"
+        + (" — QUICK RUN" if a.get("quick") else "")
+        + "\n",
+        header(res["machine"]),
+    ]
+    load = res.get("loadavg") or {}
+    if load:
+        busy = max(load.values()) > 1.5
+        lines.append(
+            f"Load average (1 min) at start {load['start']:.2f}, at end {load['end']:.2f} on {res['machine']['cores']} cores"
+            + (": **other processes shared the CPU, so live latencies are inflated and noisy**" if busy else "")
+            + ".\n"
+        )
+    if a.get("quick"):
+        lines.append("Quick run (`--quick`): it checks the pipeline; its numbers say nothing about the devices.\n")
+    lines.append(
+        "Each device's best policy comes from its own `hilprune search` at the budget, exported by `hilprune export` "
+        f"(fine-tuned {a['finetune_epochs']:g} epoch(s), the same for every policy; test accuracy). The matrix measures every "
+        "policy on every device paired with that device's dense model (A B B A windows); ms = median ratio x the device's "
+        f"dense latency ({a['repeats']} repeat(s)). Target: on each device its own policy has at least 10% lower latency than "
+        "the other device's policy, or at least 1 point more test accuracy at equal latency (within 10%).\n"
+    )
+    lines += [
+        "### Dense latency",
+        "",
+        "| model | " + " | ".join(devs) + f" | {devs[-1]} / {devs[0]} |",
+        "|---" * (len(devs) + 2) + "|",
+    ]
+    for m in res["models"]:
+        ms = [m["dense"][d]["ms"] for d in devs]
+        lines.append(f"| {m['model']} | " + " | ".join(f"{x:.3f} ms" for x in ms) + f" | {ms[-1] / ms[0]:.2f}x |")
+    lines += [
+        "",
+        "### Each device's policy",
+        "",
+        "| model | searched for | budget (ms) | trial | reached budget | groups odd / x16 | test acc. before / after fine-tune | dense test acc. |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in res["models"]:
+        for d in devs:
+            s = m["searched"][d]
+            lines.append(
+                f"| {m['model']} | {d} | {s['budget_ms']:.3f} | {s['agent']}:{s['trial']} | {'yes' if s['reached_budget'] else '**no**'} | "
+                f"{s['odd_groups']} / {s['x16_groups']} of {s['groups']} | {100 * s['test_accuracy_before_finetune']:.1f}% / "
+                f"{100 * s['test_accuracy']:.1f}% | {100 * s['dense_test_accuracy']:.1f}% |"
+            )
+    lines += [
+        "",
+        "### Every policy on every device (ms, speedup over that device's dense model)",
+        "",
+        "| model | policy searched for | " + " | ".join(f"on {d}" for d in devs) + " | test acc. |",
+        "|---|---|" + "---|" * len(devs) + "---|",
+    ]
+    for m in res["models"]:
+        for p in devs:
+            row = m["matrix"][p]
+            cells = " | ".join(
+                (
+                    f"**{row[d]['ms']:.3f}** ({row[d]['speedup']:.2f}x)"
+                    if d == p
+                    else f"{row[d]['ms']:.3f} ({row[d]['speedup']:.2f}x)"
+                )
+                for d in devs
+            )
+            lines.append(f"| {m['model']} | {p} | {cells} | {100 * m['searched'][p]['test_accuracy']:.1f}% |")
+    lines += ["", "### Targets", "", "| model | on device | own policy vs the other's | target met |", "|---|---|---|---|"]
+    met = total = 0
+    for m in res["models"]:
+        for t in m["targets"]:
+            if t["met"] is not None:
+                total += 1
+                met += int(t["met"])
+            mark = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
+            lines.append(f"| {t['model']} | {t['device']} | {t['why']} | {mark} |")
+    lines.append(f"\nTarget met in **{met}/{total}** cells where the two devices' policies differ.")
+    lines.append(
+        f"\nTotal wall time: {res['total_wall_s'] / 60:.1f} min. Search runs and exports: `runs/bench/cross_device/`; "
+        f"numbers: `bench/results/{a['results_name']}.json`; the searches' commands are in it."
+    )
+    return "\n".join(lines)
+
+
+# --- main -----------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="resnet20,resnet56,mobilenetv2")
+    ap.add_argument("--devices", default="ort-cpu-1t,ov-cpu-1t")
+    ap.add_argument("--budget", default="0.5", help="fraction of each device's own dense latency")
+    ap.add_argument("--agents", default="uniform,random,ppo")
+    ap.add_argument("--evals", type=int, default=60, help="evaluations per agent and device")
+    ap.add_argument("--latency-source", default="hybrid", choices=["lut", "live", "hybrid"])
+    ap.add_argument(
+        "--round-to", type=int, default=1, help="channel rounding of the searches (1: each device may pick odd widths)"
+    )
+    ap.add_argument("--finetune-epochs", type=float, default=1.0, help="the same short fine-tune for every exported policy")
+    ap.add_argument("--repeats", type=int, default=3, help="fresh dense measurements and matrix rounds")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--results-name", default="cross_device", help="bench/results/<name>.json and the docs section's name")
+    ap.add_argument("--quick", action="store_true", help="digits-cnn, uniform+random, 3 evaluations, 1 repeat: the pipeline only")
+    ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/<name>.json")
+    args = ap.parse_args()
+
+    from bench.common import preset, rewrite_section, write_section
+
+    if args.markdown_only:
+        rewrite_section(args.results_name, markdown)
+        return
+    if args.quick:
+        preset(
+            ap,
+            args,
+            models="digits-cnn",
+            agents="uniform,random",
+            evals=3,
+            latency_source="live",
+            finetune_epochs=0.5,
+            repeats=1,
+            results_name="cross_device_quick",
+        )
+        os.environ.setdefault("HWPROFILER_ROUND_S", "0")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    _quiet()
+    import hwprofiler
+    from bench.common import machine, write_json
+
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    if len(devices) < 2:
+        ap.error("--devices needs at least two devices")
+    for d in devices:
+        try:
+            hwprofiler.fingerprint(hwprofiler.load_device(d))  # a missing runtime is one line now, not after a search
+        except hwprofiler.DeviceError as exc:
+            ap.error(str(exc))
+    info = machine()
+    load_start = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    OUT.mkdir(parents=True, exist_ok=True)
+    models = [run_model(m.strip(), devices, args) for m in args.models.split(",") if m.strip()]
+    res = {
+        "machine": info,
+        "fingerprints": {d: hwprofiler.fingerprint(hwprofiler.load_device(d)) for d in devices},
+        "args": vars(args),
+        "models": models,
+        "total_wall_s": time.perf_counter() - t0,
+        "loadavg": {"start": load_start, "end": os.getloadavg()[0]},
+    }
+    path = write_json(args.results_name, res)
+    print(f"wrote {path}")
+    for m in models:
+        for t in m["targets"]:
+            print(f"{m['model']:>12} on {t['device']:<11} {t['why']:<40} met: {t['met']}")
+    if not args.no_doc:
+        write_section(args.results_name, markdown(res))
+        print(f"wrote docs/benchmarks.md ({args.results_name} section)")
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
