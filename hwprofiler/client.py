@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -125,7 +126,11 @@ def _error_text(e: urllib.error.HTTPError) -> str:
 
 
 def client_for(spec: DeviceSpec) -> ProfilerClient:
-    """The client for a remote device spec."""
+    """The client for a remote device spec; `$HWPROFILER_CLIENT_RETRIES` sets how often a refused
+    connection is retried (default 5, with exponential backoff)."""
     if spec.remote is None:
         raise DeviceError(f"device {spec.name} is not remote")
-    return ProfilerClient(spec.remote, spec.token)
+    retries = os.environ.get("HWPROFILER_CLIENT_RETRIES", "5")
+    if not retries.isdigit():
+        raise DeviceError(f"$HWPROFILER_CLIENT_RETRIES must be a whole number, got {retries!r}")
+    return ProfilerClient(spec.remote, spec.token, retries=int(retries))

@@ -225,6 +225,9 @@ def _validate(job: Job) -> Job:
         ck = Path(str(job.checkpoint)).expanduser()
         if not ck.is_file():
             raise HilpruneError(f"checkpoint not found: {ck}")
+        from hilprune.models.checkpoints import load_state
+
+        load_state(ck)  # a file that is no checkpoint is refused before the job starts
         job.checkpoint = str(ck.resolve())
     if job.data_dir:
         job.data_dir = str(Path(str(job.data_dir)).expanduser().resolve())

@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         """List target devices (built-ins: this machine's CPU through onnxruntime or OpenVINO, and a
         simulated CPU) with each one's runtime and whether that runtime is usable here."""
         import hwprofiler
+        from hwprofiler.cache import MeasurementCache
         from hwprofiler.runtimes import get_runtime
 
         rows = []
@@ -58,6 +59,9 @@ def register(app: typer.Typer) -> None:
                     "settings": _settings(spec),
                     "fingerprint_id": hwprofiler.fingerprint_id(fp) if usable else None,
                     "fingerprint": fp,
+                    # where this machine keeps the device's kernel table and measurement cache
+                    "lut": str(hwprofiler.LUT.default_path(hwprofiler.fingerprint_id(fp))) if usable else None,
+                    "cache": str(MeasurementCache().root / hwprofiler.fingerprint_id(fp)) if usable else None,
                 }
             )
         if json_out:

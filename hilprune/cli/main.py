@@ -6,6 +6,7 @@ User mistakes (HilpruneError) print one line and exit 2, without a traceback.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import typer
@@ -36,6 +37,8 @@ for _name in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
+    if not logging.getLogger().handlers:  # warnings reach the user as one plain line on stderr
+        logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     try:
         # With standalone_mode=False, typer *returns* typer.Exit codes and 130 for Ctrl-C.
         rv = app(args=argv, standalone_mode=False)

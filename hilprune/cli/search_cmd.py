@@ -148,6 +148,10 @@ def register(app: typer.Typer) -> None:
                 help="Reward for RL agents (envs.rewards): constrained, mnasnet, penalty, try_and_learn [default: constrained].",
             ),
         ] = None,
+        max_ratio: Annotated[
+            float | None,
+            typer.Option("--max-ratio", help="Largest share of a group's channels a policy may remove, in (0, 1) (default 0.9)."),
+        ] = None,
         round_to: Annotated[
             int | None,
             typer.Option(
@@ -204,6 +208,7 @@ def register(app: typer.Typer) -> None:
             storage=storage,
             workers=workers,
             round_to=round_to,
+            max_ratio=max_ratio,
         )
         job = resolve_job(job_file, **flags)
         _run(job, json_out, progress=not no_progress)

@@ -7,6 +7,7 @@ no pickled code runs when one is loaded.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,18 @@ def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         # TorchVersion (a str subclass) is allowed: checkpoints written before meta was sanitized hold one.
         with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"cannot read checkpoint {path}: {first}") from exc
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Unsupported global" in text or "This file can still be loaded" in text:
+            raise ModelError(
+                f"checkpoint {path} holds Python objects besides tensors; hilprune loads weights only (for safety): "
+                "save `model.state_dict()` with torch.save, or train with `hilprune train`"
+            ) from None
+        raise ModelError(f"{path} is not a PyTorch checkpoint (damaged, truncated or another kind of file)") from None
+    except Exception as exc:  # torch's unpickler raises anything on garbage (IndexError, EOFError, ...)
+        raise ModelError(
+            f"{path} is not a PyTorch checkpoint (damaged, truncated or another kind of file): {type(exc).__name__}"
+        ) from None
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         return obj["state_dict"], obj.get("meta", {})
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):

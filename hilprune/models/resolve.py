@@ -106,4 +106,7 @@ def resolve_model(
         ckpt = str(found) if found else None
     if ckpt is not None and not Path(ckpt).is_file():
         raise ModelError(f"checkpoint not found: {ckpt}")
-    return ModelSpec(name=model, input_shape=shape, num_classes=classes, dataset=dataset, checkpoint=ckpt)
+    spec = ModelSpec(name=model, input_shape=shape, num_classes=classes, dataset=dataset, checkpoint=ckpt)
+    if checkpoint:  # a checkpoint the user named must be one, and of this model, in every command
+        spec.build(with_weights=True)
+    return spec
