@@ -43,6 +43,7 @@ MIN_SCOPE = 12  # observations of one model before it is fitted on its own
 LAYOUT_OPS = ("conv", "maxpool", "avgpool", "globalavgpool", "globalmaxpool")
 EXTRA = ("n_kernels", "intercept", "weight_mb", "transition_melems")  # the features after the class sums
 NONNEGATIVE = ("intercept", "weight_mb", "transition_melems")  # physical: none of these makes a network faster
+MIN_SCALE = 0.05  # a kernel class cannot cost less than this share of its time alone
 
 
 def weight_mb(kernels: Sequence[KernelSpec], dtype: str = "float32") -> float:
@@ -130,37 +131,27 @@ class Correction:
 def fit_correction(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) -> Correction:
     """Ridge fit of live_ms on the features, on residuals relative to live_ms (a 10% miss counts the
     same on a 0.1 ms and a 100 ms network), each coefficient pulled toward its prior (scales 1,
-    extras 0) by a row scaled to what one unit of it does. Extras that come out unphysical
-    (negative intercept, weights or reorders making a network faster) are dropped and the rest
-    refitted; a non-positive class scale falls back to a single ratio for every class."""
+    extras 0) by a row scaled to what one unit of it does, and kept physical by bounds: a class
+    scale stays positive, and neither the fixed cost, the weights nor the reorders can make a
+    network faster. Per-class sums move together across policies, so without the bounds a scale
+    can swing negative while another overshoots."""
     usable = [p for p in points if isinstance(p.get("class_ms"), dict) and float(p.get("live_ms", 0)) > 0]
     if not usable:
         return Correction.prior()
+    from scipy.optimize import lsq_linear
+
     classes = sorted({c for p in usable for c, v in p["class_ms"].items() if v > 0})
     y = np.array([float(p["live_ms"]) for p in usable])
     X = np.stack([_row(p, classes) for p in usable]) / y[:, None]
     prior = np.array([1.0] * len(classes) + [0.0] * len(EXTRA))
-    cols = list(range(len(classes))) + [len(classes) + i for i, e in enumerate(EXTRA) if np.any(X[:, len(classes) + i])]
-
-    def solve(cols: list[int]) -> np.ndarray:
-        Xc = X[:, cols]
-        P = prior_weight * np.diag(np.maximum(np.mean(np.abs(Xc), axis=0), 1e-12))
-        sol, *_ = np.linalg.lstsq(np.vstack([Xc, P]), np.concatenate([np.ones(len(Xc)), P @ prior[cols]]), rcond=None)
-        coef = prior.copy()
-        coef[cols] = sol
-        return coef
-
-    coef = solve(cols)
-    for name in NONNEGATIVE:
-        i = len(classes) + EXTRA.index(name)
-        if i in cols and coef[i] < 0:
-            cols.remove(i)
-            coef = solve(cols)
-    if np.any(coef[: len(classes)] <= 0):  # too few points to tell the classes apart: one ratio for all
-        total = X[:, : len(classes)].sum(axis=1)
-        ratio = float(np.sum(total) / np.sum(total * total))
-        coef = np.array([ratio] * len(classes) + [0.0] * len(EXTRA))
-    return Correction(classes, coef, len(usable))
+    P = prior_weight * np.diag(np.maximum(np.mean(np.abs(X), axis=0), 1e-12))
+    lower = np.array([MIN_SCALE] * len(classes) + [-np.inf if e not in NONNEGATIVE else 0.0 for e in EXTRA])
+    upper = np.full(len(prior), np.inf)
+    unused = ~np.any(X, axis=0)  # a feature no observation has (no reorders, say): it stays at its prior
+    lower[unused] = prior[unused] - 1e-12
+    upper[unused] = prior[unused] + 1e-12
+    fit = lsq_linear(np.vstack([X, P]), np.concatenate([np.ones(len(X)), P @ prior]), bounds=(lower, upper))
+    return Correction(classes, np.clip(fit.x, lower, upper), len(usable))
 
 
 class Predictor:

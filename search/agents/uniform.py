@@ -12,6 +12,7 @@ evaluate; on resume it skips the budgets and sweep ratios already in its study.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import optuna
@@ -111,7 +112,7 @@ class UniformAgent:
         while x <= hi + 1e-12:
             key = ev.kept({n: x for n in names})
             if key != last:
-                out.append(round(x, 6))
+                out.append(math.ceil(x * 1e6) / 1e6)  # rounded up: a ratio just under the breakpoint keeps the old count
                 last = key
             x += step
         out.sort(key=lambda c: (abs(c - center), c))
