@@ -107,6 +107,7 @@ class PolicyEvaluator:
     :param budgets: latency budgets (ms, fraction or ``"1.2ms"``) for the hybrid rule; envs add theirs
     :param hybrid_k: size of the best-k set of the hybrid rule
     :param lut_path: LUT file (default: hwprofiler's per-fingerprint table in its cache dir)
+    :param progress: show a progress bar while the device's predictor is calibrated (first use only)
     """
 
     def __init__(
@@ -132,6 +133,7 @@ class PolicyEvaluator:
         hybrid_k: int = 5,
         lut_path: str | None = None,
         lock: bool = True,
+        progress: bool = False,
     ) -> None:
         torch.set_num_threads(1)
         t_start = time.perf_counter()
@@ -200,6 +202,7 @@ class PolicyEvaluator:
             seed=self.seed,
             lut_path=lut_path,
             lock=lock,
+            calibrate_progress=progress,
         )
         lat = self.latency  # fixed after construction: plain attributes for callers and tests
         self.device, self.fingerprint_id, self.fingerprint = lat.device, lat.fingerprint_id, lat.fingerprint

@@ -165,6 +165,9 @@ def export_run(
     if finetune_epochs < 0:
         raise HilpruneError("--finetune-epochs must be >= 0")
     job = load_run_job(run_dir)
+    if len(job.devices) > 1:
+        subs = ", ".join(str(Path(j.out)) for j in job.per_device())
+        raise HilpruneError(f"{run_dir} searched several devices; export from one of them: {subs}")
     dense = read_dense(run_dir)
     if dense is None:
         raise HilpruneError(f"{run_dir}: no dense.json; run 'hilprune search' first")

@@ -8,7 +8,7 @@ job is written to `<out>/job.toml`; rerunning the same command (or `hilprune sea
 name = "digits"
 model = "digits-cnn"
 dataset = "digits"
-device = "ort-cpu-1t"
+device = "ort-cpu-1t"            # or several: ["ort-cpu-1t", "ov-cpu-1t"] searches once per device
 budgets = ["0.5", "1.2ms"]      # fractions of the dense model's live latency, or milliseconds
 agents = ["uniform", "random", "ppo"]
 evals = 40                      # per agent, in total (resume continues up to this)
@@ -24,7 +24,7 @@ n_steps = 64
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,26 @@ class Job:
         tmp.replace(path)
         return path
 
+    @property
+    def devices(self) -> list[str]:
+        """The job's devices: one, or several searched one after another (see `per_device`)."""
+        return split_list(self.device)
+
+    def per_device(self) -> list[Job]:
+        """One job per device, each in its own run directory `<out>/<device>` (a job of one device
+        is itself): the search, its study and its report are per device; `search.report`
+        puts them side by side."""
+        if len(self.devices) == 1:
+            return [self]
+        out = []
+        for d in self.devices:
+            tag = slug(Path(d).stem if d.endswith(".toml") else d.replace("remote:", ""))
+            sub = replace(self, device=d, name=f"{self.name}-{tag}", out=str(Path(self.out) / tag), storage=None)
+            if self.storage and "://" in self.storage:  # a shared database: studies are told apart by name
+                sub.storage = self.storage
+            out.append(sub)
+        return out
+
     def identity(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in IDENTITY_FIELDS}
 
@@ -235,9 +255,13 @@ def _validate(job: Job) -> Job:
         raise HilpruneError(
             "a search needs --dataset (accuracy is measured on its validation split): digits, fashion-mnist or cifar10"
         )
+    devices = split_list(job.device)
+    if not devices:
+        raise HilpruneError("a search needs a --device")
+    job.device = ",".join(devices)
     if not job.name:
         model = Path(job.model.split(":")[0]).stem if ":" in job.model else job.model
-        device = Path(job.device).stem if str(job.device).endswith(".toml") else job.device
+        device = "-".join(Path(d).stem if d.endswith(".toml") else d for d in devices)
         job.name = Path(str(job.out)).name if job.out else slug(f"{model}-{job.dataset}-{device}")
     job.name = slug(str(job.name))
     if not job.out:

@@ -93,10 +93,15 @@ def write_report(
     plot: bool = True,
     artifacts: bool = True,
 ) -> dict[str, Any]:
-    """Write best policies, plot, report and summary for a run; returns the summary."""
+    """Write best policies, plot, report and summary for a run; returns the summary (for a job of
+    several devices, theirs side by side)."""
     from hilprune.policy import Policy
 
     run_dir = Path(run_dir)
+    if job is None and (run_dir / "job.toml").is_file():
+        job = load_run_job(run_dir)
+    if job is not None and len(job.devices) > 1:
+        return write_device_report(job)
     storage = storage or store.open_storage((job or load_run_job(run_dir)).storage_url)
     job, dense_read, records = load_run(run_dir, storage, job)
     dense = dense or dense_read
@@ -188,6 +193,70 @@ def write_report(
         except Exception as exc:
             log.warning("could not attach artifacts to the studies: %s", exc)
     return summary
+
+
+# --- several devices -----------------------------------------------------------------------------
+DEVICES_REPORT = "devices.md"
+
+
+def write_device_report(job: Job) -> dict[str, Any]:
+    """The devices of a multi-device job side by side: per budget, each device's best policy, its
+    latency on that device and its speedup over that device's own dense model. Each device's run
+    directory keeps its full report."""
+    per_device: dict[str, Any] = {}
+    for sub in job.per_device():
+        if (Path(sub.out) / "dense.json").is_file():
+            per_device[sub.device] = write_report(sub.out, job=sub)
+    side: dict[str, dict[str, Any]] = {}
+    for label in job.budgets:
+        side[label] = {d: (s["best"].get(label) or None) for d, s in per_device.items()}
+    summary = {"job": job.name, "run_dir": job.out, "devices": per_device, "side_by_side": side, "multi_device": True}
+    lines = [
+        f"# Search report: {job.name}, one search per device",
+        "",
+        f"- model: `{job.model}`" + (f" on `{job.dataset}`" if job.dataset else ""),
+        f"- accuracy: {accuracy_label(job)}; {FINETUNE_NOTE}",
+        "- latency: each device's own, and the speedup over that device's own dense model",
+        "",
+        "| budget | device | dense ms | best agent | trial | val acc | latency ms | speedup |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, by_device in side.items():
+        for d, b in by_device.items():
+            dense_ms = per_device[d]["dense"]["latency_ms"]
+            if b is None:
+                lines.append(f"| {label} | `{d}` | {_fmt(dense_ms, 3)} | - | - | - | - | - |")
+            else:
+                lines.append(
+                    f"| {label} | `{d}` | {_fmt(dense_ms, 3)} | {b['agent']} | {b['trial']} | {_fmt(b['accuracy'])} | "
+                    f"{_fmt(b['latency_ms'], 3)} | {_fmt(b['speedup'], 2)}x |"
+                )
+    lines += [
+        "",
+        "Each device's full report: " + ", ".join(f"`{Path(s['run_dir']).name}/report.md`" for s in per_device.values()),
+    ]
+    (Path(job.out) / DEVICES_REPORT).write_text("\n".join(lines) + "\n")
+    write_json(Path(job.out) / SUMMARY_FILE, summary)
+    return summary
+
+
+def print_device_summary(summary: dict[str, Any], console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"{summary['job']}: best policy per budget on each device", caption=FINETUNE_NOTE)
+    for col in ("budget", "device", "dense ms", "agent", "trial", "val acc", "latency ms", "speedup"):
+        table.add_column(col)
+    for label, by_device in summary["side_by_side"].items():
+        for d, b in by_device.items():
+            dense_ms = _fmt(summary["devices"][d]["dense"]["latency_ms"], 3)
+            if b is None:
+                table.add_row(label, d, dense_ms, "-", "-", "-", "-", "-")
+            else:
+                table.add_row(label, d, dense_ms, b["agent"], str(b["trial"]), _fmt(b["accuracy"]), _fmt(b["latency_ms"], 3),
+                              f"{_fmt(b['speedup'], 2)}x")  # fmt: skip
+    console.print(table)
 
 
 # --- the plot -----------------------------------------------------------------------------------
@@ -394,6 +463,9 @@ def _short_path(path: str) -> str:
 def print_summary(summary: dict[str, Any], console: Any = None) -> None:
     from rich.table import Table
 
+    if summary.get("multi_device"):
+        print_device_summary(summary, console)
+        return
     if console is None:
         from rich.console import Console
 

@@ -72,7 +72,7 @@ def job_lock(out_dir: Path) -> Iterator[None]:
 
 
 # --- evaluator and dense reference ------------------------------------------------------------
-def build_evaluator(job: Job) -> Evaluator:
+def build_evaluator(job: Job, progress: bool = False) -> Evaluator:
     import torch
 
     torch.set_num_threads(1)
@@ -95,7 +95,7 @@ def build_evaluator(job: Job) -> Evaluator:
     )
     if job.val_size is not None:
         kwargs["val_size"] = job.val_size
-    return PolicyEvaluator(job.model, **kwargs)
+    return PolicyEvaluator(job.model, progress=progress, **kwargs)
 
 
 def make_context(job: Job, evaluator: Evaluator, dense: dict[str, Any], worker_index: int = 0) -> SearchContext:
@@ -144,7 +144,10 @@ def check_agents(job: Job) -> None:
 
 def run_search(job: Job, *, progress: bool = True, console: Console | None = None) -> RunOutcome:
     """Run (or continue) `job`; returns its summary (see search.report). Progress and messages go
-    to `console` (default: stderr)."""
+    to `console` (default: stderr). A job of several devices runs once per device, each in its own
+    run directory, and its summary puts the devices side by side."""
+    if len(job.devices) > 1:
+        return _run_devices(job, progress=progress, console=console)
     import torch
 
     torch.set_num_threads(1)
@@ -155,7 +158,7 @@ def run_search(job: Job, *, progress: bool = True, console: Console | None = Non
         check_agents(job)
         store.repair_journal(job.storage_url)
         with _status(console, progress, f"loading {job.model}, measuring the dense model on {job.device}"):
-            evaluator = build_evaluator(job)
+            evaluator = build_evaluator(job, progress=progress)
             dense = dense_reference(job, evaluator)
         ctx = make_context(job, evaluator, dense)
         outcome = RunOutcome(job, {})
@@ -199,6 +202,33 @@ def run_search(job: Job, *, progress: bool = True, console: Console | None = Non
         from .report import write_report
 
         outcome.summary = write_report(out, storage=ctx.storage, job=job, dense=dense)
+    return outcome
+
+
+def _run_devices(job: Job, *, progress: bool, console: Console | None) -> RunOutcome:
+    """Each device's search in turn (a failing device does not stop the others), then the side-by-side report."""
+    from .report import write_device_report
+
+    console = console or stderr_console()
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / JOB_FILE).is_file():
+        check_compatible(job, load_run_job(out))
+    job.write()
+    outcome = RunOutcome(job, {})
+    for sub in job.per_device():
+        if progress:
+            console.print(f"[bold]device {sub.device}[/] -> {sub.out}")
+        try:
+            one = run_search(sub, progress=progress, console=console)
+        except HilpruneError as exc:
+            outcome.failed[sub.device] = str(exc)
+            console.print(f"[red]device {sub.device} failed:[/] {exc}")
+            continue
+        outcome.ran |= {f"{sub.device}/{a}": n for a, n in one.ran.items()}
+        outcome.failed |= {f"{sub.device}/{a}": e for a, e in one.failed.items()}
+        outcome.short |= {f"{sub.device}/{a}": n for a, n in one.short.items()}
+    outcome.summary = write_device_report(job)
     return outcome
 
 

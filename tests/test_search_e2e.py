@@ -278,3 +278,30 @@ def test_workers_share_one_study(tmp_path: Path, capsys: pytest.CaptureFixture) 
     done = study.get_trials(states=(store.TrialState.COMPLETE,))
     assert len(done) == 6 and len(study.trials) == 6
     assert {t.user_attrs["seed"] for t in done} == {0, 1}  # the main process (seed 0) and one worker (seed + 1)
+
+
+def test_a_job_of_several_devices_searches_each_and_reports_them_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`device = [...]`: one search per device, in its own run directory, and one table that puts
+    each device's best policy and its speedup over that device's own dense model side by side."""
+    fast = tmp_path / "fast-sim.toml"
+    fast.write_text('name = "fast-sim"\nruntime = "simulated"\n[simulated]\ngmacs = 200.0\nplain_factor = 1.2\n')
+    job = tmp_path / "job.toml"
+    out = tmp_path / "multi"
+    job.write_text(
+        f'model = "digits-cnn"\ndataset = "digits"\ndevice = ["sim-cpu", "{fast}"]\nbudgets = ["0.7"]\n'
+        f'agents = ["uniform"]\nevals = 2\nout = "{out}"\n'
+    )
+    res = run_cli(capsys, "search", "--job", str(job), "--no-progress", "--json")
+    assert res["multi_device"] and set(res["devices"]) == {"sim-cpu", str(fast)}
+    assert (out / "sim-cpu" / "report.md").is_file() and (out / "fast-sim" / "report.md").is_file()
+    dense = {d: s["dense"]["latency_ms"] for d, s in res["devices"].items()}
+    assert dense["sim-cpu"] > dense[str(fast)]  # each device measured its own dense model
+    for d, best in res["side_by_side"]["0.7"].items():
+        assert best is not None and best["latency_ms"] <= res["devices"][d]["budgets_ms"]["0.7"]
+    table = (out / "devices.md").read_text()
+    assert "`sim-cpu`" in table and "fast-sim" in table
+    again = run_cli(capsys, "report", str(out), "--json")  # the parent directory reports the devices too
+    assert again["side_by_side"] == res["side_by_side"]
+    assert main(["export", str(out), "--budget", "0.7", "--out", str(tmp_path / "e")]) == 2  # export names one device
