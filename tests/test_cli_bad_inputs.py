@@ -145,21 +145,32 @@ def test_a_remote_device_that_is_unreachable_or_refuses_the_token(
     capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """profile, lut and search alike: one line naming the profiler and what to fix."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_hwprofiler_server import TOKEN, ServerThread, create_app, fast_device
+    import os
+    import subprocess
+
+    from hwprofiler.client import ProfilerClient
 
     unreachable = f"remote:http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("HWPROFILER_CLIENT_RETRIES", "1")
     assert "unreachable" in run_bad(["profile", *DIGITS, "--device", unreachable], capsys)
-    with ServerThread(create_app(fast_device(), TOKEN, cache=False)) as s:
+    token = tmp_path / "token"
+    token.write_text("right-token\n")
+    port = free_port()
+    cmd = [sys.executable, "-m", "hwprofiler", "serve", "--port", str(port), "--token-file", str(token), "--device", "sim-cpu"]
+    server = subprocess.Popen(cmd, env={**os.environ, "HWPROFILER_CACHE": str(tmp_path / "c")}, stderr=subprocess.DEVNULL)
+    try:
+        ProfilerClient(f"http://127.0.0.1:{port}", "right-token", retries=10, backoff_s=0.1).device()  # up
         monkeypatch.setenv("HWPROFILER_TOKEN", "wrong")
-        remote = f"remote:{s.url}"
+        remote = f"remote:http://127.0.0.1:{port}"
         for argv in (
             ["profile", *DIGITS, "--device", remote],
             ["lut", "check", *DIGITS, "--device", remote, "--samples", "2"],
             ["search", *DIGITS, "--device", remote, "--budget", "0.9", "--evals", "1", "--out", str(tmp_path / "s")],
         ):
             assert "rejected the token" in run_bad(argv, capsys, late=argv[0] == "search"), argv
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def test_a_corrupt_cached_lut_is_set_aside_and_rebuilt(

@@ -308,7 +308,7 @@ def test_other_mistakes(capsys: pytest.CaptureFixture, template: Path, tmp_path:
     assert "is not a folder" in fails(["prune", *DIGITS, "--policy", str(template), "--out", str(tmp_path / "afile")], capsys)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"junk")
-    assert "cannot read checkpoint" in fails(
+    assert "is not a PyTorch checkpoint" in fails(
         ["prune", *DIGITS, "--checkpoint", str(junk), "--policy", str(template), "--out", str(tmp_path / "o")], capsys
     )
 

@@ -104,7 +104,7 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="does not fit this model: classifier.weight"):
         load_weights(wide, path)
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(ModelError, match="cannot read checkpoint") as exc:
+    with pytest.raises(ModelError, match="is not a PyTorch checkpoint") as exc:
         load_weights(spec.build(), tmp_path / "junk.pt")
     assert "\n" not in str(exc.value)
     torch.save({"a": 1}, tmp_path / "dict.pt")

@@ -35,10 +35,28 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"{__package__}.{_name}").register(app)
 
 
+class _StderrLines(logging.Handler):
+    """Warnings as one plain line each on whatever sys.stderr is when they happen."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"warning: {record.getMessage()}", file=sys.stderr)
+        except (ValueError, OSError):  # stderr closed (a test's captured stream): nothing to say it on
+            pass
+
+
+def _warnings_to_stderr() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrLines) for h in root.handlers):
+        handler = _StderrLines(level=logging.WARNING)
+        root.addHandler(handler)
+        if root.level == logging.NOTSET or root.level > logging.WARNING:
+            root.setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
-    if not logging.getLogger().handlers:  # warnings reach the user as one plain line on stderr
-        logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+    _warnings_to_stderr()
     try:
         # With standalone_mode=False, typer *returns* typer.Exit codes and 130 for Ctrl-C.
         rv = app(args=argv, standalone_mode=False)
