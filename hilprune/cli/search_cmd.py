@@ -135,6 +135,15 @@ def register(app: typer.Typer) -> None:
                 help="Latency each trial is judged by: lut (predicted), live (measured) or hybrid [default: lut].",
             ),
         ] = None,
+        proxy: Annotated[
+            str | None,
+            typer.Option(
+                "--proxy",
+                help="Accuracy proxy each policy is scored by: bn (BN recalibration), bn:N (on N batches), kd:N (then N steps "
+                "of distillation from the dense model) or a ladder bn:10,kd:20,kd:80; tpe and nsga2 climb the ladder with "
+                "successive halving [default: kd:40, or the run directory's].",
+            ),
+        ] = None,
         reward: Annotated[
             str | None,
             typer.Option(
@@ -192,6 +201,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             val_size=val_size,
             latency_source=latency_source,
+            proxy=proxy,
             reward=reward,
             out=str(out) if out else None,
             name=name,
@@ -309,6 +319,7 @@ def register(app: typer.Typer) -> None:
                 seed=0,
                 out=str(out),
                 name="demo",
+                proxy="bn",  # BN recalibration only: 1800 PPO episodes in about 3 minutes (kd:40 would take ~40)
             )
 
         try:
