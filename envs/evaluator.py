@@ -141,6 +141,8 @@ class PolicyEvaluator:
     :param proxy: the accuracy proxy: a fidelity or a ladder of them (``bn``, ``bn:40``, ``kd:40``,
         ``bn:10,kd:20,kd:80``; `envs.fidelity`); `evaluate` scores at its top unless told otherwise
     :param kd: distillation settings of the ``kd`` rungs (`hilprune.train.distill.KDConfig`)
+    :param bn_after_kd: recalibrate BN (``bn_batches``) after the distillation steps of a ``kd`` rung,
+        before its accuracy is measured
     :param eval_backend: ``torch``, ``ort`` (onnxruntime on the exported pruned graph) or ``auto``
         (onnxruntime where every evaluation exports the graph anyway, else torch; see `_choose_backend`)
     :param budgets: latency budgets (ms, fraction or ``"1.2ms"``) for the hybrid rule; envs add theirs
@@ -167,6 +169,7 @@ class PolicyEvaluator:
         *,
         proxy: str = DEFAULT_PROXY,
         kd: KDConfig | None = None,
+        bn_after_kd: bool = True,
         bn_batch_size: int = BN_BATCH_SIZE,
         eval_backend: str = "auto",
         budgets: Sequence[float | str | Budget] = (),
@@ -197,6 +200,7 @@ class PolicyEvaluator:
         self.ladder, self.bn_batches = parse_ladder(proxy, int(bn_batches))
         self.proxy = ladder_text(self.ladder)
         self.kd = kd or KDConfig()
+        self.bn_after_kd = bool(bn_after_kd)
         self.bn_batch_size = int(bn_batch_size)
         self.seed = int(seed)
         self.hybrid_k = int(hybrid_k)
@@ -606,6 +610,15 @@ class PolicyEvaluator:
             part.kd_steps = steps
             phases["kd"] = time.perf_counter() - t
             part.path_s += phases["kd"]
+            if self.bn_after_kd:
+                # The running statistics lag weights that just moved fast; training itself uses batch
+                # statistics, so this changes nothing a later continuation learns.
+                from hilprune.train import recalibrate_bn
+
+                t = time.perf_counter()
+                recalibrate_bn(part.model, self._split("train"), self.bn_batches, batch_size=self.bn_batch_size, seed=self.seed)
+                phases["bn_after_kd"] = time.perf_counter() - t
+                part.path_s += phases["bn_after_kd"]
         self._partial = part
         return part
 
@@ -655,6 +668,7 @@ class PolicyEvaluator:
             "bn_batch_size": self.bn_batch_size,
             "proxy": self.proxy,
             "kd": asdict(self.kd),
+            "bn_after_kd": self.bn_after_kd,
             "eval_backend": self.eval_backend,
             "groups": [g.name for g in self.groups],
             "dense_accuracy": self.dense_accuracy,

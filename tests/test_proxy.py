@@ -57,7 +57,7 @@ def test_each_rung_records_its_fidelity_and_cost(ev: PolicyEvaluator) -> None:
     bn40 = ev.evaluate(POLICY, fidelity="bn:40")  # a dearer BN rung: scored again
     assert not bn40.cached and bn40.fidelity == "bn:40" and [f for f, _ in bn40.rungs] == ["bn:10", "bn:40"]
     kd = ev.evaluate(POLICY)  # the ladder's top
-    assert kd.fidelity == "kd:10" and "kd" in kd.phases and 0.0 <= kd.accuracy <= 1.0
+    assert kd.fidelity == "kd:10" and {"kd", "bn_after_kd"} <= set(kd.phases) and 0.0 <= kd.accuracy <= 1.0
     assert [f for f, _ in kd.rungs] == ["bn:10", "bn:40", "kd:10"] and kd.accuracy_at("bn:10") == bn.accuracy
     assert kd.fidelity_cost_s > bn40.fidelity_cost_s > bn.fidelity_cost_s  # every rung's seconds, summed
     assert kd.rung_cost_s["kd:10"] > kd.phases["kd"]  # from scratch: surgery, BN, distillation, its eval
@@ -139,3 +139,21 @@ def test_env_scores_its_reward_by_its_proxy(ev: PolicyEvaluator) -> None:
     env.reset(seed=0)
     _, reward, done, _, info = env.step(env.action_space.sample())
     assert done and info["fidelity"] == "kd:5" and reward == pytest.approx(info["accuracy"])
+
+
+@pytest.mark.parametrize("pruner", ["sh", "hyperband"])
+def test_a_seeded_multi_fidelity_search_repeats(ev: PolicyEvaluator, tmp_path: Path, pruner: str) -> None:
+    from search.agents import make_agent
+    from search.context import SearchContext
+
+    runs = []
+    for name in ("a", "b"):
+        ev.clear_cache()  # scored anew, not answered from the first run's cache
+        ctx = SearchContext(
+            ev, [ev.check_budget(0.65)], storage=str(tmp_path / f"{name}.journal"), job_name="t", out_dir=tmp_path
+        )
+        make_agent("tpe", pruner=pruner, n_startup_trials=4).run(ctx, 8)
+        runs.append([(t.state, t.params, t.values, t.user_attrs["fidelity"]) for t in ctx.study("tpe").get_trials()])
+    assert runs[0] == runs[1]
+    states = {s for s, *_ in runs[0]}
+    assert optuna.trial.TrialState.COMPLETE in states and len(runs[0]) == 8

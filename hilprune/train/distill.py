@@ -212,10 +212,12 @@ def finetune_kd(
     device: str | None = None,
     progress: bool = True,
     cfg: KDConfig | None = None,
+    val: bool = True,
 ) -> TrainResult:
     """Fine-tune a pruned `student` with distillation from `teacher` (the dense model) on the train
     split: cosine schedule from `lr`, the data set's augmentation, on a GPU when present
-    (`pick_device`). Both models stay on that device; the caller moves them back."""
+    (`pick_device`). Both models stay on that device; the caller moves them back. `val=False`
+    skips the val accuracy at the end (NaN in the result)."""
     cfg = cfg or KDConfig(lr=lr, batch_size=128)
     dev = pick_device(device)
     student.to(dev)
@@ -225,14 +227,14 @@ def finetune_kd(
     total = int(steps) if steps is not None else max(1, int(round(epochs * batches.steps_per_epoch)))
     t0 = time.perf_counter()
     state = distill(student, batches, total, cfg, lr_at=cosine(lr, total), seed=seed, progress=progress)
-    val = evaluate(student, data.val, device=dev)
+    val_acc = evaluate(student, data.val, device=dev) if val else float("nan")
     tail = state.losses[-50:]
     return TrainResult(
-        val_accuracy=val,
+        val_accuracy=val_acc,
         train_loss=float(sum(tail) / max(1, len(tail))),
         wall_s=time.perf_counter() - t0,
         steps=state.step,
-        history=[{"step": state.step, "loss": tail[-1] if tail else float("nan"), "val_accuracy": val}],
+        history=[{"step": state.step, "loss": tail[-1] if tail else float("nan"), "val_accuracy": val_acc}],
     )
 
 
