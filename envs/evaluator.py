@@ -6,7 +6,7 @@ the dense accuracy, and the device side (`envs.latency.PolicyLatency`: the dense
 its live latency, the kernel map, the device's LUT and predictor). `evaluate(ratios)` then runs,
 per new policy:
 
-    surgery -> BN recalibration on K train batches [-> N steps of distillation from the dense model]
+    surgery -> BN recalibration on K train batches [-> N steps of distillation from the dense model -> BN again]
             -> accuracy on the fixed val subset -> latency from the LUT, the device (live), or both (hybrid)
 
 and caches the result by the rounded policy (`Policy.key()`: the kept channels per group).

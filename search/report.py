@@ -397,7 +397,7 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
     console.print(table)
     costs = summary.get("proxy_cost") or {}
     t2 = Table(title=f"trials per agent (accuracy proxy {summary.get('proxy') or '-'})")
-    for col in ("agent", "trials", "pruned", "proxy s per policy", "proxy s by fidelity"):
+    for col in ("agent", "complete trials", "pruned", "proxy s per policy", "proxy s by fidelity"):
         t2.add_column(col)
     for a, n in sorted(summary["trials"].items()):
         c = costs.get(a)

@@ -239,7 +239,13 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--trial", help="Export this trial (N, or AGENT:N) instead of the best one.")
         ] = None,
         finetune_epochs: Annotated[
-            float, typer.Option("--finetune-epochs", "-e", help="Fine-tuning epochs on the train split (0: none).")
+            float,
+            typer.Option(
+                "--finetune-epochs",
+                "-e",
+                help="Fine-tuning epochs on the train split, distilled from the dense model, cosine schedule, on a GPU "
+                "when present (0: none).",
+            ),
         ] = 1.0,
         lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.")] = 0.01,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,

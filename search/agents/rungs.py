@@ -107,15 +107,16 @@ class RungGate:
                 if i:
                     result = ev.evaluate(ratios, fidelity=fid)
                 acc = result.accuracy_at(fid)
-                value = float(result.accuracy if acc is None else acc)
-                rt.report(value, step=self.step(i))
+                if acc is None:  # answered from the cache at a dearer rung: no value to compare at this one
+                    continue
+                rt.report(float(acc), step=self.step(i))
                 if i < len(ladder) - 1 and rt.should_prune():
                     study.tell(rt, state=optuna.trial.TrialState.PRUNED)
                     return result, {"pruned": True, "pruned_at": fid, "pruned_why": "pruner", "rung_bucket": bucket.label}
         except BaseException:
             study.tell(rt, state=optuna.trial.TrialState.FAIL)
             raise
-        study.tell(rt, value)
+        study.tell(rt, float(result.accuracy))
         return result, {"pruned": False, "rung_bucket": bucket.label}
 
 
