@@ -53,8 +53,8 @@ def episode_result(info: Mapping[str, Any], evaluator: Evaluator | None = None) 
     for an env in another process the result is rebuilt from the info's fields.
     """
     policy = Policy.from_dict(dict(info["policy"]))
-    if evaluator is not None:
-        return evaluator.evaluate(policy)
+    if evaluator is not None:  # at the fidelity the env scored it (its proxy may differ from the evaluator's)
+        return evaluator.evaluate(policy, fidelity=info.get("fidelity") or None)
     live = info.get("live_latency_ms")
     return EvalResult(
         policy=policy,
@@ -67,6 +67,8 @@ def episode_result(info: Mapping[str, Any], evaluator: Evaluator | None = None) 
         cached=True,
         latency_kind=str(info["latency_kind"]),
         live_ratio=None if info.get("live_ratio") is None else float(info["live_ratio"]),
+        fidelity=str(info.get("fidelity", "")),
+        rungs=[(str(info.get("fidelity", "")), float(info["accuracy"]))],
     )
 
 
@@ -98,6 +100,8 @@ class EpisodeRecord:
     latency_ms: float
     reward: float | None
     feasible: bool
+    proxy_s: float = 0.0  # seconds the evaluator spent on this policy's accuracy (0: unknown, an env in another process)
+    key: tuple[int, ...] = ()  # the policy's kept channels (a repeated policy costs nothing the second time)
 
 
 class RecordTrialsCallback(EpisodeCallback):
@@ -153,7 +157,11 @@ class RecordTrialsCallback(EpisodeCallback):
         number = self.ctx.record(self.agent_name, result, reward=_num(reward), budget=budget, extra_attrs=attrs)
         lat = float(result.latency_ms)
         feasible = within_budget(lat, float(info["budget_ms"]))
-        self.episodes.append(EpisodeRecord(int(number), float(result.accuracy), lat, _num(reward), feasible))
+        self.episodes.append(
+            EpisodeRecord(
+                int(number), float(result.accuracy), lat, _num(reward), feasible, float(result.fidelity_cost_s), result.key()
+            )
+        )
         self.recorded += 1
         return not self.full
 

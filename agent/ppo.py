@@ -456,9 +456,14 @@ class PPOAgent:
             if ok:
                 r = max(ok, key=lambda r: r.accuracy)
                 best[b.label] = {"trial": r.number, "accuracy": r.accuracy, "latency_ms": r.latency_ms, "budget_ms": b.ms}
+        spent = {e.key: e.proxy_s for e in recorder.episodes}  # each distinct policy once: repeats come from the cache
+        known = all(e.proxy_s > 0 for e in recorder.episodes)
         return {
             "agent": self.name,
             "algo": self.algo,
+            "proxy": ctx.evaluator.proxy,
+            # seconds of accuracy proxy per recorded episode (None when envs ran in other processes)
+            "proxy_s_per_episode": sum(spent.values()) / len(recorder.episodes) if recorder.episodes and known else None,
             "episodes_recorded": recorder.recorded,
             "trials": len(records),
             "deterministic": det,

@@ -3,7 +3,7 @@
     python bench/compare_agents.py [--full | --quick] [--models resnet20,resnet56] [--budgets 0.5,0.3]
                                    [--agents uniform,random,tpe,nsga2,autoprune,ppo] [--evals 150]
                                    [--seeds N] [--finetune-epochs 0.25] [--skip-finetune] [--jobs 2]
-                                   [--latency-source hybrid] [--round-to 8] [--results-name compare_agents]
+                                   [--latency-source hybrid] [--round-to 8] [--proxy bn:10] [--results-name compare_agents]
                                    [--out-dir runs/bench/compare_agents] [--no-doc] [--markdown-only]
 
 Protocol. The defaults are the issue's: resnet20 at budgets 0.5 and 0.3 of the dense model's live
@@ -40,6 +40,11 @@ evaluation for random, tpe, nsga2 and ppo, about 7 s for autoprune (it trains ch
 every evaluation; more than half of the whole run), about 45 s per export with 0.25 epoch of
 fine-tuning; resnet56 about 1.7-2.3 s per evaluation (autoprune about 21 s). The
 whole default run took 125 min here.
+
+`--proxy` is the searches' accuracy proxy (envs.fidelity). Its default here stays `bn:10`, BN
+recalibration on 250 images, the proxy every number of this benchmark so far was measured with
+(`hilprune search` now defaults to distillation, `kd:40`); another proxy gets run directories of its
+own (suffix `-p<proxy>`).
 
 `--budgets` and `--seeds` (a count: seeds 0..N-1) override the per-model defaults for every model.
 `--quick`: resnet20 only, budget 0.5, 1 seed, 16 evaluations per agent, fine-tune 0.1 epoch
@@ -137,6 +142,11 @@ def run_dir_for(args: argparse.Namespace, model: str, budget: str, seed: int, wt
     """One directory per job; the search settings are part of the name, so another setting never
     resumes (and mixes into) a job searched under other ones (`lut`, round_to 1: no suffix)."""
     settings = "" if (args.latency_source, args.round_to) == ("lut", 1) else f"-{args.latency_source}-r{args.round_to}"
+    from envs.fidelity import LEGACY_PROXY, canonical_proxy
+
+    proxy = canonical_proxy(args.proxy)
+    if proxy != LEGACY_PROXY:
+        settings += "-p" + proxy.replace(":", "").replace(",", "_")
     return Path(args.out_dir) / f"{model}-b{budget}-s{seed}-{wtag}{settings}"
 
 
@@ -162,6 +172,7 @@ def search_cell(model: str, budget: str, seed: int, args: argparse.Namespace, wt
         val_size=args.val_size,
         latency_source=args.latency_source,
         round_to=args.round_to,
+        proxy=args.proxy,
     )
     timing_path = run_dir / TIMING_FILE
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -749,6 +760,11 @@ def main() -> None:
         help="the searches' latency (default hybrid: LUT, plus live for candidates of the best/Pareto set)",
     )
     ap.add_argument("--round-to", type=int, default=8, help="kept channels rounded to a multiple of this (default 8)")
+    ap.add_argument(
+        "--proxy",
+        default="bn:10",
+        help="the searches' accuracy proxy (default bn:10, this benchmark's so far; search's is kd:40)",
+    )
     ap.add_argument(
         "--results-name",
         default=RESULTS_NAME,

@@ -16,6 +16,7 @@ from hilprune.policy import channels_after
 from . import rewards
 from .errors import EnvConfigError
 from .evaluator import EvalResult, PolicyEvaluator
+from .fidelity import DEFAULT_BN_BATCHES, parse_ladder
 
 DEFAULT_GRID_STEP = 0.05  # the search space's grid (search.context.SearchContext.grid_step)
 
@@ -41,7 +42,7 @@ class PruneEnvBase(gym.Env):
         importance: str = "l1",
         data_dir: str | None = None,
         seed: int = 0,
-        bn_batches: int = 10,
+        bn_batches: int = DEFAULT_BN_BATCHES,
         accepted_drop: float | None = None,
         penalty_lambda: float | None = None,
         mnasnet_w: float | None = None,
@@ -50,7 +51,11 @@ class PruneEnvBase(gym.Env):
         evaluator: PolicyEvaluator | None = None,
         render_mode: str | None = None,
         evaluator_options: dict[str, Any] | None = None,
+        proxy: str | None = None,
     ) -> None:
+        """`proxy`: the accuracy proxy the reward is computed from (`envs.fidelity`; ``bn``, ``bn:N``,
+        ``kd:N`` or a ladder, whose top is used). None: the evaluator's (its own default when the env
+        builds it). Other options: see `PolicyEvaluator`."""
         super().__init__()
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise EnvConfigError(f"render_mode {render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
@@ -77,11 +82,13 @@ class PruneEnvBase(gym.Env):
                 bn_batches=bn_batches,
                 data_dir=data_dir,
                 seed=seed,
+                **({"proxy": proxy} if proxy is not None else {}),
                 **(evaluator_options or {}),
             )
         elif evaluator.val is None:
             raise EnvConfigError("the shared evaluator has no dataset (accuracy is part of every reward)")
         self.evaluator = evaluator
+        self.fidelity: str | None = None if proxy is None else str(parse_ladder(proxy, evaluator.bn_batches)[0][-1])
         if not evaluator.has_lut:
             raise EnvConfigError("the environments need a LUT for the model (observations and budget clipping)")
         self.max_ratio = float(evaluator.max_ratio if max_ratio is None else max_ratio)
@@ -195,6 +202,7 @@ class PruneEnvBase(gym.Env):
             "live_latency_ms": None if result.live_latency_ms is None else float(result.live_latency_ms),
             "latency_kind": result.latency_kind,
             "live_ratio": result.live_ratio,
+            "fidelity": result.fidelity,
             "budget_ms": float(self.budget_ms),
             "within_budget": within_budget(result.latency_ms, self.budget_ms),
             "macs": int(result.macs),

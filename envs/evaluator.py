@@ -6,10 +6,18 @@ the dense accuracy, and the device side (`envs.latency.PolicyLatency`: the dense
 its live latency, the kernel map, the device's LUT and predictor). `evaluate(ratios)` then runs,
 per new policy:
 
-    surgery -> BN recalibration on K train batches -> accuracy on the fixed val subset
-            -> latency from the LUT, the device (live), or both (hybrid)
+    surgery -> BN recalibration on K train batches [-> N steps of distillation from the dense model -> BN again]
+            -> accuracy on the fixed val subset -> latency from the LUT, the device (live), or both (hybrid)
 
 and caches the result by the rounded policy (`Policy.key()`: the kept channels per group).
+
+How far the accuracy side goes is the *fidelity* (`envs.fidelity`): ``bn:K`` stops after BN
+recalibration, ``kd:N`` distills for N steps. The evaluator's `proxy` is a ladder of them (``kd:40``
+is ``bn:10,kd:40``); `evaluate(ratios)` scores at its top, `evaluate(ratios, fidelity=...)` at any
+rung. The cache keeps each policy's highest fidelity: a cheaper request is answered from it, a
+dearer one continues the policy where it stopped (the last policy's model and optimizer are kept,
+and the distillation batches are the same for every policy, so ``kd:20`` then ``kd:40`` equals
+``kd:40`` directly). Distillation uses train images only; accuracy is always on the val subset.
 `predict_latency(ratios)` is the LUT alone through the kernel map: no surgery, well under a
 millisecond once the LUT holds the kernels, so environments call it at every step.
 """
@@ -23,7 +31,7 @@ import math
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,9 +42,11 @@ from hilprune.data.bundle import Split
 from hilprune.errors import HilpruneError, PolicyError
 from hilprune.policy import Policy, channels_after, validate_policy
 from hilprune.train.bn_recalib import BN_BATCH_SIZE
+from hilprune.train.distill import DistillState, KDConfig, SharedBatches, distill
 from hwprofiler import device_kernels as price_kernels
 
 from .errors import EnvConfigError
+from .fidelity import DEFAULT_BN_BATCHES, DEFAULT_PROXY, Fidelity, ladder_text, parse_fidelity, parse_ladder
 from .latency import PolicyLatency
 
 log = logging.getLogger(__name__)
@@ -67,9 +77,17 @@ class EvalResult:
     phases: dict[str, float] = field(default_factory=dict)
     latency_kind: str = "lut"
     live_ratio: float | None = None  # live policy / live dense, measured interleaved
+    fidelity: str = "bn:10"  # the highest proxy fidelity `accuracy` was measured at (envs.fidelity)
+    fidelity_cost_s: float = 0.0  # seconds spent on this policy's accuracy so far, every rung (a cache hit repeats it)
+    rungs: list[tuple[str, float]] = field(default_factory=list)  # (fidelity, val accuracy), cheap to dear
+    rung_cost_s: dict[str, float] = field(default_factory=dict)  # a rung's cost from scratch: surgery, BN, distillation, its eval
 
     def key(self) -> tuple[int, ...]:
         return self.policy.key()
+
+    def accuracy_at(self, fidelity: str) -> float | None:
+        """The val accuracy measured at `fidelity` (None when this policy was not scored there)."""
+        return next((a for f, a in self.rungs if f == fidelity), None)
 
     def ratios(self) -> dict[str, float]:
         """Requested ratio per group."""
@@ -89,7 +107,24 @@ class EvalResult:
             "phases": dict(self.phases),
             "latency_kind": self.latency_kind,
             "live_ratio": self.live_ratio,
+            "fidelity": self.fidelity,
+            "fidelity_cost_s": self.fidelity_cost_s,
+            "rungs": [list(r) for r in self.rungs],
+            "rung_cost_s": dict(self.rung_cost_s),
         }
+
+
+@dataclass
+class _Partial:
+    """The last policy scored: its model where the accuracy side left it, to continue to a dearer rung."""
+
+    key: tuple[int, ...]
+    model: torch.nn.Module
+    macs: int
+    params: int
+    kd_steps: int  # distillation steps done (0: BN recalibrated only)
+    path_s: float  # seconds of surgery, BN and distillation that produced this state
+    state: DistillState | None = None
 
 
 class PolicyEvaluator:
@@ -102,6 +137,12 @@ class PolicyEvaluator:
         (LUT every time, live for within-budget policies that would enter the best-k or Pareto set)
     :param val_size: images of the val split used for accuracy (the first ones: a fixed subset)
     :param bn_batches, bn_batch_size: BN recalibration on ``bn_batches`` x ``bn_batch_size`` train images
+        (a ``bn:N`` rung of `proxy` overrides `bn_batches`)
+    :param proxy: the accuracy proxy: a fidelity or a ladder of them (``bn``, ``bn:40``, ``kd:40``,
+        ``bn:10,kd:20,kd:80``; `envs.fidelity`); `evaluate` scores at its top unless told otherwise
+    :param kd: distillation settings of the ``kd`` rungs (`hilprune.train.distill.KDConfig`)
+    :param bn_after_kd: recalibrate BN (``bn_batches``) after the distillation steps of a ``kd`` rung,
+        before its accuracy is measured
     :param eval_backend: ``torch``, ``ort`` (onnxruntime on the exported pruned graph) or ``auto``
         (onnxruntime where every evaluation exports the graph anyway, else torch; see `_choose_backend`)
     :param budgets: latency budgets (ms, fraction or ``"1.2ms"``) for the hybrid rule; envs add theirs
@@ -123,10 +164,13 @@ class PolicyEvaluator:
         max_ratio: float = 0.9,
         round_to: int = 1,
         importance: str = "l1",
-        bn_batches: int = 10,
+        bn_batches: int = DEFAULT_BN_BATCHES,
         data_dir: str | None = None,
         seed: int = 0,
         *,
+        proxy: str = DEFAULT_PROXY,
+        kd: KDConfig | None = None,
+        bn_after_kd: bool = True,
         bn_batch_size: int = BN_BATCH_SIZE,
         eval_backend: str = "auto",
         budgets: Sequence[float | str | Budget] = (),
@@ -155,7 +199,10 @@ class PolicyEvaluator:
         self.max_ratio = float(max_ratio)
         self.round_to = int(round_to)
         self.importance = importance
-        self.bn_batches = int(bn_batches)
+        self.ladder, self.bn_batches = parse_ladder(proxy, int(bn_batches))
+        self.proxy = ladder_text(self.ladder)
+        self.kd = kd or KDConfig()
+        self.bn_after_kd = bool(bn_after_kd)
         self.bn_batch_size = int(bn_batch_size)
         self.seed = int(seed)
         self.hybrid_k = int(hybrid_k)
@@ -167,6 +214,7 @@ class PolicyEvaluator:
         self.dataset = dataset
         self.train: Split | None = None
         self.val: Split | None = None
+        self._augment: dict[str, int | bool] = {"crop_pad": 0, "flip": False}
         if dataset:
             bundle = load_dataset(dataset, data_dir)
             if tuple(bundle.input_shape) != self.input_shape:
@@ -175,6 +223,9 @@ class PolicyEvaluator:
                 )
             self.train = bundle.train
             self.val = bundle.val.subset(int(val_size) if val_size is not None else None)
+            from hilprune.train import augmentation_for
+
+            self._augment = augmentation_for(bundle)
         self.val_size = len(self.val) if self.val is not None else 0
 
         # --- channel ranking and the dense graph ----------------------------------------------------
@@ -222,7 +273,9 @@ class PolicyEvaluator:
         for b in budgets:
             self.add_budget(self.resolve_budget(b))
         self._cache: dict[tuple[int, ...], EvalResult] = {}
-        self._points: list[tuple[float, float]] = []  # (accuracy, LUT ms) of every evaluated policy (hybrid rule)
+        self._points: list[tuple[float, float]] = []  # (accuracy, LUT ms) of every policy scored at the top rung (hybrid rule)
+        self._partial: _Partial | None = None
+        self._batches: SharedBatches | None = None  # distillation batches with the teacher's logits, shared by every policy
         self.n_evaluations = 0
         self.n_cache_hits = 0
         self.setup_s = time.perf_counter() - t_start
@@ -380,36 +433,38 @@ class PolicyEvaluator:
         return list(self._shares)
 
     # ------------------------------------------------------------------------------------------------
-    def evaluate(self, ratios: Ratios, *, live: bool | None = None) -> EvalResult:
+    def evaluate(self, ratios: Ratios, *, live: bool | None = None, fidelity: str | Fidelity | None = None) -> EvalResult:
         """Accuracy and latency of a policy (cached by its rounded form).
 
-        `live=True` forces a live measurement (e.g. to confirm a final policy), `live=False`
-        forbids one; None follows `latency_source`.
+        `fidelity` is the proxy rung to score accuracy at (default: the top of `ladder`); a
+        policy already scored at that rung or a dearer one is answered from the cache. `live=True`
+        forces a live measurement (e.g. to confirm a final policy), `live=False` forbids one; None
+        follows `latency_source` at the top rung and takes the LUT below it (a cheap rung decides
+        whether a policy is worth more, not whether it meets a budget).
         """
         t0 = time.perf_counter()
         policy = self.policy(ratios)
         key = policy.key()
+        want = self.fidelity(fidelity)
         hit = self._cache.get(key)
-        if hit is not None and not (live and hit.live_latency_ms is None):
+        has_accuracy = hit is not None and (self.val is None or parse_fidelity(hit.fidelity) >= want)
+        if hit is not None and has_accuracy and not (live and hit.live_latency_ms is None):
             self.n_cache_hits += 1
-            metrics = dict(hit.policy.metrics)
-            policy.metrics.update(metrics)
+            policy.metrics.update(dict(hit.policy.metrics))
             return replace(
-                hit, policy=policy, cached=True, wall_s=time.perf_counter() - t0, phases={"cache": time.perf_counter() - t0}
+                hit,
+                policy=policy,
+                cached=True,
+                wall_s=time.perf_counter() - t0,
+                phases={"cache": time.perf_counter() - t0},
+                rungs=list(hit.rungs),
+                rung_cost_s=dict(hit.rung_cost_s),
             )
         phases: dict[str, float] = {}
-        t = time.perf_counter()
-        res = self.surgeon.apply(policy)
-        model = res.model
-        phases["surgery"] = time.perf_counter() - t
-
-        accuracy = float("nan")
-        if self.val is not None:
-            from hilprune.train import recalibrate_bn
-
-            t = time.perf_counter()
-            recalibrate_bn(model, self._split("train"), self.bn_batches, batch_size=self.bn_batch_size, seed=self.seed)
-            phases["bn"] = time.perf_counter() - t
+        top = want >= self.ladder[-1]
+        scored = self._scored_model(policy, want if not has_accuracy else None, phases)
+        model = scored.model
+        spent = 0.0 if has_accuracy else sum(phases.values())  # surgery, BN, distillation done for accuracy by this call
 
         exported: list[bytes] = []
 
@@ -428,8 +483,16 @@ class PolicyEvaluator:
             phases[name] = phases.get(name, 0.0) + time.perf_counter() - t - (phases.get("export", 0.0) - before)
             return out
 
-        if self.val is not None:
+        rungs = list(hit.rungs) if hit is not None else []
+        rung_cost = dict(hit.rung_cost_s) if hit is not None else {}
+        accuracy = hit.accuracy if hit is not None and has_accuracy else float("nan")
+        reached = hit.fidelity if hit is not None and has_accuracy else str(want)
+        if self.val is not None and not has_accuracy:
             accuracy = timed("eval", lambda: self._accuracy(model, onnx_bytes))
+            spent += phases["eval"] + phases.get("export", 0.0)
+            rung_cost[str(want)] = scored.path_s + phases["eval"] + phases.get("export", 0.0)
+            rungs = sorted([r for r in rungs if r[0] != str(want)] + [(str(want), accuracy)], key=lambda r: parse_fidelity(r[0]))
+            reached = str(want)
 
         def latency_phase() -> tuple[float, Any]:
             lut, pair = float("nan"), None
@@ -443,6 +506,7 @@ class PolicyEvaluator:
                 lut = self.latency.predict_key(key, kernels)
             if live is True or (
                 live is None
+                and top
                 and (self.latency_source == "live" or (self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))
             ):
                 pair = self.latency.measure_paired(onnx_bytes())
@@ -450,16 +514,25 @@ class PolicyEvaluator:
                     self.latency.observe(kernels, pair.ratio * self.dense_latency_ms)
             return lut, pair
 
-        lut_ms, pair = timed("latency", latency_phase)
-        live_ms = None if pair is None else float(pair.model.latency_ms)
-        live_ratio = None if pair is None else float(pair.ratio)
+        live_ms: float | None
+        live_ratio: float | None
+        if hit is not None and hit.live_latency_ms is not None:  # measured live already: keep it
+            lut_ms, live_ms, live_ratio = hit.lut_latency_ms, hit.live_latency_ms, hit.live_ratio
+        else:
+            lut_ms, pair = timed("latency", latency_phase)
+            live_ms = None if pair is None else float(pair.model.latency_ms)
+            live_ratio = None if pair is None else float(pair.ratio)
         self.latency.maybe_flush()
 
         # Live: the paired ratio in the dense reference's frame, so budgets are judged on the ratio.
         latency = live_ratio * self.dense_latency_ms if live_ratio is not None else lut_ms
-        policy = res.policy
+        policy = hit.policy if hit is not None else policy
         policy.metrics.update(
             {
+                "macs_before": self.dense_macs,
+                "macs_after": scored.macs,
+                "params_before": self.dense_params,
+                "params_after": scored.params,
                 "accuracy": accuracy,
                 "latency_ms": latency,
                 "lut_latency_ms": lut_ms,
@@ -472,8 +545,10 @@ class PolicyEvaluator:
                 "split": "val",
                 "val_size": self.val_size,
                 "bn_batches": self.bn_batches,
+                "fidelity": reached,
             }
         )
+        cost = (hit.fidelity_cost_s if hit is not None else 0.0) + spent
         result = EvalResult(
             policy=policy,
             accuracy=accuracy,
@@ -481,17 +556,90 @@ class PolicyEvaluator:
             lut_latency_ms=lut_ms,
             live_latency_ms=live_ms,
             live_ratio=live_ratio,
-            macs=int(res.macs_after),
-            params=int(res.params_after),
+            macs=scored.macs,
+            params=scored.params,
             cached=False,
             wall_s=time.perf_counter() - t0,
             phases=phases,
             latency_kind="live" if live_ms is not None else "lut",
+            fidelity=reached,
+            fidelity_cost_s=cost,
+            rungs=rungs,
+            rung_cost_s=rung_cost,
         )
         self._cache[key] = result
-        self._points.append((accuracy, lut_ms))
+        if top and not has_accuracy:
+            self._points.append((accuracy, lut_ms))
         self.n_evaluations += 1
-        return replace(result, policy=copy.deepcopy(policy), phases=dict(phases))
+        return replace(result, policy=copy.deepcopy(policy), phases=dict(phases), rungs=list(rungs), rung_cost_s=dict(rung_cost))
+
+    def fidelity(self, fidelity: str | Fidelity | None = None) -> Fidelity:
+        """A fidelity as written (``bn`` means this evaluator's BN batches); None: the top of the ladder."""
+        return self.ladder[-1] if fidelity is None else parse_fidelity(fidelity, self.bn_batches)
+
+    def clear_cache(self) -> None:
+        """Forget every scored policy (and the one kept to continue): the next evaluations start afresh."""
+        self._cache.clear()
+        self._points.clear()
+        self._partial = None
+
+    # ------------------------------------------------------------------------------------------------
+    # the accuracy side: surgery, BN recalibration, distillation
+    def _scored_model(self, policy: Policy, want: Fidelity | None, phases: dict[str, float]) -> _Partial:
+        """The pruned model brought to fidelity `want` (None: surgery only, for latency), with its
+        MACs, parameters and the seconds that produced it (`path_s`). Continues the kept policy
+        when it is the same one at a cheaper compatible state; keeps the result to continue later."""
+        key = policy.key()
+        part = self._partial if self._partial is not None and self._partial.key == key else None
+        if want is None or self.val is None:
+            t = time.perf_counter()
+            res = self.surgeon.apply(policy)
+            phases["surgery"] = time.perf_counter() - t
+            return _Partial(key, res.model, int(res.macs_after), int(res.params_after), 0, phases["surgery"])
+        bn_n = want.n if want.kind == "bn" else self.bn_batches
+        steps = want.n if want.kind == "kd" else 0
+        if part is None or part.kd_steps > steps or (want.kind == "bn" and (bn_n != self.bn_batches or part.kd_steps)):
+            from hilprune.train import recalibrate_bn
+
+            t = time.perf_counter()
+            res = self.surgeon.apply(policy)
+            phases["surgery"] = time.perf_counter() - t
+            t = time.perf_counter()
+            recalibrate_bn(res.model, self._split("train"), bn_n, batch_size=self.bn_batch_size, seed=self.seed)
+            phases["bn"] = time.perf_counter() - t
+            part = _Partial(key, res.model, int(res.macs_after), int(res.params_after), 0, phases["surgery"] + phases["bn"])
+            if bn_n != self.bn_batches:  # a bn rung off the ladder's BN size: not a start for distillation
+                self._partial = None
+                return part
+        if steps > part.kd_steps:
+            t = time.perf_counter()
+            part.state = distill(part.model, self._distill_batches(), steps, self.kd, state=part.state, seed=self.seed)
+            part.kd_steps = steps
+            phases["kd"] = time.perf_counter() - t
+            part.path_s += phases["kd"]
+            if self.bn_after_kd:
+                # The running statistics lag weights that just moved fast; training itself uses batch
+                # statistics, so this changes nothing a later continuation learns.
+                from hilprune.train import recalibrate_bn
+
+                t = time.perf_counter()
+                recalibrate_bn(part.model, self._split("train"), self.bn_batches, batch_size=self.bn_batch_size, seed=self.seed)
+                phases["bn_after_kd"] = time.perf_counter() - t
+                part.path_s += phases["bn_after_kd"]
+        self._partial = part
+        return part
+
+    def _distill_batches(self) -> SharedBatches:
+        if self._batches is None:
+            self._batches = SharedBatches(
+                self.surgeon.dense,
+                self._split("train"),
+                self.kd.batch_size,
+                seed=self.seed,
+                crop_pad=int(self._augment["crop_pad"]),
+                flip=bool(self._augment["flip"]),
+            )
+        return self._batches
 
     def dense_latency_for(self, result: EvalResult) -> float:
         """The dense latency measured the same way as the result's `latency_ms` (live or LUT)."""
@@ -505,6 +653,7 @@ class PolicyEvaluator:
             "lut_entries": len(self.lut),
             "lut_measured": self.lut.measured,
             "eval_backend": self.eval_backend,
+            "proxy": self.proxy,
             "kernel_map": self.kmap_ok,
             "setup_s": self.setup_s,
             "predictor": self.predictor.coefficients,
@@ -524,6 +673,9 @@ class PolicyEvaluator:
             "importance": self.importance,
             "bn_batches": self.bn_batches,
             "bn_batch_size": self.bn_batch_size,
+            "proxy": self.proxy,
+            "kd": asdict(self.kd),
+            "bn_after_kd": self.bn_after_kd,
             "eval_backend": self.eval_backend,
             "groups": [g.name for g in self.groups],
             "dense_accuracy": self.dense_accuracy,

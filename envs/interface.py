@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from hwprofiler import DeviceSpec
 
     from .evaluator import EvalResult
+    from .fidelity import Fidelity
 
     Ratios = Mapping[str, float] | Sequence[float] | Policy
 
@@ -30,6 +31,8 @@ class Evaluator(Protocol):
     max_ratio: float
     round_to: int
     latency_source: str
+    proxy: str  # the accuracy proxy's ladder, cheap to dear (envs.fidelity): "bn:10,kd:40"
+    ladder: list[Fidelity]
     device: DeviceSpec
     fingerprint: dict[str, Any]
     fingerprint_id: str
@@ -45,7 +48,7 @@ class Evaluator(Protocol):
 
     def kept(self, ratios: Ratios) -> tuple[int, ...]: ...
 
-    def evaluate(self, ratios: Ratios, *, live: bool | None = None) -> EvalResult: ...
+    def evaluate(self, ratios: Ratios, *, live: bool | None = None, fidelity: str | Fidelity | None = None) -> EvalResult: ...
 
     def predict_latency(self, ratios: Ratios) -> float: ...
 

@@ -3,8 +3,8 @@
 Each step's action (Box(-1, 1, (1,))) becomes the group's prune ratio in [0, max_ratio], on the
 grid. The observation describes the group and where the episode stands against the latency
 budget, all from the device LUT. The episode's only reward comes at its last step, after the
-whole policy has been evaluated (accuracy after BN recalibration, latency by the evaluator's
-`latency_source`). With `reward="constrained"` every action is raised, when needed, to the
+whole policy has been evaluated (accuracy by the accuracy proxy, `proxy`: BN recalibration, then
+distillation steps by default; latency by the evaluator's `latency_source`). With `reward="constrained"` every action is raised, when needed, to the
 smallest ratio that keeps the budget reachable if every later group were pruned at max_ratio,
 so every episode ends within the budget by the LUT.
 
@@ -108,7 +108,7 @@ class LayerPruneEnv(PruneEnvBase):
         if self._t < self.n_groups:
             return self._obs(), 0.0, False, False, info
         self._done = True
-        result = self.evaluator.evaluate(list(self._ratios))
+        result = self.evaluator.evaluate(list(self._ratios), fidelity=self.fidelity)
         self.last_result = result
         reward, parts = self._reward(result)
         info |= self._final_info(result, parts, self._ratios)

@@ -54,7 +54,7 @@ class PolicyPruneEnv(PruneEnvBase):
             ratios, reachable = self.clip_all(wanted)
         self._ratios = ratios
         self._done = True
-        result = self.evaluator.evaluate(ratios)
+        result = self.evaluator.evaluate(ratios, fidelity=self.fidelity)
         self.last_result = result
         reward, parts = self._reward(result)
         info = {

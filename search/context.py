@@ -132,7 +132,7 @@ class SearchContext:
         return self._studies[agent_name]
 
     def finished(self, agent_name: str) -> int:
-        """Finished evaluations of the agent so far (all processes): what resume counts."""
+        """Finished evaluations of the agent so far (all processes; pruned ones too): what resume counts."""
         return store.finished_count(self.study(agent_name))
 
     def records(self, agent_name: str) -> list[store.TrialRecord]:
@@ -235,8 +235,13 @@ class SearchContext:
             "lut_latency_ms": _num(result.lut_latency_ms),
             "live_latency_ms": _num(result.live_latency_ms),
             "live_ratio": _num(result.live_ratio),
+            "fidelity": result.fidelity,
         }
         return {
+            "fidelity": result.fidelity,
+            "fidelity_cost_s": _num(result.fidelity_cost_s),
+            "rungs": [[f, _num(a)] for f, a in result.rungs],
+            "cached": bool(result.cached),
             "macs": int(result.macs),
             "params": int(result.params),
             "latency_source": self.latency_source,

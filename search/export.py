@@ -3,7 +3,8 @@
 The trial is the most accurate one (any agent) that meets the budget by *live* latency on the
 job's device: trials recorded with a predicted latency only are measured live first (in
 accuracy order, and only those whose recorded latency is near the budget). Then: surgery,
-BN recalibration, fine-tuning on the train split, accuracy on the TEST split (the search only
+BN recalibration, fine-tuning on the train split with distillation from the dense model
+(cosine schedule, on a GPU when present), accuracy on the TEST split (the search only
 ever saw the validation split), ONNX export verified against torch, live latency of the
 exported model. Written to the output folder:
 
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from envs.fidelity import LEGACY_PROXY, parse_ladder
 from hilprune.budget import Budget, resolve_budget, within_budget
 from hilprune.errors import HilpruneError
 
@@ -145,7 +147,7 @@ def export_run(
     finetune_epochs: float = 1.0,
     lr: float = 0.01,
     seed: int | None = None,
-    bn_batches: int = 10,
+    bn_batches: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Export the best policy of `run_dir` for `budget` to `out`; returns what `--json` prints."""
@@ -202,12 +204,22 @@ def export_run(
     policy = policy_of(rec)
     result = surgeon.apply(policy)
     model = result.model
+    if bn_batches is None:  # as the search's first rung did, so 'val before fine-tune' matches it
+        bn_batches = parse_ladder(job.proxy or LEGACY_PROXY)[1]
     recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=job.seed)
     val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)
     ft = None
     if finetune_epochs > 0:
         ft = _finetune(
-            model, data, spec.input_shape, job.dataset, finetune_epochs, lr, job.seed if seed is None else seed, progress
+            model,
+            data,
+            spec.input_shape,
+            job.dataset,
+            finetune_epochs,
+            lr,
+            job.seed if seed is None else seed,
+            progress,
+            teacher=dense_model,
         )
         model.cpu().eval()
     val_after, test_after = evaluate(model, data.val), evaluate(model, data.test)
@@ -236,6 +248,8 @@ def export_run(
         "dense_accuracy": {"test": dense_test, "val": dense.get("accuracy")},
         "finetune": {
             "epochs": finetune_epochs,
+            "distillation": getattr(ft, "distillation", None),
+            "schedule": "cosine",
             "lr": lr,
             "steps": ft.steps if ft else 0,
             "wall_s": round(ft.wall_s, 1) if ft else 0.0,
@@ -279,16 +293,44 @@ def export_run(
 
 
 def _finetune(
-    model: Any, data: Any, input_shape: tuple[int, int, int], dataset: str, epochs: float, lr: float, seed: int, progress: bool
+    model: Any,
+    data: Any,
+    input_shape: tuple[int, int, int],
+    dataset: str,
+    epochs: float,
+    lr: float,
+    seed: int,
+    progress: bool,
+    teacher: Any = None,
 ) -> Any:
-    """`hilprune.train.finetune`: small lr, cosine, no warm-up, the data set's own augmentation."""
+    """Fine-tune on the train split with distillation from `teacher` (the dense model; soft targets
+    at temperature 4 plus labels, `hilprune.train.distill`), a cosine schedule from `lr`, the data
+    set's augmentation, on a GPU when present; without a teacher, plain `hilprune.train.finetune`.
+    Both models are back on the CPU afterwards. The result carries `distillation` (what was used)."""
     import warnings
 
-    from hilprune.train import finetune
+    from hilprune.train import KDConfig, finetune, finetune_kd, pick_device
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return finetune(model, data, epochs=epochs, lr=lr, seed=seed, progress=progress)
+        if teacher is None:
+            ft = finetune(model, data, epochs=epochs, lr=lr, seed=seed, progress=progress)
+            ft.distillation = None
+            return ft
+        cfg = KDConfig(lr=lr, batch_size=128)
+        try:
+            ft = finetune_kd(model, teacher, data, epochs=epochs, lr=lr, seed=seed, progress=progress, cfg=cfg)
+        finally:
+            model.cpu()
+            teacher.cpu().eval()
+    ft.distillation = {"teacher": "dense", "temperature": cfg.temperature, "alpha": cfg.alpha, "device": str(pick_device())}
+    return ft
+
+
+def _kd_note(kd: Any) -> str:
+    if not kd:
+        return ""
+    return f", distilled from the dense model (T={kd['temperature']}, alpha={kd['alpha']}) on {kd['device']}"
 
 
 def model_card(job: Any, rec: TrialRecord, policy: Any, spec: Any, diff: float | None, wall_s: float) -> str:
@@ -299,6 +341,8 @@ def model_card(job: Any, rec: TrialRecord, policy: Any, spec: Any, diff: float |
     macs_b, macs_a = m.get("macs_before"), m.get("macs_after")
     macs = f"{macs_a:,} (dense {macs_b:,})" if isinstance(macs_a, int) and isinstance(macs_b, int) and macs_a >= 0 else "-"
     acc_b, acc_a = m["accuracy_before_finetune"], m["accuracy_after_finetune"]
+    ft = m["finetune"]
+    ft_line = f"{ft['epochs']} epoch(s), lr {ft['lr']} (cosine), {ft['steps']} steps, {ft['wall_s']} s{_kd_note(ft.get('distillation'))}"
     pred = m.get("predicted_latency_ms")
     return f"""# Pruned {job.model}{" on " + job.dataset if job.dataset else ""} for budget {m["budget"]} on {job.device}
 
@@ -312,7 +356,7 @@ Found by agent `{rec.agent}` (trial {rec.number} of study `{m["source"]["study"]
 | predicted latency (LUT) | {f"{pred:.4g} ms" if pred is not None else "-"} |
 | test accuracy | **{acc_a["test"]:.4f}** after fine-tuning, {acc_b["test"]:.4f} before (dense {m["dense_accuracy"]["test"]:.4f}) |
 | validation accuracy | {acc_a["val"]:.4f} after, {acc_b["val"]:.4f} before (the search saw {acc_b["search_val"]:.4f}) |
-| fine-tuning | {m["finetune"]["epochs"]} epoch(s), lr {m["finetune"]["lr"]}, {m["finetune"]["steps"]} steps, {m["finetune"]["wall_s"]} s |
+| fine-tuning | {ft_line} |
 | MACs | {macs} |
 | input shape | {list(spec.input_shape)} (batch 1, fixed), {spec.num_classes} classes |
 | ONNX | opset 17, max abs difference to torch {diff if diff is not None else float("nan"):.2e} |

@@ -14,6 +14,7 @@ agents = ["uniform", "random", "ppo"]
 evals = 40                      # per agent, in total (resume continues up to this)
 seed = 0
 latency_source = "lut"          # lut | live | hybrid  (the latency each trial is judged by)
+proxy = "kd:40"                 # accuracy proxy: bn, bn:N, kd:N or a ladder bn:10,kd:20,kd:80 (envs.fidelity)
 reward = "constrained"
 
 [agent_options.ppo]             # keyword arguments passed to an agent's factory
@@ -28,6 +29,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from envs.errors import EnvConfigError
+from envs.fidelity import DEFAULT_PROXY, LEGACY_PROXY, canonical_proxy
 from hilprune.budget import parse_budgets
 from hilprune.errors import HilpruneError
 
@@ -52,6 +55,7 @@ IDENTITY_FIELDS = (
     "device",
     "val_size",
     "latency_source",
+    "proxy",
     "max_ratio",
     "round_to",
     "importance",
@@ -94,6 +98,7 @@ class Job:
     seed: int = 0
     val_size: int | None = None
     latency_source: str = "lut"
+    proxy: str | None = None  # None: the run directory's (a resumed job keeps its proxy), else envs.fidelity.DEFAULT_PROXY
     reward: str = "constrained"
     out: str = ""
     storage: str | None = None
@@ -209,6 +214,18 @@ def resolve_job(job_file: str | Path | None = None, **flags: Any) -> Job:
     return _validate(job)
 
 
+def _proxy(job: Job) -> str:
+    """The job's accuracy proxy as its full ladder; unset: the run directory's, or the default."""
+    proxy = job.proxy
+    if proxy is None:
+        existing = Path(str(job.out)) / JOB_FILE if job.out else None
+        proxy = load_run_job(existing.parent).proxy if existing is not None and existing.is_file() else DEFAULT_PROXY
+    try:
+        return canonical_proxy(str(proxy))
+    except EnvConfigError as exc:
+        raise HilpruneError(f"--proxy: {exc}") from None
+
+
 def _looks_remote(text: str) -> bool:
     return "://" in text or text.startswith("remote:")
 
@@ -267,6 +284,7 @@ def _validate(job: Job) -> Job:
     if not job.out:
         job.out = str(Path("runs") / job.name)
     job.out = str(Path(str(job.out)).expanduser().resolve())
+    job.proxy = _proxy(job)
     if job.storage:
         st = str(job.storage)
         if "://" not in st:
@@ -285,6 +303,7 @@ def load_run_job(run_dir: str | Path) -> Job:
         raise HilpruneError(f"{run_dir} is not a search run directory (no {JOB_FILE}); run 'hilprune search' first")
     data = read_toml(path)
     data.setdefault("out", str(run_dir.resolve()))
+    data.setdefault("proxy", LEGACY_PROXY)  # runs from before proxies were scored by BN recalibration alone
     model = data.pop("model", None)
     if not model:
         raise HilpruneError(f"{path}: no model")

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from envs.evaluator import EvalResult
+from envs.fidelity import parse_fidelity
 from hilprune.budget import within_budget
 
 from .context import SearchContext
@@ -53,7 +54,9 @@ class AgentBars:
     def on_record(self, agent: str, result: EvalResult, number: int) -> None:
         if agent not in self.tasks:
             return
-        if within_budget(result.latency_ms, self.b0) and float(result.accuracy) > self.best.get(agent, -1.0):
+        # a policy pruned at a cheap rung has an accuracy of another fidelity: not comparable
+        top = parse_fidelity(result.fidelity) >= self.ctx.evaluator.ladder[-1]
+        if top and within_budget(result.latency_ms, self.b0) and float(result.accuracy) > self.best.get(agent, -1.0):
             self.best[agent] = float(result.accuracy)
         self.progress.update(self.tasks[agent], advance=1, best=self._best(agent))
 

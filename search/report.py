@@ -21,6 +21,7 @@ from hilprune.budget import within_budget
 from hilprune.errors import HilpruneError
 
 from . import store
+from .costs import markdown_costs, proxy_costs
 from .job import Job, load_run_job
 from .rundir import job_budgets, read_dense, write_json
 from .store import TrialRecord
@@ -169,6 +170,8 @@ def write_report(
         "run_dir": str(run_dir),
         "device": job.device,
         "latency_source": job.latency_source,
+        "proxy": job.proxy,
+        "proxy_cost": proxy_costs(store.load_costs(storage, job.name)),
         "dense": {"accuracy": float(dense["accuracy"]), "latency_ms": dense_lat, "lut_latency_ms": dense.get("lut_latency_ms")},
         "budgets_ms": {k: budgets_ms[k] for k in labels},
         "accuracy_label": accuracy_label(job),
@@ -264,8 +267,11 @@ FINETUNE_NOTE = "accuracy before fine-tuning: `hilprune export` fine-tunes the p
 
 
 def accuracy_label(job: Job) -> str:
-    """What a trial's accuracy is: the validation split, after BN recalibration, before fine-tuning."""
-    return "val accuracy (BN recalibrated, before fine-tuning)"
+    """What a trial's accuracy is: the validation split, by the job's proxy (its top rung), before
+    the final fine-tune."""
+    top = job.proxy.split(",")[-1]
+    how = "BN recalibrated" if top.startswith("bn") else f"BN recalibrated, {top.split(':')[1]} distillation steps"
+    return f"val accuracy ({how}; proxy {top}), before fine-tuning"
 
 
 def _focus(ax: Any, recs: list[TrialRecord], dense: dict[str, Any], budgets_ms: dict[str, float]) -> None:
@@ -404,6 +410,7 @@ def markdown_report(
         f"- device: `{job.device}` (fingerprint `{dense.get('fingerprint_id') or '-'}`)",
         f"- latency source: `{job.latency_source}` (trials are judged by this latency; live ones paired with the dense model)",
         f"- accuracy: {accuracy_label(job)}, dense {_fmt(float(dense['accuracy']))}; {FINETUNE_NOTE}",
+        f"- proxy ladder `{job.proxy}` (envs.fidelity): best policies and the front hold policies scored at its top rung",
         f"- dense model: accuracy {_fmt(float(dense['accuracy']))}, live latency {_fmt(float(dense['latency_ms']), 3)} ms"
         + (f", LUT {_fmt(dense.get('lut_latency_ms'), 3)} ms" if dense.get("lut_latency_ms") is not None else ""),
         f"- storage: `{job.storage_url}` (studies `{job.name}/<agent>`)",
@@ -438,6 +445,7 @@ def markdown_report(
             r = best_within(recs, bms)
             cells.append(f"{_fmt(r.accuracy)} ({_fmt(r.latency_ms, 3)} ms)" if r else "-")
         lines.append(f"| {agent} | {len(recs)} | {_fmt(best_acc)} | " + " | ".join(cells) + " |")
+    lines += markdown_costs(job.proxy, summary.get("proxy_cost") or {})
     lines += ["", "## Pareto front (all agents)", "", "| latency ms | accuracy | agent | trial |", "|---|---|---|---|"]
     for r in front[:40]:
         lines.append(f"| {_fmt(r.latency_ms, 3)} | {_fmt(r.accuracy)} | {r.agent} | {r.number} |")
@@ -493,11 +501,14 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
                 _short_path(b["policy_path"]),
             )
     console.print(table)
-    t2 = Table(title="trials per agent")
-    t2.add_column("agent")
-    t2.add_column("trials")
+    costs = summary.get("proxy_cost") or {}
+    t2 = Table(title=f"trials per agent (accuracy proxy {summary.get('proxy') or '-'})")
+    for col in ("agent", "complete trials", "pruned", "proxy s per policy", "proxy s by fidelity"):
+        t2.add_column(col)
     for a, n in sorted(summary["trials"].items()):
-        t2.add_row(a, str(n))
+        c = costs.get(a)
+        by = ", ".join(f"{f}: {v['seconds']:.1f} s ({v['policies']})" for f, v in c["by_fidelity"].items()) if c else "-"
+        t2.add_row(a, str(n), str(c["pruned"]) if c else "-", f"{c['s_per_policy']:.2f}" if c else "-", by)
     console.print(t2)
     if summary.get("plot"):
         console.print(f"Pareto plot: {summary['plot']}   report: {summary.get('report', '-')}")

@@ -93,6 +93,8 @@ def build_evaluator(job: Job, progress: bool = False) -> Evaluator:
         data_dir=job.data_dir,
         seed=job.seed,
     )
+    if job.proxy is not None:
+        kwargs["proxy"] = job.proxy
     if job.val_size is not None:
         kwargs["val_size"] = job.val_size
     return PolicyEvaluator(job.model, progress=progress, **kwargs)

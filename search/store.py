@@ -219,7 +219,28 @@ def add_complete_trial(
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    """Policies the agent finished scoring: COMPLETE trials and those a pruner stopped at a cheap rung."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+# --- rung studies (multi-fidelity, search.agents.rungs) ------------------------------------------
+RUNG_MARK = "#rungs"  # job names are slugs ([A-Za-z0-9_.-]): no job's studies can be named like these
+
+
+def rung_study_name(job: str, agent: str, bucket: str) -> str:
+    """`<job>#rungs/<agent>/<budget>`: never listed among the job's agent studies (`study_names`)."""
+    return f"{job}{RUNG_MARK}/{agent}/{bucket}"
+
+
+def get_rung_study(storage: optuna.storages.BaseStorage, name: str, pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """A single-objective study (maximize accuracy) whose trials report one value per rung to `pruner`."""
+    sampler = optuna.samplers.RandomSampler(seed=0)  # nothing is sampled: the policy comes from the agent's study
+    try:
+        return optuna.create_study(
+            storage=storage, study_name=name, direction="maximize", pruner=pruner, sampler=sampler, load_if_exists=True
+        )
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it in between
+        return optuna.load_study(study_name=name, storage=storage, pruner=pruner, sampler=sampler)
 
 
 def fail_stale_running(study: optuna.Study) -> int:
@@ -308,4 +329,36 @@ def load_records(storage: optuna.storages.BaseStorage, job: str) -> dict[str, li
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.values is not None and len(t.values) == 2
         ]
+    return out
+
+
+@dataclass
+class CostRecord:
+    """What scoring one policy cost an agent: the fidelity it reached and the seconds spent on its accuracy."""
+
+    agent: str
+    number: int
+    state: str  # COMPLETE or PRUNED
+    fidelity: str | None
+    cost_s: float | None
+    key: tuple[int, ...]
+
+
+def load_costs(storage: optuna.storages.BaseStorage, job: str) -> dict[str, list[CostRecord]]:
+    """agent -> the proxy cost of each of its finished policies (COMPLETE and PRUNED trials)."""
+    out: dict[str, list[CostRecord]] = {}
+    for agent, name in study_names(storage, job).items():
+        study = optuna.load_study(study_name=name, storage=storage)
+        recs = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            ua = t.user_attrs
+            policy = ua.get("policy") or {}
+            if isinstance(policy, str):
+                try:
+                    policy = json.loads(policy)
+                except json.JSONDecodeError:
+                    policy = {}
+            key = tuple(int(g.get("channels_after", -1)) for g in policy.get("groups", []))
+            recs.append(CostRecord(agent, t.number, t.state.name, ua.get("fidelity"), _f(ua.get("fidelity_cost_s")), key))
+        out[agent] = recs
     return out

@@ -25,7 +25,7 @@ BUDGET = 0.65  # of dense (the simulated device's latencies are the same on ever
 def evaluator():  # noqa: ANN201
     from envs.evaluator import PolicyEvaluator
 
-    return PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", latency_source="lut", val_size=360)
+    return PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", latency_source="lut", val_size=360, proxy="bn")
 
 
 def make_ctx(ev, out: Path, budgets: list[float] | None = None) -> SearchContext:  # noqa: ANN001

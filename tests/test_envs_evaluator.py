@@ -21,7 +21,7 @@ USER_MODEL = str(Path(__file__).parent / "fixtures_envs" / "user_cnn.py") + ":bu
 
 @pytest.fixture(scope="module")
 def ev() -> PolicyEvaluator:
-    return PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=200)
+    return PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=200, proxy="bn")
 
 
 def test_dense_reference(ev: PolicyEvaluator) -> None:
@@ -109,7 +109,7 @@ def test_bad_options() -> None:
 
 
 def test_live_and_hybrid_sources() -> None:
-    live = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", latency_source="live", val_size=100)
+    live = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", latency_source="live", val_size=100, proxy="bn")
     r = live.evaluate([0.5] * 4)
     assert r.live_latency_ms is not None and r.latency_kind == "live" and r.live_ratio is not None
     # paired with the dense model, in the dense reference's frame
@@ -121,7 +121,7 @@ def test_live_and_hybrid_sources() -> None:
     assert again.latency_ms == pytest.approx(again.live_ratio * live.dense_latency_ms)
 
     hyb = PolicyEvaluator(
-        "digits-cnn", dataset="digits", device="sim-cpu", latency_source="hybrid", val_size=100, budgets=["100ms"]
+        "digits-cnn", dataset="digits", device="sim-cpu", latency_source="hybrid", val_size=100, budgets=["100ms"], proxy="bn"
     )
     n_obs = len(hyb.lut.observations)
     first = hyb.evaluate([0.2] * 4)  # empty Pareto set: measured live, and the predictor learns from it
@@ -158,7 +158,7 @@ def test_user_model_from_a_file() -> None:
     from hilprune.export import to_onnx_bytes
     from hwprofiler import kernels_from_onnx
 
-    ev = PolicyEvaluator(USER_MODEL, dataset="digits", device="sim-cpu", val_size=100)
+    ev = PolicyEvaluator(USER_MODEL, dataset="digits", device="sim-cpu", val_size=100, proxy="bn")
     assert ev.spec.name == USER_MODEL and ev.n_groups >= 3
     assert ev.kmap_ok, "the kernel map should handle the concat (no slow fallback)"
     ratios = [0.5] * ev.n_groups

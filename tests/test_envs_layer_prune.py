@@ -31,7 +31,7 @@ FINAL_KEYS = {
 
 @pytest.fixture(scope="module")
 def ev() -> PolicyEvaluator:
-    return PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=200)
+    return PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=200, proxy="bn")
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_user_model_env() -> None:
 
     # A tiny 8x8 model is dominated by fixed per-kernel costs (the LUT may even find its fastest
     # policy no faster than dense): a budget just above the LUT's floor is tight but reachable.
-    ev = PolicyEvaluator(user, dataset="digits", device="sim-cpu", val_size=100)
+    ev = PolicyEvaluator(user, dataset="digits", device="sim-cpu", val_size=100, proxy="bn")
     budget_ms = ev.min_latency_ms() * 1.05
     env = gym.make(
         "hilprune/LayerPrune-v0", model=user, dataset="digits", val_size=100, budget=f"{budget_ms:.6f}ms", evaluator=ev

@@ -23,6 +23,7 @@ from search.job import load_run_job  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 EVALS = 4
 BUDGET = "0.5"  # of dense on the simulated device: the same on every machine
+PROXY = "kd:5"  # a short distillation rung: the job field and flag end to end, at little cost
 TRIAL_ATTRS = {
     "macs",
     "params",
@@ -72,6 +73,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
                 "0",
                 "--out",
                 str(out),
+                "--proxy",
+                PROXY,
                 "--no-progress",
                 "--json",
             ]
@@ -83,6 +86,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 def test_search_records_trials_and_a_best_policy_within_budget(run: tuple[Path, dict]) -> None:
     out, summary = run
     job = load_run_job(out)
+    assert job.proxy == "bn:10,kd:5" and summary["proxy"] == job.proxy
+    assert set(summary["proxy_cost"]["all"]["by_fidelity"]) == {"kd:5"}
     storage = store.open_storage(job.storage_url, cache=False)
     assert set(store.study_names(storage, job.name)) == {"uniform", "random"}
     dists = None
@@ -94,6 +99,7 @@ def test_search_records_trials_and_a_best_policy_within_budget(run: tuple[Path, 
         for t in trials:
             assert TRIAL_ATTRS <= set(t.user_attrs), set(TRIAL_ATTRS) - set(t.user_attrs)
             assert t.user_attrs["agent"] == agent and t.user_attrs["latency_source"] == "lut"
+            assert t.user_attrs["fidelity"] == "kd:5" and t.user_attrs["fidelity_cost_s"] > 0  # uniform, random: the top rung
             policy = json.loads(t.user_attrs["policy"])
             assert policy["format"] == "hilprune.policy/v1"
             for g in policy["groups"]:  # params: the exact ratio snapped to the 0.05 grid
@@ -135,7 +141,7 @@ def test_uniform_bisection_lands_within_2_percent(run: tuple[Path, dict]) -> Non
     # within 2% under the budget (checked on every channel breakpoint).
     from envs.evaluator import PolicyEvaluator
 
-    ev = PolicyEvaluator("digits-cnn", dataset="digits", device=job.device)
+    ev = PolicyEvaluator("digits-cnn", dataset="digits", device=job.device, proxy="bn")
     names = [g.name for g in ev.groups]
     keys, x = {}, 0.0
     while x <= 0.9:
@@ -184,6 +190,8 @@ def test_export_matches_torch_and_reports_test_accuracy(
         "device_fingerprint",
     } <= set(m)
     assert m["accuracy_after_finetune"]["test"] == res["test_accuracy"]
+    assert m["finetune"]["distillation"]["teacher"] == "dense" and m["finetune"]["schedule"] == "cosine"
+    assert "distilled from the dense model" in (tmp_path / "exp" / "MODEL_CARD.md").read_text()
     assert (tmp_path / "exp" / "MODEL_CARD.md").is_file()
     # the ONNX file computes what the saved pruned weights compute
     spec = resolve_model("digits-cnn", "digits")
@@ -269,6 +277,8 @@ def test_workers_share_one_study(tmp_path: Path, capsys: pytest.CaptureFixture) 
         "2",
         "--out",
         str(out),
+        "--proxy",
+        "bn",
         "--no-progress",
         "--json",
     )

@@ -69,7 +69,7 @@ def test_two_workers_share_a_postgres_study_and_survive_a_sigkill(tmp_path: Path
     study = f"{name}/tpe"
     cmd = [sys.executable, "-m", "hilprune", "search", "-m", "digits-cnn", "-d", "digits", "--device", "sim-cpu"]
     cmd += ["--budget", "0.5", "--agent", "tpe", "--evals", str(TOTAL), "--workers", "2", "--storage", url]
-    cmd += ["--out", str(out), "--name", name, "--no-progress"]
+    cmd += ["--out", str(out), "--name", name, "--proxy", "bn", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     killed = None

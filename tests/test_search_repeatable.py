@@ -25,7 +25,7 @@ AGENTS = ("uniform", "random", "tpe", "ppo")
 def search(out: Path) -> dict[str, list[tuple]]:
     cmd = [sys.executable, "-m", "hilprune", "search", "-m", "digits-cnn", "-d", "digits", "--device", "sim-cpu"]
     cmd += ["--budget", "0.5,0.7", "--agent", ",".join(AGENTS), "--evals", "6", "--seed", "3", "--out", str(out)]
-    cmd += ["--latency-source", "hybrid", "--no-progress"]
+    cmd += ["--latency-source", "hybrid", "--proxy", "bn", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1", HWPROFILER_CACHE=str(out.parent / f"{out.name}-hwcache"))
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -55,6 +55,8 @@ def test_sigkill_then_rerun_keeps_finished_trials_and_reaches_the_total(tmp_path
         str(out),
         "--name",
         "resume",
+        "--proxy",
+        "bn",
         "--no-progress",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")

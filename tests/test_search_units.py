@@ -46,6 +46,25 @@ def test_job_from_toml_and_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         check_compatible(resolve_job(Path(job.out) / "job.toml", device="ort-cpu-2t"), again)
 
 
+def test_job_proxy_default_legacy_and_resume(tmp_path: Path) -> None:
+    from envs.fidelity import DEFAULT_PROXY, LEGACY_PROXY, canonical_proxy
+
+    job = resolve_job(None, model="digits-cnn", dataset="digits", out=str(tmp_path / "new"))
+    assert job.proxy == canonical_proxy(DEFAULT_PROXY) and "proxy" in job.identity()
+    assert resolve_job(None, model="digits-cnn", dataset="digits", out=str(tmp_path / "x"), proxy="kd:20").proxy == "bn:10,kd:20"
+    with pytest.raises(HilpruneError, match="--proxy"):
+        resolve_job(None, model="digits-cnn", dataset="digits", out=str(tmp_path / "y"), proxy="kd")
+    # A run directory from before proxies (no proxy in job.toml) was scored by BN recalibration alone:
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "job.toml").write_text(f'model = "digits-cnn"\ndataset = "digits"\nname = "old"\nout = "{old}"\n')
+    assert load_run_job(old).proxy == LEGACY_PROXY
+    resumed = resolve_job(None, model="digits-cnn", dataset="digits", out=str(old), name="old")
+    assert resumed.proxy == LEGACY_PROXY  # continuing it without --proxy keeps its proxy
+    with pytest.raises(HilpruneError, match="proxy"):
+        check_compatible(resolve_job(None, model="digits-cnn", dataset="digits", out=str(old), proxy="kd:40"), load_run_job(old))
+
+
 @pytest.mark.parametrize(
     "flags, match",
     [

@@ -19,7 +19,8 @@ from search.job import load_run_job  # noqa: E402
 def test_search_and_export_on_the_real_cpu(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "real"
     args = ["search", "-m", "digits-cnn", "-d", "digits", "--device", "ort-cpu-1t", "--budget", "1.0"]
-    args += ["--agent", "uniform,random", "--evals", "3", "--latency-source", "live", "--out", str(out), "--no-progress"]
+    args += ["--agent", "uniform,random", "--evals", "3", "--latency-source", "live", "--out", str(out)]
+    args += ["--proxy", "bn", "--no-progress"]
     assert main([*args, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     job = load_run_job(out)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from .rungs import RungGate
 from .tpe import OptunaAgentBase, sampler_constraint_kwargs
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ class NSGA2Agent(OptunaAgentBase):
     :param population_size: individuals per generation (default: evals/4 clipped to [8, 50])
     :param crossover: "uniform" (Optuna's default), "blxalpha", "sbx" or "undx"
     :param mutation_prob: per-parameter mutation probability (default 1/len(params))
+    :param pruner, reduction_factor: multi-fidelity over the proxy ladder (`search.agents.rungs.RungGate`);
+        pruned trials take no part in selection (NSGA-II reads COMPLETE trials)
     """
 
     name = "nsga2"
@@ -42,7 +45,10 @@ class NSGA2Agent(OptunaAgentBase):
         swapping_prob: float = 0.5,
         mutation_prob: float | None = None,
         warm_start: bool = True,
+        pruner: str = "sh",
+        reduction_factor: int = 3,
     ) -> None:
+        self.gate = RungGate(pruner, reduction_factor)
         self.population_size = population_size
         self.crossover = crossover
         self.crossover_prob = float(crossover_prob)
@@ -56,10 +62,13 @@ class NSGA2Agent(OptunaAgentBase):
         self._evals = ctx.job.evals if ctx.job is not None else int(n_evals) + ctx.finished(self.name)
         super().run(ctx, n_evals)
 
-    def pop_size(self) -> int:
+    def pop_size(self, ctx: SearchContext | None = None) -> int:
+        """The population: given, else a quarter of the evaluations (of those expected to complete,
+        about 1 in reduction_factor, when a pruner stops the rest at a cheap rung), within 8..50."""
         if self.population_size:
             return int(self.population_size)
-        return int(min(50, max(8, self._evals // 4)))
+        complete = self._evals // (self.gate.eta if ctx is not None and self.gate.active(ctx) else 1)
+        return int(min(50, max(8, complete // 4)))
 
     def make_sampler(self, ctx: SearchContext) -> optuna.samplers.BaseSampler:
         from optuna.samplers import nsgaii
@@ -80,7 +89,7 @@ class NSGA2Agent(OptunaAgentBase):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # Optuna 4's constraints_func
             return optuna.samplers.NSGAIISampler(
-                population_size=self.pop_size(),
+                population_size=self.pop_size(ctx),
                 mutation_prob=self.mutation_prob,
                 crossover=crossover,
                 crossover_prob=self.crossover_prob,

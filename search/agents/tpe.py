@@ -20,8 +20,11 @@ Design (Optuna 5.0):
   worker's sampler is seeded by `ctx.seed` (the runner adds the worker index to it) mixed with the
   agent's name (`agent_seed`), so TPE and NSGA-II do not share their random start.
 
-Each trial is exactly one evaluation (`ctx.record` writes the user attrs, the agent tells the
-values). A failed evaluation marks its trial FAIL and re-raises.
+Each trial is exactly one policy (`ctx.record` writes the user attrs, the agent tells the
+values). With a proxy ladder (`--proxy kd:40` is ``bn:10,kd:40``) the policy is scored rung by
+rung and Optuna's successive-halving pruner stops weak ones at the cheap rung; they are told
+PRUNED (`search.agents.rungs`; agent options `pruner` = sh | hyperband | none and
+`reduction_factor`). A failed evaluation marks its trial FAIL and re-raises.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import optuna
 from optuna.trial import TrialState
 
 from hilprune.budget import Budget, within_budget
+
+from .rungs import RungGate
 
 if TYPE_CHECKING:
     from ..context import SearchContext
@@ -111,6 +116,7 @@ class OptunaAgentBase:
     name = "optuna"
     supports_workers = True
     warm_start = True
+    gate = RungGate()  # successive halving over the proxy ladder (subclasses set their own)
 
     # -- to override -----------------------------------------------------------------------------
     def make_sampler(self, ctx: SearchContext) -> optuna.samplers.BaseSampler:
@@ -148,15 +154,18 @@ class OptunaAgentBase:
         """Evaluate `ratios`, set the constraint and user attrs, tell the trial; returns the EvalResult."""
         budget = self.constraint_budget(ctx)
         try:
-            result = ctx.evaluator.evaluate(ctx.ratios_dict(ratios))
+            result, gate_attrs = self.gate.score(ctx, self.name, ctx.ratios_dict(ratios), trial.number)
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
             raise
         if budget is not None:
             set_trial_constraint(trial, CONSTRAINT, float(result.latency_ms) - budget.ms)
-        attrs = {"constraint_budget_ms": None if budget is None else budget.ms} | dict(extra_attrs or {})
+        attrs = {"constraint_budget_ms": None if budget is None else budget.ms} | gate_attrs | dict(extra_attrs or {})
         ctx.record(self.name, result, trial, budget=budget, extra_attrs=attrs)
-        study.tell(trial, ctx.values(result))
+        if gate_attrs.get("pruned"):
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, ctx.values(result))
         return result
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -178,6 +187,7 @@ class TPEAgent(OptunaAgentBase):
     :param n_startup_trials: random trials before TPE models the study (Optuna's default is 10)
     :param multivariate: joint (multivariate) TPE over all groups; the ratios interact through latency
     :param warm_start: enqueue the budget-meeting uniform policy of each budget first
+    :param pruner, reduction_factor: multi-fidelity over the proxy ladder (`search.agents.rungs.RungGate`)
     """
 
     name = "tpe"
@@ -189,7 +199,10 @@ class TPEAgent(OptunaAgentBase):
         constant_liar: bool = True,
         n_ei_candidates: int = 24,
         warm_start: bool = True,
+        pruner: str = "sh",
+        reduction_factor: int = 3,
     ) -> None:
+        self.gate = RungGate(pruner, reduction_factor)
         self.n_startup_trials = int(n_startup_trials)
         self.multivariate = bool(multivariate)
         self.constant_liar = bool(constant_liar)

@@ -1,0 +1,374 @@
+"""Which accuracy proxy ranks same-latency pruning policies the way fine-tuning does.
+
+    python bench/proxy_fidelity.py [--cells resnet20@0.5,resnet20@0.3,resnet56@0.4,mobilenetv2@auto] [--policies 16]
+        [--proxies bn:10,bn:40,bn:100,kd:20,kd:40,kd:80] [--ref-steps N | --ref-epochs 1] [--ref-batch 128]
+        [--ref-lr 0.01] [--test-size N] [--device ort-cpu-1t] [--tolerance 0.05] [--round-to 8] [--seed 0]
+        [--quick] [--results-name proxy_fidelity] [--no-doc] [--markdown-only]
+
+Per cell (model@budget on Fashion-MNIST; `@auto` is the lowest tenth of the dense latency the
+model reaches with some room): `--policies` random policies whose LUT latency (the evaluator's
+`predict_latency` on `--device`) lies within ±`--tolerance` of the budget. Each is a random
+per-group prune profile (relative intensities uniform in [0.2, 1.8]) scaled by bisection onto
+the budget, so candidates differ in where they prune, not in how fast they are.
+
+Each candidate is scored by every proxy in `--proxies` through `PolicyEvaluator.evaluate(fidelity=...)`
+(val subset of 1000 images, one torch thread), then fine-tuned by the reference: BN
+recalibration, `--ref-steps` steps (or `--ref-epochs` epochs) of distillation from the dense
+model with a cosine schedule (`hilprune.train.distill.finetune_kd`, what `hilprune export` runs),
+and its accuracy on `--test-size` images of the test split. Per proxy: Spearman rho against the
+reference, a bootstrap 90% interval over the candidates, the regret of its top pick (reference
+points lost against the best candidate), and its cost per candidate: the median seconds, on one
+core, of scoring it from scratch (surgery, BN, the distillation steps, val accuracy; the dense
+teacher's logits are computed once per step for every candidate and not counted).
+
+`--quick`: resnet20@0.5 on the simulated device `sim-cpu`, 4 policies, a 20-step reference on 1000
+test images, proxies bn:10,kd:10: a smoke run of the pipeline, not a measurement. Results go to
+bench/results/<results-name>.json after every candidate (rerunning with the same settings resumes)
+and, unless --quick or --no-doc, to the docs/benchmarks.md section <results-name>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+DEFAULT_CELLS = "resnet20@0.5,resnet20@0.3,resnet56@0.4,mobilenetv2@auto"
+DEFAULT_PROXIES = "bn:10,bn:40,bn:100,kd:20,kd:40,kd:80"
+TARGET_RHO, TARGET_S = 0.8, 10.0  # the issue's target for the default proxy (per resnet20 candidate, one core)
+
+
+# --- candidates -------------------------------------------------------------------------------------
+def auto_budget(ev: Any) -> float:
+    """The lowest tenth of the dense latency the LUT says the model reaches with 15% to spare."""
+    floor = ev.min_latency_ms() / ev.dense_latency_ms
+    return min(0.9, math.ceil(floor * 1.15 * 10) / 10)
+
+
+def sample_candidates(ev: Any, budget_ms: float, n: int, tol: float, seed: int, max_tries: int = 4000) -> list[list[float]]:
+    """`n` distinct policies (by kept channels) whose LUT latency is within ±tol of the budget."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    G, top = len(ev.groups), float(ev.max_ratio)
+    out: list[list[float]] = []
+    seen: set[tuple[int, ...]] = set()
+    for _ in range(max_tries):
+        if len(out) >= n:
+            break
+        w = rng.uniform(0.2, 1.8, G)
+
+        def ratios(t: float) -> list[float]:
+            return [float(min(top, max(0.0, t * x))) for x in w]  # noqa: B023 - used inside this iteration only
+
+        lo, hi = 0.0, top / float(w.min())
+        if ev.predict_latency(ratios(hi)) > budget_ms * (1 + tol):
+            continue  # this profile cannot reach the budget
+        for _ in range(16):  # latency falls (roughly) as t grows
+            mid = (lo + hi) / 2
+            if ev.predict_latency(ratios(mid)) > budget_ms:
+                lo = mid
+            else:
+                hi = mid
+        r = ratios(hi)
+        key = ev.kept(r)
+        if abs(ev.predict_latency(r) / budget_ms - 1) <= tol and key not in seen:
+            seen.add(key)
+            out.append(r)
+    if len(out) < n:
+        raise SystemExit(f"only {len(out)} of {n} candidates within ±{tol:.0%} of {budget_ms:.4g} ms after {max_tries} tries")
+    return out
+
+
+# --- one candidate ----------------------------------------------------------------------------------
+def score_candidate(ev: Any, ratios: list[float], proxies: list[str]) -> dict[str, Any]:
+    """Every proxy's val accuracy and from-scratch cost, dearer ones continuing cheaper ones."""
+    from envs.fidelity import parse_fidelity
+
+    ev.clear_cache()
+    out: dict[str, Any] = {}
+    result = None
+    for f in sorted(proxies, key=lambda p: parse_fidelity(p, ev.bn_batches)):
+        fid = str(ev.fidelity(f))
+        result = ev.evaluate(ratios, fidelity=fid, live=False)
+        out[f] = {"accuracy": result.accuracy_at(fid), "cost_s": result.rung_cost_s[fid]}
+    assert result is not None
+    return {"proxies": out, "lut_ms": result.lut_latency_ms, "macs": result.macs, "key": list(result.key())}
+
+
+def reference(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace) -> dict[str, Any]:
+    """The reference fine-tune of one candidate and its test accuracy."""
+    from hilprune.train import evaluate, recalibrate_bn
+    from hilprune.train.distill import KDConfig, finetune_kd
+
+    t0 = time.perf_counter()
+    model = ev.surgeon.apply(ev.policy(ratios), count=False).model
+    recalibrate_bn(model, ev.train, ev.bn_batches, batch_size=ev.bn_batch_size, seed=ev.seed)
+    cfg = KDConfig(lr=args.ref_lr, batch_size=args.ref_batch)
+    steps = args.ref_steps if args.ref_steps else None
+    ft = finetune_kd(
+        model, ev.surgeon.dense, data, epochs=args.ref_epochs, steps=steps, lr=args.ref_lr, seed=args.seed + 1000,
+        device="cpu", progress=False, cfg=cfg, val=False,
+    )  # fmt: skip
+    test = data.test.subset(args.test_size)
+    return {"test_accuracy": evaluate(model, test, batch_size=500), "steps": ft.steps, "wall_s": time.perf_counter() - t0}
+
+
+# --- statistics -------------------------------------------------------------------------------------
+def spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(a, b).statistic
+    return float(rho) if rho == rho else float("nan")
+
+
+def bootstrap_rho(a: list[float], b: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """5th and 95th percentiles of Spearman rho over resampled candidates."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    x, y = np.asarray(a), np.asarray(b)
+    vals = []
+    for _ in range(n):
+        idx = rng.integers(0, len(x), len(x))
+        rx, ry = rankdata(x[idx]), rankdata(y[idx])
+        if rx.std() == 0 or ry.std() == 0:
+            continue
+        vals.append(float(np.corrcoef(rx, ry)[0, 1]))
+    return (float(np.percentile(vals, 5)), float(np.percentile(vals, 95))) if vals else (float("nan"), float("nan"))
+
+
+def summarize(rows: list[dict[str, Any]], proxies: list[str]) -> dict[str, Any]:
+    import statistics
+
+    ref = [r["reference"]["test_accuracy"] for r in rows]
+    out: dict[str, Any] = {}
+    for p in proxies:
+        acc = [r["proxies"][p]["accuracy"] for r in rows]
+        lo, hi = bootstrap_rho(acc, ref)
+        pick = max(range(len(rows)), key=lambda i: (acc[i], -i))
+        out[p] = {
+            "rho": spearman(acc, ref),
+            "rho_ci90": [lo, hi],
+            "regret_pts": 100 * (max(ref) - ref[pick]),
+            "cost_s": statistics.median(r["proxies"][p]["cost_s"] for r in rows),
+            "mean_accuracy": statistics.fmean(acc),
+        }
+    return out
+
+
+# --- the run ----------------------------------------------------------------------------------------
+REFERENCE_KEYS = (
+    "policies",
+    "ref_steps",
+    "ref_epochs",
+    "ref_batch",
+    "ref_lr",
+    "test_size",
+    "device",
+    "tolerance",
+    "round_to",
+    "seed",
+)
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    keys = (*REFERENCE_KEYS, "proxies", "val_size", "bn_after_kd", "reuse")
+    return {k: getattr(args, k) for k in keys}
+
+
+def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any) -> None:
+    import torch
+
+    from envs.evaluator import PolicyEvaluator
+    from hilprune.data import load_dataset
+
+    torch.set_num_threads(1)
+    model, _, budget_text = cell.partition("@")
+    proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    t0 = time.perf_counter()
+    ev = PolicyEvaluator(
+        model, dataset="fashion-mnist", device=args.device, round_to=args.round_to, val_size=args.val_size, seed=args.seed,
+        proxy="bn:10", bn_after_kd=args.bn_after_kd,
+    )  # fmt: skip
+    data = load_dataset("fashion-mnist")
+    budget = auto_budget(ev) if budget_text == "auto" else float(budget_text)
+    b = ev.check_budget(budget)
+    entry = res["cells"].setdefault(cell, {"rows": []})
+    reused = {r["index"]: r["reference"] for r in args.reused["cells"][cell]["rows"]} if args.reuse else {}
+    if "candidates" not in entry:
+        entry["candidates"] = (
+            args.reused["cells"][cell]["candidates"]
+            if args.reuse
+            else sample_candidates(ev, b.ms, args.policies, args.tolerance, args.seed)
+        )
+    entry.update(
+        model=model,
+        budget=budget,
+        budget_ms=b.ms,
+        dense_latency_ms=ev.dense_latency_ms,
+        dense_accuracy=ev.dense_accuracy,
+        dense_macs=ev.dense_macs,
+        setup_s=time.perf_counter() - t0,
+    )
+    done = {r["index"] for r in entry["rows"]}
+    for i, ratios in enumerate(entry["candidates"]):
+        if i in done:
+            continue
+        t = time.perf_counter()
+        row = {"index": i, "ratios": ratios} | score_candidate(ev, ratios, proxies)
+        row["reference"] = reused[i] if args.reuse else reference(ev, data, ratios, args)
+        row["wall_s"] = time.perf_counter() - t
+        entry["rows"].append(row)
+        accs = " ".join(f"{p} {100 * row['proxies'][p]['accuracy']:.1f}" for p in proxies)
+        print(
+            f"{cell} #{i}: MACs {row['macs'] / ev.dense_macs:.1%}, LUT {row['lut_ms']:.4g} ms | {accs} | "
+            f"reference {100 * row['reference']['test_accuracy']:.2f} ({row['wall_s']:.0f} s)",
+            flush=True,
+        )
+        save()
+    entry["rows"].sort(key=lambda r: r["index"])
+    entry["summary"] = summarize(entry["rows"], proxies)
+    save()
+
+
+def markdown(res: dict[str, Any]) -> str:
+    from bench.common import header
+
+    s = res["settings"]
+    ref = f"{s['ref_steps']} steps" if s["ref_steps"] else f"{s['ref_epochs']:g} epoch(s)"
+    lines = [
+        f"## Proxy fidelity: which accuracy proxy ranks same-latency policies like fine-tuning ({res['device_title']}"
+        f"{'' if s.get('bn_after_kd', True) else '; kd rungs without BN recalibration after distilling'})\n",
+        header(res["machine"]),
+        f"Per cell, {s['policies']} random policies whose LUT latency on `{s['device']}` is within ±{s['tolerance']:.0%} of the "
+        f"budget (a random per-group prune profile scaled onto the budget; round_to {s['round_to']}). Proxies: val accuracy on "
+        f"{s['val_size']} val images after `bn:N` (BN recalibration on N batches of 25 train images) or `kd:N` (then N steps "
+        "of distillation from the dense model, batch 64, lr 0.01 constant, T 4, alpha 0.9, "
+        f"{'then BN recalibrated again' if s.get('bn_after_kd', True) else 'no BN recalibration after distilling'}). "
+        "Reference: BN recalibration, "
+        f"then {ref} of distillation (batch {s['ref_batch']}, lr {s['ref_lr']} cosine), accuracy on "
+        f"{s['test_size'] or 'all'} test images. ρ: Spearman against the reference, [5th, 95th] percentile of a bootstrap "
+        "over the policies; regret: reference points the proxy's top pick loses to the best policy; cost: median seconds per "
+        "candidate from scratch on one core (the teacher's logits, computed once per step for all candidates, not counted), "
+        f"wall clock with the 1-minute load average at {res.get('load_at_start', float('nan')):.1f} on "
+        f"{res['machine']['cores']} cores when the run started.\n",
+    ]
+    if s.get("reuse"):
+        lines.append(
+            f"Candidates and reference accuracies reused from `bench/results/{s['reuse']}.json` (section above): only the "
+            "proxies were scored in this run.\n"
+        )
+    for entry in res["cells"].values():
+        if "summary" not in entry:
+            continue
+        rows = entry["rows"]
+        refs = [100 * r["reference"]["test_accuracy"] for r in rows]
+        macs = [r["macs"] / entry["dense_macs"] for r in rows]
+        ref_s = sorted(r["reference"]["wall_s"] for r in rows)[len(rows) // 2]
+        lines += [
+            f"### {entry['model']} @ {entry['budget']:g} ({entry['budget_ms']:.4g} ms; dense {entry['dense_latency_ms']:.4g} ms, "
+            f"val {100 * entry['dense_accuracy']:.1f}%)\n",
+            f"{len(rows)} policies, MACs {min(macs):.1%}–{max(macs):.1%} of dense; reference test accuracy "
+            f"{min(refs):.2f}–{max(refs):.2f}% (mean {sum(refs) / len(refs):.2f}), {ref_s:.0f} s per policy.\n",
+            "| proxy | Spearman ρ | 90% interval | regret of its pick (points) | mean val acc % | s per candidate |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p, v in entry["summary"].items():
+            lines.append(
+                f"| `{p}` | **{v['rho']:.2f}** | [{v['rho_ci90'][0]:.2f}, {v['rho_ci90'][1]:.2f}] | {v['regret_pts']:.2f} | "
+                f"{100 * v['mean_accuracy']:.1f} | {v['cost_s']:.2f} |"
+            )
+        lines.append("")
+    if res.get("note"):
+        lines.append(res["note"] + "\n")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from bench.common import RESULTS, machine, preset, rewrite_section, write_json, write_section
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cells", default=DEFAULT_CELLS, help="model@budget, comma-separated (@auto: a budget the model reaches)")
+    ap.add_argument("--policies", type=int, default=16)
+    ap.add_argument("--proxies", default=DEFAULT_PROXIES)
+    ap.add_argument("--ref-steps", type=int, default=0, help="reference distillation steps (0: --ref-epochs)")
+    ap.add_argument("--ref-epochs", type=float, default=1.0)
+    ap.add_argument("--ref-batch", type=int, default=128)
+    ap.add_argument("--ref-lr", type=float, default=0.01)
+    ap.add_argument("--test-size", type=int, default=0, help="test images for the reference (0: all)")
+    ap.add_argument("--val-size", type=int, default=1000)
+    ap.add_argument("--device", default="ort-cpu-1t")
+    ap.add_argument("--tolerance", type=float, default=0.05)
+    ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="a smoke run: see the module docstring")
+    ap.add_argument("--results-name", default="proxy_fidelity")
+    ap.add_argument(
+        "--bn-after-kd", action=argparse.BooleanOptionalAction, default=True, help="kd rungs recalibrate BN after distilling"
+    )
+    ap.add_argument(
+        "--reuse",
+        default=None,
+        help="results name whose candidates and reference accuracies to reuse: only the proxies are scored",
+    )
+    ap.add_argument("--note", default="", help="a paragraph for the docs section (what was and was not run)")
+    ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from the results file")
+    args = ap.parse_args()
+    if args.quick:
+        preset(
+            ap, args, cells="resnet20@0.5", policies=4, proxies="bn:10,kd:10", ref_steps=20, ref_batch=64, test_size=1000,
+            device="sim-cpu", results_name="proxy_fidelity_quick",
+        )  # fmt: skip
+    if args.markdown_only:  # with --note: the paragraph is kept in the results file
+        if args.note:
+            saved = json.loads((RESULTS / f"{args.results_name}.json").read_text())
+            write_json(args.results_name, saved | {"note": args.note})
+        rewrite_section(args.results_name, markdown)
+        return
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args.reused = None
+    if args.reuse:  # the other run's candidates and references, and so its reference settings
+        args.reused = json.loads((RESULTS / f"{args.reuse}.json").read_text())
+        for k in REFERENCE_KEYS:
+            setattr(args, k, args.reused["settings"][k])
+        args.cells = ",".join(c for c in args.cells.split(",") if c.strip() in args.reused["cells"]) or ",".join(
+            args.reused["cells"]
+        )
+    path = RESULTS / f"{args.results_name}.json"
+    res: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if res.get("settings") != settings(args):
+        res = {"settings": settings(args), "cells": {}}
+    res |= {"machine": machine(), "device_title": f"`{args.device}`, Fashion-MNIST", "load_at_start": os.getloadavg()[0]}
+    if args.note:
+        res["note"] = args.note
+
+    def save() -> None:
+        write_json(args.results_name, res)
+
+    t0 = time.perf_counter()
+    for cell in [c.strip() for c in args.cells.split(",") if c.strip()]:
+        run_cell(cell, args, res, save)
+        for p, v in res["cells"][cell]["summary"].items():
+            print(
+                f"{cell} {p}: rho {v['rho']:.2f} [{v['rho_ci90'][0]:.2f}, {v['rho_ci90'][1]:.2f}], regret {v['regret_pts']:.2f} pts, {v['cost_s']:.2f} s"
+            )
+    res["wall_s"] = time.perf_counter() - t0
+    save()
+    print(f"wrote {path} ({res['wall_s'] / 60:.1f} min)")
+    if not (args.quick or args.no_doc):
+        write_section(args.results_name, markdown(res))
+        print(f"wrote docs/benchmarks.md ({args.results_name} section)")
+
+
+if __name__ == "__main__":
+    main()

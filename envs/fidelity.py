@@ -1,0 +1,113 @@
+"""Fidelities of the accuracy proxy, and the ladder a search climbs.
+
+A policy's accuracy before real fine-tuning can be estimated at several costs (cheap first):
+
+- ``bn:N``: BN recalibration on N train batches, then val accuracy (EagleEye's adaptive BN);
+- ``kd:N``: BN recalibration, then N steps of fine-tuning with distillation from the dense model
+  (NetAdapt's short-term fine-tune, with soft targets), BN recalibration again (the running
+  statistics lag weights that just moved), then val accuracy.
+
+Measured (bench/proxy_fidelity.py, docs/benchmarks.md, one cell: 16 same-latency resnet20
+policies at 0.5): Spearman rho against accuracy after a longer fine-tune 0.71 for bn:10, 0.73 for
+bn:40, 0.87 for kd:40 (5.4 s per candidate on one core), 0.88 for kd:80 (10 s).
+
+A proxy is written as one fidelity (``bn``, ``bn:40``, ``kd:40``) or a comma-separated ladder of
+them (``bn:10,kd:20,kd:80``). A ladder always starts with a ``bn`` rung (added when not written:
+``kd:40`` means ``bn:<bn_batches>,kd:40``); its top is what a single-fidelity search and the RL
+environments use, and what the multi-fidelity agents stop at when a trial is never pruned. ``bn``
+without a number means the evaluator's ``bn_batches``; a ``bn:N`` rung sets it (``kd`` rungs start
+from the model recalibrated on that many batches).
+
+Fidelities are ordered: every ``bn`` rung below every ``kd`` rung, then by N.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import EnvConfigError
+
+KINDS = ("bn", "kd")  # cheap to dear
+DEFAULT_PROXY = "kd:40"  # chosen by bench/proxy_fidelity.py (docs/benchmarks.md, "Proxy fidelity")
+DEFAULT_BN_BATCHES = 10  # of BN_BATCH_SIZE (25) images: chosen by the same measurement
+LEGACY_PROXY = "bn:10"  # what runs made before proxies existed were scored with
+
+_ITEM = re.compile(r"^(bn|kd)(?::(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """One rung: `kind` (bn or kd) and `n` (BN batches, or distillation steps)."""
+
+    kind: str
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.n}"
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        return (KINDS.index(self.kind), self.n)
+
+    def __lt__(self, other: Fidelity) -> bool:
+        return self.rank < other.rank
+
+    def __le__(self, other: Fidelity) -> bool:
+        return self.rank <= other.rank
+
+
+def parse_fidelity(text: str | Fidelity, bn_batches: int = DEFAULT_BN_BATCHES) -> Fidelity:
+    """``bn`` / ``bn:N`` / ``kd:N`` -> Fidelity (``bn`` alone: `bn_batches`)."""
+    if isinstance(text, Fidelity):
+        return text
+    m = _ITEM.match(str(text).strip().lower())
+    if not m:
+        raise EnvConfigError(f"unknown proxy fidelity {text!r}: write bn, bn:N (N BN batches) or kd:N (N distillation steps)")
+    kind, n = m.group(1), m.group(2)
+    if kind == "kd" and n is None:
+        raise EnvConfigError(f"proxy {text!r}: say how many distillation steps (kd:40)")
+    value = int(n) if n is not None else int(bn_batches)
+    if value < 1:
+        raise EnvConfigError(f"proxy {text!r}: N must be at least 1")
+    return Fidelity(kind, value)
+
+
+def parse_ladder(proxy: str, bn_batches: int = DEFAULT_BN_BATCHES) -> tuple[list[Fidelity], int]:
+    """The rungs of `proxy` (cheap to dear) and the BN batches they use."""
+    items = [p for p in str(proxy).replace(" ", "").split(",") if p]
+    if not items:
+        raise EnvConfigError("empty proxy: write bn, bn:N, kd:N or a comma-separated ladder of them")
+    bn_items = [p for p in items if p.lower().startswith("bn")]
+    if len(bn_items) > 1:
+        raise EnvConfigError(f"proxy {proxy!r}: at most one bn rung (kd rungs start from it)")
+    if bn_items:
+        bn_batches = parse_fidelity(bn_items[0], bn_batches).n
+    rungs = sorted({parse_fidelity(p, bn_batches) for p in items})
+    if rungs[0].kind != "bn":
+        rungs.insert(0, Fidelity("bn", int(bn_batches)))
+    if len({str(r) for r in rungs}) != len(items) + (0 if bn_items else 1):
+        raise EnvConfigError(f"proxy {proxy!r} names a rung twice")
+    return rungs, int(bn_batches)
+
+
+def ladder_text(rungs: list[Fidelity]) -> str:
+    return ",".join(str(r) for r in rungs)
+
+
+def canonical_proxy(proxy: str, bn_batches: int = DEFAULT_BN_BATCHES) -> str:
+    """The proxy as its full ladder (``kd:40`` -> ``bn:10,kd:40``): what jobs and trials record."""
+    return ladder_text(parse_ladder(proxy, bn_batches)[0])
+
+
+__all__ = [
+    "DEFAULT_BN_BATCHES",
+    "DEFAULT_PROXY",
+    "KINDS",
+    "LEGACY_PROXY",
+    "Fidelity",
+    "canonical_proxy",
+    "ladder_text",
+    "parse_fidelity",
+    "parse_ladder",
+]
