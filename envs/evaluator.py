@@ -276,6 +276,7 @@ class PolicyEvaluator:
         self._points: list[tuple[float, float]] = []  # (accuracy, LUT ms) of every policy scored at the top rung (hybrid rule)
         self._partial: _Partial | None = None
         self._batches: SharedBatches | None = None  # distillation batches with the teacher's logits, shared by every policy
+        self._shares: list[float] | None = None  # group_latency_shares, computed on first use
         self.n_evaluations = 0
         self.n_cache_hits = 0
         self.setup_s = time.perf_counter() - t_start
@@ -428,7 +429,7 @@ class PolicyEvaluator:
     def group_latency_shares(self) -> list[float]:
         """Each group's share of the dense model's LUT latency (kernels split between the groups
         that set their input and output channels); sums to at most 1."""
-        if getattr(self, "_shares", None) is None:
+        if self._shares is None:
             self._shares = self.latency.group_shares()
         return list(self._shares)
 

@@ -31,6 +31,22 @@ def _export(surgeon: Surgeon, spec: ModelSpec, ratios: list[float], round_to: in
     return to_onnx_bytes(pruned, spec.input_shape, batch)
 
 
+def _ablation(predictor: Predictor, kernels: list[list[Any]], live: list[float]) -> dict[str, dict[str, float]]:
+    """The same judged policies priced by simpler corrections fitted on the same calibration runs:
+    the bare kernel sum, and one scale for every kernel class (with the same extra terms); what
+    the per-class, per-layout correction earns over them."""
+    from hwprofiler.predictor import fit_correction
+
+    points = predictor.lut.observations
+    one_class = [p | {"class_ms": {"all": p["sum_ms"]}} for p in points]
+    single = fit_correction(one_class, predictor.prior_weight)
+    feats = [predictor.features(ks) for ks in kernels]
+    return {
+        "kernel_sum": fidelity([f["sum_ms"] for f in feats], live),
+        "one_scale": fidelity([single.predict(f | {"class_ms": {"all": f["sum_ms"]}}) for f in feats], live),
+    }
+
+
 def check_fidelity(
     spec: ModelSpec,
     device_name: str,
@@ -83,6 +99,10 @@ def check_fidelity(
         flops = FlopsPredictor.fit(lut.observations)
         flops_pred = [flops.predict(ks) for ks in kernels]
         ours, base = fidelity(pred, live), fidelity(flops_pred, live)
+        ablation = _ablation(predictor, kernels, live)
+        dense_live = float(lut.observations[0]["live_ms"])  # the first calibration policy is the dense model
+        dense_pred = predictor.predict(kmap.kernels_for([0.0] * n_groups, round_to))
+        slower = [(y > dense_live, p > dense_pred) for y, p in zip(live, pred)]
         coefficients = predictor.coefficients
         n_calibration = len(lut.observations)
     finally:
@@ -105,6 +125,9 @@ def check_fidelity(
         "live_repeat_within_5pct": repeat["within_5pct"] if repeat else None,
         "live_repeat_within_10pct": repeat["within_10pct"] if repeat else None,
         "live_repeat_kendall_tau": repeat["kendall_tau"] if repeat else None,
+        "ablation": ablation,
+        "slower_than_dense_live": sum(a for a, _ in slower),
+        "slower_than_dense_agree": sum(a == b for a, b in slower),
         "calibration_runs": n_calibration,
         "calibration_s": calibration_s,
         "lut_kernels_measured": len(lut) - entries_before,
