@@ -22,6 +22,7 @@ from onnx import numpy_helper
 
 from hwprofiler.errors import KernelError
 from hwprofiler.kernels import KernelSpec
+from hwprofiler.quantized_graph import QDQ_OPS, Int8Roles, as_qdq
 
 FREE_OPS = frozenset(
     {"Flatten", "Reshape", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Constant", "Shape", "ConstantOfShape"}
@@ -286,8 +287,10 @@ def kernels_from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *
     """
     m = load_model(model)
     _fix_free_dims(m, batch)
+    m = as_qdq(m)  # INT8: QOperator nodes as DequantizeLinear -> float op -> QuantizeLinear (quantized_graph)
     m = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
     g = _Graph(m)
+    int8 = Int8Roles(g)  # INT8: which nodes run as INT8 kernels, which Q/DQ nodes run on their own
     used: set[int] = set()
     kernels: list[KernelSpec] = []
     for i, node in enumerate(g.nodes):
@@ -299,6 +302,12 @@ def kernels_from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *
             raise KernelError(f"node {node.name or op!r} is in domain {node.domain!r}; export plain ONNX")
         if op in FREE_OPS or _is_shape_arith(g, node):
             used.add(i)
+            continue
+        if op in QDQ_OPS:  # INT8: a Q/DQ node is a kernel only where float and integer tensors meet
+            used.add(i)
+            q_kernel = int8.kernel(i, g.shape(node.input[0], node))
+            if q_kernel is not None:
+                kernels.append(q_kernel)
             continue
         if op == "Conv":
             spec, group = _conv(g, i, used)
@@ -330,5 +339,5 @@ def kernels_from_onnx(model: onnx.ModelProto | bytes | str | os.PathLike[str], *
                 f"Add, Mul, channel Concat, {', '.join(ACT_OPS)} and shape-only ops"
             )
         used.update(group)
-        kernels.append(spec)
+        kernels.append(int8.label(spec, group))  # INT8: the precision the group runs in
     return kernels
