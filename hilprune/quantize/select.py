@@ -1,0 +1,117 @@
+"""Choosing the INT8 scheme: the fastest measured scheme whose validation accuracy holds.
+
+Pure logic: how a scheme's latency and accuracy are obtained is passed in (the pipeline measures on
+the device and runs onnxruntime; tests pass deterministic functions). Every scheme is timed; then
+accuracy is checked in order of speed, stopping at the first that holds, since checking a slower
+scheme could not change the choice. A scheme must beat fp32 by `min_speedup`; when none does, or
+none keeps its accuracy, the model stays fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hwprofiler.quantization import Scheme
+
+from .defaults import MIN_SPEEDUP as DEFAULT_MIN_SPEEDUP
+from .defaults import TOLERANCE as DEFAULT_TOLERANCE
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A scheme's graph timed paired with the fp32 graph: ratio = int8 / fp32."""
+
+    int8_ms: float
+    fp32_ms: float
+    ratio: float
+
+
+@dataclass
+class Trial:
+    scheme: Scheme
+    timing: Timing | None = None
+    val_accuracy: float | None = None
+    verdict: str = "not checked"  # chosen | slower than fp32 | accuracy dropped | slower than the chosen scheme | failed
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.timing
+        return self.scheme.to_dict() | {
+            "int8_ms": t.int8_ms if t else None,
+            "fp32_ms": t.fp32_ms if t else None,
+            "ratio": t.ratio if t else None,
+            "speedup": 1.0 / t.ratio if t and t.ratio > 0 else None,
+            "val_accuracy": self.val_accuracy,
+            "verdict": self.verdict,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Selection:
+    chosen: Trial | None
+    trials: list[Trial]
+    fp32_val_accuracy: float
+    tolerance: float
+    min_speedup: float
+    reason: str
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.chosen is not None else "fp32"
+
+
+def select_scheme(
+    schemes: Sequence[Scheme],
+    time_scheme: Callable[[Scheme], Timing],
+    val_accuracy: Callable[[Scheme], float],
+    fp32_val_accuracy: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+    min_speedup: float = DEFAULT_MIN_SPEEDUP,
+) -> Selection:
+    """The fastest scheme at least `min_speedup` x faster than fp32 whose validation accuracy is
+    within `tolerance` (a fraction: 0.005 = 0.5 points) of fp32's; ties keep the given order.
+
+    A scheme whose quantization or timing fails (`Exception` from `time_scheme`) is recorded as
+    failed and skipped."""
+    trials = [Trial(s) for s in schemes]
+    for t in trials:
+        try:
+            t.timing = time_scheme(t.scheme)
+        except Exception as e:  # noqa: BLE001 - one scheme failing must not stop the others
+            t.verdict, t.error = "failed", str(e).splitlines()[0] if str(e) else type(e).__name__
+    timed = sorted((t for t in trials if t.timing is not None), key=lambda t: t.timing.ratio)  # type: ignore[union-attr]
+    floor = fp32_val_accuracy - tolerance
+    chosen = None
+    for t in timed:
+        assert t.timing is not None
+        if t.timing.ratio * min_speedup > 1.0:
+            t.verdict = "slower than fp32" if t.timing.ratio >= 1.0 else f"less than {min_speedup:g}x faster"
+            continue
+        if chosen is not None:  # its accuracy cannot change the choice
+            t.verdict = "slower than the chosen scheme"
+            continue
+        t.val_accuracy = val_accuracy(t.scheme)
+        if t.val_accuracy + 1e-12 >= floor:
+            t.verdict, chosen = "chosen", t
+        else:
+            t.verdict = "accuracy dropped"
+    return Selection(chosen, trials, fp32_val_accuracy, tolerance, min_speedup, _reason(chosen, trials, floor, min_speedup))
+
+
+def _reason(chosen: Trial | None, trials: list[Trial], floor: float, min_speedup: float) -> str:
+    if chosen is not None:
+        assert chosen.timing is not None and chosen.val_accuracy is not None
+        faster = [t for t in trials if t.timing is not None and t.timing.ratio < chosen.timing.ratio]
+        why = f"{chosen.scheme.name}: {1 / chosen.timing.ratio:.2f}x faster than fp32 on the device"
+        why += f", validation accuracy {100 * chosen.val_accuracy:.2f}% (floor {100 * floor:.2f}%)"
+        if faster:
+            why += "; faster but lost accuracy: " + ", ".join(t.scheme.name for t in faster)
+        return why
+    if not any(t.timing is not None for t in trials):
+        return "fp32 kept: no scheme could be quantized and timed"
+    if not any(t.verdict == "accuracy dropped" for t in trials):
+        return f"fp32 kept: no INT8 scheme ran at least {min_speedup:g}x faster than fp32 on this device"
+    return f"fp32 kept: every scheme fast enough lost more validation accuracy than allowed (floor {100 * floor:.2f}%)"
