@@ -129,6 +129,16 @@ def test_selection_takes_the_fastest_scheme_whose_accuracy_holds_and_checks_no_m
     assert "qdq-s8s8" in sel.reason and sel.precision == "int8"
 
 
+def test_schemes_timed_within_the_tie_keep_the_candidate_order():
+    ratios = {"qdq-u8s8": 0.415, "qdq-s8s8": 0.9, "qop-u8s8": 0.410, "qop-s8s8": 0.405}
+    sel = select_scheme(SCHEMES, lambda s: Timing(ratios[s.name], 1.0, ratios[s.name]), lambda s: 0.9, 0.9, tie=0.03)
+    assert sel.chosen is not None and sel.chosen.scheme.name == "qdq-u8s8"  # 2.5% slower than qop-s8s8: a tie
+    verdicts = {t.scheme.name: t.verdict for t in sel.trials}
+    assert verdicts["qop-u8s8"].startswith("as fast") and verdicts["qdq-s8s8"] == "slower than the chosen scheme"
+    strict = select_scheme(SCHEMES, lambda s: Timing(ratios[s.name], 1.0, ratios[s.name]), lambda s: 0.9, 0.9, tie=0.0)
+    assert strict.chosen is not None and strict.chosen.scheme.name == "qop-s8s8"
+
+
 def test_selection_keeps_fp32_when_nothing_is_fast_enough_or_accurate_enough():
     slow = select_scheme(SCHEMES, lambda s: Timing(1.0, 1.0, 0.97), lambda s: 1.0, 0.9, min_speedup=1.05)
     assert slow.chosen is None and "at least 1.05x faster" in slow.reason
@@ -206,3 +216,34 @@ def test_node_names_map_back_to_modules():
     assert module_of_node("/features/features.1/conv/conv.0/Conv") == "features.1.conv.0"
     assert module_of_node("/features/features.0/features.0.0/Conv") == "features.0.0"
     assert module_of_node("/fc/Gemm") == "fc" and module_of_node("Conv_3") is None
+
+
+def test_a_remote_device_measures_graphs_quantized_on_the_client(pruned, digits, outcome):
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from hwprofiler.server import create_app
+
+    token = "test-token-int8-0123456789"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(hwprofiler.load_device("sim-cpu"), token), port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        remote = hwprofiler.load_device(f"remote:http://127.0.0.1:{port}", token=token)
+        got = quantize_for_device(pruned[3], digits, remote, QuantizeOptions(calibration_size=64))
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    # the server ran the same simulated device: same timings, same choice, same graph
+    assert got.scheme == outcome.scheme and got.int8_bytes == outcome.int8_bytes
+    assert [t.timing.ratio for t in got.selection.trials] == pytest.approx([t.timing.ratio for t in outcome.selection.trials])

@@ -3,8 +3,10 @@
 Pure logic: how a scheme's latency and accuracy are obtained is passed in (the pipeline measures on
 the device and runs onnxruntime; tests pass deterministic functions). Every scheme is timed; then
 accuracy is checked in order of speed, stopping at the first that holds, since checking a slower
-scheme could not change the choice. A scheme must beat fp32 by `min_speedup`; when none does, or
-none keeps its accuracy, the model stays fp32.
+scheme could not change the choice. Schemes within `tie` of the fastest count as equally fast and
+keep the candidates' order, so timing noise does not flip the choice between two schemes that run
+the same kernels. A scheme must beat fp32 by `min_speedup`; when none does, or none keeps its
+accuracy, the model stays fp32.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from hwprofiler.quantization import Scheme
 
 from .defaults import MIN_SPEEDUP as DEFAULT_MIN_SPEEDUP
+from .defaults import TIE as DEFAULT_TIE
 from .defaults import TOLERANCE as DEFAULT_TOLERANCE
 
 
@@ -70,6 +73,7 @@ def select_scheme(
     fp32_val_accuracy: float,
     tolerance: float = DEFAULT_TOLERANCE,
     min_speedup: float = DEFAULT_MIN_SPEEDUP,
+    tie: float = DEFAULT_TIE,
 ) -> Selection:
     """The fastest scheme at least `min_speedup` x faster than fp32 whose validation accuracy is
     within `tolerance` (a fraction: 0.005 = 0.5 points) of fp32's; ties keep the given order.
@@ -82,7 +86,7 @@ def select_scheme(
             t.timing = time_scheme(t.scheme)
         except Exception as e:  # noqa: BLE001 - one scheme failing must not stop the others
             t.verdict, t.error = "failed", str(e).splitlines()[0] if str(e) else type(e).__name__
-    timed = sorted((t for t in trials if t.timing is not None), key=lambda t: t.timing.ratio)  # type: ignore[union-attr]
+    timed = _speed_order([t for t in trials if t.timing is not None], tie)
     floor = fp32_val_accuracy - tolerance
     chosen = None
     for t in timed:
@@ -91,7 +95,9 @@ def select_scheme(
             t.verdict = "slower than fp32" if t.timing.ratio >= 1.0 else f"less than {min_speedup:g}x faster"
             continue
         if chosen is not None:  # its accuracy cannot change the choice
-            t.verdict = "slower than the chosen scheme"
+            assert chosen.timing is not None
+            tied = t.timing.ratio <= chosen.timing.ratio * (1 + tie)
+            t.verdict = f"as fast (within {tie:.0%}): the earlier candidate wins" if tied else "slower than the chosen scheme"
             continue
         t.val_accuracy = val_accuracy(t.scheme)
         if t.val_accuracy + 1e-12 >= floor:
@@ -101,14 +107,27 @@ def select_scheme(
     return Selection(chosen, trials, fp32_val_accuracy, tolerance, min_speedup, _reason(chosen, trials, floor, min_speedup))
 
 
+def _speed_order(timed: list[Trial], tie: float) -> list[Trial]:
+    """Fastest first; a run of schemes each within `tie` of the fastest of the run keeps the given order."""
+    rest = sorted(timed, key=lambda t: t.timing.ratio if t.timing else float("inf"))
+    order: list[Trial] = []
+    while rest:
+        fastest = rest[0].timing.ratio if rest[0].timing else float("inf")
+        near = [t for t in rest if t.timing is not None and t.timing.ratio <= fastest * (1 + tie)]
+        near.sort(key=timed.index)
+        order += near
+        rest = [t for t in rest if t not in near]
+    return order
+
+
 def _reason(chosen: Trial | None, trials: list[Trial], floor: float, min_speedup: float) -> str:
     if chosen is not None:
         assert chosen.timing is not None and chosen.val_accuracy is not None
-        faster = [t for t in trials if t.timing is not None and t.timing.ratio < chosen.timing.ratio]
+        lost = [t for t in trials if t.verdict == "accuracy dropped"]
         why = f"{chosen.scheme.name}: {1 / chosen.timing.ratio:.2f}x faster than fp32 on the device"
         why += f", validation accuracy {100 * chosen.val_accuracy:.2f}% (floor {100 * floor:.2f}%)"
-        if faster:
-            why += "; faster but lost accuracy: " + ", ".join(t.scheme.name for t in faster)
+        if lost:
+            why += "; as fast or faster but lost accuracy: " + ", ".join(t.scheme.name for t in lost)
         return why
     if not any(t.timing is not None for t in trials):
         return "fp32 kept: no scheme could be quantized and timed"
