@@ -141,7 +141,11 @@ class Quantizer:
         self.dir = Path(self._tmp.name)
         (self.dir / "float.onnx").write_bytes(model)
         # shape inference + onnxruntime's basic graph optimizations, as the quantization docs advise
-        quant_pre_process(str(self.dir / "float.onnx"), str(self.dir / "pre.onnx"), skip_symbolic_shape=True)
+        try:
+            quant_pre_process(str(self.dir / "float.onnx"), str(self.dir / "pre.onnx"), skip_symbolic_shape=True)
+        except Exception as e:  # onnxruntime raises its own types
+            self._tmp.cleanup()
+            raise DeviceError(f"onnxruntime could not prepare the model for quantization: {e}") from None
         self.reader = reader
         self.exclude = list(exclude)
         self.ranges = self.dir / "ranges.json"
@@ -152,6 +156,8 @@ class Quantizer:
 
         out = self.dir / f"{scheme.name}.onnx"
         act = QuantType.QUInt8 if scheme.activations == "u8" else QuantType.QInt8
+        if not self.calibrated and hasattr(self.reader, "rewind"):
+            self.reader.rewind()  # a calibration that failed may have read part of it
         reader = None if self.calibrated else _reader_class()(self.reader)
         root = logging.getLogger()
         root.addFilter(_drop_format_advice)

@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 import hwprofiler
+import hwprofiler.runtimes.simulated
 from hwprofiler import KernelError, KernelSpec, build_kernel_model, kernels_from_onnx, load_device, measure_paired
 from hwprofiler.precision import precision_table
 from hwprofiler.quantization import ArrayReader, Quantizer, Scheme, candidate_schemes, needs_reduce_range
@@ -164,3 +165,17 @@ def test_the_precision_table_is_measured_once_per_fingerprint_and_follows_the_de
     )
     slow = precision_table(sim(int8_gmacs=5.0, quant_ns=5.0))
     assert slow["keeps_fp32"] and slow["best"] == "fp32" and all(r["ratio"] > 1 for r in slow["schemes"])
+
+
+def test_a_lut_times_int8_kernels_so_the_kernel_sum_prices_an_int8_network(quantized):
+    dev = sim()
+    p = hwprofiler.runtimes.simulated.params(dev)
+    kernels = kernels_from_onnx(quantized["qdq-u8s8"])
+    lut = hwprofiler.LUT(dev)
+    assert lut.fill(kernels, progress=False) == len({k.key() for k in kernels})
+    kernel_sum = sum(lut.get(k) for k in kernels)
+    live = hwprofiler.measure_onnx(quantized["qdq-u8s8"], dev, cache=False).latency_ms
+    # each one-kernel graph pays one Run() (run_us); the network pays it once and, all INT8, no reorders
+    assert kernel_sum - live == pytest.approx((len(kernels) - 1) * p.run_us / 1e3, rel=1e-9)
+    fp32_sum = sum(lut.get(replace(k, precision="fp32")) for k in kernels if k.op not in ("quantize", "dequantize"))
+    assert kernel_sum < fp32_sum  # the same kernels in fp32 cost more on this device

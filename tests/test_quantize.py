@@ -139,6 +139,31 @@ def test_schemes_timed_within_the_tie_keep_the_candidate_order():
     assert strict.chosen is not None and strict.chosen.scheme.name == "qop-s8s8"
 
 
+def test_close_schemes_are_timed_head_to_head_and_noise_in_their_fp32_pairs_does_not_decide():
+    # what the dense bench saw on resnet56: the same INT8 time, but one pair's fp32 windows ran slow
+    int8_ms = {"qdq-u8s8": 0.737, "qdq-s8s8": 2.49, "qop-u8s8": 0.740, "qop-s8s8": 8.9}
+    fp32_ms = {"qdq-u8s8": 1.815, "qdq-s8s8": 1.815, "qop-u8s8": 2.08, "qop-s8s8": 1.78}
+    calls: list[tuple[str, str]] = []
+
+    def timing(s: Scheme) -> Timing:
+        return Timing(int8_ms[s.name], fp32_ms[s.name], int8_ms[s.name] / fp32_ms[s.name])
+
+    def compare(a: Scheme, b: Scheme) -> float:
+        calls.append((a.name, b.name))
+        return int8_ms[a.name] / int8_ms[b.name]
+
+    sel = select_scheme(SCHEMES, timing, lambda s: 0.9, 0.9, compare=compare)
+    assert sel.chosen is not None and sel.chosen.scheme.name == "qdq-u8s8"  # by fp32 ratios alone: qop-u8s8
+    assert calls == [("qop-u8s8", "qdq-u8s8")]  # only the contenders; the S8S8 schemes are slower than fp32
+    qop = next(t for t in sel.trials if t.scheme.name == "qop-u8s8")
+    assert qop.versus == ("qdq-u8s8", pytest.approx(0.740 / 0.737)) and qop.verdict.startswith("as fast as qdq-u8s8 head to head")
+    assert qop.to_dict()["head_to_head"]["vs"] == "qdq-u8s8"
+    int8_ms["qop-u8s8"] = 0.70  # really 5% faster: it wins head to head
+    again = select_scheme(SCHEMES, timing, lambda s: 0.9, 0.9, compare=compare)
+    assert again.chosen is not None and again.chosen.scheme.name == "qop-u8s8"
+    assert next(t for t in again.trials if t.scheme.name == "qdq-u8s8").verdict == "slower than the chosen scheme"
+
+
 def test_selection_keeps_fp32_when_nothing_is_fast_enough_or_accurate_enough():
     slow = select_scheme(SCHEMES, lambda s: Timing(1.0, 1.0, 0.97), lambda s: 1.0, 0.9, min_speedup=1.05)
     assert slow.chosen is None and "at least 1.05x faster" in slow.reason

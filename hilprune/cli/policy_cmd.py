@@ -63,11 +63,18 @@ def print_policy(policy: Any, title: str) -> None:
         ("channels", "right"),
         ("requested", "right"),
         ("achieved", "right"),
+        ("precision", "left"),
     ]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for i, g in enumerate(policy.groups):
         table.add_row(
-            str(i), g.name, g.kind, f"{g.channels_before} -> {g.channels_after}", f"{g.requested_ratio:.3f}", f"{g.ratio:.3f}"
+            str(i),
+            g.name,
+            g.kind,
+            f"{g.channels_before} -> {g.channels_after}",
+            f"{g.requested_ratio:.3f}",
+            f"{g.ratio:.3f}",
+            g.precision,
         )
     s = policy_summary(policy)
     table.add_row(
@@ -77,6 +84,7 @@ def print_policy(policy: Any, title: str) -> None:
         f"{s['channels_before']} -> {s['channels_after']}",
         f"{s['mean_requested_ratio']:.3f}",
         f"{s['mean_ratio']:.3f}",
+        "",
         end_section=True,
     )
     out.print(table)
@@ -103,6 +111,13 @@ def register(app: typer.Typer) -> None:
         round_to: Annotated[int, typer.Option("--round-to", help="Keep a multiple of N channels per group (1: any count).")] = 1,
         max_ratio: Annotated[float, typer.Option("--max-ratio", help="Largest ratio the policy may hold for any group.")] = 0.9,
         importance: ImportanceOpt = "l1",
+        precision: Annotated[
+            str,
+            typer.Option(
+                "--precision",
+                help="Precision of every group: fp32 or int8 (edit a group's 'precision' to mix them; used by --precision int8).",
+            ),
+        ] = "fp32",
         json_out: JsonOpt = False,
     ) -> None:
         """Write a valid policy with every prunable group at --ratio: a template to edit (its 'requested_ratio' fields)."""
@@ -118,7 +133,7 @@ def register(app: typer.Typer) -> None:
         surgeon = Surgeon(spec.build(with_weights=False), spec.input_shape, spec.identity(), importance="l1")
         policy = Policy.uniform(
             surgeon.groups, ratio, spec.identity(), importance=importance, round_to=round_to, max_ratio=max_ratio
-        )
+        ).set_precision(precision)
         if out.is_dir():
             raise HilpruneError(f"--out {out} is a folder; give a file name such as {out / 'policy.json'}")
         policy.save(out)

@@ -152,8 +152,18 @@ def quantize_for_device(
             val_logits[scheme.name] = onnx_eval.logits(graph(scheme), bundle.val)
             return onnx_eval.accuracy(val_logits[scheme.name], bundle.val)
 
+        def compare(a: Scheme, b: Scheme) -> float:
+            say(f"timing {a.name} against {b.name} on {spec.name}")
+            return float(hwprofiler.measure_paired(graph(a), graph(b), spec, not_before=t_start).ratio)
+
         selection = select_scheme(
-            schemes, time_scheme, val_accuracy, onnx_eval.accuracy(fp32_val, bundle.val), opts.tolerance, opts.min_speedup
+            schemes,
+            time_scheme,
+            val_accuracy,
+            onnx_eval.accuracy(fp32_val, bundle.val),
+            opts.tolerance,
+            opts.min_speedup,
+            compare=compare,
         )
     say("test accuracy")
     outcome = QuantizeOutcome(
