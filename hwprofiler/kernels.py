@@ -19,7 +19,26 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hwprofiler.errors import KernelError
 
-OPS = ("conv", "linear", "maxpool", "avgpool", "globalavgpool", "globalmaxpool", "add", "mul", "act", "concat", "bn", "node")
+# INT8 (added for quantized graphs): standalone QuantizeLinear / DequantizeLinear where float and
+# integer tensors meet; everything between them runs as fused QLinear* kernels.
+QUANT_OPS: tuple[str, ...] = ("quantize", "dequantize")
+OPS: tuple[str, ...] = (
+    "conv",
+    "linear",
+    "maxpool",
+    "avgpool",
+    "globalavgpool",
+    "globalmaxpool",
+    "add",
+    "mul",
+    "act",
+    "concat",
+    "bn",
+    "node",
+) + QUANT_OPS
+# "fp32", or an INT8 kernel named by its activation and weight types (u8s8: uint8 activations,
+# int8 weights). Quantize/dequantize kernels use the activation half only (weights are always s8).
+PRECISIONS = ("fp32", "u8s8", "s8s8")
 ACTIVATIONS = ("relu", "relu6", "clip", "sigmoid", "tanh", "leakyrelu", "hardsigmoid")
 OPSET = 17
 _ONNX_DTYPES = {"float32": (TensorProto.FLOAT, np.float32), "float16": (TensorProto.FLOAT16, np.float16)}
@@ -56,6 +75,7 @@ class KernelSpec:
     dilation: int = 1
     onnx_op: str | None = None
     detail: str = ""
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -82,6 +102,15 @@ class KernelSpec:
             raise KernelError(f"{self.op} keeps the channel count: cin must equal cout ({self})")
         if self.out_hw[0] < 1 or self.out_hw[1] < 1:
             raise KernelError(f"kernel has an empty output: {self}")
+        self._check_precision()
+
+    def _check_precision(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise KernelError(f"unknown precision {self.precision!r}; known: {PRECISIONS}")
+        if self.op in QUANT_OPS and (self.precision == "fp32" or self.cin != self.cout):
+            raise KernelError(f"a {self.op} kernel needs an int8 precision and cin == cout ({self})")
+        if self.precision != "fp32" and self.residual_add:
+            raise KernelError("int8 convs take no residual add: onnxruntime runs the add as its own QLinearAdd")
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -116,11 +145,19 @@ class KernelSpec:
         return 0
 
     def key(self) -> str:
-        """Stable text key used in lookup tables."""
-        return "|".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+        """Stable text key used in lookup tables (fp32 kernels keep the keys they had before
+        `precision` existed, so existing tables stay valid)."""
+        return "|".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self) if not self._default_precision(f.name))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as JSON data; `precision` only when int8, so older profiler servers read fp32 specs."""
+        d = asdict(self)
+        if self._default_precision("precision"):
+            del d["precision"]
+        return d
+
+    def _default_precision(self, name: str) -> bool:
+        return name == "precision" and self.precision == "fp32"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KernelSpec:
@@ -186,6 +223,10 @@ def build_kernel_model(spec: KernelSpec, dtype: str = "float32") -> onnx.ModelPr
     """
     if dtype not in _ONNX_DTYPES:
         raise KernelError(f"dtype {dtype!r} is not one of {sorted(_ONNX_DTYPES)}")
+    if spec.precision != "fp32":
+        from hwprofiler.int8_kernels import build_int8_kernel_model
+
+        return build_int8_kernel_model(spec, build_kernel_model)
     elem, np_dtype = _ONNX_DTYPES[dtype]
     rng = np.random.default_rng(_seed(spec))
 

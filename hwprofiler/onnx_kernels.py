@@ -33,6 +33,7 @@ from onnx import numpy_helper
 
 from hwprofiler.errors import KernelError
 from hwprofiler.kernels import KernelSpec
+from hwprofiler.quantized_graph import QDQ_OPS, Int8Roles, as_qdq
 
 FREE_OPS = frozenset(
     {"Flatten", "Reshape", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Constant", "Shape", "ConstantOfShape"}
@@ -495,6 +496,7 @@ def prepare_model(model: onnx.ModelProto | bytes | str | os.PathLike[str], batch
     the graph every grouping reads, node indices included."""
     m = load_model(model)
     _fix_free_dims(m, batch)
+    m = as_qdq(m)  # INT8: QOperator nodes as DequantizeLinear -> float op -> QuantizeLinear (quantized_graph)
     return onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
 
 
@@ -516,4 +518,15 @@ def kernels_from_onnx(
         if node.domain not in ("", "ai.onnx"):
             raise KernelError(f"node {node.name or node.op_type!r} is in domain {node.domain!r}; export plain ONNX")
     groups = grouping(m) if grouping is not None else _ort_groups(g)
-    return [_kernel(g, part) for group in groups for part in _segments(g, group)]
+    int8 = Int8Roles(g)  # INT8: which nodes run as INT8 kernels, which Q/DQ nodes run on their own
+    kernels: list[KernelSpec] = []
+    for group in groups:
+        for part in _segments(g, group):
+            lead = g.nodes[part[0]]
+            if lead.op_type in QDQ_OPS:  # INT8: a Q/DQ node is a kernel only where float and integer tensors meet
+                q_kernel = int8.kernel(part[0], g.shape(lead.input[0], lead))
+                if q_kernel is not None:
+                    kernels.append(q_kernel)
+                continue
+            kernels.append(int8.label(_kernel(g, part), part))  # INT8: the precision the part runs in
+    return kernels

@@ -13,6 +13,11 @@ exported model. Written to the output folder:
     policy.json     the policy with accuracy before/after fine-tuning, predicted and live latency,
                     speedup and the device fingerprint
     MODEL_CARD.md   how it was made and what it measures
+
+With `precision="int8"` the fine-tuned model is then quantized (hilprune.quantize): every candidate
+scheme is timed on the job's device paired with the fp32 graph and the fastest whose validation
+accuracy holds is kept. `model.onnx` is then the INT8 graph and `model.fp32.onnx` the float one;
+latency, speedup and the budget check refer to the shipped graph, timed paired with the dense model.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 from envs.fidelity import LEGACY_PROXY, parse_ladder
 from hilprune.budget import Budget, resolve_budget, within_budget
 from hilprune.errors import HilpruneError
+from hilprune.quantize.defaults import CALIBRATION_SIZE, TOLERANCE
 
 from . import store
 from .job import load_run_job
@@ -149,8 +155,15 @@ def export_run(
     seed: int | None = None,
     bn_batches: int | None = None,
     progress: bool = True,
+    precision: str = "fp32",
+    calibration_size: int = CALIBRATION_SIZE,
+    accuracy_tolerance: float = TOLERANCE,
+    schemes: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Export the best policy of `run_dir` for `budget` to `out`; returns what `--json` prints."""
+    """Export the best policy of `run_dir` for `budget` to `out`; returns what `--json` prints.
+
+    `precision="int8"` quantizes it for the job's device (`accuracy_tolerance` is a fraction of
+    validation accuracy, `schemes` a list of hwprofiler.quantization.Scheme or None for all)."""
     import torch
 
     from hilprune.data import load_dataset
@@ -166,6 +179,8 @@ def export_run(
     out = Path(out)
     if finetune_epochs < 0:
         raise HilpruneError("--finetune-epochs must be >= 0")
+    if precision not in ("fp32", "int8"):
+        raise HilpruneError(f"--precision must be fp32 or int8, got {precision!r}")
     job = load_run_job(run_dir)
     if len(job.devices) > 1:
         subs = ", ".join(str(Path(j.out)) for j in job.per_device())
@@ -228,9 +243,18 @@ def export_run(
     out.mkdir(parents=True, exist_ok=True)
     exp = export_onnx(model, spec.input_shape, out / "model.onnx")
     pair = live.measure_bytes(exp.onnx_bytes)
+    fp32_pair = pair
+    quant = None
+    if precision == "int8":
+        quant = _quantize(exp.onnx_bytes, policy, data, job.device, calibration_size, accuracy_tolerance, schemes)
+        if quant.int8_bytes is not None:
+            (out / "model.fp32.onnx").write_bytes(exp.onnx_bytes)
+            (out / "model.onnx").write_bytes(quant.int8_bytes)
+            pair = live.measure_bytes(quant.int8_bytes)  # the shipped graph, paired with the dense model
     live_ms = float(pair.ratio) * live.reference_ms  # in the job's dense frame, as the budget is judged
     dense_live = float(pair.reference.latency_ms)
     speedup = 1.0 / float(pair.ratio)
+    shipped_test = quant.int8_test_accuracy if quant is not None and quant.int8_bytes is not None else test_after
     save_pruned(out / "pruned.pt", model, policy)
 
     policy.metrics = dict(policy.metrics) | {
@@ -266,13 +290,32 @@ def export_run(
         "device_fingerprint": dense.get("fingerprint"),
         "device_fingerprint_id": dense.get("fingerprint_id"),
         "onnx_max_abs_diff": exp.max_abs_diff,
+        "precision": quant.precision if quant is not None else "fp32",
     }
+    if quant is not None:
+        policy.metrics["fp32_live"] = {
+            "latency_ms": float(fp32_pair.ratio) * live.reference_ms,
+            "live_latency_ms": float(fp32_pair.model.latency_ms),
+            "speedup": 1.0 / float(fp32_pair.ratio),
+        }
+        policy.metrics["quantization"] = quant.to_dict()
     policy_path = policy.save(out / "policy.json")
     card = model_card(job, rec, policy, spec, exp.max_abs_diff, time.perf_counter() - t0)
     (out / "MODEL_CARD.md").write_text(card)
-    return {
+    int8_extra: dict[str, Any] = {}
+    if quant is not None:
+        report = quant.to_dict()
+        int8_extra = {
+            "scheme": report["scheme"]["name"] if report["scheme"] else None,
+            "quantization": report,
+            "fp32_test_accuracy": test_after,
+            "fp32_latency_ms": policy.metrics["fp32_live"]["latency_ms"],
+            "fp32_onnx": str(out / "model.fp32.onnx") if quant.int8_bytes is not None else str(out / "model.onnx"),
+        }
+    return int8_extra | {
+        "precision": quant.precision if quant is not None else "fp32",
         "onnx": str(out / "model.onnx"),
-        "test_accuracy": test_after,
+        "test_accuracy": shipped_test,
         "latency_ms": live_ms,
         "speedup": speedup,
         "policy": str(policy_path),
@@ -290,6 +333,20 @@ def export_run(
         "live_ratio": float(pair.ratio),
         "meets_budget": within_budget(live_ms, budget_ms),
     }
+
+
+def _quantize(
+    fp32_onnx: bytes, policy: Any, data: Any, device: str, calibration_size: int, tolerance: float, schemes: list[Any] | None
+) -> Any:
+    """hilprune.quantize for the job's device; the policy's per-group precision leaves layers in fp32."""
+    from hilprune.quantize import QuantizeOptions, fp32_nodes, quantize_for_device
+
+    opts = QuantizeOptions(
+        calibration_size=calibration_size, tolerance=tolerance, schemes=schemes, exclude_nodes=fp32_nodes(fp32_onnx, policy)
+    )
+    outcome = quantize_for_device(fp32_onnx, data, device, opts, status=lambda msg: log.info("INT8: %s", msg))
+    log.info("INT8: %s", outcome.selection.reason)
+    return outcome
 
 
 def _finetune(
@@ -344,6 +401,10 @@ def model_card(job: Any, rec: TrialRecord, policy: Any, spec: Any, diff: float |
     ft = m["finetune"]
     ft_line = f"{ft['epochs']} epoch(s), lr {ft['lr']} (cosine), {ft['steps']} steps, {ft['wall_s']} s{_kd_note(ft.get('distillation'))}"
     pred = m.get("predicted_latency_ms")
+    quant = m.get("quantization")
+    int8 = quant is not None and quant["precision"] == "int8"
+    shipped = f"INT8 ({quant['scheme']['name']})" if int8 else "fp32"
+    test_int8 = f"INT8 **{quant['accuracy']['int8']['test']:.4f}**; fp32 " if int8 else ""
     return f"""# Pruned {job.model}{" on " + job.dataset if job.dataset else ""} for budget {m["budget"]} on {job.device}
 
 Found by agent `{rec.agent}` (trial {rec.number} of study `{m["source"]["study"]}`) in the search run
@@ -352,9 +413,10 @@ Found by agent `{rec.agent}` (trial {rec.number} of study `{m["source"]["study"]
 | | |
 |---|---|
 | budget | {m["budget"]} = {m["budget_ms"]:.4g} ms |
+| precision | {shipped}{" (see Precision below)" if quant is not None else ""} |
 | live latency | {m["live_latency_ms"]:.4g} ms (dense {m["dense_live_latency_ms"]:.4g} ms): **{(m["speedup"] or 0):.2f}x** faster |
-| predicted latency (LUT) | {f"{pred:.4g} ms" if pred is not None else "-"} |
-| test accuracy | **{acc_a["test"]:.4f}** after fine-tuning, {acc_b["test"]:.4f} before (dense {m["dense_accuracy"]["test"]:.4f}) |
+| predicted latency (LUT, fp32) | {f"{pred:.4g} ms" if pred is not None else "-"} |
+| test accuracy | {test_int8}**{acc_a["test"]:.4f}** after fine-tuning, {acc_b["test"]:.4f} before (dense {m["dense_accuracy"]["test"]:.4f}) |
 | validation accuracy | {acc_a["val"]:.4f} after, {acc_b["val"]:.4f} before (the search saw {acc_b["search_val"]:.4f}) |
 | fine-tuning | {ft_line} |
 | MACs | {macs} |
@@ -366,7 +428,7 @@ Found by agent `{rec.agent}` (trial {rec.number} of study `{m["source"]["study"]
 Latency is the median of onnxruntime runs on the device above (hwprofiler); it is only
 meaningful on that device with those settings.
 
-## Layer-wise policy
+{_precision_section(quant)}## Layer-wise policy
 
 | group | kind | channels before | channels after | pruned ratio |
 |---|---|---|---|---|
@@ -374,7 +436,15 @@ meaningful on that device with those settings.
 
 ## Files
 
-- `model.onnx`: the pruned model
+- `model.onnx`: the pruned model{" (INT8); `model.fp32.onnx`: the same model in fp32" if int8 else ""}
 - `pruned.pt`: its weights (`hilprune.surgery.load_pruned(spec, path)` rebuilds it from the dense model)
 - `policy.json`: the policy and every number above (`hilprune.policy/v1`)
 """
+
+
+def _precision_section(quant: dict[str, Any] | None) -> str:
+    if quant is None:
+        return ""
+    from hilprune.quantize.card import markdown
+
+    return markdown(quant) + "\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -32,55 +32,113 @@ def _settings(spec) -> dict:  # spec: hwprofiler.DeviceSpec
     return dict(spec.runtime_options)
 
 
+def _precision_table(spec: Any, quiet: bool) -> dict[str, Any]:
+    """hwprofiler's precision table of a device (cached per fingerprint); an error becomes a note."""
+    import hwprofiler
+    from hwprofiler.precision import REFERENCE, precision_table
+
+    try:
+        if quiet:
+            return precision_table(spec)
+        with console.status(f"timing fp32 and INT8 schemes on {spec.name} ({REFERENCE})"):
+            return precision_table(spec)
+    except (hwprofiler.DeviceError, hwprofiler.InvalidModelError) as exc:
+        return {"error": str(exc)}
+
+
+def _best(table: dict[str, Any] | None) -> str:
+    if table is None:
+        return "-"
+    if "error" in table:
+        return "unknown"
+    if table["keeps_fp32"]:
+        return "fp32 (INT8 is slower)"
+    best = next(r for r in table["schemes"] if r["name"] == table["best"])
+    return f"int8 {best['name']} ({1 / best['ratio']:.2f}x)"
+
+
+def _print_precisions(rows: list[dict[str, Any]]) -> None:
+    from hwprofiler.precision import REFERENCE
+
+    lines = []
+    for r in rows:
+        table = r.get("precision") or {}
+        if "error" in table:
+            lines.append([r["name"], "-", "-", "-", f"not measured: {table['error']}"])
+            continue
+        for s in sorted(table.get("schemes", []), key=lambda x: x["ratio"]):
+            verdict = "faster than fp32" if s["faster"] else "not faster: fp32 kept" if table["keeps_fp32"] else "not faster"
+            lines.append([r["name"], s["name"], f"{s['int8_ms']:.4g} / {s['fp32_ms']:.4g}", f"{1 / s['ratio']:.2f}x", verdict])
+    print_table(f"precisions ({REFERENCE}; INT8 paired with fp32)", ["device", "scheme", "INT8 / fp32 ms", "speedup", ""], lines)
+
+
 def register(app: typer.Typer) -> None:
     lut_app = typer.Typer(help="Per-kernel latency lookup tables of a device.", no_args_is_help=True)
     app.add_typer(lut_app, name="lut")
 
     @app.command("devices")
-    def devices_cmd(json_out: JsonOpt = False) -> None:
+    def devices_cmd(
+        precisions: Annotated[
+            bool,
+            typer.Option(
+                "--precisions/--no-precisions",
+                help="Time fp32 and each INT8 scheme on a reference conv stack (once per device fingerprint, then cached).",
+            ),
+        ] = True,
+        extra: Annotated[
+            list[str] | None, typer.Option("--device", help="Also show this device (a TOML file or remote:http://HOST:PORT).")
+        ] = None,
+        json_out: JsonOpt = False,
+    ) -> None:
         """List target devices (built-ins: this machine's CPU through onnxruntime or OpenVINO, and a
-        simulated CPU) with each one's runtime and whether that runtime is usable here."""
+        simulated CPU) with each one's runtime, whether that runtime is usable here, where its LUT and
+        cache live, and the precisions it runs fast (INT8 schemes timed against fp32 on a reference conv stack)."""
         import hwprofiler
         from hwprofiler.cache import MeasurementCache
         from hwprofiler.runtimes import get_runtime
 
         rows = []
-        for name in hwprofiler.list_devices():
-            spec = hwprofiler.load_device(name)
-            usable, status = get_runtime(spec.runtime).status()
+        for name in [*hwprofiler.list_devices(), *(extra or [])]:
+            spec = _device(name)
+            usable, status = get_runtime(spec.runtime).status() if not spec.is_remote else (True, f"profiler at {spec.remote}")
             fp = hwprofiler.fingerprint(spec) if usable else {}
-            rows.append(
-                {
-                    "name": name,
-                    "description": spec.description,
-                    "runtime": spec.runtime,
-                    "usable": usable,
-                    "status": status,
-                    "settings": _settings(spec),
-                    "fingerprint_id": hwprofiler.fingerprint_id(fp) if usable else None,
-                    "fingerprint": fp,
-                    # where this machine keeps the device's kernel table and measurement cache
-                    "lut": str(hwprofiler.LUT.default_path(hwprofiler.fingerprint_id(fp))) if usable else None,
-                    "cache": str(MeasurementCache().root / hwprofiler.fingerprint_id(fp)) if usable else None,
-                }
-            )
+            fid = hwprofiler.fingerprint_id(fp) if usable else None
+            row = {
+                "name": name,
+                "description": spec.description,
+                "runtime": spec.runtime,
+                "usable": usable,
+                "status": status,
+                "settings": _settings(spec),
+                "fingerprint_id": fid,
+                "fingerprint": fp,
+                # where this machine keeps the device's kernel table and measurement cache
+                "lut": str(hwprofiler.LUT.default_path(fid)) if fid else None,
+                "cache": str(MeasurementCache().root / fid) if fid else None,
+            }
+            if precisions and usable and spec.runtime in ("onnxruntime", "simulated"):  # INT8 schemes of onnxruntime
+                row["precision"] = _precision_table(spec, quiet=json_out)
+            rows.append(row)
         if json_out:
             print_json({"devices": rows})
             return
         print_table(
             "target devices",
-            ["name", "runtime", "status", "fingerprint", "description"],
+            ["name", "runtime", "status", "fingerprint", "precision", "description"],
             [
                 [
                     r["name"],
                     r["runtime"],
                     r["status"] if r["usable"] else f"[red]{r['status']}[/red]",
                     r["fingerprint_id"] or "-",
+                    _best(r.get("precision")),
                     r["description"],
                 ]
                 for r in rows
             ],
         )
+        if precisions:
+            _print_precisions(rows)
         console.print("Also: a path to a device TOML file, or remote:http://HOST:PORT for a 'hwprofiler serve' on the device.")
 
     @app.command("profile")

@@ -35,3 +35,28 @@ DeviceOpt = Annotated[
         "--device", help="Target device: a built-in name (see 'hilprune devices'), a TOML file, or remote:http://HOST:PORT."
     ),
 ]
+
+# INT8 export (`prune` and `export`): the scheme is chosen by measurement on the target device.
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="fp32, or int8: onnxruntime static quantization with the scheme the target device runs fastest "
+        "whose validation accuracy holds (fp32 is kept when none does).",
+    ),
+]
+CalibrationSizeOpt = Annotated[
+    int, typer.Option("--calibration-size", help="INT8: train images for calibration (never val or test).")
+]
+AccuracyToleranceOpt = Annotated[
+    float,
+    typer.Option("--accuracy-tolerance", help="INT8: validation accuracy may fall this many points below fp32's."),
+]
+SchemesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--schemes",
+        help="INT8: comma-separated schemes to try, e.g. qdq-u8s8,qop-u8s8 (default: every format x type for the device; "
+        "-rr adds reduce_range, -pt per-tensor weights).",
+    ),
+]

@@ -69,11 +69,12 @@ def print_policy(policy: Any, title: str) -> None:
         ("channels", "right"),
         ("requested", "right"),
         ("achieved", "right"),
+        ("precision", "left"),
     ]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for i, g in enumerate(policy.groups):
         channels = f"{channels_text(g.channels_before, g.units)} -> {channels_text(g.channels_after, g.units)}"
-        table.add_row(str(i), g.name, g.kind, channels, f"{g.requested_ratio:.3f}", f"{g.ratio:.3f}")
+        table.add_row(str(i), g.name, g.kind, channels, f"{g.requested_ratio:.3f}", f"{g.ratio:.3f}", g.precision)
     s = policy_summary(policy)
     table.add_row(
         "",
@@ -82,6 +83,7 @@ def print_policy(policy: Any, title: str) -> None:
         f"{s['channels_before']} -> {s['channels_after']}",
         f"{s['mean_requested_ratio']:.3f}",
         f"{s['mean_ratio']:.3f}",
+        "",
         end_section=True,
     )
     out.print(table)
@@ -132,6 +134,13 @@ def register(app: typer.Typer) -> None:
         round_to: Annotated[int, typer.Option("--round-to", help="Keep a multiple of N channels per group (1: any count).")] = 1,
         max_ratio: Annotated[float, typer.Option("--max-ratio", help="Largest ratio the policy may hold for any group.")] = 0.9,
         importance: ImportanceOpt = "l1",
+        precision: Annotated[
+            str,
+            typer.Option(
+                "--precision",
+                help="Precision of every group: fp32 or int8 (edit a group's 'precision' to mix them; used by --precision int8).",
+            ),
+        ] = "fp32",
         json_out: JsonOpt = False,
     ) -> None:
         """Write a valid policy with every prunable group at --ratio: a template to edit (its 'requested_ratio' fields)."""
@@ -154,7 +163,7 @@ def register(app: typer.Typer) -> None:
             round_to=round_to,
             max_ratio=max_ratio,
             excluded=surgeon.excluded,
-        )
+        ).set_precision(precision)
         if out.is_dir():
             raise HilpruneError(f"--out {out} is a folder; give a file name such as {out / 'policy.json'}")
         policy.save(out)

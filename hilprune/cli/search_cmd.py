@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import HilpruneError
-from .options import DataDirOpt, JsonOpt, NumClassesOpt
+from ..quantize.defaults import CALIBRATION_SIZE, TOLERANCE
+from .options import AccuracyToleranceOpt, CalibrationSizeOpt, DataDirOpt, JsonOpt, NumClassesOpt, PrecisionOpt, SchemesOpt
 from .output import console, print_json
 
 DEMO_EVALS = 1800  # PPO episodes (~85 ms each for digits-cnn on 2 busy cores, plus start-up): about 3 minutes in all
@@ -260,22 +261,43 @@ def register(app: typer.Typer) -> None:
         ] = 1.0,
         lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.")] = 0.01,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+        precision: PrecisionOpt = "fp32",
+        calibration_size: CalibrationSizeOpt = CALIBRATION_SIZE,
+        accuracy_tolerance: AccuracyToleranceOpt = 100 * TOLERANCE,
+        schemes: SchemesOpt = None,
         json_out: JsonOpt = False,
     ) -> None:
-        """Prune, fine-tune and export the most accurate trial that meets a budget by live latency."""
+        """Prune, fine-tune and export the most accurate trial that meets a budget by live latency.
+
+        --precision int8 then quantizes it with the scheme the job's device runs fastest whose validation accuracy holds."""
         from search.export import export_run
 
+        from .int8_output import check_precision, print_quantization, quantize_options
+
+        opts = quantize_options(calibration_size, accuracy_tolerance, schemes) if check_precision(precision) == "int8" else None
         res = export_run(
-            run_dir, budget, out, trial=trial, finetune_epochs=finetune_epochs, lr=lr, progress=not no_progress and not json_out
+            run_dir,
+            budget,
+            out,
+            trial=trial,
+            finetune_epochs=finetune_epochs,
+            lr=lr,
+            progress=not no_progress and not json_out,
+            precision=precision,
+            calibration_size=calibration_size,
+            accuracy_tolerance=opts.tolerance if opts else TOLERANCE,
+            schemes=list(opts.schemes) if opts and opts.schemes else None,
         )
         if json_out:
             print_json(res)
             return
+        if "quantization" in res:
+            print_quantization(res["quantization"])
         console.print(
             f"[green]exported[/] {res['agent']} trial {res['trial']} for budget {res['budget']} ({res['budget_ms']:.4g} ms) -> {res['onnx']}"
         )
         console.print(
-            f"test accuracy {res['test_accuracy']:.4f} (before fine-tuning {res['test_accuracy_before_finetune']:.4f}, "
+            f"test accuracy ({res['precision']}) {res['test_accuracy']:.4f} (before fine-tuning {res['test_accuracy_before_finetune']:.4f}, "
             f"dense {res['dense_test_accuracy']:.4f}); live latency {res['latency_ms']:.4g} ms "
             f"(dense {res['dense_latency_ms']:.4g} ms, {res['speedup'] or 0:.2f}x); ONNX vs torch {res['max_abs_diff']:.1e}"
         )

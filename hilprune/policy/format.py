@@ -5,6 +5,11 @@ importance criterion and the channel rounding. Requested and achieved ratios are
 rounding to whole (or aligned) channels makes them differ. `excluded` lists the layers the
 model's analysis left unpruned, with the reason (optional in the JSON; written when non-empty).
 A group with `units` > 1 counts the channels of one unit (one conv group); written when not 1.
+
+
+A group may also carry a `precision` ("fp32" or "int8") for its root layer (the conv or linear
+whose output channels define the group). It is written only when it is not fp32, so policies
+without it (every policy before it existed) read as all-fp32 and are written back unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .rounding import achieved_ratio, channels_after
 
 POLICY_FORMAT = "hilprune.policy/v1"
 DEFAULT_MAX_RATIO = 0.9
+PRECISIONS = ("fp32", "int8")
 
 
 @dataclass
@@ -35,11 +41,14 @@ class GroupRatio:
     kind: str = "conv"
     members: list[str] = field(default_factory=list)
     units: int = 1  # the dimension has channels * units channels; each unit loses the same channels
+    precision: str = "fp32"  # of the group's root layer: fp32 or int8
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if self.units == 1:
             del d["units"]
+        if self.precision == "fp32":  # absent means fp32: older readers and files stay as they were
+            del d["precision"]
         return d
 
 
@@ -100,6 +109,26 @@ class Policy:
         """Identity after rounding: two policies with the same key prune the same channels."""
         return tuple(g.channels_after for g in self.groups)
 
+    def precisions(self) -> dict[str, str]:
+        """Each group's precision (fp32 unless marked)."""
+        return {g.name: g.precision for g in self.groups}
+
+    def int8_groups(self) -> list[str]:
+        """Groups marked int8 (empty: the policy says nothing about precision)."""
+        return [g.name for g in self.groups if g.precision == "int8"]
+
+    def set_precision(self, precision: str | Mapping[str, str]) -> Policy:
+        """Mark every group (a precision name) or the named groups (a mapping) fp32 or int8; returns self."""
+        known = {g.name for g in self.groups}
+        marks = {g.name: precision for g in self.groups} if isinstance(precision, str) else dict(precision)
+        unknown = sorted(set(marks) - known)
+        if unknown:
+            raise PolicyError(f"no group(s) {', '.join(unknown)} in this policy")
+        for g in self.groups:
+            if g.name in marks:
+                g.precision = _check_precision(g.name, marks[g.name])
+        return self
+
     # --- JSON -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -152,6 +181,7 @@ class Policy:
                         kind=str(g.get("kind", "conv")),
                         members=list(g.get("members", [])),
                         units=int(g.get("units", 1)),
+                        precision=_check_precision(g["name"], g.get("precision", "fp32")),
                     )
                 )
             excluded = obj.get("excluded", [])
@@ -186,6 +216,12 @@ class Policy:
         except UnicodeDecodeError:
             raise PolicyError(f"{path}: not valid JSON (not UTF-8 text)") from None
         return cls.from_dict(obj, source=str(path))
+
+
+def _check_precision(name: str, value: Any) -> str:
+    if value not in PRECISIONS:
+        raise PolicyError(f"group {name!r}: precision {value!r} must be one of {', '.join(PRECISIONS)}")
+    return str(value)
 
 
 def _as_float(value: Any, name: str) -> float:

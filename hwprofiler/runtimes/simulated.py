@@ -13,6 +13,12 @@ simulated machine's speed every `drift_period_s` of simulated time, the way a vi
 modes do; both are functions of the seed and the order of runs only, so a seeded run repeats
 exactly. Measurements return at once: the clock is simulated.
 
+INT8 kernels (quantized graphs, `KernelSpec.precision`) have a cost model of their own: MACs at
+`int8_gmacs` (S8S8 `s8s8_factor` times slower, as onnxruntime's x86 kernels are), one byte per
+activation and weight element, `quant_ns` per element for each quantize, dequantize or requantize,
+and no blocked layout (onnxruntime runs QLinearConv channels-last, so moving between a blocked fp32
+conv and an INT8 one costs a reorder).
+
 Use it to try hilprune without caring about the machine, and to test code that uses latencies.
 """
 
@@ -35,7 +41,7 @@ if TYPE_CHECKING:
 
     from hwprofiler.devices import DeviceSpec
 
-MODEL_VERSION = 1  # bump when the cost model changes: it is part of the fingerprint
+MODEL_VERSION = 2  # 2: INT8 kernels. Bump when the cost model changes: it is part of the fingerprint
 LAYOUT_OPS = ("conv", "maxpool", "avgpool", "globalavgpool", "globalmaxpool")
 
 
@@ -54,13 +60,17 @@ class SimParams:
     drift: float = 0.0  # speed modes: runs take up to (1 + drift) times longer in slow periods
     drift_period_s: float = 0.2  # simulated seconds between speed-mode changes
     seed: int = 0
+    # INT8 kernels (see the module docstring)
+    int8_gmacs: float = 120.0  # U8S8 multiply-accumulates per ns (GMAC/s)
+    s8s8_factor: float = 3.0  # MAC time multiplier of S8S8 kernels over U8S8
+    quant_ns: float = 0.25  # per element quantized, dequantized or requantized
 
     def __post_init__(self) -> None:
-        positive = ("kernel_us", "run_us", "gmacs", "plain_factor", "gbps", "drift_period_s")
+        positive = ("kernel_us", "run_us", "gmacs", "plain_factor", "gbps", "drift_period_s", "int8_gmacs", "s8s8_factor")
         for name in positive:
             if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
                 raise DeviceError(f"[simulated] {name} must be a positive number, got {getattr(self, name)!r}")
-        for name in ("reorder_ns", "noise", "drift"):
+        for name in ("reorder_ns", "noise", "drift", "quant_ns"):
             if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0):
                 raise DeviceError(f"[simulated] {name} must be a number >= 0, got {getattr(self, name)!r}")
         if not (isinstance(self.block, int) and self.block >= 1):
@@ -69,7 +79,10 @@ class SimParams:
 
 def blocked(k: KernelSpec, block: int) -> bool:
     """Whether the kernel runs in the blocked layout: every channel count on the block (a dense
-    conv may also read fewer input channels than one block, as a network's first layer does)."""
+    conv may also read fewer input channels than one block, as a network's first layer does).
+    INT8 kernels never are: they run channels-last."""
+    if k.precision != "fp32":
+        return False
     if k.op == "conv" and k.groups == 1:
         return k.cout % block == 0 and (k.cin % block == 0 or k.cin < block)
     if k.op == "conv":  # grouped and depthwise: per-group channels on the block, or depthwise on it
@@ -90,8 +103,23 @@ def _elems(k: KernelSpec) -> tuple[int, int]:
     return k.batch * k.cin * k.h * k.w, k.batch * k.cout * ho * wo
 
 
+def int8_kernel_us(k: KernelSpec, p: SimParams) -> float:
+    """An INT8 kernel's own time in microseconds: one byte per element moved, MACs at the INT8
+    throughput, and the (re)quantization of every element it writes."""
+    n_in, n_out = _elems(k)
+    if k.op in ("quantize", "dequantize"):  # reads 4 bytes and writes 1, or the reverse
+        return p.kernel_us + 5.0 * n_in / (p.gbps * 1e3) + n_in * p.quant_ns / 1e3
+    moved = n_in + n_out + k.params + (n_in if k.op in ("add", "mul") else 0)
+    t = p.kernel_us + moved / (p.gbps * 1e3) + n_out * p.quant_ns / 1e3
+    if k.macs:
+        t += k.macs / (p.int8_gmacs * 1e3) * (p.s8s8_factor if k.precision == "s8s8" else 1.0)
+    return t
+
+
 def kernel_us(k: KernelSpec, p: SimParams) -> float:
     """One kernel's own time in microseconds (no per-run cost, no layout reorders)."""
+    if k.precision != "fp32":
+        return int8_kernel_us(k, p)
     n_in, n_out = _elems(k)
     moved = n_in + n_out + k.params
     if k.op == "conv" and k.residual_add:

@@ -1,0 +1,110 @@
+"""Which precisions a device runs fast: each INT8 scheme timed against fp32 on a reference conv stack.
+
+Measured once per device fingerprint and kept in `<cache>/precision/<fingerprint_id>.json`. The
+reference is four 3x3 convs (64 channels, 16x16, Relu): a residual-network stage at batch 1,
+large enough that the kernels, not the quantize/dequantize at its ends, decide. Each scheme's graph
+is measured paired with the fp32 graph (`measure_paired`), so the ratios of one table are
+comparable. A scheme is worth trying on a network when it beat fp32 here; when none did, the
+device keeps fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from hwprofiler.cache import atomic_write_json, default_cache_dir, file_lock
+from hwprofiler.devices import DeviceSpec, load_device
+from hwprofiler.fingerprint import fingerprint, fingerprint_id
+from hwprofiler.measure import measure_paired
+from hwprofiler.quantization import ArrayReader, Quantizer, Scheme, candidate_schemes
+
+FORMAT = 1
+CHANNELS, HW, DEPTH = 64, 16, 4
+REFERENCE = f"{DEPTH} x conv3x3 {CHANNELS}->{CHANNELS} at {HW}x{HW} + Relu, batch 1"
+FASTER = 0.95  # a scheme counts as faster than fp32 below this ratio (paired timings spread a few %)
+
+
+def reference_model(batch: int = 1) -> bytes:
+    """The fp32 reference: DEPTH convs with bias and Relu, seeded weights (same bytes every time)."""
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for i in range(DEPTH):
+        w = (rng.standard_normal((CHANNELS, CHANNELS, 3, 3)) / np.sqrt(9 * CHANNELS)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(CHANNELS, np.float32), f"b{i}")]
+        nodes += [
+            helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+        ]
+        x = f"r{i}"
+    shape = [batch, CHANNELS, HW, HW]
+    graph = helper.make_graph(
+        nodes,
+        "precision_reference",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="hwprofiler")
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _calibration(batch: int, n: int = 8) -> ArrayReader:
+    rng = np.random.default_rng(1)
+    return ArrayReader("x", (rng.standard_normal((batch, CHANNELS, HW, HW)).astype(np.float32) for _ in range(n)))
+
+
+def measure_precisions(device: DeviceSpec | str, schemes: list[Scheme] | None = None) -> dict[str, Any]:
+    """Time every candidate scheme against fp32 on the reference (quantized here, measured on the device)."""
+    spec = load_device(device)
+    fp = fingerprint(spec)
+    schemes = schemes if schemes is not None else candidate_schemes(fp)
+    ref = reference_model(spec.batch)
+    rows = []
+    with Quantizer(ref, _calibration(spec.batch)) as quantizer:
+        for scheme in schemes:
+            pair = measure_paired(quantizer.quantize(scheme), ref, spec, cache=False)
+            rows.append(
+                scheme.to_dict()
+                | {
+                    "precision": scheme.precision,
+                    "int8_ms": pair.model.latency_ms,
+                    "fp32_ms": pair.reference.latency_ms,
+                    "ratio": pair.ratio,
+                    "faster": pair.ratio < FASTER,
+                }
+            )
+    faster = sorted((r for r in rows if r["faster"]), key=lambda r: r["ratio"])
+    return {
+        "format": FORMAT,
+        "device": spec.name,
+        "fingerprint_id": fingerprint_id(fp),
+        "reference": REFERENCE,
+        "schemes": rows,
+        "best": faster[0]["name"] if faster else "fp32",
+        "keeps_fp32": not faster,
+        "measured_at": time.time(),
+    }
+
+
+def precision_table(device: DeviceSpec | str, *, refresh: bool = False) -> dict[str, Any]:
+    """The device's precision table, measured on the first call for its fingerprint and cached."""
+    spec = load_device(device)
+    fid = fingerprint_id(spec)
+    path = default_cache_dir() / "precision" / f"{fid}.json"
+    with file_lock(path.with_name(path.name + ".lock")):
+        if not refresh and path.is_file():
+            try:
+                data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+                if data.get("format") == FORMAT and data.get("fingerprint_id") == fid:
+                    return data | {"cached": True}
+            except (OSError, ValueError):
+                pass
+        data = measure_precisions(spec)
+        atomic_write_json(path, data)
+    return data | {"cached": False}
