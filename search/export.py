@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,8 @@ def export_run(
         return Policy.from_dict(r.policy, source=f"trial {r.ref}")
 
     t0 = time.perf_counter()
+    steps = ExportSteps(progress, total=6 + (precision == "int8"))
+    steps.next("picking the trial (live latency of the candidates, paired with the dense model)")
     if trial is not None:
         rec = _find_trial(records, trial)
         live_before = live(policy_of(rec))
@@ -217,15 +220,21 @@ def export_run(
         rec, live_before = pick_trial(records, budget_ms, live, policy_of)
 
     policy = policy_of(rec)
+    steps.next(f"pruning {rec.ref} and recalibrating BN")
     result = surgeon.apply(policy)
     model = result.model
     if bn_batches is None:  # as the search's first rung did, so 'val before fine-tune' matches it
         bn_batches = parse_ladder(job.proxy or LEGACY_PROXY)[1]
     recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=job.seed)
     val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)
-    ft = None
+    ft, distillation = None, None
+    steps.next(
+        f"fine-tuning {finetune_epochs:g} epoch(s) with distillation from the dense model"
+        if finetune_epochs > 0
+        else "no fine-tuning"
+    )
     if finetune_epochs > 0:
-        ft = _finetune(
+        ft, distillation = _finetune(
             model,
             data,
             spec.input_shape,
@@ -237,15 +246,19 @@ def export_run(
             teacher=dense_model,
         )
         model.cpu().eval()
+    steps.next("test accuracy before and after, and of the dense model")
     val_after, test_after = evaluate(model, data.val), evaluate(model, data.test)
     dense_test = evaluate(dense_model, data.test)
 
     out.mkdir(parents=True, exist_ok=True)
+    steps.next("exporting to ONNX and verifying it against torch")
     exp = export_onnx(model, spec.input_shape, out / "model.onnx")
+    steps.next(f"measuring it live on {job.device}, paired with the dense model")
     pair = live.measure_bytes(exp.onnx_bytes)
     fp32_pair = pair
     quant = None
     if precision == "int8":
+        steps.next(f"choosing the INT8 scheme on {job.device} (each timed against fp32)")
         quant = _quantize(exp.onnx_bytes, policy, data, job.device, calibration_size, accuracy_tolerance, schemes)
         if quant.int8_bytes is not None:
             (out / "model.fp32.onnx").write_bytes(exp.onnx_bytes)
@@ -256,6 +269,7 @@ def export_run(
     speedup = 1.0 / float(pair.ratio)
     shipped_test = quant.int8_test_accuracy if quant is not None and quant.int8_bytes is not None else test_after
     save_pruned(out / "pruned.pt", model, policy)
+    steps.done()
 
     policy.metrics = dict(policy.metrics) | {
         "source": {
@@ -272,7 +286,7 @@ def export_run(
         "dense_accuracy": {"test": dense_test, "val": dense.get("accuracy")},
         "finetune": {
             "epochs": finetune_epochs,
-            "distillation": getattr(ft, "distillation", None),
+            "distillation": distillation,
             "schedule": "cosine",
             "lr": lr,
             "steps": ft.steps if ft else 0,
@@ -349,6 +363,31 @@ def _quantize(
     return outcome
 
 
+class ExportSteps:
+    """What `hilprune export` is doing, one line per step on stderr with the time the last one took
+    (the fine-tune shows its own progress bar with the time left)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total, self.n = enabled, total, 0
+        self.t = time.perf_counter()
+        self.what = ""
+
+    def _close(self) -> None:
+        if self.enabled and self.what:
+            print(f"      {self.what}: {time.perf_counter() - self.t:.1f} s", file=sys.stderr, flush=True)
+
+    def next(self, what: str) -> None:
+        self._close()
+        self.n += 1
+        self.what, self.t = what, time.perf_counter()
+        if self.enabled:
+            print(f"[{self.n}/{self.total}] {what} ...", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        self._close()
+        self.what = ""
+
+
 def _finetune(
     model: Any,
     data: Any,
@@ -359,11 +398,12 @@ def _finetune(
     seed: int,
     progress: bool,
     teacher: Any = None,
-) -> Any:
+) -> tuple[Any, dict[str, Any] | None]:
     """Fine-tune on the train split with distillation from `teacher` (the dense model; soft targets
     at temperature 4 plus labels, `hilprune.train.distill`), a cosine schedule from `lr`, the data
     set's augmentation, on a GPU when present; without a teacher, plain `hilprune.train.finetune`.
-    Both models are back on the CPU afterwards. The result carries `distillation` (what was used)."""
+    Both models are back on the CPU afterwards. Returns the training result and what distillation
+    was used (None without a teacher)."""
     import warnings
 
     from hilprune.train import KDConfig, finetune, finetune_kd, pick_device
@@ -371,17 +411,14 @@ def _finetune(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         if teacher is None:
-            ft = finetune(model, data, epochs=epochs, lr=lr, seed=seed, progress=progress)
-            ft.distillation = None
-            return ft
+            return finetune(model, data, epochs=epochs, lr=lr, seed=seed, progress=progress), None
         cfg = KDConfig(lr=lr, batch_size=128)
         try:
             ft = finetune_kd(model, teacher, data, epochs=epochs, lr=lr, seed=seed, progress=progress, cfg=cfg)
         finally:
             model.cpu()
             teacher.cpu().eval()
-    ft.distillation = {"teacher": "dense", "temperature": cfg.temperature, "alpha": cfg.alpha, "device": str(pick_device())}
-    return ft
+    return ft, {"teacher": "dense", "temperature": cfg.temperature, "alpha": cfg.alpha, "device": str(pick_device())}
 
 
 def _kd_note(kd: Any) -> str:
