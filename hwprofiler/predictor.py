@@ -44,6 +44,7 @@ LAYOUT_OPS = ("conv", "maxpool", "avgpool", "globalavgpool", "globalmaxpool")
 EXTRA = ("n_kernels", "intercept", "weight_mb", "transition_melems")  # the features after the class sums
 NONNEGATIVE = ("intercept", "weight_mb", "transition_melems")  # physical: none of these makes a network faster
 MIN_SCALE = 0.05  # a kernel class cannot cost less than this share of its time alone
+MINOR_SHARE = 0.05  # classes below this share of the calibration's kernel time share one scale
 
 
 def weight_mb(kernels: Sequence[KernelSpec], dtype: str = "float32") -> float:
@@ -100,16 +101,19 @@ def network_features(lut: LUT, kernels: Sequence[KernelSpec], dtype: str = "floa
     }
 
 
-def _row(f: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
+def _row(f: dict[str, Any], classes: Sequence[str], minor: frozenset[str] = frozenset()) -> np.ndarray:
     cls = [float(f["class_ms"].get(c, 0.0)) for c in classes]
+    if minor:
+        cls.append(sum(float(v) for c, v in f["class_ms"].items() if c in minor))
     return np.array(cls + [float(f["n_kernels"]), 1.0, float(f["weight_mb"]), float(f["transition_melems"])])
 
 
 class Correction:
-    """The fitted correction: a scale per kernel class and the extras' coefficients."""
+    """The fitted correction: a scale per kernel class (classes with a small share of the time
+    pooled under one scale, `minor`) and the extras' coefficients."""
 
-    def __init__(self, classes: Sequence[str], coef: np.ndarray, n: int) -> None:
-        self.classes, self.coef, self.n = list(classes), coef, n
+    def __init__(self, classes: Sequence[str], coef: np.ndarray, n: int, minor: frozenset[str] = frozenset()) -> None:
+        self.classes, self.coef, self.n, self.minor = list(classes), coef, n, minor
 
     @classmethod
     def prior(cls) -> Correction:
@@ -117,12 +121,13 @@ class Correction:
 
     def predict(self, f: dict[str, Any]) -> float:
         """Predicted ms; classes the fit never saw keep their LUT time (scale 1)."""
-        known = sum(float(v) for c, v in f["class_ms"].items() if c not in self.classes)
-        return float(_row(f, self.classes) @ self.coef) + known
+        known = sum(float(v) for c, v in f["class_ms"].items() if c not in self.classes and c not in self.minor)
+        return float(_row(f, self.classes, self.minor) @ self.coef) + known
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f"scale[{c}]": float(v) for c, v in zip(self.classes, self.coef)}
-        extras = self.coef[len(self.classes) :]
+        names = [*self.classes, *(["minor"] if self.minor else [])]
+        out: dict[str, Any] = {f"scale[{c}]": float(v) for c, v in zip(names, self.coef)}
+        extras = self.coef[len(names) :]
         out |= {"b_ms_per_kernel": float(extras[0]), "c_ms": float(extras[1]), "d_ms_per_weight_mb": float(extras[2])}
         out |= {"f_ms_per_transition_melem": float(extras[3]), "n_observations": self.n}
         return out
@@ -140,18 +145,27 @@ def fit_correction(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) 
         return Correction.prior()
     from scipy.optimize import lsq_linear
 
-    classes = sorted({c for p in usable for c, v in p["class_ms"].items() if v > 0})
+    totals: dict[str, float] = {}
+    for p in usable:
+        for c, v in p["class_ms"].items():
+            totals[c] = totals.get(c, 0.0) + float(v)
+    grand = sum(totals.values()) or 1.0
+    # A class with a small share of the time cannot be told apart from the per-kernel and fixed
+    # terms by a few dozen runs: its scale would swing to a bound. Such classes share one scale.
+    minor = frozenset(c for c, v in totals.items() if v / grand < MINOR_SHARE)
+    classes = sorted(c for c, v in totals.items() if v > 0 and c not in minor)
     y = np.array([float(p["live_ms"]) for p in usable])
-    X = np.stack([_row(p, classes) for p in usable]) / y[:, None]
-    prior = np.array([1.0] * len(classes) + [0.0] * len(EXTRA))
+    X = np.stack([_row(p, classes, minor) for p in usable]) / y[:, None]
+    n_scales = len(classes) + (1 if minor else 0)
+    prior = np.array([1.0] * n_scales + [0.0] * len(EXTRA))
     P = prior_weight * np.diag(np.maximum(np.mean(np.abs(X), axis=0), 1e-12))
-    lower = np.array([MIN_SCALE] * len(classes) + [-np.inf if e not in NONNEGATIVE else 0.0 for e in EXTRA])
+    lower = np.array([MIN_SCALE] * n_scales + [-np.inf if e not in NONNEGATIVE else 0.0 for e in EXTRA])
     upper = np.full(len(prior), np.inf)
     unused = ~np.any(X, axis=0)  # a feature no observation has (no reorders, say): it stays at its prior
     lower[unused] = prior[unused] - 1e-12
     upper[unused] = prior[unused] + 1e-12
     fit = lsq_linear(np.vstack([X, P]), np.concatenate([np.ones(len(X)), P @ prior]), bounds=(lower, upper))
-    return Correction(classes, np.clip(fit.x, lower, upper), len(usable))
+    return Correction(classes, np.clip(fit.x, lower, upper), len(usable), minor)
 
 
 class Predictor:
