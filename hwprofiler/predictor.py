@@ -45,6 +45,7 @@ EXTRA = ("n_kernels", "intercept", "weight_mb", "transition_melems")  # the feat
 NONNEGATIVE = ("intercept", "weight_mb", "transition_melems")  # physical: none of these makes a network faster
 MIN_SCALE = 0.05  # a kernel class cannot cost less than this share of its time alone
 MINOR_SHARE = 0.05  # classes below this share of the calibration's kernel time share one scale
+MIN_LOO = 8  # live runs before the per-class model may be chosen over one scale
 
 
 def weight_mb(kernels: Sequence[KernelSpec], dtype: str = "float32") -> float:
@@ -101,71 +102,105 @@ def network_features(lut: LUT, kernels: Sequence[KernelSpec], dtype: str = "floa
     }
 
 
-def _row(f: dict[str, Any], classes: Sequence[str], minor: frozenset[str] = frozenset()) -> np.ndarray:
-    cls = [float(f["class_ms"].get(c, 0.0)) for c in classes]
-    if minor:
-        cls.append(sum(float(v) for c, v in f["class_ms"].items() if c in minor))
-    return np.array(cls + [float(f["n_kernels"]), 1.0, float(f["weight_mb"]), float(f["transition_melems"])])
+def _row(f: dict[str, Any], columns: Sequence[str], mapping: dict[str, str]) -> np.ndarray:
+    """A network's features: its LUT time per column (classes mapped onto columns), then the extras."""
+    cols = dict.fromkeys(columns, 0.0)
+    for c, v in f["class_ms"].items():
+        if c in mapping:
+            cols[mapping[c]] += float(v)
+    return np.array([*cols.values(), float(f["n_kernels"]), 1.0, float(f["weight_mb"]), float(f["transition_melems"])])
 
 
 class Correction:
-    """The fitted correction: a scale per kernel class (classes with a small share of the time
-    pooled under one scale, `minor`) and the extras' coefficients."""
+    """The fitted correction: one scale per column (kernel classes mapped onto columns: one column
+    per class, or all classes on one) and the extras' coefficients."""
 
-    def __init__(self, classes: Sequence[str], coef: np.ndarray, n: int, minor: frozenset[str] = frozenset()) -> None:
-        self.classes, self.coef, self.n, self.minor = list(classes), coef, n, minor
+    def __init__(self, columns: Sequence[str], mapping: dict[str, str], coef: np.ndarray, n: int, model: str = "prior") -> None:
+        self.columns, self.mapping, self.coef, self.n, self.model = list(columns), dict(mapping), coef, n, model
 
     @classmethod
     def prior(cls) -> Correction:
-        return cls([], np.array([0.0, 0.0, 0.0, 0.0]), 0)
+        return cls([], {}, np.array([0.0, 0.0, 0.0, 0.0]), 0)
 
     def predict(self, f: dict[str, Any]) -> float:
         """Predicted ms; classes the fit never saw keep their LUT time (scale 1)."""
-        known = sum(float(v) for c, v in f["class_ms"].items() if c not in self.classes and c not in self.minor)
-        return float(_row(f, self.classes, self.minor) @ self.coef) + known
+        unseen = sum(float(v) for c, v in f["class_ms"].items() if c not in self.mapping)
+        return float(_row(f, self.columns, self.mapping) @ self.coef) + unseen
 
     def to_dict(self) -> dict[str, Any]:
-        names = [*self.classes, *(["minor"] if self.minor else [])]
-        out: dict[str, Any] = {f"scale[{c}]": float(v) for c, v in zip(names, self.coef)}
-        extras = self.coef[len(names) :]
+        out: dict[str, Any] = {"model": self.model}
+        out |= {f"scale[{c}]": float(v) for c, v in zip(self.columns, self.coef)}
+        extras = self.coef[len(self.columns) :]
         out |= {"b_ms_per_kernel": float(extras[0]), "c_ms": float(extras[1]), "d_ms_per_weight_mb": float(extras[2])}
         out |= {"f_ms_per_transition_melem": float(extras[3]), "n_observations": self.n}
         return out
 
 
-def fit_correction(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) -> Correction:
-    """Ridge fit of live_ms on the features, on residuals relative to live_ms (a 10% miss counts the
-    same on a 0.1 ms and a 100 ms network), each coefficient pulled toward its prior (scales 1,
-    extras 0) by a row scaled to what one unit of it does, and kept physical by bounds: a class
-    scale stays positive, and neither the fixed cost, the weights nor the reorders can make a
-    network faster. Per-class sums move together across policies, so without the bounds a scale
-    can swing negative while another overshoots."""
-    usable = [p for p in points if isinstance(p.get("class_ms"), dict) and float(p.get("live_ms", 0)) > 0]
-    if not usable:
-        return Correction.prior()
+def _solve(points: Sequence[dict[str, Any]], columns: list[str], mapping: dict[str, str], prior_weight: float) -> np.ndarray:
+    """Bounded ridge fit of live_ms on the features, on residuals relative to live_ms."""
     from scipy.optimize import lsq_linear
 
-    totals: dict[str, float] = {}
-    for p in usable:
-        for c, v in p["class_ms"].items():
-            totals[c] = totals.get(c, 0.0) + float(v)
-    grand = sum(totals.values()) or 1.0
-    # A class with a small share of the time cannot be told apart from the per-kernel and fixed
-    # terms by a few dozen runs: its scale would swing to a bound. Such classes share one scale.
-    minor = frozenset(c for c, v in totals.items() if v / grand < MINOR_SHARE)
-    classes = sorted(c for c, v in totals.items() if v > 0 and c not in minor)
-    y = np.array([float(p["live_ms"]) for p in usable])
-    X = np.stack([_row(p, classes, minor) for p in usable]) / y[:, None]
-    n_scales = len(classes) + (1 if minor else 0)
-    prior = np.array([1.0] * n_scales + [0.0] * len(EXTRA))
+    y = np.array([float(p["live_ms"]) for p in points])
+    X = np.stack([_row(p, columns, mapping) for p in points]) / y[:, None]
+    prior = np.array([1.0] * len(columns) + [0.0] * len(EXTRA))
     P = prior_weight * np.diag(np.maximum(np.mean(np.abs(X), axis=0), 1e-12))
-    lower = np.array([MIN_SCALE] * n_scales + [-np.inf if e not in NONNEGATIVE else 0.0 for e in EXTRA])
+    lower = np.array([MIN_SCALE] * len(columns) + [-np.inf if e not in NONNEGATIVE else 0.0 for e in EXTRA])
     upper = np.full(len(prior), np.inf)
     unused = ~np.any(X, axis=0)  # a feature no observation has (no reorders, say): it stays at its prior
     lower[unused] = prior[unused] - 1e-12
     upper[unused] = prior[unused] + 1e-12
     fit = lsq_linear(np.vstack([X, P]), np.concatenate([np.ones(len(X)), P @ prior]), bounds=(lower, upper))
-    return Correction(classes, np.clip(fit.x, lower, upper), len(usable), minor)
+    return np.clip(fit.x, lower, upper)
+
+
+def _groupings(points: Sequence[dict[str, Any]]) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """The candidate models: one scale per kernel class (classes with under MINOR_SHARE of the
+    time pooled: a few dozen runs cannot tell a tiny class from the fixed terms), and one scale
+    for all."""
+    totals: dict[str, float] = {}
+    for p in points:
+        for c, v in p["class_ms"].items():
+            totals[c] = totals.get(c, 0.0) + float(v)
+    grand = sum(totals.values()) or 1.0
+    seen = [c for c, v in sorted(totals.items()) if v > 0]
+    per_class = {c: (c if totals[c] / grand >= MINOR_SHARE else "minor") for c in seen}
+    return {
+        "per_class": (list(dict.fromkeys(per_class.values())), per_class),
+        "one_scale": (["all"], dict.fromkeys(seen, "all")),
+    }
+
+
+def _loo_error(points: Sequence[dict[str, Any]], columns: list[str], mapping: dict[str, str], prior_weight: float) -> float:
+    """Mean relative error of each point predicted by a fit on all the others."""
+    errs = []
+    for i, p in enumerate(points):
+        coef = _solve([q for j, q in enumerate(points) if j != i], columns, mapping, prior_weight)
+        pred = Correction(columns, mapping, coef, 0).predict(p)
+        errs.append(abs(pred / float(p["live_ms"]) - 1))
+    return float(np.mean(errs))
+
+
+def fit_correction(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) -> Correction:
+    """The correction for a device, learned from its live runs.
+
+    Each candidate model (`_groupings`) is a ridge fit of live_ms on the features, on residuals
+    relative to live_ms (a 10% miss counts the same on a 0.1 ms and a 100 ms network), each
+    coefficient pulled toward its prior (scales 1, extras 0) by a row scaled to what one unit of
+    it does, and kept physical by bounds: a scale stays positive, and neither the fixed cost, the
+    weights nor the reorders can make a network faster. Which model a device gets is decided by
+    its own runs: the one with the lower leave-one-out error (with fewer than MIN_LOO runs, the
+    simpler one). Per-class scales won on some models and CPUs and overfitted on others
+    (docs/benchmarks.md, "LUT fidelity"), so the data chooses."""
+    usable = [p for p in points if isinstance(p.get("class_ms"), dict) and float(p.get("live_ms", 0)) > 0]
+    if not usable:
+        return Correction.prior()
+    candidates = _groupings(usable)
+    if len(usable) < MIN_LOO or len(candidates["per_class"][0]) == 1:
+        name = "one_scale"
+    else:
+        name = min(candidates, key=lambda m: _loo_error(usable, *candidates[m], prior_weight))
+    columns, mapping = candidates[name]
+    return Correction(columns, mapping, _solve(usable, columns, mapping, prior_weight), len(usable), name)
 
 
 class Predictor:

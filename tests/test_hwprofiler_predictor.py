@@ -83,7 +83,13 @@ def test_the_correction_recovers_known_coefficients():
     )
     points = [point(*shape, TRUTH) for shape in SHAPES]
     fitted = fit_correction(points, prior_weight=0.0).to_dict()
+    assert fitted["model"] == "per_class"  # the classes really differ: leave-one-out prefers a scale each
     assert {k: fitted[k] for k in TRUTH} == pytest.approx(TRUTH, abs=1e-9)
+    same = {**TRUTH, "scale[conv:plain]": 0.8, "scale[pool:blocked]": 0.8}
+    noisy = [
+        p | {"live_ms": p["live_ms"] * (1 + 0.03 * ((i * 7919) % 5 - 2))} for i, p in enumerate(point(*sh, same) for sh in SHAPES)
+    ]
+    assert fit_correction(noisy).to_dict()["model"] == "one_scale"  # one scale fits as well: the simpler model
     one = fit_correction(points[:1]).to_dict()  # one point: stays near the prior instead of blowing up
     assert all(0.5 < one[k] < 1.5 for k in one if k.startswith("scale["))
     faster_with_weights = [{**p, "live_ms": p["live_ms"] - 0.3 * p["weight_mb"]} for p in points]
@@ -114,7 +120,7 @@ def test_fit_keeps_a_nonnegative_intercept_and_small_networks_positive() -> None
     ]
     f = fit_correction(points).to_dict()
     # Unconstrained, these points fit c < 0 and d < 0 (checked): the signs must be enforced.
-    assert f["c_ms"] >= 0 and f["d_ms_per_weight_mb"] >= 0 and f["scale[conv:blocked]"] > 0
+    assert f["c_ms"] >= 0 and f["d_ms_per_weight_mb"] >= 0 and f["scale[all]"] > 0  # two runs: the simpler model
 
 
 def test_layouts_are_read_from_onnxruntime_not_assumed(tmp_path) -> None:
