@@ -11,6 +11,7 @@ import hwprofiler
 from hwprofiler import LUT, KernelSpec, Predictor, build_kernel_model, kernels_from_onnx, load_device, measure_onnx
 from hwprofiler.cache import MeasurementCache
 from hwprofiler.measure import measure_local, measure_pair_local, model_bytes
+from hwprofiler.runtimes import simulated
 from hwprofiler.runtimes.simulated import SimParams, blocked, graph_us, kernel_us
 from hwprofiler.testing import tiny_cnn
 
@@ -75,9 +76,12 @@ def test_seeded_noise_adds_time_and_repeats_in_a_fresh_process():
     assert noisy.median_ms > noisy.latency_ms == noisy.min_ms
 
 
-def test_paired_ratios_cancel_speed_modes():
+def test_paired_ratios_cancel_speed_modes(monkeypatch):
     """With drift (speed modes), two models measured apart can land in different modes; measured
     interleaved, each window pair sees the same mode and the ratio is the true one."""
+    # Speed modes follow the process's simulated clock, which earlier tests have advanced by an
+    # amount that depends on which ran: start it at a fixed time so this test sees fixed modes.
+    monkeypatch.setattr(simulated._CLOCK, "s", 0.0)
     dev = sim(drift=1.5, drift_period_s=0.01)
     a, b = model_bytes(tiny_cnn(c=32)), model_bytes(tiny_cnn(c=16))
     true_ratio = measure_onnx(a, "sim-cpu", cache=False).latency_ms / measure_onnx(b, "sim-cpu", cache=False).latency_ms
@@ -87,7 +91,8 @@ def test_paired_ratios_cancel_speed_modes():
     within = [abs(r / true_ratio - 1) < 1e-9 for r in pair.round_ratios]
     assert sum(within) >= 6  # only a window pair split by a mode change is off
     apart = [
-        measure_local(a, dev, policy).latency_ms / measure_local(b, dev, replace(policy, warmup=37)).latency_ms for _ in range(3)
+        # b's warm-up runs span more than one drift period, so a and b are timed in different modes
+        measure_local(a, dev, policy).latency_ms / measure_local(b, dev, replace(policy, warmup=400)).latency_ms for _ in range(3)
     ]
     assert max(abs(r / true_ratio - 1) for r in apart) > 1e-6  # apart, the modes differ
 
