@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 
@@ -80,14 +83,26 @@ class MeasurementCache:
         return self.root / fingerprint_id / f"{digest}.json"
 
     def get(self, fingerprint_id: str, digest: str) -> dict[str, Any] | None:
+        path = self._path(fingerprint_id, digest)
         try:
-            with self._path(fingerprint_id, digest).open(encoding="utf-8") as f:
+            with path.open(encoding="utf-8") as f:
                 data = json.load(f)
-        except (OSError, json.JSONDecodeError):
+        except FileNotFoundError:
             self.misses += 1
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            self.discard(fingerprint_id, digest)
             return None
         self.hits += 1
         return data
+
+    def discard(self, fingerprint_id: str, digest: str) -> None:
+        """A record that cannot be used (truncated, not JSON, fields missing) counts as a miss and
+        is measured again, which overwrites it; the user is told which file it was."""
+        self.misses += 1
+        log.warning("the cached measurement %s could not be used; measuring again", self._path(fingerprint_id, digest))
 
     def put(self, fingerprint_id: str, digest: str, record: dict[str, Any]) -> None:
         atomic_write_json(self._path(fingerprint_id, digest), record)

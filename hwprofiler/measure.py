@@ -140,9 +140,16 @@ def _resolve_cache(cache: MeasurementCache | bool | None) -> MeasurementCache | 
 
 
 def _usable(record: dict | None, estimator: str, not_before: float | None) -> bool:
-    if record is None or record.get("estimator", (record.get("model") or {}).get("estimator")) != estimator:
+    if record is None:
+        return False
+    model = record.get("model")
+    if record.get("estimator", model.get("estimator") if isinstance(model, dict) else None) != estimator:
         return False  # records taken with another estimator are never mixed in
-    return not_before is None or float(record.get("measured_at") or 0.0) >= not_before
+    try:
+        measured_at = float(record.get("measured_at") or 0.0)
+    except (TypeError, ValueError):
+        return False
+    return not_before is None or measured_at >= not_before
 
 
 def measure_onnx(
@@ -172,7 +179,10 @@ def measure_onnx(
         key = (fingerprint_id(spec), sha256(data))
         record = None if refresh else store.get(*key)
         if _usable(record, estimator, not_before):
-            return Measurement.from_dict(record, cached=True, samples=keep_samples)  # type: ignore[arg-type]
+            try:
+                return Measurement.from_dict(record, cached=True, samples=keep_samples)  # type: ignore[arg-type]
+            except (KeyError, TypeError, ValueError):
+                store.discard(*key)
     if spec.is_remote:
         from hwprofiler.client import client_for
 
@@ -206,7 +216,10 @@ def measure_paired(
         key = (fingerprint_id(spec), sha256((sha256(data) + sha256(ref)).encode()))
         record = store.get(*key)
         if _usable(record, estimator, not_before):
-            return PairedMeasurement.from_dict(record, cached=True)  # type: ignore[arg-type]
+            try:
+                return PairedMeasurement.from_dict(record, cached=True)  # type: ignore[arg-type]
+            except (KeyError, TypeError, ValueError):
+                store.discard(*key)
     if spec.is_remote:
         from hwprofiler.client import client_for
 

@@ -54,6 +54,21 @@ def test_second_measure_is_a_cache_hit(tmp_path):
     assert measure_onnx(model, dev, cache=cache, keep_samples=True).samples == fresh.samples
 
 
+@pytest.mark.parametrize("damage", ['{"latency_ms": 0.1, "estim', "[1, 2]", '{"estimator": "min", "median_ms": 1}', "\x00\xff"])
+def test_a_damaged_cache_record_is_measured_again_and_named(tmp_path, caplog, damage):
+    """A truncated or foreign record in the cache never stops a measurement: it counts as a miss,
+    the warning names the file, and the new measurement replaces it."""
+    dev = fast_device()
+    cache = MeasurementCache(tmp_path / "c")
+    measure_onnx(tiny_cnn(), dev, cache=cache)
+    (path,) = (tmp_path / "c").rglob("*.json")
+    path.write_bytes(damage.encode("latin-1"))
+    again = measure_onnx(tiny_cnn(), dev, cache=cache)
+    assert not again.cached and str(path) in caplog.text
+    assert json.loads(path.read_text())["latency_ms"] == again.latency_ms
+    assert measure_onnx(tiny_cnn(), dev, cache=cache).cached
+
+
 def test_not_before_refreshes_only_older_records(tmp_path):
     """A search compares live times with a reference it measured at a moment: cached times from
     before that moment (another load or speed mode) are measured again, later ones are reused."""

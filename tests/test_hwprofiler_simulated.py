@@ -92,7 +92,8 @@ def test_paired_ratios_cancel_speed_modes(monkeypatch):
     assert sum(within) >= 6  # only a window pair split by a mode change is off
     apart = [
         # b's warm-up runs span more than one drift period, so a and b are timed in different modes
-        measure_local(a, dev, policy).latency_ms / measure_local(b, dev, replace(policy, warmup=400)).latency_ms for _ in range(3)
+        measure_local(a, dev, policy).latency_ms / measure_local(b, dev, replace(policy, warmup=400)).latency_ms
+        for _ in range(3)
     ]
     assert max(abs(r / true_ratio - 1) for r in apart) > 1e-6  # apart, the modes differ
 
