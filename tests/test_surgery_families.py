@@ -231,10 +231,10 @@ def test_every_importance_on_grouped_convs(importance: str) -> None:
     check_policy(spec, surgeon, surgeon.policy([0.5] * len(surgeon.groups)))
 
 
-@pytest.mark.parametrize("name", ["resnext", "pnasnet", "regnet"])
+@pytest.mark.parametrize("name", ["resnext", "pnasnet", "regnet", "shufflenetv2", "densenet"])
 def test_kernel_map_follows_units(name: str) -> None:
-    """The LUT path's kernel lists for grouped units. (hwprofiler cannot price a Transpose (ShuffleNetV2) or a
-    BatchNormalization without a conv before it (DenseNet's pre-activation): those families have no LUT path.)"""
+    """The LUT path's kernel lists for grouped units, and for graphs with kernels of their own: ShuffleNetV2's
+    Transpose and DenseNet's pre-activation BatchNormalization (no conv before it to fold into)."""
     spec, surgeon = family(name)
     kmap = KernelMap(surgeon)
     rng = random.Random(0)
