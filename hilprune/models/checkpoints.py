@@ -84,5 +84,11 @@ def load_weights(model: nn.Module, path: Path) -> dict[str, Any]:
             )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ModelError(f"checkpoint {path} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        parts = [
+            f"{len(names)} tensor(s) {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+            for names, what in ((missing, "this model needs are not in it"), (unexpected, "in it are not in this model"))
+            if names
+        ]
+        made_for = f"; it was trained for {meta['model']}" if isinstance(meta.get("model"), str) else ""
+        raise ModelError(f"checkpoint {path} does not fit this model: {'; '.join(parts)}{made_for}")
     return meta
