@@ -96,3 +96,26 @@ def test_devices_reports_the_precisions_each_device_runs_fast(capsys) -> None:
     assert next(d for d in again["devices"] if d["name"] == "sim-cpu")["precision"]["cached"]
     bare = run_json(capsys, ["devices", "--no-precisions", "--json"])
     assert all("precision" not in d for d in bare["devices"])
+
+
+def test_prune_int8_on_openvino_chooses_among_the_schemes_openvino_runs(tmp_path: Path, capsys) -> None:
+    """INT8 on the second runtime: every scheme is tried on OpenVINO itself; the QOperator graphs it
+    cannot read are recorded as failed, and the chosen scheme is one it measured (or fp32)."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'hilprune[openvino]'")
+    import openvino as ov
+
+    policy = tmp_path / "policy.json"
+    run_json(capsys, ["policy", "init", *DIGITS, "--ratio", "0.25", "--out", str(policy), "--json"])
+    out = tmp_path / "pruned"
+    args = ["prune", *DIGITS, "--policy", str(policy), "--out", str(out), "--precision", "int8", "--device", "ov-cpu-1t"]
+    q = run_json(capsys, [*args, "--calibration-size", "32", "--json"])["quantization"]
+    by_name = {c["name"]: c for c in q["candidates"]}
+    assert set(by_name) == {"qdq-u8s8", "qdq-s8s8", "qop-u8s8", "qop-s8s8"}
+    for c in by_name.values():  # each was either timed on OpenVINO against fp32 or failed with a reason
+        assert (c["verdict"] == "failed") == (c["int8_ms"] is None) == bool(c["error"])
+    assert any(c["int8_ms"] is not None for c in by_name.values())
+    if q["precision"] == "int8":
+        chosen = by_name[q["scheme"]["name"]]
+        assert chosen["verdict"] == "chosen" and chosen["int8_ms"] < chosen["fp32_ms"]
+        compiled = ov.Core().compile_model(str(out / "model.onnx"), "CPU")
+        assert compiled(np.zeros((1, 1, 8, 8), np.float32))[0].shape == (1, 10)
