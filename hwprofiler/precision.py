@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hwprofiler.cache import atomic_write_json, default_cache_dir, file_lock
 from hwprofiler.devices import DeviceSpec, load_device
+from hwprofiler.errors import InvalidModelError
 from hwprofiler.fingerprint import fingerprint, fingerprint_id
 from hwprofiler.measure import measure_paired
 from hwprofiler.quantization import ArrayReader, Quantizer, Scheme, candidate_schemes
@@ -68,7 +69,11 @@ def measure_precisions(device: DeviceSpec | str, schemes: list[Scheme] | None = 
     rows = []
     with Quantizer(ref, _calibration(spec.batch)) as quantizer:
         for scheme in schemes:
-            pair = measure_paired(quantizer.quantize(scheme), ref, spec, cache=False)
+            try:
+                pair = measure_paired(quantizer.quantize(scheme), ref, spec, cache=False)
+            except InvalidModelError as e:  # a runtime that cannot run this format (OpenVINO and QOperator)
+                rows.append(scheme.to_dict() | {"precision": scheme.precision, "faster": False, "error": str(e)})
+                continue
             rows.append(
                 scheme.to_dict()
                 | {

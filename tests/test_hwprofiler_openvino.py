@@ -219,3 +219,17 @@ def test_server_serves_openvino_without_torch(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert f"serving device {DEVICE}" in err and "Traceback" not in err and "torch is blocked" not in err
+
+
+def test_the_precision_table_times_the_int8_schemes_on_openvino() -> None:
+    """`hilprune devices` shows OpenVINO's INT8 schemes too: each is timed on OpenVINO against fp32,
+    or recorded with the reason OpenVINO could not run it; `best` is the fastest that beat fp32."""
+    from hwprofiler.precision import FASTER, measure_precisions
+
+    table = measure_precisions(DEVICE)
+    rows = {r["name"]: r for r in table["schemes"]}
+    assert set(rows) == {"qdq-u8s8", "qdq-s8s8", "qop-u8s8", "qop-s8s8"}
+    timed = [r for r in rows.values() if "error" not in r]
+    assert timed and all(r["ratio"] > 0 and r["faster"] == (r["ratio"] < FASTER) for r in timed)
+    faster = sorted((r for r in timed if r["faster"]), key=lambda r: r["ratio"])
+    assert table["best"] == (faster[0]["name"] if faster else "fp32") and table["keeps_fp32"] == (not faster)

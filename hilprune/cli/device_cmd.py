@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,7 +67,10 @@ def _print_precisions(rows: list[dict[str, Any]]) -> None:
         if "error" in table:
             lines.append([r["name"], "-", "-", "-", f"not measured: {table['error']}"])
             continue
-        for s in sorted(table.get("schemes", []), key=lambda x: x["ratio"]):
+        for s in sorted(table.get("schemes", []), key=lambda x: x.get("ratio", math.inf)):
+            if "error" in s:  # the runtime cannot run this format
+                lines.append([r["name"], s["name"], "-", "-", f"cannot run: {s['error'][:60]}"])
+                continue
             verdict = "faster than fp32" if s["faster"] else "not faster: fp32 kept" if table["keeps_fp32"] else "not faster"
             lines.append([r["name"], s["name"], f"{s['int8_ms']:.4g} / {s['fp32_ms']:.4g}", f"{1 / s['ratio']:.2f}x", verdict])
     print_table(f"precisions ({REFERENCE}; INT8 paired with fp32)", ["device", "scheme", "INT8 / fp32 ms", "speedup", ""], lines)
@@ -116,7 +120,7 @@ def register(app: typer.Typer) -> None:
                 "lut": str(hwprofiler.LUT.default_path(fid)) if fid else None,
                 "cache": str(MeasurementCache().root / fid) if fid else None,
             }
-            if precisions and usable and spec.runtime in ("onnxruntime", "simulated"):  # INT8 schemes of onnxruntime
+            if precisions and usable and not spec.is_remote:  # onnxruntime's INT8 schemes, timed on this runtime
                 row["precision"] = _precision_table(spec, quiet=json_out)
             rows.append(row)
         if json_out:
