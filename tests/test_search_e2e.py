@@ -315,3 +315,35 @@ def test_a_job_of_several_devices_searches_each_and_reports_them_side_by_side(
     again = run_cli(capsys, "report", str(out), "--json")  # the parent directory reports the devices too
     assert again["side_by_side"] == res["side_by_side"]
     assert main(["export", str(out), "--budget", "0.7", "--out", str(tmp_path / "e")]) == 2  # export names one device
+
+
+def test_without_a_terminal_progress_is_a_plain_line_per_tenth(tmp_path: Path) -> None:
+    """In a log file rich draws no bars until the end: each agent prints a line at every tenth of its
+    evaluations, in the order the agents run, with the time left until its last one."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from search.job import resolve_job
+    from search.runner import run_search
+
+    job = resolve_job(
+        None,
+        model="digits-cnn",
+        dataset="digits",
+        device="sim-cpu",
+        budgets=["0.5"],
+        agents=["uniform", "random"],
+        evals=10,
+        seed=0,
+        proxy="bn",
+        out=str(tmp_path / "run"),
+    )
+    log = io.StringIO()
+    run_search(job, progress=True, console=Console(file=log, force_terminal=False, width=200))
+    lines = [ln for ln in log.getvalue().splitlines() if re.match(r"(uniform|random): \d+/10, ", ln)]
+    random_lines = [ln for ln in lines if ln.startswith("random:")]
+    assert [ln.split(",")[0] for ln in random_lines] == [f"random: {n}/10" for n in range(1, 11)]
+    assert all("left" in ln for ln in random_lines[:-1]) and "left" not in random_lines[-1]
+    assert lines.index(random_lines[0]) > max(i for i, ln in enumerate(lines) if ln.startswith("uniform:"))
