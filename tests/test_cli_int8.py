@@ -94,6 +94,8 @@ def test_devices_reports_the_precisions_each_device_runs_fast(capsys) -> None:
     assert {r["name"] for r in table["schemes"]} == {"qdq-u8s8", "qdq-s8s8", "qop-u8s8", "qop-s8s8"}
     again = run_json(capsys, ["devices", "--json"])
     assert next(d for d in again["devices"] if d["name"] == "sim-cpu")["precision"]["cached"]
+    remeasured = run_json(capsys, ["devices", "--remeasure", "--json"])
+    assert not next(d for d in remeasured["devices"] if d["name"] == "sim-cpu")["precision"]["cached"]
     bare = run_json(capsys, ["devices", "--no-precisions", "--json"])
     assert all("precision" not in d for d in bare["devices"])
 

@@ -33,16 +33,16 @@ def _settings(spec) -> dict:  # spec: hwprofiler.DeviceSpec
     return dict(spec.runtime_options)
 
 
-def _precision_table(spec: Any, quiet: bool) -> dict[str, Any]:
+def _precision_table(spec: Any, quiet: bool, refresh: bool = False) -> dict[str, Any]:
     """hwprofiler's precision table of a device (cached per fingerprint); an error becomes a note."""
     import hwprofiler
     from hwprofiler.precision import REFERENCE, precision_table
 
     try:
         if quiet:
-            return precision_table(spec)
+            return precision_table(spec, refresh=refresh)
         with console.status(f"timing fp32 and INT8 schemes on {spec.name} ({REFERENCE})"):
-            return precision_table(spec)
+            return precision_table(spec, refresh=refresh)
     except (hwprofiler.DeviceError, hwprofiler.InvalidModelError) as exc:
         return {"error": str(exc)}
 
@@ -89,6 +89,10 @@ def register(app: typer.Typer) -> None:
                 help="Time fp32 and each INT8 scheme on a reference conv stack (once per device fingerprint, then cached).",
             ),
         ] = True,
+        remeasure: Annotated[
+            bool,
+            typer.Option("--remeasure", help="Time the precisions again (a first timing taken on a busy machine stays cached)."),
+        ] = False,
         extra: Annotated[
             list[str] | None, typer.Option("--device", help="Also show this device (a TOML file or remote:http://HOST:PORT).")
         ] = None,
@@ -121,7 +125,7 @@ def register(app: typer.Typer) -> None:
                 "cache": str(MeasurementCache().root / fid) if fid else None,
             }
             if precisions and usable and not spec.is_remote:  # onnxruntime's INT8 schemes, timed on this runtime
-                row["precision"] = _precision_table(spec, quiet=json_out)
+                row["precision"] = _precision_table(spec, quiet=json_out, refresh=remeasure)
             rows.append(row)
         if json_out:
             print_json({"devices": rows})
