@@ -234,7 +234,7 @@ def export_run(
         else "no fine-tuning"
     )
     if finetune_epochs > 0:
-        ft, distillation = _finetune(
+        ft, distillation = finetune_distilled(
             model,
             data,
             spec.input_shape,
@@ -388,7 +388,7 @@ class ExportSteps:
         self.what = ""
 
 
-def _finetune(
+def finetune_distilled(
     model: Any,
     data: Any,
     input_shape: tuple[int, int, int],

@@ -1,0 +1,143 @@
+"""The peer a user would pick instead of a search: Torch-Pruning's own global pruner, held to a live budget.
+
+`tp.pruner.BasePruner` (called `MetaPruner` before torch-pruning 1.5; the old name is a deprecated
+alias) with `global_pruning=True`, L2 magnitude importance (torch-pruning's default group
+normalisation), `round_to` 8, at most 0.9 of any layer's channels (the search agents' `max_ratio`)
+and the classifier left whole. Its one knob, the global pruning ratio, is bisected until the pruned
+model's ONNX export meets the budget live on the device: timed paired with the dense model and put
+in the job's frame, the way `hilprune export` judges an agent's pick. The model found is then
+BN-recalibrated and fine-tuned exactly as `hilprune export` fine-tunes an agent's pick (same
+epochs, batch, schedule, teacher and seed), so the two are compared at equal fine-tuning steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+MAX_RATIO = 0.9
+BISECTION_STEPS = 7  # resolution 0.9 / 2**7 = 0.007 of the channels
+
+
+@dataclasses.dataclass
+class PeerResult:
+    """What the global pruner reached for one budget: its ratio, live latency, accuracies, cost."""
+
+    ratio: float
+    latency_ms: float
+    meets_budget: bool
+    macs: int
+    val_accuracy: float  # BN-recalibrated, before fine-tuning (the agents' search-time signal)
+    test_accuracy_before_finetune: float
+    test_accuracy: float  # after the fine-tune
+    finetune_steps: int
+    tried: list[tuple[float, float]]  # (ratio, live ms) of every bisection step
+    search_wall_s: float
+    finetune_wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def prune_global(dense: Any, input_shape: tuple[int, int, int], ratio: float, round_to: int = 8) -> Any:
+    """A copy of `dense` with `ratio` of its prunable channels removed by global magnitude ranking."""
+    import torch
+    import torch_pruning as tp
+
+    model = copy.deepcopy(dense).eval()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    pruner = tp.pruner.BasePruner(
+        model,
+        torch.randn(1, *input_shape),
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        global_pruning=True,
+        pruning_ratio=ratio,
+        max_pruning_ratio=MAX_RATIO,
+        ignored_layers=linears[-1:],  # the classifier keeps its classes
+        round_to=round_to,
+    )
+    pruner.step()
+    return model
+
+
+def bisect_ratio(latency_at: Callable[[float], float], budget_ms: float, steps: int = BISECTION_STEPS) -> tuple[float, list]:
+    """The smallest ratio in [0, MAX_RATIO] whose live latency meets the budget (to 0.9 / 2**steps),
+    assuming latency falls with the ratio; MAX_RATIO itself when even that misses. Returns the ratio
+    and every (ratio, ms) tried."""
+    from hilprune.budget import within_budget
+
+    tried = [(MAX_RATIO, latency_at(MAX_RATIO))]
+    if not within_budget(tried[0][1], budget_ms):
+        return MAX_RATIO, tried
+    lo, hi = 0.0, MAX_RATIO
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        ms = latency_at(mid)
+        tried.append((mid, ms))
+        if within_budget(ms, budget_ms):
+            hi = mid
+        else:
+            lo = mid
+    return hi, tried
+
+
+def run_peer(
+    dense: Any,
+    data: Any,
+    input_shape: tuple[int, int, int],
+    dataset: str,
+    live_in_frame: Callable[[bytes], float],
+    budget_ms: float,
+    *,
+    finetune_epochs: float,
+    seed: int,
+    bn_batches: int = 10,
+    lr: float = 0.01,
+    round_to: int = 8,
+) -> PeerResult:
+    """Bisect the global ratio to the budget live, then recalibrate BN and fine-tune as export does."""
+    import torch
+
+    from hilprune.budget import within_budget
+    from hilprune.export import to_onnx_bytes
+    from hilprune.surgery.counting import macs_and_params
+    from hilprune.train import evaluate, recalibrate_bn
+    from hilprune.train.bn_recalib import BN_BATCH_SIZE
+    from search.export import finetune_distilled
+
+    t0 = time.perf_counter()
+    measured: dict[float, float] = {}
+
+    def latency_at(ratio: float) -> float:
+        if ratio not in measured:
+            measured[ratio] = live_in_frame(to_onnx_bytes(prune_global(dense, input_shape, ratio, round_to), input_shape))
+        return measured[ratio]
+
+    ratio, tried = bisect_ratio(latency_at, budget_ms)
+    model = prune_global(dense, input_shape, ratio, round_to)
+    search_wall = time.perf_counter() - t0
+    macs, _ = macs_and_params(model, torch.randn(1, *input_shape))
+    recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=seed)
+    val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)
+    t1 = time.perf_counter()
+    steps = 0
+    if finetune_epochs > 0:
+        ft, _ = finetune_distilled(model, data, input_shape, dataset, finetune_epochs, lr, seed, False, teacher=dense)
+        steps = int(ft.steps)
+        model.cpu().eval()
+    return PeerResult(
+        ratio=ratio,
+        latency_ms=measured[ratio],
+        meets_budget=within_budget(measured[ratio], budget_ms),
+        macs=int(macs),
+        val_accuracy=val_before,
+        test_accuracy_before_finetune=test_before,
+        test_accuracy=evaluate(model, data.test),
+        finetune_steps=steps,
+        tried=tried,
+        search_wall_s=round(search_wall, 1),
+        finetune_wall_s=round(time.perf_counter() - t1, 1),
+    )
