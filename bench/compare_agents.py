@@ -1,59 +1,43 @@
-"""Search agents compared at equal evaluations under latency budgets (Fashion-MNIST, ort-cpu-1t).
+"""Search agents judged after fine-tuning, at equal evaluations and equal live latency (Fashion-MNIST, ort-cpu-1t).
 
     python bench/compare_agents.py [--full | --quick] [--models resnet20,resnet56] [--budgets 0.5,0.3]
-                                   [--agents uniform,random,tpe,nsga2,autoprune,ppo] [--evals 150]
-                                   [--seeds N] [--finetune-epochs 0.25] [--skip-finetune] [--jobs 2]
-                                   [--latency-source hybrid] [--round-to 8] [--proxy bn:10] [--results-name compare_agents]
-                                   [--out-dir runs/bench/compare_agents] [--no-doc] [--markdown-only]
+                                   [--agents uniform,random,tpe,ppo] [--evals 60] [--seeds N]
+                                   [--finetune-epochs 0.25] [--skip-finetune] [--no-peer] [--jobs 2]
+                                   [--latency-source hybrid] [--round-to 8] [--proxy kd:40]
+                                   [--results-name compare_agents_ft] [--out-dir runs/bench/compare_agents_ft]
+                                   [--no-doc] [--markdown-only]
 
-Protocol. The defaults are the issue's: resnet20 at budgets 0.5 and 0.3 of the dense model's live
-latency with 3 seeds, resnet56 at 0.4 with 1 seed, 150 evaluations per agent (uniform stops early
-when it has nothing new to try), 0.25 epoch of fine-tuning per exported policy, two cells at a
-time (`--jobs 2`: one process per cell, one torch and onnxruntime thread each; live measurements
-and LUT misses take a device lock, but the other cell's accuracy evaluations keep running beside
-them), and the search settings the README recommends: `--latency-source hybrid` (the LUT for every
-trial, a live measurement for each trial that would enter the best-k or the Pareto set, so a
-pick's recorded latency is a measured one) and `--round-to 8` (channel counts kept to multiples of
-8, where onnxruntime's CPU kernels are fast and the LUT is faithful). With `--latency-source lut
---round-to 1` the free-form agents exploit the LUT's underpricing of odd channel counts
-(`compare_agents_lut_r1` in docs/benchmarks.md). `--full` fine-tunes each export for 1 epoch
-instead of 0.25. Each (model, budget, seed) is one search job, run through the same code as
-`hilprune search` (`search.runner.run_search`, one call per agent so each agent's wall time is its
-own) in `<out-dir>/<model>-b<budget>-s<seed>-<weights>-<source>-r<round_to>/`; rerunning the same
-command resumes it (and a larger `--evals` extends it).
-Per agent and job:
+Protocol (the accuracy-proxy issue's). resnet20 at budgets 0.5 and 0.3 of the dense model's live
+latency and resnet56 at 0.4, 3 seeds each, 60 evaluations per agent (uniform stops early when it has
+nothing new to try), the search settings the README recommends (`--latency-source hybrid
+--round-to 8`) and `hilprune search`'s default accuracy proxy (`kd:40`). Each (model, budget, seed)
+is one search job, run through the same code as `hilprune search` (`search.runner.run_search`, one
+call per agent so each agent's wall time is its own) in `<out-dir>/<model>-b<budget>-s<seed>-...`;
+rerunning the same command resumes it (a larger `--evals` extends it).
 
-- `val_accuracy`: the most accurate trial within the budget by the latency the search recorded (the
-  LUT, or live where the hybrid source measured the trial), i.e. what `hilprune report` shows;
-  BN-recalibrated, not fine-tuned, on the search's validation subset. `latency_ms` is that trial's pruned model measured live on the device,
-  `speedup` the dense live latency over it, `meets_budget_live` whether it is within the budget;
-- `val_accuracy_live_rule`: the rule of `hilprune export` (the most accurate trial whose *live*
-  latency meets the budget, candidates measured in accuracy order, at most `--live-candidates`);
-- `test_accuracy_finetuned`: the `val_accuracy` trial exported by `search.export.export_run`
-  (surgery, BN recalibration, `--finetune-epochs` of fine-tuning with the same lr and seed for
-  every agent, TEST-split accuracy);
-- `evaluations`: trials the agent recorded; `wall_s`: wall time of its `run_search` call(s),
-  evaluator set-up included.
+Per agent and job, the pick is the rule of `hilprune export`: the most accurate trial (by the proxy)
+whose *live* latency, paired with the dense model, meets the budget. It is exported by
+`search.export.export_run` with `--finetune-epochs` of distillation from the dense model (the same
+steps, lr and seed for every agent), and its TEST accuracy after that fine-tune is what the targets
+compare. Beside the agents stands the peer a user would pick instead, `tp-global`
+(`bench/tp_global.py`): Torch-Pruning's global magnitude pruner with round_to 8, its ratio searched
+until its export meets the budget live, fine-tuned the same way (`--no-peer` leaves it out).
 
-Cost measured here (the default run, two cells at once, one core each): 0.6-1.1 s per resnet20
-evaluation for random, tpe, nsga2 and ppo, about 7 s for autoprune (it trains channel gates for
-every evaluation; more than half of the whole run), about 45 s per export with 0.25 epoch of
-fine-tuning; resnet56 about 1.7-2.3 s per evaluation (autoprune about 21 s). The
-whole default run took 125 min here.
+Rows also keep the search's own view (`val_accuracy`, `latency_ms`: the best trial within the budget
+by the latency the search recorded, measured live) for comparison with earlier runs.
 
-`--proxy` is the searches' accuracy proxy (envs.fidelity). Its default here stays `bn:10`, BN
-recalibration on 250 images, the proxy every number of this benchmark so far was measured with
-(`hilprune search` now defaults to distillation, `kd:40`); another proxy gets run directories of its
-own (suffix `-p<proxy>`).
-
-`--budgets` and `--seeds` (a count: seeds 0..N-1) override the per-model defaults for every model.
-`--quick`: resnet20 only, budget 0.5, 1 seed, 16 evaluations per agent, fine-tune 0.1 epoch
-(minutes, a smoke run of the protocol, not its result). Models without a shipped Fashion-MNIST
-checkpoint run with random weights (the table says so): their accuracies mean nothing.
+Cost: kd:40 scores a resnet20 policy in 3-5 s on one core (TPE and NSGA-II stop weak ones at the
+bn:10 rung), resnet56 about 3x; an export with 0.25 epoch of fine-tuning about 45 s for resnet20.
+The default run is estimated at about three hours with `--jobs 2` (not measured: see
+docs/benchmarks.md for what was run). `--full` fine-tunes 1 epoch instead of 0.25. `--quick`:
+resnet20 at 0.5, 1 seed, 16 evaluations per agent, 0.1 epoch (minutes; a smoke run of the protocol,
+not its result). Models without a shipped Fashion-MNIST checkpoint run with random weights (the
+table says so): their accuracies mean nothing.
 
 Writes bench/results/<results-name>.json (a list of rows), bench/results/<results-name>.meta.json
 (machine, arguments, dense references, targets), docs/img/<results-name>_pareto.png and the
-`<results-name>` section of docs/benchmarks.md (`compare_agents` by default).
+`<results-name>` section of docs/benchmarks.md. The `compare_agents` section there is the earlier
+protocol (accuracy before fine-tuning, bn:10 proxy, 150 evaluations).
 """
 
 from __future__ import annotations
@@ -73,19 +57,23 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 DATASET = "fashion-mnist"
-DEFAULT_AGENTS = "uniform,random,tpe,nsga2,autoprune,ppo"
+DEFAULT_AGENTS = "uniform,random,tpe,ppo"  # nsga2 and autoprune run when named
 DEFAULT_BUDGETS = {"resnet20": "0.5,0.3", "resnet56": "0.4"}
-DEFAULT_SEEDS = {"resnet20": 3, "resnet56": 1}
+DEFAULT_SEEDS = {"resnet20": 3, "resnet56": 3}
 FULL_SEEDS = DEFAULT_SEEDS
 TIMING_FILE = "bench_timing.json"
 EXPORT_FILE = "bench_export.json"
-RESULTS_NAME = "compare_agents"
-# The issue's targets: (model, budget) cells where PPO must beat uniform by 1 point (val, before fine-tune).
-PPO_VS_UNIFORM = (("resnet20", "0.3"), ("resnet56", "0.4"))
-PPO_VS_UNIFORM_POINTS = 1.0
-FINETUNE_CELL = ("resnet20", "0.5")
-FINETUNE_POINTS = 0.3
-ISSUE_EVALS = 150  # evaluations per agent the issue asks for (the default)
+RESULTS_NAME = "compare_agents_ft"  # `compare_agents`: the earlier protocol (accuracy before fine-tuning)
+# The issue's targets, on test accuracy after the same fine-tune: PPO >= uniform + 2 points in these cells,
+# >= random and TPE and >= Torch-Pruning's global pruner + 1 point in every cell, and within 0.3 point of
+# the dense model at >= 2x live speedup.
+PPO_VS_UNIFORM = (("resnet20", "0.5"), ("resnet20", "0.3"), ("resnet56", "0.4"))
+PPO_VS_UNIFORM_POINTS = 2.0
+PEER = "tp-global"  # bench.tp_global: Torch-Pruning's global magnitude pruner, held to the budget live
+PEER_POINTS = 1.0
+NEAR_DENSE_POINTS = 0.3
+NEAR_DENSE_MAX_BUDGET = 0.5  # cells with >= 2x speedup by their budget
+ISSUE_EVALS = 60  # evaluations per agent of the default run
 COST_WEIGHT = {"resnet56": 3.0, "mobilenetv2": 2.0}  # relative cost per evaluation, to order --jobs work
 
 log = logging.getLogger("compare_agents")
@@ -125,16 +113,60 @@ def weights_of(model: str, dataset: str = DATASET) -> tuple[str, str | None]:
 
 
 def cells(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """(model, budget, seed) jobs: `--cells model@budget[/seeds],...`, else every model at its budgets."""
     from hilprune.budget import parse_budgets
 
+    def n_seeds(model: str) -> int:
+        return args.seeds if args.seeds is not None else (FULL_SEEDS if args.full else DEFAULT_SEEDS).get(model, 1)
+
+    wanted: list[tuple[str, str, int]] = []
+    if args.cells:
+        for item in [c.strip() for c in args.cells.split(",") if c.strip()]:
+            model, _, rest = item.partition("@")
+            budget, _, seeds = rest.partition("/")
+            if not model or not budget or (seeds and not seeds.isdigit()):
+                raise SystemExit(f"error: --cells takes model@budget[/seeds], got {item!r}")
+            wanted.append((model, budget, int(seeds) if seeds else n_seeds(model)))
+    else:
+        for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+            for b in args.budgets.split(",") if args.budgets else DEFAULT_BUDGETS.get(model, "0.5").split(","):
+                wanted.append((model, b.strip(), n_seeds(model)))
     out = []
-    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-        budgets = parse_budgets(args.budgets or DEFAULT_BUDGETS.get(model, "0.5"))
-        n_seeds = args.seeds if args.seeds is not None else (FULL_SEEDS if args.full else DEFAULT_SEEDS).get(model, 1)
-        for b in budgets:
-            for s in range(n_seeds):
-                out.append((model, b, s))
+    for model, b, seeds in wanted:
+        for budget in parse_budgets(b):
+            out += [(model, budget, s) for s in range(seeds)]
     return out
+
+
+# Settings that make two runs' rows comparable: rows of cells an earlier run measured with the same
+# ones are kept in the results (and the table) when a later run adds other cells.
+SAME_SETTINGS = ("evals", "proxy", "latency_source", "round_to", "finetune_epochs", "device", "agents", "skip_finetune", "peer")
+
+
+def earlier_rows(name: str, args: argparse.Namespace, todo: list[tuple[str, str, int]]) -> tuple[list, dict]:
+    """Rows and meta of an earlier run under the same results name and settings, for cells not in `todo`."""
+    from bench.common import RESULTS
+
+    rows, meta = _read_list(RESULTS / f"{name}.json"), _read(RESULTS / f"{name}.meta.json")
+    old = meta.get("args", {})
+    if not rows or any(old.get(k) != getattr(args, k) for k in SAME_SETTINGS):
+        return [], {}
+    mine = {(m, float(b), s) for m, b, s in todo}
+    return [r for r in rows if (r["model"], r["budget"], r["seed"]) not in mine], meta
+
+
+def _run_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """What the table says about an earlier run whose rows it keeps."""
+    m = meta.get("machine", {})
+    return {"command": m.get("command"), "date": m.get("date"), "cpu": m.get("cpu"), "wall_s": meta.get("total_wall_s")}
+
+
+def _read_list(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else []
+    except json.JSONDecodeError:
+        return []
+    return data if isinstance(data, list) else []
 
 
 # --- one (model, budget, seed) job --------------------------------------------------------------
@@ -152,9 +184,7 @@ def run_dir_for(args: argparse.Namespace, model: str, budget: str, seed: int, wt
 
 def search_cell(model: str, budget: str, seed: int, args: argparse.Namespace, wtag: str) -> Path:
     """Run (or resume) the job's search, one `run_search` call per agent, timing each."""
-    import optuna
 
-    from search import store
     from search.job import resolve_job
     from search.runner import run_search
 
@@ -179,16 +209,7 @@ def search_cell(model: str, budget: str, seed: int, args: argparse.Namespace, wt
     timing = _read(timing_path)
     for agent in agents:
         t = timing.get(agent, {})
-        done = 0
-        if (run_dir / "study.journal").is_file():
-            try:
-                st = store.open_storage(job.storage_url)
-                names = store.study_names(st, job.name)
-                if agent in names:
-                    study = optuna.load_study(study_name=names[agent], storage=st)
-                    done = store.finished_count(study)
-            except Exception:  # noqa: BLE001 - a fresh or unreadable store: let run_search sort it out
-                done = 0
+        done = scored(run_dir, job, agent)
         if done >= args.evals or (t.get("complete") and t.get("evals") == args.evals):
             print(
                 f"  [{model}@{budget}/s{seed}] {agent:<10} {done} evaluations already done ({t.get('wall_s', 0):.0f} s)",
@@ -213,6 +234,24 @@ def search_cell(model: str, budget: str, seed: int, args: argparse.Namespace, wt
         print(f"  [{model}@{budget}/s{seed}] {agent:<10} +{ran} evaluations in {wall:.0f} s (CPU {cpu:.0f} s){note}", flush=True)
     job.write()  # job.toml lists every agent again (each run_search call wrote its own one-agent job)
     return run_dir
+
+
+def scored(run_dir: Path, job: Any, agent: str) -> int:
+    """Policies an agent finished scoring (complete, or stopped by a pruner at a cheap rung): `--evals`' unit."""
+    import optuna
+
+    from search import store
+
+    if not (run_dir / "study.journal").is_file():
+        return 0
+    try:
+        st = store.open_storage(job.storage_url)
+        names = store.study_names(st, job.name)
+        if agent not in names:
+            return 0
+        return store.finished_count(optuna.load_study(study_name=names[agent], storage=st))
+    except Exception:  # noqa: BLE001 - a fresh or unreadable store: let run_search sort it out
+        return 0
 
 
 def results_cell(
@@ -255,7 +294,8 @@ def results_cell(
             "test_accuracy_finetuned": None,
             "latency_ms": None,
             "speedup": None,
-            "evaluations": len(recs),
+            "evaluations": scored(run_dir, job, agent),
+            "completed": len(recs),
             "wall_s": round(float(t.get("wall_s", float("nan"))), 2),
             "cpu_s": round(float(t.get("cpu_s", float("nan"))), 2),
             "budget_ms": budget_ms,
@@ -299,9 +339,12 @@ def results_cell(
                 "trial_live_rule": picked[0].number,
                 "latency_ms_live_rule": picked[1],
             }
-        if not args.skip_finetune:
-            key = f"{agent}:{rec.number}@{args.finetune_epochs:g}"
-            pkey = f"{','.join(map(str, policy_of(rec).key()))}@{args.finetune_epochs:g}"
+        if picked is None:
+            row["error"] = row["error"] or "no trial meets the budget live"
+        elif not args.skip_finetune:  # the pick that meets the budget live is the one fine-tuned and compared
+            pick = picked[0]
+            key = f"{agent}:{pick.number}@{args.finetune_epochs:g}"
+            pkey = f"{','.join(map(str, policy_of(pick).key()))}@{args.finetune_epochs:g}"
             res = exports.get(key) or exports.get(pkey)  # the same policy fine-tunes to the same model (same seed)
             if res is None:
                 w0 = time.perf_counter()
@@ -309,7 +352,7 @@ def results_cell(
                     run_dir,
                     budget,
                     run_dir / "export" / agent,
-                    trial=f"{agent}:{rec.number}",
+                    trial=f"{agent}:{pick.number}",
                     finetune_epochs=args.finetune_epochs,
                     progress=False,
                 )
@@ -324,11 +367,11 @@ def results_cell(
                         "val_accuracy",
                         "meets_budget",
                     )
-                } | {"wall_s": time.perf_counter() - w0, "agent": agent, "trial": rec.number}
+                } | {"wall_s": time.perf_counter() - w0, "agent": agent, "trial": pick.number}
                 exports[key] = exports[pkey] = res
                 _write(run_dir / EXPORT_FILE, exports)
                 print(
-                    f"  [{model}@{budget}/s{seed}] {agent:<10} fine-tuned trial {rec.number}: test {res['test_accuracy']:.4f} "
+                    f"  [{model}@{budget}/s{seed}] {agent:<10} fine-tuned trial {pick.number}: test {res['test_accuracy']:.4f} "
                     f"(before {res['test_accuracy_before_finetune']:.4f}) in {res['wall_s']:.0f} s",
                     flush=True,
                 )
@@ -336,11 +379,78 @@ def results_cell(
                 "test_accuracy_finetuned": res["test_accuracy"],
                 "test_accuracy_before_finetune": res["test_accuracy_before_finetune"],
                 "export_latency_ms": res["latency_ms"],
+                "export_speedup": dense_ms / res["latency_ms"] if res["latency_ms"] > 0 else None,
+                "export_meets_budget": res["meets_budget"],
                 "finetune_wall_s": round(res["wall_s"], 1),
                 "dense_test_accuracy": res["dense_test_accuracy"],
             }
         rows.append(row)
+    if args.peer:
+        rows.append(peer_row(run_dir, job, spec, dense_ms, budget_ms, live, exports, rows[0], args))
     return rows
+
+
+def peer_row(
+    run_dir: Path, job: Any, spec: Any, dense_ms: float, budget_ms: float, live: Any, exports: dict, template: dict, args: Any
+) -> dict[str, Any]:
+    """Torch-Pruning's global pruner for this job's budget (bench.tp_global), fine-tuned as the agents' picks are."""
+    from bench.tp_global import run_peer
+    from hilprune.data import load_dataset
+
+    key = f"{PEER}@{args.finetune_epochs:g}"
+    res = exports.get(key)
+    if res is None:
+        data = load_dataset(job.dataset, job.data_dir, job.val_size)
+        res = run_peer(
+            spec.build(),
+            data,
+            spec.input_shape,
+            job.dataset,
+            live.in_frame,
+            budget_ms,
+            finetune_epochs=0.0 if args.skip_finetune else args.finetune_epochs,
+            seed=job.seed,
+            round_to=args.round_to,
+        ).to_dict()
+        exports[key] = res
+        _write(run_dir / EXPORT_FILE, exports)
+        print(
+            f"  [{job.model}@{template['budget']:g}/s{job.seed}] {PEER:<10} ratio {res['ratio']:.2f} "
+            f"({res['architectures']} architectures, {len(res['tried'])} measured): {res['latency_ms']:.3f} ms, "
+            f"test {res['test_accuracy']:.4f} (before {res['test_accuracy_before_finetune']:.4f})",
+            flush=True,
+        )
+    row = {k: None for k in template} | {
+        k: template[k] for k in ("model", "budget", "seed", "budget_ms", "dense_latency_ms", "dense_val_accuracy", "weights")
+    }
+    row |= {
+        "agent": PEER,
+        "run_dir": str(run_dir),
+        "quick": bool(args.quick),
+        "dense_test_accuracy": template.get("dense_test_accuracy"),
+        "finetune_epochs": None if args.skip_finetune else args.finetune_epochs,
+        "val_accuracy": res["val_accuracy"],
+        "val_accuracy_live_rule": res["val_accuracy"] if res["meets_budget"] else None,
+        "latency_ms": res["latency_ms"],
+        "latency_ms_live_rule": res["latency_ms"] if res["meets_budget"] else None,
+        "speedup": dense_ms / res["latency_ms"],
+        "meets_budget_live": res["meets_budget"],
+        "export_meets_budget": res["meets_budget"],
+        "export_latency_ms": res["latency_ms"],
+        "export_speedup": dense_ms / res["latency_ms"],
+        "macs": res["macs"],
+        "evaluations": len(res["tried"]),
+        "wall_s": res["search_wall_s"],
+        "peer": res,
+        "error": None if res["meets_budget"] else "no pruning ratio meets the budget live",
+    }
+    if not args.skip_finetune and res["meets_budget"]:
+        row |= {
+            "test_accuracy_finetuned": res["test_accuracy"],
+            "test_accuracy_before_finetune": res["test_accuracy_before_finetune"],
+            "finetune_wall_s": res["finetune_wall_s"],
+        }
+    return row
 
 
 def run_cell(
@@ -421,6 +531,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "evaluations",
             "wall_s",
             "cpu_s",
+            "export_speedup",
+            "latency_ms_live_rule",
+            "test_accuracy_before_finetune",
         ):
             m, sd, n = mean_std([r.get(k) for r in rs])
             a[k], a[k + "_std"], a[k + "_n"] = m, sd, n
@@ -432,71 +545,76 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _versus(p: dict[str, Any], q: dict[str, Any], margin: float, qname: str) -> dict[str, Any]:
-    """PPO (p) against another agent (q) on validation accuracy before fine-tuning, two ways.
-
-    By the search's pick (best within the budget by its recorded LUT latency) and by the export
-    rule (best whose *live* latency meets the budget). Met only when both hold: a pick that runs
-    over the budget on the device has not won anything.
-    """
-    d = 100 * (p["val_accuracy"] - q["val_accuracy"])
-    pl, ql = p.get("val_accuracy_live_rule"), q.get("val_accuracy_live_rule")
-    p_all = pl is not None and not p.get("live_rule_missing")
-    if not p_all:
-        live = f"PPO has no live-feasible trial in {p.get('live_rule_missing', '?')} of {p['seeds']} seed(s)"
-        live_ok = False
-    elif ql is None or q.get("live_rule_missing"):
-        live = f"PPO {100 * pl:.2f}, {qname} none live-feasible in {q.get('live_rule_missing', '?')} seed(s)"
-        live_ok = True
-    else:
-        dl = 100 * (pl - ql)
-        live = f"PPO {100 * pl:.2f}, {qname} {100 * ql:.2f}: {dl:+.2f} points"
-        live_ok = dl >= margin
+    """PPO (p) against another agent or the peer (q) on test accuracy after the same fine-tune, each
+    agent's pick being its most accurate trial that meets the budget live (mean over seeds). Met
+    only when PPO has such a pick in every seed and its mean leads by `margin` points; a seed where
+    the other has none counts for PPO."""
+    pa, qa = p.get("test_accuracy_finetuned"), q.get("test_accuracy_finetuned")
+    p_missing = p["seeds"] - int(p.get("test_accuracy_finetuned_n") or 0)
+    q_missing = q["seeds"] - int(q.get("test_accuracy_finetuned_n") or 0)
+    if pa is None or p_missing:
+        return {
+            "measured": f"PPO has no fine-tuned pick meeting the budget live in {p_missing} of {p['seeds']} seed(s)",
+            "met": False,
+            "weights": p["weights"],
+            "seeds": p["seeds"],
+        }
+    if qa is None:
+        return {
+            "measured": f"PPO {100 * pa:.2f}; {qname} met the budget live in no seed",
+            "met": True,
+            "weights": p["weights"],
+            "seeds": p["seeds"],
+        }
+    d = 100 * (pa - qa)
+    note = f"; {qname} had no pick meeting the budget live in {q_missing} seed(s)" if q_missing else ""
     return {
-        "measured": f"LUT pick: PPO {100 * p['val_accuracy']:.2f}, {qname} {100 * q['val_accuracy']:.2f}: {d:+.2f} points "
-        f"({p['evaluations']:.0f} vs {q['evaluations']:.0f} evaluations, {p['seeds']} seed(s)); live rule: {live}",
-        "met": bool(d >= margin and live_ok),
-        "met_lut_pick": bool(d >= margin),
-        "met_live_rule": live_ok,
+        "measured": f"PPO {100 * pa:.2f}, {qname} {100 * qa:.2f}: {d:+.2f} points ({p['evaluations']:.0f} vs "
+        f"{q['evaluations']:.0f} evaluations, {p['seeds']} seed(s){note})",
+        "met": bool(d >= margin),
         "weights": p["weights"],
         "seeds": p["seeds"],
     }
 
 
 def targets(agg: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets, all on test accuracy after the same distillation fine-tune."""
     by = {(a["model"], a["budget"], a["agent"]): a for a in agg}
+    cells_seen = sorted({(a["model"], a["budget"]) for a in agg}, key=lambda c: (c[0], -c[1]))
     out = []
+
+    def versus(model: str, b: float, other: str, margin: float, label: str) -> None:
+        p, q = by.get((model, b, "ppo")), by.get((model, b, other))
+        t = {"target": f"PPO >= {label}" + (f" + {margin:g} point(s)" if margin else "") + f", {model} at {b:g}"}
+        t |= _versus(p, q, margin, label) if p and q else {"measured": "not run", "met": None}
+        out.append(t)
+
     for model, b in PPO_VS_UNIFORM:
-        p, u = by.get((model, float(b), "ppo")), by.get((model, float(b), "uniform"))
-        t = {"target": f"PPO >= uniform + {PPO_VS_UNIFORM_POINTS:.1f} point (val, before fine-tune), {model} at {b}"}
-        if p and u and p["val_accuracy"] is not None and u["val_accuracy"] is not None:
-            t |= _versus(p, u, PPO_VS_UNIFORM_POINTS, "uniform")
-        else:
-            t |= {"measured": "not run", "met": None}
-        out.append(t)
-    cells_seen = sorted({(a["model"], a["budget"]) for a in agg})
+        versus(model, float(b), "uniform", PPO_VS_UNIFORM_POINTS, "uniform")
     for model, b in cells_seen:
-        p, q = by.get((model, b, "ppo")), by.get((model, b, "tpe"))
-        t = {"target": f"PPO >= TPE at equal evaluations (val, before fine-tune), {model} at {b:g}"}
-        if p and q and p["val_accuracy"] is not None and q["val_accuracy"] is not None:
-            t |= _versus(p, q, 0.0, "TPE")
-        else:
-            t |= {"measured": "not run", "met": None}
-        out.append(t)
-    model, b = FINETUNE_CELL
-    p = by.get((model, float(b), "ppo"))
-    t = {"target": f"PPO fine-tuned within {FINETUNE_POINTS} point of the dense test accuracy, {model} at {b}"}
-    if p and p["test_accuracy_finetuned"] is not None and p.get("dense_test_accuracy") is not None:
-        d = 100 * (p["test_accuracy_finetuned"] - p["dense_test_accuracy"])
-        t |= {
-            "measured": f"PPO {100 * p['test_accuracy_finetuned']:.2f}, dense {100 * p['dense_test_accuracy']:.2f}: {d:+.2f} points "
-            f"(its policy met the budget live in {p['meets_live']} of {p['seeds']} seed(s))",
-            "met": d >= -FINETUNE_POINTS,
-            "weights": p["weights"],
-            "seeds": p["seeds"],
+        for other in ("random", "tpe"):
+            versus(model, b, other, 0.0, other)
+        versus(model, b, PEER, PEER_POINTS, "Torch-Pruning global")
+    for model, b in cells_seen:
+        p = by.get((model, b, "ppo"))
+        if not p or b > NEAR_DENSE_MAX_BUDGET:
+            continue
+        t = {
+            "target": f"PPO's pick (>= 2x live) fine-tuned within {NEAR_DENSE_POINTS} point of dense test accuracy, {model} at {b:g}"
         }
-    else:
-        t |= {"measured": "not run" if not p else "not fine-tuned", "met": None}
-    out.append(t)
+        if p["test_accuracy_finetuned"] is not None and p.get("dense_test_accuracy") is not None:
+            d = 100 * (p["test_accuracy_finetuned"] - p["dense_test_accuracy"])
+            sp = p.get("export_speedup")
+            t |= {
+                "measured": f"PPO {100 * p['test_accuracy_finetuned']:.2f}, dense {100 * p['dense_test_accuracy']:.2f}: "
+                f"{d:+.2f} points at {sp:.2f}x live ({p['test_accuracy_finetuned_n']} of {p['seeds']} seed(s) fine-tuned)",
+                "met": bool(d >= -NEAR_DENSE_POINTS and sp is not None and sp >= 2.0),
+                "weights": p["weights"],
+                "seeds": p["seeds"],
+            }
+        else:
+            t |= {"measured": "no fine-tuned pick", "met": None if p["missing"] == p["seeds"] else False}
+        out.append(t)
     return out
 
 
@@ -527,25 +645,28 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
         records = store.load_records(store.open_storage(job.storage_url), job.name)
         bms = float(dense["budgets_ms"][f"{budget:g}"])
         for agent in agents:
-            recs = [r for r in records.get(agent, []) if r.latency_ms <= 1.6 * bms]
-            if not recs:
-                continue
             c = colors[agent]
-            ax.scatter([r.latency_ms for r in recs], [r.accuracy for r in recs], s=9, alpha=0.35, color=c)
-            xs, ys = pareto_staircase(pareto_front(recs))
-            ax.plot(xs, ys, "-", color=c, lw=1.4, label=f"{agent} ({len(records.get(agent, []))})")
-            best = [
+            recs = [r for r in records.get(agent, []) if r.latency_ms <= 1.6 * bms]
+            if recs:
+                ax.scatter([r.latency_ms for r in recs], [r.accuracy for r in recs], s=9, alpha=0.35, color=c)
+                xs, ys = pareto_staircase(pareto_front(recs))
+                ax.plot(xs, ys, "-", color=c, lw=1.4, label=f"{agent} ({len(records.get(agent, []))} completed)")
+            picks = [
                 r
                 for r in rows
-                if r["model"] == model
-                and r["budget"] == budget
-                and r["seed"] == first["seed"]
-                and r["agent"] == agent
-                and r["val_accuracy"] is not None
+                if (r["model"], r["budget"], r["seed"], r["agent"]) == (model, budget, first["seed"], agent)
+                and r.get("test_accuracy_finetuned") is not None
             ]
-            if best:
+            if picks:  # the pick fine-tuned: test accuracy at its exported live latency
                 ax.scatter(
-                    [best[0]["latency_ms"]], [best[0]["val_accuracy"]], marker="D", s=46, facecolor="none", edgecolor=c, lw=1.6
+                    [picks[0]["export_latency_ms"]],
+                    [picks[0]["test_accuracy_finetuned"]],
+                    marker="*",
+                    s=110,
+                    color=c,
+                    edgecolor="black",
+                    lw=0.6,
+                    label=None if recs else f"{agent} (fine-tuned)",
                 )
         ax.axvline(bms, ls="--", color="tab:red", lw=1)
         ax.annotate(
@@ -558,15 +679,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
             ha="right",
             va="bottom",
         )
-        recorded = "LUT" if job.latency_source == "lut" else "recorded: LUT, or live where measured"
-        ax.set_xlabel(f"latency (ms; dots and lines: {recorded}; diamonds: live) on {job.device}")
-        ax.set_ylabel("validation accuracy (BN-recalibrated, no fine-tune)")
+        recorded = "LUT" if job.latency_source == "lut" else "LUT, or live where measured"
+        ax.set_xlabel(f"latency on {job.device}, ms (dots: {recorded}; stars: live at export)", fontsize=8)
+        ax.set_ylabel(f"dots: val acc. ({job.proxy or 'search'} proxy); stars: test acc. after FT", fontsize=8)
         ax.set_title(f"{model} ({first['weights']}), budget {budget:g} = {bms:.3f} ms, seed {first['seed']}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(
         "dots: trials at the latency their search recorded; lines: each agent's Pareto front;\n"
-        "diamonds: each agent's best within the budget, at its live latency",
+        "stars: each agent's pick (best meeting the budget live), fine-tuned, at its live latency",
         fontsize=8,
     )
     fig.tight_layout()
@@ -594,95 +715,87 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     quick = bool(args.get("quick"))
     source, round_to = args.get("latency_source", "lut"), args.get("round_to", 1)
     title = (
-        f"## Search agents at equal evaluations ({args['evals']} per agent, Fashion-MNIST, `ort-cpu-1t`, latency source `{source}`, "
-        f"round_to {round_to})"
+        f"## Search agents judged after fine-tuning ({args['evals']} evaluations per agent, proxy `{args.get('proxy')}`, "
+        f"Fashion-MNIST, `{args.get('device', 'ort-cpu-1t')}`, round_to {round_to})"
     )
     lines = [title + (" — QUICK RUN (reduced protocol)" if quick else "") + "\n", header(meta["machine"])]
+    for e in meta.get("earlier", []):
+        lines.append(
+            f"Rows of other cells come from an earlier run with the same settings: `{e['command']}` ({e['date']}, {e['cpu']}, "
+            f"{(e.get('wall_s') or 0) / 60:.0f} min).\n"
+        )
     if meta.get("note"):
         lines.append(meta["note"] + "\n")
     load = meta.get("loadavg")
     if load:
+        busy = max(load.values()) > 1.5
         lines.append(
             f"Load average (1 min) at start {load['start']:.2f}, at end {load['end']:.2f} on {meta['machine']['cores']} cores"
-            + (
-                ": **other processes shared the CPU, so live latencies are inflated and noisy**"
-                if max(load.values()) > 1.5
-                else ""
-            )
+            + (": **other processes shared the CPU, so live latencies are inflated and noisy**" if busy else "")
             + ".\n"
         )
+    n_cells = len({(r["model"], r["budget"], r["seed"]) for r in rows})
     if quick:
         lines.append(
             f"**This is a `--quick` run, not the benchmark's protocol:** {args['models']}, budget(s) "
             f"{args.get('budgets') or 'per-model default'}, {args.get('seeds')} seed(s), {args['evals']} evaluations per agent, "
             f"fine-tune {args['finetune_epochs']:g} epoch. It shows the machinery end to end; it does not rank the agents. "
-            "The benchmark is `python bench/compare_agents.py` (resnet20 at 0.5 and 0.3 with 3 seeds, resnet56 at 0.4 "
-            "with 1 seed, 150 evaluations per agent, 0.25 epoch of fine-tuning).\n"
-        )
-    elif int(args["evals"]) < ISSUE_EVALS:
-        lines.append(
-            f"**Reduced protocol:** the issue's cells and seeds, but {args['evals']} evaluations per agent (the issue: "
-            f"{ISSUE_EVALS}), {args['finetune_epochs']:g} epoch of fine-tuning, {args.get('jobs', 1)} cells searched at once "
-            "(one process and one thread each).\n"
+            "The benchmark is `python bench/compare_agents.py` (resnet20 at 0.5 and 0.3, resnet56 at 0.4, 3 seeds each, "
+            f"{ISSUE_EVALS} evaluations per agent, 0.25 epoch of fine-tuning).\n"
         )
     else:
         lines.append(
-            f"**The issue's protocol:** its cells and seeds, {args['evals']} evaluations per agent, {args['finetune_epochs']:g} "
-            f"epoch of fine-tuning, {args.get('jobs', 1)} cells searched at once (one process and one thread each).\n"
+            f"{n_cells} (model, budget, seed) job(s), {args['evals']} evaluations per agent, {args['finetune_epochs']:g} epoch of "
+            f"fine-tuning per pick, {args.get('jobs', 1)} job(s) at once (one process and one thread each).\n"
         )
     ft = (
         "not fine-tuned (--skip-finetune)"
         if args.get("skip_finetune")
-        else f"{args['finetune_epochs']:g} epoch(s) of fine-tuning (lr 0.01, cosine, seed = the job's seed; the same for every agent)"
+        else f"{args['finetune_epochs']:g} epoch of distillation from the dense model (batch 128, lr 0.01 cosine, T 4, "
+        "alpha 0.9, seed = the job's seed): the same steps for every agent and the peer"
     )
     lines.append(
-        f"Each (model, budget, seed) is one `hilprune search` job (`search.runner.run_search`, one call per agent) with "
-        f"`--evals {args['evals']}` per agent, `--latency-source {source} --round-to {round_to}`, validation subset of "
-        f"{args.get('val_size') or 1000} images; budgets are fractions of the dense model's live latency. "
-        + (
-            "**val acc**: the agent's most accurate trial within the budget by its recorded (LUT) latency, what `hilprune report` "
-            if source == "lut"
-            else "**val acc**: the agent's most accurate trial within the budget by its recorded latency (live where the hybrid "
-            "source measured the trial, else the LUT), what `hilprune report` "
-        )
-        + "shows; BN-recalibrated, not fine-tuned. **live ms / speedup**: that trial's pruned model measured on the device, and "
-        "the dense live latency over it; **meets budget live**: seeds where that live latency is within the budget. "
-        "**val acc (live rule)**: the rule of `hilprune export`: the most accurate trial whose *live* latency meets the budget "
-        f"(up to {args.get('live_candidates', 10)} candidates measured, in accuracy order). **test acc (FT)**: the *val acc* trial "
-        f"exported by `hilprune export`'s code ({ft}), test split; **Δ dense**: minus the dense model's test accuracy, in points. "
-        "**wall s**: the agent's `run_search` call(s), evaluator set-up included (CPU s: that process's CPU time). "
-        "Mean ± sample std over seeds (no ± with one seed). Uniform stops early when it has nothing new to evaluate. "
-        + (
-            "Live latencies of pruned models come from hwprofiler's on-disk measurement cache when the same graph was "
-            "measured before, possibly under another load; the dense one in each job's `dense.json` was measured when the "
-            "job started.\n"
-            if meta.get("dense_measured_fresh")
-            else "Live latencies (the dense one in each job's `dense.json` included) come from hwprofiler's on-disk measurement "
-            "cache when the same graph was measured before, possibly under another load.\n"
-        )
+        "**Protocol.** Each (model, budget, seed) is one `hilprune search` job (`search.runner.run_search`, one call per "
+        f"agent, `--evals {args['evals']} --latency-source {source} --round-to {round_to} --proxy {args.get('proxy')}`); "
+        "budgets are fractions of the dense model's live latency. Compared **at equal evaluations** (policies scored per "
+        "agent; wall time differs and is shown). Each agent's pick is the rule of `hilprune export`: its most accurate trial "
+        "(by the search's proxy on the validation subset) whose **live** latency, paired with the dense model, meets the "
+        f"budget (up to {args.get('live_candidates', 10)} candidates measured). That pick is exported by `hilprune export`'s "
+        f"code ({ft}) and its **test** accuracy is the number compared, so agents are judged at equal live latency "
+        "(all within the budget) and equal fine-tuning. **tp-global** is the peer a user would pick instead: Torch-Pruning's "
+        "global magnitude pruner (`BasePruner`, formerly `MetaPruner`, `global_pruning=True`, round_to "
+        f"{round_to}, at most 0.9 of a layer), its ratio searched to the budget live (`bench/tp_global.py`: its answer is not "
+        "monotone in the ratio, so the distinct architectures of a 0.01 grid are bisected by MACs), then BN-recalibrated "
+        "and fine-tuned the same way; its *evals* are its live measurements.\n"
     )
     lines += [
-        "| model | weights | budget (ms) | agent | seeds | evals | val acc % | live ms | speedup | meets budget live | "
-        "val acc % (live rule) | test acc (FT) % | Δ dense | wall s (CPU s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | weights | budget (ms) | agent | seeds | evals | val acc % (proxy) | live ms | speedup (export) | "
+        "test acc % before FT | test acc % after FT | Δ dense | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in sorted(agg, key=lambda a: (a["model"], -a["budget"], _agent_order(a["agent"]))):
         dt = a.get("dense_test_accuracy")
-        delta = "-" if a["test_accuracy_finetuned"] is None or dt is None else f"{100 * (a['test_accuracy_finetuned'] - dt):+.2f}"
-        live_rule = _pm(a["val_accuracy_live_rule"], a["val_accuracy_live_rule_std"], a["val_accuracy_live_rule_n"], 100)
-        if a["live_rule_missing"]:
-            live_rule = (
-                live_rule + "; " if a["val_accuracy_live_rule"] is not None else ""
-            ) + f"none in {a['live_rule_missing']} seed(s)"
-        speed = _pm(a["speedup"], a["speedup_std"], a["speedup_n"], 1, 2)
+        ft_acc = a["test_accuracy_finetuned"]
+        delta = "-" if ft_acc is None or dt is None else f"{100 * (ft_acc - dt):+.2f}"
+        none = a["seeds"] - int(a.get("test_accuracy_finetuned_n") or 0)
+        after = _pm(ft_acc, a["test_accuracy_finetuned_std"], a["test_accuracy_finetuned_n"], 100)
+        if none and not args.get("skip_finetune"):
+            after = (after + "; " if ft_acc is not None else "") + f"no pick meets the budget live in {none} seed(s)"
+        speed = _pm(a["export_speedup"], a["export_speedup_std"], a["export_speedup_n"], 1, 2)
         lines.append(
             f"| {a['model']} | {a['weights']} | {a['budget']:g} ({a['budget_ms']:.3f}) | {a['agent']} | {a['seeds']} | "
-            f"{a['evaluations']:.0f} | {_pm(a['val_accuracy'], a['val_accuracy_std'], a['val_accuracy_n'], 100)} | "
-            f"{_pm(a['latency_ms'], a['latency_ms_std'], a['latency_ms_n'], 1, 3)} | "
-            f"{speed + 'x' if speed != '-' else '-'} | {a['meets_live']}/{a['seeds']} | {live_rule} | "
-            f"{_pm(a['test_accuracy_finetuned'], a['test_accuracy_finetuned_std'], a['test_accuracy_finetuned_n'], 100)} | "
-            f"{delta} | {_pm(a['wall_s'], a['wall_s_std'], a['wall_s_n'], 1, 0)} ({_pm(a['cpu_s'], None, 1, 1, 0)}) |"
+            f"{a['evaluations']:.0f} | "
+            f"{_pm(a['val_accuracy_live_rule'], a['val_accuracy_live_rule_std'], a['val_accuracy_live_rule_n'], 100)} | "
+            f"{_pm(a['latency_ms_live_rule'], a['latency_ms_live_rule_std'], a['latency_ms_live_rule_n'], 1, 3)} | "
+            f"{speed + 'x' if speed != '-' else '-'} | "
+            f"{_pm(a['test_accuracy_before_finetune'], None, a['test_accuracy_before_finetune_n'], 100)} | {after} | {delta} | "
+            f"{_pm(a['wall_s'], a['wall_s_std'], a['wall_s_n'], 1, 0)} |"
         )
+    lines.append(
+        "\n*val acc (proxy)*: the pick's accuracy by the search's proxy on the validation subset; *live ms*: the pick's "
+        "live latency in the job's frame when it was picked; *speedup (export)*: dense over the exported model's live "
+        "latency, measured again at export. Mean ± sample std over seeds (no ± with one seed)."
+    )
     dense_lines = []
     for model in sorted({a["model"] for a in agg}):
         d = meta.get("dense", {}).get(model, {})
@@ -698,17 +811,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             "\n**random weights**: no shipped Fashion-MNIST checkpoint for that model when this ran, so its "
             "accuracies (and the targets judged on them) mean nothing; its latencies are real."
         )
-    lines += [
-        "",
-        "### Targets",
-        "",
-        "Accuracy targets are judged two ways, and met only when both hold: on each agent's LUT pick (the **val acc** "
-        "column) and on the export rule (**val acc (live rule)**), since a pick that runs over the budget on the "
-        "device has not won anything. With several seeds the means are compared.",
-        "",
-        "| target | measured | met? |",
-        "|---|---|---|",
-    ]
+    lines += ["", "### Targets", "", "| target | measured | met? |", "|---|---|---|"]
     for t in tg:
         met = "not run" if t["met"] is None else ("yes" if t["met"] else "**no**")
         caveats = [c for c, on in (("random weights", t.get("weights") == "random weights"), ("quick run", quick)) if on]
@@ -723,8 +826,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             "",
             f"![accuracy vs latency per agent](img/{name})",
             "",
-            f"`docs/img/{name}`: every trial of the first seed (dots; x is the latency the search recorded), each agent's Pareto "
-            "front (lines) and its best within the budget (diamonds, drawn at its *live* latency).",
+            f"`docs/img/{name}`: every trial of the first seed (dots; x is the latency the search recorded, y its proxy "
+            "accuracy), each agent's Pareto front (lines), and each agent's pick fine-tuned (stars: test accuracy after "
+            "fine-tuning at its live latency).",
         ]
     wall = meta.get("wall_note") or f"Total wall time of the command: {meta.get('total_wall_s', 0) / 60:.0f} min."
     lines.append(
@@ -745,9 +849,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet20,resnet56")
     ap.add_argument("--budgets", default=None, help="budgets for every model (default: resnet20 0.5,0.3; resnet56 0.4)")
+    ap.add_argument(
+        "--cells",
+        default=None,
+        help="jobs as model@budget[/seeds],... (e.g. resnet20@0.5/3,resnet56@0.4/1); overrides --models and --budgets",
+    )
     ap.add_argument("--agents", default=DEFAULT_AGENTS)
-    ap.add_argument("--evals", type=int, default=150, help="evaluations per agent (default 150, the issue's)")
-    ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 for every model (default: resnet20 3, resnet56 1)")
+    ap.add_argument("--evals", type=int, default=ISSUE_EVALS, help=f"evaluations per agent (default {ISSUE_EVALS})")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 for every model (default 3)")
     ap.add_argument("--finetune-epochs", type=float, default=0.25, help="fine-tuning epochs per exported policy (--full: 1)")
     ap.add_argument("--jobs", type=int, default=2, help="cells searched at once, one process each")
     ap.add_argument("--full", action="store_true", help="1 epoch of fine-tuning per export instead of 0.25")
@@ -762,8 +871,11 @@ def main() -> None:
     ap.add_argument("--round-to", type=int, default=8, help="kept channels rounded to a multiple of this (default 8)")
     ap.add_argument(
         "--proxy",
-        default="bn:10",
-        help="the searches' accuracy proxy (default bn:10, this benchmark's so far; search's is kd:40)",
+        default="kd:40",
+        help="the searches' accuracy proxy (default kd:40, hilprune search's; bn:10 was this benchmark's before)",
+    )
+    ap.add_argument(
+        "--no-peer", dest="peer", action="store_false", help="leave out Torch-Pruning's global pruner (bench.tp_global)"
     )
     ap.add_argument(
         "--results-name",
@@ -780,7 +892,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="resnet20, budget 0.5, 1 seed, 16 evaluations, fine-tune 0.1 epoch")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     ap.add_argument(
-        "--markdown-only", action="store_true", help="rewrite the docs section from bench/results/compare_agents*.json"
+        "--markdown-only", action="store_true", help="rewrite the docs section from bench/results/<results-name>.json"
     )
     args = ap.parse_args()
 
@@ -812,7 +924,7 @@ def main() -> None:
             ROOT
             / "runs"
             / "bench"
-            / ("compare_agents-quick" if args.quick else "compare_agents-full" if args.full else "compare_agents")
+            / ("compare_agents_ft-quick" if args.quick else "compare_agents_ft-full" if args.full else "compare_agents_ft")
         )
     _worker_setup()  # this process evaluates too (the dense test accuracy; every cell with --jobs 1)
     from bench.common import machine
@@ -823,7 +935,10 @@ def main() -> None:
     todo = cells(args)
     models = list(dict.fromkeys(m for m, _, _ in todo))
     wtags = {m: weights_of(m) for m in models}
-    dense: dict[str, dict[str, Any]] = {}
+    kept, earlier = earlier_rows(name, args, todo)
+    dense: dict[str, dict[str, Any]] = dict(earlier.get("dense", {}))
+    if kept:
+        print(f"keeping {len(kept)} row(s) of other cells from the earlier run with the same settings", flush=True)
     dense_test = {}
     for m in models:
         dense_test[m] = dense_test_accuracy(m)
@@ -854,8 +969,8 @@ def main() -> None:
             },
         )
         done = [r for c in todo if c in rows_by_cell for r in rows_by_cell[c]]
-        write_json(name, done)  # after every job: a long run shows its progress
-        return done
+        write_json(name, kept + done)  # after every job: a long run shows its progress
+        return kept + done
 
     rows: list[dict[str, Any]] = []
     if args.jobs == 1:
@@ -885,6 +1000,7 @@ def main() -> None:
         "total_wall_s": time.perf_counter() - t_start,
         "loadavg": {"start": load_start, "end": os.getloadavg()[0]},
         "dense_measured_fresh": True,
+        "earlier": (earlier.get("earlier", []) + [_run_of(earlier)]) if kept else [],
     }  # envs.latency measures the dense reference, not the cache
     meta["targets"] = targets(aggregate(rows))
     try:

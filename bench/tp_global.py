@@ -3,9 +3,11 @@
 `tp.pruner.BasePruner` (called `MetaPruner` before torch-pruning 1.5; the old name is a deprecated
 alias) with `global_pruning=True`, L2 magnitude importance (torch-pruning's default group
 normalisation), `round_to` 8, at most 0.9 of any layer's channels (the search agents' `max_ratio`)
-and the classifier left whole. Its one knob, the global pruning ratio, is bisected until the pruned
-model's ONNX export meets the budget live on the device: timed paired with the dense model and put
-in the job's frame, the way `hilprune export` judges an agent's pick. The model found is then
+and the classifier left whole. Its one knob is the global pruning ratio. Its answer is not monotone in
+that ratio here (see `candidates`), so every distinct architecture it makes on a 0.01 grid is
+ordered by MACs and bisected until the one with the most MACs whose ONNX export meets the budget
+live on the device is found: timed paired with the dense model and put in the job's frame, the way
+`hilprune export` judges an agent's pick. The model found is then
 BN-recalibrated and fine-tuned exactly as `hilprune export` fine-tunes an agent's pick (same
 epochs, batch, schedule, teacher and seed), so the two are compared at equal fine-tuning steps.
 """
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 MAX_RATIO = 0.9
-BISECTION_STEPS = 7  # resolution 0.9 / 2**7 = 0.007 of the channels
+GRID_POINTS = 90  # ratios 0, 0.01, ..., 0.9 (about 5 s of pruning for resnet20)
 
 
 @dataclasses.dataclass
@@ -35,6 +37,7 @@ class PeerResult:
     test_accuracy: float  # after the fine-tune
     finetune_steps: int
     tried: list[tuple[float, float]]  # (ratio, live ms) of every bisection step
+    architectures: int  # distinct architectures on the ratio grid
     search_wall_s: float
     finetune_wall_s: float
 
@@ -63,25 +66,50 @@ def prune_global(dense: Any, input_shape: tuple[int, int, int], ratio: float, ro
     return model
 
 
-def bisect_ratio(latency_at: Callable[[float], float], budget_ms: float, steps: int = BISECTION_STEPS) -> tuple[float, list]:
-    """The smallest ratio in [0, MAX_RATIO] whose live latency meets the budget (to 0.9 / 2**steps),
-    assuming latency falls with the ratio; MAX_RATIO itself when even that misses. Returns the ratio
-    and every (ratio, ms) tried."""
+def candidates(dense: Any, input_shape: tuple[int, int, int], round_to: int = 8) -> list[tuple[float, int]]:
+    """(ratio, MACs) of each distinct architecture the pruner makes on a 0.01 grid of ratios, most
+    MACs first. torch-pruning's answer is not monotone in the ratio (with `round_to` a group loses
+    more than its share, and a group whose channels would all go is left whole), so the ratio itself
+    cannot be bisected; the architectures it produces, ordered by MACs, can."""
+    import torch
+
+    from hilprune.surgery.counting import macs_and_params
+
+    seen: dict[tuple[int, ...], tuple[float, int]] = {}
+    for i in range(GRID_POINTS + 1):
+        ratio = round(MAX_RATIO * i / GRID_POINTS, 4)
+        model = prune_global(dense, input_shape, ratio, round_to)
+        key = tuple(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        if key not in seen:
+            seen[key] = (ratio, int(macs_and_params(model, torch.randn(1, *input_shape))[0]))
+    return sorted(seen.values(), key=lambda c: -c[1])
+
+
+def bisect_budget(
+    cands: list[tuple[float, int]], latency_at: Callable[[float], float], budget_ms: float
+) -> tuple[float, list[tuple[float, float]]]:
+    """The candidate with the most MACs whose live latency meets the budget, by bisection over
+    `cands` (most MACs first; latency assumed to fall with MACs); the one with the fewest when even
+    that misses. Returns its ratio and every (ratio, ms) measured."""
     from hilprune.budget import within_budget
 
-    tried = [(MAX_RATIO, latency_at(MAX_RATIO))]
-    if not within_budget(tried[0][1], budget_ms):
-        return MAX_RATIO, tried
-    lo, hi = 0.0, MAX_RATIO
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        ms = latency_at(mid)
-        tried.append((mid, ms))
-        if within_budget(ms, budget_ms):
+    tried: list[tuple[float, float]] = []
+
+    def meets(i: int) -> bool:
+        ms = latency_at(cands[i][0])
+        tried.append((cands[i][0], ms))
+        return within_budget(ms, budget_ms)
+
+    lo, hi = 0, len(cands) - 1
+    if not meets(hi):
+        return cands[hi][0], tried
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if meets(mid):
             hi = mid
         else:
-            lo = mid
-    return hi, tried
+            lo = mid + 1
+    return cands[lo][0], tried
 
 
 def run_peer(
@@ -116,7 +144,8 @@ def run_peer(
             measured[ratio] = live_in_frame(to_onnx_bytes(prune_global(dense, input_shape, ratio, round_to), input_shape))
         return measured[ratio]
 
-    ratio, tried = bisect_ratio(latency_at, budget_ms)
+    cands = candidates(dense, input_shape, round_to)
+    ratio, tried = bisect_budget(cands, latency_at, budget_ms)
     model = prune_global(dense, input_shape, ratio, round_to)
     search_wall = time.perf_counter() - t0
     macs, _ = macs_and_params(model, torch.randn(1, *input_shape))
@@ -138,6 +167,7 @@ def run_peer(
         test_accuracy=evaluate(model, data.test),
         finetune_steps=steps,
         tried=tried,
+        architectures=len(cands),
         search_wall_s=round(search_wall, 1),
         finetune_wall_s=round(time.perf_counter() - t1, 1),
     )
