@@ -257,7 +257,9 @@ def scored(run_dir: Path, job: Any, agent: str) -> int:
 def results_cell(
     run_dir: Path, model: str, budget: str, seed: int, args: argparse.Namespace, wtag: str, dense_test: dict[str, float]
 ) -> list[dict[str, Any]]:
-    """One row per agent: best within the budget by live latency, then the same fine-tune for each."""
+    """One row per agent: its search's own pick (best within the budget by the latency the search
+    recorded) for the record, and the export rule's pick (best whose live latency meets the budget),
+    fine-tuned the same way for every agent; then the peer's row (`--no-peer` leaves it out)."""
     from hilprune.models import resolve_model
     from hilprune.policy import Policy
     from hilprune.surgery import Surgeon

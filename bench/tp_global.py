@@ -22,6 +22,7 @@ from typing import Any
 
 MAX_RATIO = 0.9
 GRID_POINTS = 90  # ratios 0, 0.01, ..., 0.9 (about 5 s of pruning for resnet20)
+FALLBACK = 4  # more low-MACs architectures measured when the fewest-MACs one misses the budget
 
 
 @dataclasses.dataclass
@@ -89,8 +90,9 @@ def bisect_budget(
     cands: list[tuple[float, int]], latency_at: Callable[[float], float], budget_ms: float
 ) -> tuple[float, list[tuple[float, float]]]:
     """The candidate with the most MACs whose live latency meets the budget, by bisection over
-    `cands` (most MACs first; latency assumed to fall with MACs); the one with the fewest when even
-    that misses. Returns its ratio and every (ratio, ms) measured."""
+    `cands` (most MACs first; latency assumed to fall with MACs). When the one with the fewest MACs
+    misses, the next `FALLBACK` fewest are measured too (latency is not monotone in MACs) and the
+    first that meets it, else the fastest, is returned. Returns its ratio and every (ratio, ms) measured."""
     from hilprune.budget import within_budget
 
     tried: list[tuple[float, float]] = []
@@ -102,7 +104,10 @@ def bisect_budget(
 
     lo, hi = 0, len(cands) - 1
     if not meets(hi):
-        return cands[hi][0], tried
+        for i in range(hi - 1, max(hi - 1 - FALLBACK, -1), -1):
+            if meets(i):
+                return cands[i][0], tried
+        return min(tried, key=lambda t: t[1])[0], tried
     while lo < hi:
         mid = (lo + hi) // 2
         if meets(mid):
