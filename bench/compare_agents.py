@@ -459,8 +459,14 @@ def run_cell(
     model: str, budget: str, seed: int, args: argparse.Namespace, wtag: str, dense_test: dict[str, float]
 ) -> list[dict[str, Any]]:
     """Search one (model, budget, seed) job and read its rows; the unit a `--jobs` worker runs."""
+    from hilprune.errors import HilpruneError
+
     _worker_setup()
-    run_dir = search_cell(model, budget, seed, args, wtag)
+    try:
+        run_dir = search_cell(model, budget, seed, args, wtag)
+    except HilpruneError as exc:  # e.g. a budget below this CPU's LUT floor: the cell is reported, the run goes on
+        print(f"  [{model}@{budget}/s{seed}] cannot run: {exc}", flush=True)
+        return failed_rows(model, budget, seed, args, wtag, dense_test, str(exc))
     rows = results_cell(run_dir, model, budget, seed, args, wtag, dense_test)
     for r in rows:
         va = "-" if r["val_accuracy"] is None else f"{100 * r['val_accuracy']:.2f}%"
@@ -472,6 +478,31 @@ def run_cell(
             flush=True,
         )
     return rows
+
+
+def failed_rows(
+    model: str, budget: str, seed: int, args: argparse.Namespace, wtag: str, dense_test: dict[str, float], error: str
+) -> list[dict[str, Any]]:
+    """A row per agent (and the peer) for a job that could not search, with the one-line reason."""
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()] + ([PEER] if args.peer else [])
+    keys = ("val_accuracy", "test_accuracy_finetuned", "latency_ms", "speedup", "budget_ms", "dense_latency_ms")
+    return [
+        dict.fromkeys(keys)
+        | {
+            "model": model,
+            "budget": float(budget),
+            "agent": agent,
+            "seed": seed,
+            "evaluations": 0,
+            "wall_s": 0.0,
+            "dense_val_accuracy": None,
+            "dense_test_accuracy": dense_test.get(model),
+            "weights": "random weights" if wtag == "random" else f"checkpoint {wtag[1:]}",
+            "quick": bool(args.quick),
+            "error": error,
+        }
+        for agent in agents
+    ]
 
 
 def _worker_setup() -> None:
@@ -539,6 +570,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ):
             m, sd, n = mean_std([r.get(k) for r in rs])
             a[k], a[k + "_std"], a[k + "_n"] = m, sd, n
+        a["could_not_run"] = next((r["error"] for r in rs if r.get("run_dir") is None and r.get("error")), None)
         a["meets_live"] = sum(1 for r in rs if r.get("meets_budget_live"))
         a["missing"] = sum(1 for r in rs if r.get("val_accuracy") is None)
         a["live_rule_missing"] = sum(1 for r in rs if r.get("val_accuracy_live_rule") is None)
@@ -588,7 +620,10 @@ def targets(agg: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def versus(model: str, b: float, other: str, margin: float, label: str) -> None:
         p, q = by.get((model, b, "ppo")), by.get((model, b, other))
         t = {"target": f"PPO >= {label}" + (f" + {margin:g} point(s)" if margin else "") + f", {model} at {b:g}"}
-        t |= _versus(p, q, margin, label) if p and q else {"measured": "not run", "met": None}
+        if p and p.get("could_not_run"):
+            t |= {"measured": f"the job could not search: {p['could_not_run']}", "met": None}
+        else:
+            t |= _versus(p, q, margin, label) if p and q else {"measured": "not run", "met": None}
         out.append(t)
 
     for model, b in PPO_VS_UNIFORM:
@@ -599,7 +634,7 @@ def targets(agg: list[dict[str, Any]]) -> list[dict[str, Any]]:
         versus(model, b, PEER, PEER_POINTS, "Torch-Pruning global")
     for model, b in cells_seen:
         p = by.get((model, b, "ppo"))
-        if not p or b > NEAR_DENSE_MAX_BUDGET:
+        if not p or b > NEAR_DENSE_MAX_BUDGET or p.get("could_not_run"):
             continue
         t = {
             "target": f"PPO's pick (>= 2x live) fine-tuned within {NEAR_DENSE_POINTS} point of dense test accuracy, {model} at {b:g}"
@@ -632,6 +667,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     from search.report import pareto_front, pareto_staircase
     from search.runner import read_dense
 
+    rows = [r for r in rows if r.get("run_dir")]  # jobs that searched
     panels = sorted({(r["model"], r["budget"]) for r in rows}, key=lambda x: (x[0], -x[1]))
     if not panels:
         return None
@@ -781,11 +817,13 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         delta = "-" if ft_acc is None or dt is None else f"{100 * (ft_acc - dt):+.2f}"
         none = a["seeds"] - int(a.get("test_accuracy_finetuned_n") or 0)
         after = _pm(ft_acc, a["test_accuracy_finetuned_std"], a["test_accuracy_finetuned_n"], 100)
-        if none and not args.get("skip_finetune"):
+        if a.get("could_not_run"):
+            after = f"could not search: {a['could_not_run']}"
+        elif none and not args.get("skip_finetune"):
             after = (after + "; " if ft_acc is not None else "") + f"no pick meets the budget live in {none} seed(s)"
         speed = _pm(a["export_speedup"], a["export_speedup_std"], a["export_speedup_n"], 1, 2)
         lines.append(
-            f"| {a['model']} | {a['weights']} | {a['budget']:g} ({a['budget_ms']:.3f}) | {a['agent']} | {a['seeds']} | "
+            f"| {a['model']} | {a['weights']} | {a['budget']:g} ({_pm(a['budget_ms'], None, 1, 1, 3)}) | {a['agent']} | {a['seeds']} | "
             f"{a['evaluations']:.0f} | "
             f"{_pm(a['val_accuracy_live_rule'], a['val_accuracy_live_rule_std'], a['val_accuracy_live_rule_n'], 100)} | "
             f"{_pm(a['latency_ms_live_rule'], a['latency_ms_live_rule_std'], a['latency_ms_live_rule_n'], 1, 3)} | "
@@ -960,16 +998,17 @@ def main() -> None:
     def collect(cell: tuple[str, str, int], cell_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows_by_cell[cell] = cell_rows
         first = cell_rows[0]
-        dense.setdefault(
-            cell[0],
-            {
-                "weights": first["weights"],
-                "val_accuracy": first["dense_val_accuracy"],
-                "test_accuracy": dense_test[cell[0]],
-                "latency_ms": first["dense_latency_ms"],
-                "checkpoint": wtags[cell[0]][1],
-            },
-        )
+        if first["dense_latency_ms"] is not None:  # a cell that could not search measured no dense reference
+            dense.setdefault(
+                cell[0],
+                {
+                    "weights": first["weights"],
+                    "val_accuracy": first["dense_val_accuracy"],
+                    "test_accuracy": dense_test[cell[0]],
+                    "latency_ms": first["dense_latency_ms"],
+                    "checkpoint": wtags[cell[0]][1],
+                },
+            )
         done = [r for c in todo if c in rows_by_cell for r in rows_by_cell[c]]
         write_json(name, kept + done)  # after every job: a long run shows its progress
         return kept + done
