@@ -832,7 +832,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{_pm(a['wall_s'], a['wall_s_std'], a['wall_s_n'], 1, 0)} |"
         )
     lines.append(
-        "\n*val acc (proxy)*: the pick's accuracy by the search's proxy on the validation subset; *live ms*: the pick's "
+        "\n*val acc (proxy)*: the pick's accuracy by the search's proxy on the validation subset (tp-global's: after BN "
+        "recalibration alone, it has no proxy); *live ms*: the pick's "
         "live latency in the job's frame when it was picked; *speedup (export)*: dense over the exported model's live "
         "latency, measured again at export. Mean ± sample std over seeds (no ± with one seed)."
     )
