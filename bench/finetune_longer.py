@@ -4,13 +4,14 @@
                                     [--agents uniform,ppo] [--seeds 0,1,2] [--epochs 6] [--jobs 2] [--no-doc]
                                     [--markdown-only]
 
-`bench/compare_agents.py` fine-tunes every agent's pick for 0.25 epoch (what fits its two-hour
-default); the issue's target (within 0.3 point of dense at resnet20@0.5) is about a model after
-real fine-tuning. This script takes the picks `compare_agents` made (its rows in
-bench/results/compare_agents.json: the same trial of the same job) and exports each with
-`--epochs` of fine-tuning through `search.export.export_run` (the code of `hilprune export`:
-surgery, BN recalibration, SGD with lr 0.01 and a cosine schedule, test-split accuracy), one
-process and one thread per pick. Results are written after every pick; picks already in
+`bench/compare_agents.py` fine-tunes every agent's pick for 0.25 epoch (what fits its default
+run); the issue's target (within 0.3 point of dense at resnet20@0.5) is about a model after real
+fine-tuning. This script takes the picks `compare_agents` fine-tuned (its rows in `--rows`: the
+same trial of the same job; the export rule's pick in `compare_agents_ft.json`, the search's LUT
+pick in the older `compare_agents.json`) and exports each with `--epochs` of fine-tuning through
+`search.export.export_run` (the code of `hilprune export`: surgery, BN recalibration, SGD with lr
+0.01 and a cosine schedule, distillation from the dense model since 2026-11-29, test-split
+accuracy), one process and one thread per pick. Results are written after every pick; picks already in
 bench/results/<results-name>.json with the same job, trial and epochs are kept, not fine-tuned
 again (an interrupted run resumes).
 

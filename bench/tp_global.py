@@ -1,15 +1,15 @@
 """The peer a user would pick instead of a search: Torch-Pruning's own global pruner, held to a live budget.
 
-`tp.pruner.BasePruner` (called `MetaPruner` before torch-pruning 1.5; the old name is a deprecated
-alias) with `global_pruning=True`, L2 magnitude importance (torch-pruning's default group
-normalisation), `round_to` 8, at most 0.9 of any layer's channels (the search agents' `max_ratio`)
-and the classifier left whole. Its one knob is the global pruning ratio. Its answer is not monotone in
-that ratio here (see `candidates`), so every distinct architecture it makes on a 0.01 grid is
-ordered by MACs and bisected until the one with the most MACs whose ONNX export meets the budget
-live on the device is found: timed paired with the dense model and put in the job's frame, the way
-`hilprune export` judges an agent's pick. The model found is then
-BN-recalibrated and fine-tuned exactly as `hilprune export` fine-tunes an agent's pick (same
-epochs, batch, schedule, teacher and seed), so the two are compared at equal fine-tuning steps.
+`tp.pruner.BasePruner` (`MetaPruner` is its deprecated alias in torch-pruning 1.6) with
+`global_pruning=True`, L2 magnitude importance (torch-pruning's default group normalisation),
+`round_to` 8, at most 0.9 of any layer's channels (the search agents' `max_ratio`) and the
+classifier left whole. Its one knob is the global pruning ratio, and its answer is not monotone in
+that ratio (see `candidates`), so every distinct architecture it makes on a 0.01 grid is ordered by
+MACs and bisected to the one with the most MACs whose ONNX export meets the budget live on the
+device: timed paired with the dense model and put in the job's frame, the way `hilprune export`
+judges an agent's pick. That model is then BN-recalibrated and fine-tuned exactly as `hilprune
+export` fine-tunes an agent's pick (same epochs, batch, schedule, teacher and seed), so the two are
+compared at equal fine-tuning steps.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def run_peer(
     lr: float = 0.01,
     round_to: int = 8,
 ) -> PeerResult:
-    """Bisect the global ratio to the budget live, then recalibrate BN and fine-tune as export does."""
+    """Find the global ratio whose export meets the budget live, then recalibrate BN and fine-tune as export does."""
     import torch
 
     from hilprune.budget import within_budget
