@@ -46,6 +46,8 @@ NONNEGATIVE = ("intercept", "weight_mb", "transition_melems")  # physical: none 
 MIN_SCALE = 0.05  # a kernel class cannot cost less than this share of its time alone
 MINOR_SHARE = 0.05  # classes below this share of the calibration's kernel time share one scale
 MIN_LOO = 8  # live runs before the per-class model may be chosen over one scale
+MAX_LOO = 60  # the model is chosen on the latest this many runs: leave-one-out costs one fit per run,
+# and a device's table collects hundreds over many searches while every live run refits it
 
 
 def weight_mb(kernels: Sequence[KernelSpec], dtype: str = "float32") -> float:
@@ -188,8 +190,8 @@ def fit_correction(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) 
     coefficient pulled toward its prior (scales 1, extras 0) by a row scaled to what one unit of
     it does, and kept physical by bounds: a scale stays positive, and neither the fixed cost, the
     weights nor the reorders can make a network faster. Which model a device gets is decided by
-    its own runs: the one with the lower leave-one-out error (with fewer than MIN_LOO runs, the
-    simpler one). Per-class scales won on some models and CPUs and overfitted on others
+    its own runs: the one with the lower leave-one-out error on the latest MAX_LOO runs (with fewer
+    than MIN_LOO runs, the simpler one). Per-class scales won on some models and CPUs and overfitted on others
     (docs/benchmarks.md, "LUT fidelity"), so the data chooses."""
     usable = [p for p in points if isinstance(p.get("class_ms"), dict) and float(p.get("live_ms", 0)) > 0]
     if not usable:
@@ -198,7 +200,8 @@ def fit_correction(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) 
     if len(usable) < MIN_LOO or len(candidates["per_class"][0]) == 1:
         name = "one_scale"
     else:
-        name = min(candidates, key=lambda m: _loo_error(usable, *candidates[m], prior_weight))
+        recent = usable[-MAX_LOO:]
+        name = min(candidates, key=lambda m: _loo_error(recent, *candidates[m], prior_weight))
     columns, mapping = candidates[name]
     return Correction(columns, mapping, _solve(usable, columns, mapping, prior_weight), len(usable), name)
 
