@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import onnx
 
@@ -25,6 +27,8 @@ from hwprofiler.fingerprint import fingerprint_id
 from hwprofiler.measurement import Measurement, PairedMeasurement
 from hwprofiler.runtimes import Runnable, get_runtime
 from hwprofiler.validate import parse_model
+
+T = TypeVar("T")
 
 ModelLike = bytes | str | os.PathLike[str] | onnx.ModelProto
 RUNS_PER_CALL = 16  # runs timed per call into the runtime while a window fills
@@ -152,6 +156,21 @@ def _usable(record: dict | None, estimator: str, not_before: float | None) -> bo
     return not_before is None or measured_at >= not_before
 
 
+def _from_cache(
+    store: MeasurementCache, key: tuple[str, str], estimator: str, not_before: float | None, parse: Callable[[dict], T]
+) -> T | None:
+    """The cached record under `key` parsed, when it is usable; a record that cannot be parsed is
+    discarded (measured again and overwritten) with a warning naming its file."""
+    record = store.get(*key)
+    if not _usable(record, estimator, not_before):
+        return None
+    try:
+        return parse(record)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        store.discard(*key)
+        return None
+
+
 def measure_onnx(
     model: ModelLike,
     device: DeviceSpec | str = "ort-cpu-1t",
@@ -177,12 +196,12 @@ def measure_onnx(
     key = None
     if store is not None:
         key = (fingerprint_id(spec), sha256(data))
-        record = None if refresh else store.get(*key)
-        if _usable(record, estimator, not_before):
-            try:
-                return Measurement.from_dict(record, cached=True, samples=keep_samples)  # type: ignore[arg-type]
-            except (KeyError, TypeError, ValueError):
-                store.discard(*key)
+        if not refresh:
+            hit = _from_cache(
+                store, key, estimator, not_before, lambda r: Measurement.from_dict(r, cached=True, samples=keep_samples)
+            )
+            if hit is not None:
+                return hit
     if spec.is_remote:
         from hwprofiler.client import client_for
 
@@ -214,12 +233,9 @@ def measure_paired(
     key = None
     if store is not None:
         key = (fingerprint_id(spec), sha256((sha256(data) + sha256(ref)).encode()))
-        record = store.get(*key)
-        if _usable(record, estimator, not_before):
-            try:
-                return PairedMeasurement.from_dict(record, cached=True)  # type: ignore[arg-type]
-            except (KeyError, TypeError, ValueError):
-                store.discard(*key)
+        pair = _from_cache(store, key, estimator, not_before, lambda r: PairedMeasurement.from_dict(r, cached=True))
+        if pair is not None:
+            return pair
     if spec.is_remote:
         from hwprofiler.client import client_for
 
