@@ -44,10 +44,13 @@ from hilprune.policy import Policy, channels_after, validate_policy
 from hilprune.train.bn_recalib import BN_BATCH_SIZE
 from hilprune.train.distill import DistillState, KDConfig, SharedBatches, distill
 from hwprofiler import device_kernels as price_kernels
+from hwprofiler.quantization import quantize_structure
 
 from .errors import EnvConfigError
 from .fidelity import DEFAULT_BN_BATCHES, DEFAULT_PROXY, Fidelity, ladder_text, parse_fidelity, parse_ladder
 from .latency import PolicyLatency
+from .precision import MODES as PRECISIONS
+from .precision import PROXY_CALIBRATION, SearchPrecision, search_precision
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,9 @@ class PolicyEvaluator:
     :param hybrid_k: size of the best-k set of the hybrid rule
     :param lut_path: LUT file (default: hwprofiler's per-fingerprint table in its cache dir)
     :param progress: show a progress bar while the device's predictor is calibrated (first use only)
+    :param precision: ``fp32``, ``int8`` or ``mixed``: which graph a policy is judged as (`envs.precision`)
+    :param int8_scheme: the INT8 scheme (e.g. ``qdq-u8s8``); None: the device's fastest on its precision table
+    :param int8_calibration: train images that calibrate each INT8 graph the proxy scores
     """
 
     def __init__(
@@ -178,6 +184,9 @@ class PolicyEvaluator:
         lut_path: str | None = None,
         lock: bool = True,
         progress: bool = False,
+        precision: str = "fp32",
+        int8_scheme: str | None = None,
+        int8_calibration: int = PROXY_CALIBRATION,
     ) -> None:
         torch.set_num_threads(1)
         t_start = time.perf_counter()
@@ -193,6 +202,8 @@ class PolicyEvaluator:
             raise EnvConfigError(f"max_ratio must be in (0, 1), got {max_ratio!r}")
         if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
             raise EnvConfigError(f"round_to must be a positive integer, got {round_to!r}")
+        if precision not in PRECISIONS:
+            raise EnvConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if val_size is not None and int(val_size) < 1:
             raise EnvConfigError(f"val_size must be a positive integer, got {val_size!r}")
         self.latency_source = latency_source
@@ -241,7 +252,17 @@ class PolicyEvaluator:
         self.dense_macs = int(self.surgeon.macs_before)
         self.dense_params = int(self.surgeon.params_before)
 
-        # --- the device: LUT, kernel map, dense live latency --------------------------------------
+        # --- the device: LUT, kernel map(s), dense live latency -------------------------------------
+        self.precision: SearchPrecision = SearchPrecision()
+        if precision != "fp32":
+            import hwprofiler
+
+            try:
+                spec = hwprofiler.load_device(device)
+            except hwprofiler.DeviceError as exc:
+                raise EnvConfigError(str(exc)) from None
+            self.precision = search_precision(precision, spec, int8_scheme, int8_calibration)
+        scheme = self.precision.scheme
         self.latency = PolicyLatency(
             self.surgeon,
             self.input_shape,
@@ -254,6 +275,8 @@ class PolicyEvaluator:
             lut_path=lut_path,
             lock=lock,
             calibrate_progress=progress,
+            int8_structure=(lambda graph: quantize_structure(graph, scheme)) if scheme is not None else None,
+            int8_name=scheme.name if scheme is not None else "int8",
         )
         lat = self.latency  # fixed after construction: plain attributes for callers and tests
         self.device, self.fingerprint_id, self.fingerprint = lat.device, lat.fingerprint_id, lat.fingerprint
@@ -328,14 +351,22 @@ class PolicyEvaluator:
     def n_groups(self) -> int:
         return len(self.groups)
 
-    def policy(self, ratios: Ratios) -> Policy:
-        """The rounded policy for per-group ratios (dict by group name, list in group order, or a Policy)."""
+    def policy(self, ratios: Ratios, precision: str | Mapping[str, str] | None = None) -> Policy:
+        """The rounded policy for per-group ratios (dict by group name, list in group order, or a
+        Policy), its groups marked fp32 or int8 as this evaluator's precision mode says
+        (`envs.precision.SearchPrecision.mark`; `precision` marks them in ``mixed`` mode)."""
         if isinstance(ratios, Policy):
-            return validate_policy(copy.deepcopy(ratios), self.groups, self.spec.identity())
+            policy = validate_policy(copy.deepcopy(ratios), self.groups, self.spec.identity())
+            return self.precision.mark(policy, precision, given_policy=True)
         if isinstance(ratios, np.ndarray):
             ratios = [float(r) for r in ratios.ravel()]
         values = dict(ratios) if isinstance(ratios, Mapping) else [float(r) for r in ratios]
-        return self.surgeon.policy(values, round_to=self.round_to, max_ratio=self.max_ratio)
+        policy = self.surgeon.policy(values, round_to=self.round_to, max_ratio=self.max_ratio)
+        return self.precision.mark(policy, precision, given_policy=False)
+
+    def cache_key(self, policy: Policy) -> tuple[int, ...]:
+        """What identifies a judged policy: its kept channels, and its INT8 marks when the search quantizes."""
+        return policy.key() + self.precision.bits(policy)
 
     def kept(self, ratios: Ratios) -> tuple[int, ...]:
         """Kept channels per group (the policy key) without building a Policy: fast path."""
@@ -367,8 +398,11 @@ class PolicyEvaluator:
         return resolve_budget(budget, self.dense_latency_ms)
 
     def min_latency_ms(self) -> float:
-        """LUT latency with every group pruned at max_ratio: the lowest budget that can be met."""
-        return self.latency.min_latency_ms()
+        """LUT latency with every group pruned at max_ratio: the lowest budget that can be met
+        (``mixed``: the lower of the all-fp32 and the all-INT8 graph)."""
+        if self.precision.mode == "mixed":
+            return min(self.latency.min_latency_ms(), self.latency.min_latency_ms(quant=True))
+        return self.latency.min_latency_ms(quant=self.precision.quantizes)
 
     def check_budget(self, budget: str | float | Budget) -> Budget:
         """The resolved budget; BudgetError when pruning every group at max_ratio cannot meet it (by
@@ -410,16 +444,41 @@ class PolicyEvaluator:
         self.dense_latency_ms = float(dense_ms)
 
     def predict_latency(self, ratios: Ratios) -> float:
-        """LUT latency of a policy in ms (no surgery when the kernel map works)."""
-        return self.latency.predict_key(self.kept(ratios))
+        """LUT latency of a policy in ms (no surgery when the kernel map works): its fp32 graph,
+        or, when the search quantizes, its all-INT8 graph (a mixed policy's own marks are priced
+        by `evaluate`)."""
+        return self.latency.predict_key(self.kept(ratios), quant=self.precision.quantizes)
 
     def predict_kept(self, kept: Sequence[int]) -> float:
-        """LUT latency for kept channels per group (what `kept()` returns)."""
-        return self.latency.predict_key(tuple(int(k) for k in kept))
+        """LUT latency for kept channels per group (what `kept()` returns), priced as `predict_latency`."""
+        return self.latency.predict_key(tuple(int(k) for k in kept), quant=self.precision.quantizes)
 
     def kernels_for(self, kept: Sequence[int]) -> list[Any]:
         """The device kernels of the pruned model that keeps `kept` channels per group."""
         return self.latency.kernels_for(kept)
+
+    def kernels_of(self, ratios: Ratios, precision: str | Mapping[str, str] | None = None) -> list[Any]:
+        """The device kernels `evaluate` prices a policy by: its fp32 graph's, or its INT8 graph's
+        (all INT8: the INT8 kernel map; mixed: the structure of its own quantized export)."""
+        policy = self.policy(ratios, precision)
+
+        def export() -> bytes:
+            from hilprune.export import to_onnx_bytes
+
+            return to_onnx_bytes(self.surgeon.apply(policy, count=False).model, self.input_shape, batch=self.device.batch)
+
+        return self._priced_kernels(policy, export)
+
+    def _priced_kernels(self, policy: Policy, onnx_bytes: Any) -> list[Any]:
+        """`kernels_of` for a marked policy; `onnx_bytes()` exports its fp32 graph when the maps cannot."""
+        if self.precision.is_int8(policy):
+            if self.precision.mode == "int8" and self.latency.kmap_q_ok:
+                return list(self.latency.kmap_q.kernels(list(policy.key())))
+            graph = self.precision.structure(onnx_bytes(), policy)  # a mixed graph: its own INT8 structure
+            return price_kernels(graph, self.device, batch=self.device.batch)
+        if self.kmap_ok:
+            return list(self.kmap.kernels(list(policy.key())))
+        return price_kernels(onnx_bytes(), self.device, batch=self.device.batch)
 
     def prefill(self, grid_step: float = 0.05, progress: bool = True) -> int:
         """Measure every kernel a policy on the ratio grid can produce (a cold LUT otherwise fills
@@ -434,18 +493,29 @@ class PolicyEvaluator:
         return list(self._shares)
 
     # ------------------------------------------------------------------------------------------------
-    def evaluate(self, ratios: Ratios, *, live: bool | None = None, fidelity: str | Fidelity | None = None) -> EvalResult:
-        """Accuracy and latency of a policy (cached by its rounded form).
+    def evaluate(
+        self,
+        ratios: Ratios,
+        *,
+        live: bool | None = None,
+        fidelity: str | Fidelity | None = None,
+        precision: str | Mapping[str, str] | None = None,
+    ) -> EvalResult:
+        """Accuracy and latency of a policy (cached by its rounded form and INT8 marks).
 
         `fidelity` is the proxy rung to score accuracy at (default: the top of `ladder`); a
         policy already scored at that rung or a dearer one is answered from the cache. `live=True`
         forces a live measurement (e.g. to confirm a final policy), `live=False` forbids one; None
         follows `latency_source` at the top rung and takes the LUT below it (a cheap rung decides
-        whether a policy is worth more, not whether it meets a budget).
+        whether a policy is worth more, not whether it meets a budget). `precision` marks groups
+        fp32 or int8 in a ``mixed`` search (`policy`). A policy with INT8 groups is judged as its
+        INT8 graph: accuracy by onnxruntime, latency live and by the LUT of that graph.
         """
         t0 = time.perf_counter()
-        policy = self.policy(ratios)
-        key = policy.key()
+        policy = self.policy(ratios, precision)
+        key = self.cache_key(policy)
+        kept = policy.key()
+        int8 = self.precision.is_int8(policy)
         want = self.fidelity(fidelity)
         hit = self._cache.get(key)
         has_accuracy = hit is not None and (self.val is None or parse_fidelity(hit.fidelity) >= want)
@@ -478,6 +548,20 @@ class PolicyEvaluator:
                 phases["export"] = time.perf_counter() - t_exp
             return exported[0]
 
+        quantized: list[bytes] = []
+
+        def graph_bytes() -> bytes:  # the graph the device would run: the INT8 one when any group is int8
+            if not int8:
+                return onnx_bytes()
+            if not quantized:
+                t_q = time.perf_counter()
+                if self.train is not None:
+                    quantized.append(self.precision.quantize(onnx_bytes(), policy, self.train.x.numpy(), self.device.batch))
+                else:  # latency only: the graph's structure is all that is priced and timed
+                    quantized.append(self.precision.structure(onnx_bytes(), policy))
+                phases["quantize"] = time.perf_counter() - t_q
+            return quantized[0]
+
         def timed(name: str, fn: Any) -> Any:  # a phase's time, less any export it triggered
             before, t = phases.get("export", 0.0), time.perf_counter()
             out = fn()
@@ -489,9 +573,13 @@ class PolicyEvaluator:
         accuracy = hit.accuracy if hit is not None and has_accuracy else float("nan")
         reached = hit.fidelity if hit is not None and has_accuracy else str(want)
         if self.val is not None and not has_accuracy:
-            accuracy = timed("eval", lambda: self._accuracy(model, onnx_bytes))
-            spent += phases["eval"] + phases.get("export", 0.0)
-            rung_cost[str(want)] = scored.path_s + phases["eval"] + phases.get("export", 0.0)
+            if int8:
+                accuracy = timed("eval", lambda: self._eval_ort(graph_bytes()))
+            else:
+                accuracy = timed("eval", lambda: self._accuracy(model, onnx_bytes))
+            prep = phases.get("export", 0.0) + phases.get("quantize", 0.0)
+            spent += phases["eval"] + prep
+            rung_cost[str(want)] = scored.path_s + phases["eval"] + prep
             rungs = sorted([r for r in rungs if r[0] != str(want)] + [(str(want), accuracy)], key=lambda r: parse_fidelity(r[0]))
             reached = str(want)
 
@@ -499,20 +587,16 @@ class PolicyEvaluator:
             lut, pair = float("nan"), None
             kernels = None
             if self.has_lut:
-                kernels = (
-                    self.kmap.kernels(list(key))
-                    if self.kmap_ok
-                    else price_kernels(onnx_bytes(), self.device, batch=self.device.batch)
-                )
-                lut = self.latency.predict_key(key, kernels)
+                kernels = self._priced_kernels(policy, onnx_bytes)
+                lut = self.latency.predict_key(key if int8 else kept, kernels, quant=int8)
             if live is True or (
                 live is None
                 and top
                 and (self.latency_source == "live" or (self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))
             ):
-                pair = self.latency.measure_paired(onnx_bytes())
+                pair = self.latency.measure_paired(graph_bytes())
                 if kernels is not None:
-                    self.latency.observe(kernels, pair.ratio * self.dense_latency_ms)
+                    self.latency.observe(kernels, pair.ratio * self.dense_latency_ms, quant=int8)
             return lut, pair
 
         live_ms: float | None
@@ -547,6 +631,8 @@ class PolicyEvaluator:
                 "val_size": self.val_size,
                 "bn_batches": self.bn_batches,
                 "fidelity": reached,
+                "precision": policy.graph_precision(),
+                "int8_scheme": self.precision.scheme.name if int8 and self.precision.scheme else None,
             }
         )
         cost = (hit.fidelity_cost_s if hit is not None else 0.0) + spent
@@ -678,6 +764,7 @@ class PolicyEvaluator:
             "kd": asdict(self.kd),
             "bn_after_kd": self.bn_after_kd,
             "eval_backend": self.eval_backend,
+            "precision": self.precision.describe(),
             "groups": [g.name for g in self.groups],
             "dense_accuracy": self.dense_accuracy,
             "dense_latency_ms": self.dense_latency_ms,

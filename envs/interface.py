@@ -48,7 +48,14 @@ class Evaluator(Protocol):
 
     def kept(self, ratios: Ratios) -> tuple[int, ...]: ...
 
-    def evaluate(self, ratios: Ratios, *, live: bool | None = None, fidelity: str | Fidelity | None = None) -> EvalResult: ...
+    def evaluate(
+        self,
+        ratios: Ratios,
+        *,
+        live: bool | None = None,
+        fidelity: str | Fidelity | None = None,
+        precision: str | Mapping[str, str] | None = None,
+    ) -> EvalResult: ...
 
     def predict_latency(self, ratios: Ratios) -> float: ...
 

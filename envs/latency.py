@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,11 @@ class PolicyLatency:
     :param name: the model's name, for messages
     :param lut_path: LUT file (default: hwprofiler's per-fingerprint table in its cache dir)
     :param lock: take the per-device lock around live runs and LUT misses
+    :param int8_structure: a float graph's all-INT8 form (`envs.precision`), for a second kernel
+        map and predictor that price policies as INT8 graphs (`quant=True`); None: fp32 prices only
+    :param int8_name: the INT8 scheme's name: the INT8 predictor's observations are filed under the
+        model's scope plus this name, apart from the fp32 ones (one-kernel INT8 graphs pay their
+        own quantize and dequantize, so their LUT sum needs its own correction)
     """
 
     def __init__(
@@ -59,6 +64,8 @@ class PolicyLatency:
         lut_path: str | None = None,
         lock: bool = True,
         calibrate_progress: bool = True,
+        int8_structure: Callable[[bytes], bytes] | None = None,
+        int8_name: str = "int8",
     ) -> None:
         import hwprofiler
 
@@ -83,12 +90,18 @@ class PolicyLatency:
         from hilprune.policy import groups_signature
 
         self.lut = hwprofiler.open_lut(self.device, lut_path)
-        self.predictor = hwprofiler.Predictor(self.lut, scope=model_scope(name, self.input_shape, groups_signature(self.groups)))
+        scope = model_scope(name, self.input_shape, groups_signature(self.groups))
+        self.predictor = hwprofiler.Predictor(self.lut, scope=scope)
+        self.predictor_q = hwprofiler.Predictor(self.lut, scope=f"{scope}|{int8_name}") if int8_structure else None
         self._entries_at_save = len(self.lut)
         self._last_save = time.monotonic()
         self._memo: dict[tuple[int, ...], float] = {}
+        self._memo_q: dict[tuple[int, ...], float] = {}
         self.kmap: Any = None
         self.kmap_ok = False
+        self.int8_structure = int8_structure
+        self.kmap_q: Any = None  # the all-INT8 graphs' kernel map (int8_structure given)
+        self.kmap_q_ok = False
         self.lut_error: str | None = None
         self.dense_kernels: list[Any] | None = None
         try:
@@ -102,6 +115,8 @@ class PolicyLatency:
                 ) from None
         if self.dense_kernels is not None:
             self._build_kernel_map()
+            if int8_structure is not None:
+                self._build_kernel_map(int8=True)
         self.n_live = 0
         # Measured now, not read from the cache: budgets and speedups are fractions of it. The
         # policies' live times are then only taken from the cache when measured since (`not_before`):
@@ -136,69 +151,103 @@ class PolicyLatency:
             progress=progress,
             lock=lambda: device_lock(self.fingerprint_id, self.lock),
         )
+        if self.predictor_q is not None:  # the INT8 graphs' own runs
+            n += calibrate(
+                self.surgeon,
+                self.device,
+                self.predictor_q,
+                kmap=self.kmap_q if self.kmap_q_ok else None,
+                max_ratio=self.max_ratio,
+                round_to=self.round_to,
+                seed=self.seed,
+                progress=progress,
+                lock=lambda: device_lock(self.fingerprint_id, self.lock),
+                transform=self.int8_structure,
+            )
         if n:
             self._memo.clear()
+            self._memo_q.clear()
             self._entries_at_save = len(self.lut)
         return n
 
-    def _build_kernel_map(self) -> None:
-        """KernelMap (no-surgery kernels) if it reproduces real exports, else the slow path."""
+    def _build_kernel_map(self, int8: bool = False) -> None:
+        """KernelMap (no-surgery kernels) if it reproduces real exports, else the slow path.
+        `int8`: the map of the all-INT8 graphs (`int8_structure` applied to every export)."""
         from hilprune.export import to_onnx_bytes
         from hilprune.kernel_map import KernelMap
 
+        transform = self.int8_structure if int8 else None
+        what = "INT8 kernel map" if int8 else "kernel map"
         try:
-            kmap = KernelMap(self.surgeon, batch=self.device.batch, device=self.device)
+            kmap = KernelMap(self.surgeon, batch=self.device.batch, device=self.device, transform=transform)
         except Exception as exc:  # a graph the map cannot follow: fall back to surgery + export
-            log.info("kernel map unavailable for %s (%s): LUT prices need an export per policy", self.name, exc)
+            log.info("%s unavailable for %s (%s): LUT prices need an export per policy", what, self.name, exc)
             return
-        self.kmap = kmap
         rng = np.random.default_rng(self.seed + 12345)
+        ok = True
         for _ in range(2):
             ratios = [float(rng.uniform(0.05, self.max_ratio)) for _ in self.groups]
             policy = self.surgeon.policy(ratios, round_to=self.round_to, max_ratio=self.max_ratio)
             model = self.surgeon.apply(policy, count=False).model
-            real = price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), self.device, batch=self.device.batch)
+            graph = to_onnx_bytes(model, self.input_shape, self.device.batch)
+            real = price_kernels(transform(graph) if transform else graph, self.device, batch=self.device.batch)
             if kmap.kernels(list(policy.key())) != real:
                 log.warning(
-                    "kernel map of %s does not match real exports (a concat or reshape it cannot follow); "
+                    "%s of %s does not match real exports (a concat or reshape it cannot follow); "
                     "LUT prices fall back to surgery + export (slower)",
+                    what,
                     self.name,
                 )
-                return
-        self.kmap_ok = True
+                ok = False
+                break
+        if int8:
+            self.kmap_q, self.kmap_q_ok = kmap, ok
+        else:
+            self.kmap, self.kmap_ok = kmap, ok
 
     # --- prices ------------------------------------------------------------------------------------
     @property
     def has_lut(self) -> bool:
         return self.dense_kernels is not None
 
-    def kernels_for(self, kept: Sequence[int]) -> list[Any]:
-        """The device kernels of the pruned model that keeps `kept` channels per group."""
-        if self.kmap_ok:
-            return self.kmap.kernels(list(kept))
+    def kernels_for(self, kept: Sequence[int], quant: bool = False) -> list[Any]:
+        """The device kernels of the pruned model that keeps `kept` channels per group (`quant`:
+        of its all-INT8 graph)."""
+        if quant and self.int8_structure is None:
+            raise EnvConfigError("this evaluator prices fp32 graphs only (precision fp32)")
+        kmap, ok = (self.kmap_q, self.kmap_q_ok) if quant else (self.kmap, self.kmap_ok)
+        if ok:
+            return kmap.kernels(list(kept))  # type: ignore[no-any-return]
         from hilprune.export import to_onnx_bytes
 
         ratios = [1.0 - k / g.channels for k, g in zip(kept, self.groups)]
         policy = self.surgeon.policy(ratios, round_to=1, max_ratio=1.0)
         model = self.surgeon.apply(policy, count=False).model
-        return price_kernels(to_onnx_bytes(model, self.input_shape, self.device.batch), self.device, batch=self.device.batch)
+        graph = to_onnx_bytes(model, self.input_shape, self.device.batch)
+        if quant:
+            assert self.int8_structure is not None
+            graph = self.int8_structure(graph)
+        return price_kernels(graph, self.device, batch=self.device.batch)
 
-    def predict_key(self, key: tuple[int, ...], kernels: Sequence[Any] | None = None) -> float:
-        """LUT latency in ms of the policy keeping `key` channels per group (kernels measured on a miss)."""
+    def predict_key(self, key: tuple[int, ...], kernels: Sequence[Any] | None = None, quant: bool = False) -> float:
+        """LUT latency in ms of the policy keeping `key` channels per group (kernels measured on a
+        miss). `quant`: of its all-INT8 graph; a mixed graph passes its own `kernels` and a key
+        that holds its marks."""
         if not self.has_lut:
             raise EnvConfigError(f"no LUT for this model ({self.lut_error}): only live latency is available")
-        hit = self._memo.get(key)
+        memo = self._memo_q if quant else self._memo
+        hit = memo.get(key)
         if hit is not None:
             return hit
-        kernels = kernels if kernels is not None else self.kernels_for(key)
+        kernels = kernels if kernels is not None else self.kernels_for(key, quant)
         self.fill(kernels)
-        value = float(self.predictor.predict(kernels))
-        self._memo[key] = value
+        value = float(self._predictor(quant).predict(kernels))
+        memo[key] = value
         return value
 
-    def min_latency_ms(self) -> float:
+    def min_latency_ms(self, quant: bool = False) -> float:
         """LUT latency with every group pruned at max_ratio: the lowest budget that can be met."""
-        return self.predict_key(self.max_key)
+        return self.predict_key(self.max_key, quant=quant)
 
     def fill(self, kernels: Sequence[Any]) -> None:
         """Measure the kernels the LUT lacks (under the device lock)."""
@@ -276,17 +325,24 @@ class PolicyLatency:
         self.n_live += 1
         return pair
 
-    def observe(self, kernels: Sequence[Any], live_ms: float) -> None:
-        """Refit the predictor on a live latency of the graph made of `kernels` (once per distinct
-        graph and value)."""
+    def _predictor(self, quant: bool) -> Any:
+        if not quant:
+            return self.predictor
+        if self.predictor_q is None:
+            raise EnvConfigError("this evaluator prices fp32 graphs only (precision fp32)")
+        return self.predictor_q
+
+    def observe(self, kernels: Sequence[Any], live_ms: float, quant: bool = False) -> None:
+        """Refit the predictor (`quant`: the INT8 one) on a live latency of the graph made of
+        `kernels` (once per distinct graph and value)."""
         live = float(live_ms)
         n, macs = len(kernels), sum(k.macs for k in kernels)
         for o in self.lut.observations:
             if o.get("n_kernels") == n and o.get("macs") == macs and abs(float(o.get("live_ms", -1)) - live) <= 1e-9:
                 return
         self.fill(kernels)
-        self.predictor.observe(kernels, live, save=False)
-        self._memo.clear()
+        self._predictor(quant).observe(kernels, live, save=False)
+        (self._memo_q if quant else self._memo).clear()
 
     # --- persistence -------------------------------------------------------------------------------
     @property

@@ -11,7 +11,7 @@ time), and every live measurement a search takes afterwards keeps refining the f
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hwprofiler import DeviceSpec, Predictor, measure_onnx
@@ -55,11 +55,13 @@ def calibrate(
     seed: int = 0,
     progress: bool = True,
     lock: Any = None,
+    transform: Callable[[bytes], bytes] | None = None,
 ) -> int:
     """Measure live until the predictor's scope has `runs` observations; returns how many were taken.
 
     `lock` (a context manager factory) is held around each live run, so two processes sharing the
-    device do not time at once."""
+    device do not time at once. `transform` turns each exported graph into the one to run (e.g.
+    its INT8 form; `kmap` then maps the transformed graphs)."""
     todo = runs - own_observations(predictor)
     if todo <= 0:
         return 0
@@ -69,10 +71,13 @@ def calibrate(
 
     input_shape = tuple(surgeon.example.shape[1:])
     policies = calibration_policies(len(surgeon.groups), runs, max_ratio, seed)[runs - todo :]
-    bar = tqdm(policies, desc=f"calibrating {device.name}", unit="run", disable=not progress, leave=False)
+    what = f"calibrating {device.name}" + (f" ({predictor.scope.rsplit('|', 1)[-1]})" if transform is not None else "")
+    bar = tqdm(policies, desc=what, unit="run", disable=not progress, leave=False)
     for ratios in bar:
         policy = surgeon.policy(ratios, round_to=round_to, max_ratio=max_ratio)
         data = to_onnx_bytes(surgeon.apply(policy, count=False).model, input_shape, device.batch)  # type: ignore[arg-type]
+        if transform is not None:
+            data = transform(data)
         kernels = kmap.kernels(list(policy.key())) if kmap is not None else kernels_from_onnx(data, batch=device.batch)
         predictor.lut.fill(kernels, progress=False, save=False)
         if lock is not None:

@@ -12,7 +12,7 @@ millisecond, so an RL environment can call it at every step.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -41,10 +41,19 @@ class KernelMap:
     flatten. Each group is pruned alone once to read off its integer weight on every kernel.
     """
 
-    def __init__(self, surgeon: Surgeon, batch: int = 1, device: DeviceSpec | str | None = None) -> None:
+    def __init__(
+        self,
+        surgeon: Surgeon,
+        batch: int = 1,
+        device: DeviceSpec | str | None = None,
+        transform: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self.groups = surgeon.groups
         self.input_shape = tuple(surgeon.example.shape[1:])
         self.device = device  # whose runtime's fusions the kernels are (None: onnxruntime's)
+        # what becomes of each exported graph before it is priced (e.g. its INT8 form: a fixed
+        # precision keeps the graph's structure, so the channel ties hold for it too)
+        self.transform = transform
         self.dense = self._kernels(to_onnx_bytes(surgeon.dense, self.input_shape, batch), batch)
         cin: list[Channels] = [{} for _ in self.dense]
         cout: list[Channels] = [{} for _ in self.dense]
@@ -73,6 +82,8 @@ class KernelMap:
         ]
 
     def _kernels(self, data: bytes, batch: int) -> list[KernelSpec]:
+        if self.transform is not None:
+            data = self.transform(data)
         if self.device is None:
             return kernels_from_onnx(data, batch=batch)
         return device_kernels(data, self.device, batch=batch)

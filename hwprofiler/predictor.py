@@ -56,7 +56,7 @@ def weight_mb(kernels: Sequence[KernelSpec], dtype: str = "float32") -> float:
 
 
 def kernel_class(k: KernelSpec, layout: str | None) -> str:
-    """The class a kernel's LUT time is scaled by: its kind and, where the runtime chooses one, its layout."""
+    """The class a kernel's LUT time is scaled by: its kind (INT8 apart), and, where the runtime chooses one, its layout."""
     if k.op == "conv":
         kind = "conv" if k.groups == 1 else ("dwconv" if k.groups == k.cin == k.cout else "gconv")
     elif k.op in ("maxpool", "avgpool", "globalavgpool", "globalmaxpool"):
@@ -67,6 +67,8 @@ def kernel_class(k: KernelSpec, layout: str | None) -> str:
         kind = "eltwise"
     else:
         kind = "other"
+    if k.precision != "fp32" and kind != "other":  # INT8 kernels keep their own scale: other costs, other code
+        kind += "-int8"
     return f"{kind}:{layout or 'any'}"
 
 

@@ -189,3 +189,19 @@ class Quantizer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def quantize_structure(model: bytes, scheme: Scheme, exclude: Sequence[str] = ()) -> bytes:
+    """`model` quantized with `scheme` for its *graph* only: calibrated on one seeded random input.
+
+    Pricing needs which nodes become INT8 kernels and which quantize/dequantize nodes stay, not
+    the tensor ranges, so a search prices a policy's INT8 graph without reading any data set (the
+    graph is the same one quantize_static writes with real calibration; its scales are not).
+    """
+    import onnx
+
+    inp = onnx.load_from_string(model).graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim]
+    x = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+    with Quantizer(model, ArrayReader(inp.name, [x]), exclude=exclude) as quantizer:
+        return quantizer.quantize(scheme)

@@ -102,6 +102,18 @@ class SearchContext:
         """The fixed search space every agent's trials share (per-group ratio on the grid)."""
         return store.distributions(self.group_names, self.max_ratio, self.grid_step)
 
+    @property
+    def mixed_precision(self) -> bool:
+        """Whether agents mark each group fp32 or int8 (`--precision mixed`, `envs.precision`)."""
+        precision = getattr(self.evaluator, "precision", None)
+        return getattr(precision, "mode", "fp32") == "mixed"
+
+    def precision_distributions(self) -> dict[str, optuna.distributions.CategoricalDistribution]:
+        """The per-group precision params of a mixed-precision search (none otherwise)."""
+        if not self.mixed_precision:
+            return {}
+        return store.precision_distributions(self.group_names)
+
     def snap(self, ratio: float) -> float:
         return store.snap(ratio, self.max_ratio, self.grid_step)
 
@@ -152,9 +164,14 @@ class SearchContext:
         reward: float | None = None,
         budget: Budget | None = None,
         extra_attrs: Mapping[str, Any] | None = None,
+        precision: Mapping[str, str] | None = None,
     ) -> EvalResult:
-        """Evaluate a policy and record it as a trial of the agent's study."""
-        result = self.evaluator.evaluate(self.ratios_dict(ratios))
+        """Evaluate a policy and record it as a trial of the agent's study (`precision`: its
+        groups' marks in a mixed-precision search)."""
+        if precision is not None:
+            result = self.evaluator.evaluate(self.ratios_dict(ratios), precision=precision)
+        else:
+            result = self.evaluator.evaluate(self.ratios_dict(ratios))
         self.record(agent_name, result, trial, reward=reward, budget=budget, extra_attrs=extra_attrs)
         return result
 
@@ -190,7 +207,7 @@ class SearchContext:
                 self.study(agent_name),
                 self.values(result),
                 self.params(result),
-                self.distributions(),
+                {**self.distributions(), **self.precision_distributions()},
                 attrs,
                 dict([link]) if link else None,
             )
@@ -216,10 +233,14 @@ class SearchContext:
     def values(self, result: EvalResult) -> list[float]:
         return [float(result.accuracy), float(result.latency_ms)]
 
-    def params(self, result: EvalResult) -> dict[str, float]:
+    def params(self, result: EvalResult) -> dict[str, Any]:
         """Grid params of an evaluated policy (what a trial of it holds)."""
         ratios = result.policy.requested()
-        return {n: self.snap(ratios[n]) for n in self.group_names}
+        params: dict[str, Any] = {n: self.snap(ratios[n]) for n in self.group_names}
+        if self.mixed_precision:
+            marks = result.policy.precisions()
+            params |= {store.precision_param(n): marks[n] for n in self.group_names}
+        return params
 
     def user_attrs(
         self, agent_name: str, result: EvalResult, *, reward: float | None = None, budget: Budget | None = None

@@ -109,12 +109,24 @@ class LiveLatency:
         return float(self.measure_bytes(onnx_bytes).ratio) * self.reference_ms
 
     def __call__(self, policy: Any) -> float:
+        """A policy's live latency in the job's frame: of its INT8 graph when it marks groups int8
+        (a search run with --precision int8 or mixed), in the scheme its search judged it with."""
         from hilprune.export import to_onnx_bytes
 
+        int8 = policy.int8_groups()
         key = ",".join(str(k) for k in policy.key())
+        if int8:
+            key += "|int8:" + ",".join(int8) + "|" + str(policy.metrics.get("int8_scheme") or "qdq-u8s8")
         if key not in self.cache:
             model = self.surgeon.apply(policy, count=False).model
-            self.cache[key] = self.in_frame(to_onnx_bytes(model, self.input_shape))
+            graph = to_onnx_bytes(model, self.input_shape)
+            if int8:
+                from hilprune.quantize.mixed import fp32_nodes
+                from hwprofiler.quantization import Scheme, quantize_structure
+
+                scheme = Scheme.parse(str(policy.metrics.get("int8_scheme") or "qdq-u8s8"))
+                graph = quantize_structure(graph, scheme, fp32_nodes(graph, policy))
+            self.cache[key] = self.in_frame(graph)
             tmp = self.path.with_suffix(".tmp")
             payload = {"fingerprint_id": self.fp_id, "device": self.device, "frame": self.FRAME, "latency_ms": self.cache}
             tmp.write_text(json.dumps(payload, indent=1))
@@ -164,7 +176,9 @@ def export_run(
     """Export the best policy of `run_dir` for `budget` to `out`; returns what `--json` prints.
 
     `precision="int8"` quantizes it for the job's device (`accuracy_tolerance` is a fraction of
-    validation accuracy, `schemes` a list of hwprofiler.quantization.Scheme or None for all)."""
+    validation accuracy, `schemes` a list of hwprofiler.quantization.Scheme or None for all);
+    ``"auto"`` does when the picked policy marks any group int8 (a search with --precision int8
+    or mixed), its groups marked fp32 left in float."""
     import torch
 
     from hilprune.data import load_dataset
@@ -180,8 +194,8 @@ def export_run(
     out = Path(out)
     if finetune_epochs < 0:
         raise HilpruneError("--finetune-epochs must be >= 0")
-    if precision not in ("fp32", "int8"):
-        raise HilpruneError(f"--precision must be fp32 or int8, got {precision!r}")
+    if precision not in ("fp32", "int8", "auto"):
+        raise HilpruneError(f"--precision must be fp32, int8 or auto, got {precision!r}")
     job = load_run_job(run_dir)
     if len(job.devices) > 1:
         subs = ", ".join(str(Path(j.out)) for j in job.per_device())
@@ -220,6 +234,9 @@ def export_run(
         rec, live_before = pick_trial(records, budget_ms, live, policy_of)
 
     policy = policy_of(rec)
+    if precision == "auto":
+        precision = "int8" if policy.int8_groups() else "fp32"
+        steps.total = 6 + (precision == "int8")
     steps.next(f"pruning {rec.ref} and recalibrating BN")
     result = surgeon.apply(policy)
     model = result.model

@@ -15,6 +15,7 @@ evals = 40                      # per agent, in total (resume continues up to th
 seed = 0
 latency_source = "lut"          # lut | live | hybrid  (the latency each trial is judged by)
 proxy = "kd:40"                 # accuracy proxy: bn, bn:N, kd:N or a ladder bn:10,kd:20,kd:80 (envs.fidelity)
+precision = "fp32"              # fp32 | int8 | mixed: the graph each policy is judged as (envs.precision)
 reward = "constrained"
 
 [agent_options.ppo]             # keyword arguments passed to an agent's factory
@@ -56,6 +57,7 @@ IDENTITY_FIELDS = (
     "val_size",
     "latency_source",
     "proxy",
+    "precision",
     "max_ratio",
     "round_to",
     "importance",
@@ -100,6 +102,7 @@ class Job:
     latency_source: str = "lut"
     proxy: str | None = None  # None: the run directory's (a resumed job keeps its proxy), else envs.fidelity.DEFAULT_PROXY
     reward: str = "constrained"
+    precision: str = "fp32"  # fp32 | int8 | mixed (envs.precision)
     out: str = ""
     storage: str | None = None
     workers: int = 1
@@ -254,6 +257,10 @@ def _validate(job: Job) -> Job:
         raise HilpruneError("--workers must be at least 1")
     if not 0 < job.max_ratio < 1:
         raise HilpruneError("max_ratio must be in (0, 1)")
+    from envs.precision import MODES as PRECISIONS
+
+    if job.precision not in PRECISIONS:
+        raise HilpruneError(f"--precision must be one of {', '.join(PRECISIONS)}, got {job.precision!r}")
     if job.latency_source not in LATENCY_SOURCES:
         raise HilpruneError(f"--latency-source must be one of {', '.join(LATENCY_SOURCES)}, got {job.latency_source!r}")
     if job.input_shape is not None and not isinstance(job.input_shape, str):

@@ -161,6 +161,7 @@ def write_report(
             "trial": rec.number,
             "budget_ms": bms,
             "latency_source": rec.latency_source,
+            "precision": policy.graph_precision(),
         }
 
     trials = {agent: len(recs) for agent, recs in records.items()}
@@ -171,6 +172,7 @@ def write_report(
         "device": job.device,
         "latency_source": job.latency_source,
         "proxy": job.proxy,
+        "precision": job.precision,
         "proxy_cost": proxy_costs(store.load_costs(storage, job.name)),
         "dense": {"accuracy": float(dense["accuracy"]), "latency_ms": dense_lat, "lut_latency_ms": dense.get("lut_latency_ms")},
         "budgets_ms": {k: budgets_ms[k] for k in labels},
@@ -411,6 +413,12 @@ def markdown_report(
         f"- latency source: `{job.latency_source}` (trials are judged by this latency; live ones paired with the dense model)",
         f"- accuracy: {accuracy_label(job)}, dense {_fmt(float(dense['accuracy']))}; {FINETUNE_NOTE}",
         f"- proxy ladder `{job.proxy}` (envs.fidelity): best policies and the front hold policies scored at its top rung",
+        f"- precision `{job.precision}` (envs.precision): "
+        + (
+            "every policy is its fp32 graph"
+            if job.precision == "fp32"
+            else "policies with INT8 groups are judged as their INT8 graph"
+        ),
         f"- dense model: accuracy {_fmt(float(dense['accuracy']))}, live latency {_fmt(float(dense['latency_ms']), 3)} ms"
         + (f", LUT {_fmt(dense.get('lut_latency_ms'), 3)} ms" if dense.get("lut_latency_ms") is not None else ""),
         f"- storage: `{job.storage_url}` (studies `{job.name}/<agent>`)",
@@ -427,8 +435,8 @@ def markdown_report(
             lines.append(f"| {label} | {_fmt(bms, 3)} | - | - | - | - | - | no trial within the budget |")
         else:
             lines.append(
-                f"| {label} | {_fmt(bms, 3)} | {b['agent']} | {b['trial']} | {_fmt(b['accuracy'])} | {_fmt(b['latency_ms'], 3)} | "
-                f"{_fmt(b['speedup'], 2)}x | `{os.path.relpath(b['policy_path'], summary['run_dir'])}` |"
+                f"| {label} | {_fmt(bms, 3)} | {_agent_cell(b, summary)} | {b['trial']} | {_fmt(b['accuracy'])} | "
+                f"{_fmt(b['latency_ms'], 3)} | {_fmt(b['speedup'], 2)}x | `{os.path.relpath(b['policy_path'], summary['run_dir'])}` |"
             )
     lines += [
         "",
@@ -458,6 +466,13 @@ def markdown_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def _agent_cell(best: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The agent, with its pick's graph precision when the search was not fp32."""
+    if summary.get("precision", "fp32") == "fp32":
+        return str(best["agent"])
+    return f"{best['agent']} ({best.get('precision', 'fp32')})"
 
 
 def _short_path(path: str) -> str:
@@ -493,7 +508,7 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
             table.add_row(
                 label,
                 _fmt(bms, 3),
-                b["agent"],
+                _agent_cell(b, summary),
                 str(b["trial"]),
                 _fmt(b["accuracy"]),
                 _fmt(b["latency_ms"], 3),

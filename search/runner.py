@@ -92,6 +92,7 @@ def build_evaluator(job: Job, progress: bool = False) -> Evaluator:
         importance=job.importance,
         data_dir=job.data_dir,
         seed=job.seed,
+        precision=job.precision,
     )
     if job.proxy is not None:
         kwargs["proxy"] = job.proxy

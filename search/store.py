@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hilprune.errors import HilpruneError
@@ -162,6 +162,17 @@ def distributions(group_names: Iterable[str], max_ratio: float, step: float = GR
     return {n: FloatDistribution(0.0, high, step=step) for n in group_names}
 
 
+PRECISION_PARAM = "precision:"  # a mixed-precision search's per-group param: precision:<group> = fp32 | int8
+
+
+def precision_param(group: str) -> str:
+    return PRECISION_PARAM + group
+
+
+def precision_distributions(group_names: Iterable[str]) -> dict[str, CategoricalDistribution]:
+    return {precision_param(n): CategoricalDistribution(("fp32", "int8")) for n in group_names}
+
+
 def snap(ratio: float, max_ratio: float, step: float = GRID_STEP) -> float:
     high = grid_high(max_ratio, step)
     return min(high, max(0.0, round(round(float(ratio) / step) * step, 10)))
@@ -198,8 +209,8 @@ def write_artifact(store_: Any, data: bytes, filename: str, mimetype: str = "app
 def add_complete_trial(
     study: optuna.Study,
     values: list[float],
-    params: Mapping[str, float],
-    dists: Mapping[str, FloatDistribution],
+    params: Mapping[str, Any],
+    dists: Mapping[str, FloatDistribution | CategoricalDistribution],
     user_attrs: Mapping[str, Any],
     system_attrs: Mapping[str, Any] | None = None,
 ) -> int:
@@ -282,7 +293,7 @@ class TrialRecord:
     def ratios(self) -> dict[str, float]:
         if self.policy.get("groups"):
             return {g["name"]: float(g.get("requested_ratio", g.get("ratio", 0.0))) for g in self.policy["groups"]}
-        return dict(self.grid_params)
+        return {k: float(v) for k, v in self.grid_params.items() if not k.startswith(PRECISION_PARAM)}
 
 
 def record_from_trial(agent: str, t: FrozenTrial) -> TrialRecord:

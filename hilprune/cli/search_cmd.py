@@ -10,7 +10,7 @@ import typer
 
 from ..errors import HilpruneError
 from ..quantize.defaults import CALIBRATION_SIZE, TOLERANCE
-from .options import AccuracyToleranceOpt, CalibrationSizeOpt, DataDirOpt, JsonOpt, NumClassesOpt, PrecisionOpt, SchemesOpt
+from .options import AccuracyToleranceOpt, CalibrationSizeOpt, DataDirOpt, JsonOpt, NumClassesOpt, SchemesOpt
 from .output import console, print_json
 
 DEMO_EVALS = 1800  # PPO episodes (~85 ms each for digits-cnn on 2 busy cores, plus start-up): about 3 minutes in all
@@ -151,6 +151,16 @@ def register(app: typer.Typer) -> None:
                 "successive halving [default: kd:40, or the run directory's].",
             ),
         ] = None,
+        precision: Annotated[
+            str | None,
+            typer.Option(
+                "--precision",
+                help="The graph each policy is judged as: fp32; int8 (every layer INT8, in the scheme the device's precision "
+                "table found fastest: widths searched under INT8 latency and accuracy); or mixed (random, tpe and nsga2 also "
+                "mark each group fp32 or int8; the other agents search the all-INT8 graph). A device where INT8 runs slower "
+                "keeps fp32 [default: fp32].",
+            ),
+        ] = None,
         reward: Annotated[
             str | None,
             typer.Option(
@@ -213,6 +223,7 @@ def register(app: typer.Typer) -> None:
             val_size=val_size,
             latency_source=latency_source,
             proxy=proxy,
+            precision=precision,
             reward=reward,
             out=str(out) if out else None,
             name=name,
@@ -261,7 +272,15 @@ def register(app: typer.Typer) -> None:
         ] = 1.0,
         lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.")] = 0.01,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
-        precision: PrecisionOpt = "fp32",
+        precision: Annotated[
+            str,
+            typer.Option(
+                "--precision",
+                help="fp32; int8: onnxruntime static quantization with the scheme the job's device runs fastest whose "
+                "validation accuracy holds (fp32 is kept when none does); auto: int8 when the picked policy marks any group "
+                "int8 (a search with --precision int8 or mixed; groups marked fp32 stay float), else fp32.",
+            ),
+        ] = "auto",
         calibration_size: CalibrationSizeOpt = CALIBRATION_SIZE,
         accuracy_tolerance: AccuracyToleranceOpt = 100 * TOLERANCE,
         schemes: SchemesOpt = None,
@@ -274,7 +293,8 @@ def register(app: typer.Typer) -> None:
 
         from .int8_output import check_precision, print_quantization, quantize_options
 
-        opts = quantize_options(calibration_size, accuracy_tolerance, schemes) if check_precision(precision) == "int8" else None
+        wants_int8 = precision == "auto" or check_precision(precision) == "int8"
+        opts = quantize_options(calibration_size, accuracy_tolerance, schemes) if wants_int8 else None
         res = export_run(
             run_dir,
             budget,

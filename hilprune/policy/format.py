@@ -117,6 +117,11 @@ class Policy:
         """Groups marked int8 (empty: the policy says nothing about precision)."""
         return [g.name for g in self.groups if g.precision == "int8"]
 
+    def graph_precision(self) -> str:
+        """The graph's precision in one word: int8 (every group int8), mixed (some) or fp32 (none)."""
+        n = len(self.int8_groups())
+        return "int8" if n == len(self.groups) else ("mixed" if n else "fp32")
+
     def set_precision(self, precision: str | Mapping[str, str]) -> Policy:
         """Mark every group (a precision name) or the named groups (a mapping) fp32 or int8; returns self."""
         known = {g.name for g in self.groups}

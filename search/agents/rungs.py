@@ -87,15 +87,22 @@ class RungGate:
         return self._studies[name]
 
     def score(
-        self, ctx: SearchContext, agent: str, ratios: dict[str, float], trial_number: int
+        self,
+        ctx: SearchContext,
+        agent: str,
+        ratios: dict[str, float],
+        trial_number: int,
+        precision: dict[str, str] | None = None,
     ) -> tuple[EvalResult, dict[str, Any]]:
-        """Score `ratios` rung by rung; returns the last result and attrs for the agent's trial
-        (`pruned`: whether it stopped below the top rung)."""
+        """Score `ratios` (with `precision` marks in a mixed-precision search) rung by rung;
+        returns the last result and attrs for the agent's trial (`pruned`: whether it stopped
+        below the top rung)."""
         ev = ctx.evaluator
         ladder = [str(r) for r in ev.ladder]
+        marks: dict[str, Any] = {} if precision is None else {"precision": precision}
         if not self.active(ctx):
-            return ev.evaluate(ratios), {"pruned": False}
-        result = ev.evaluate(ratios, fidelity=ladder[0])
+            return ev.evaluate(ratios, **marks), {"pruned": False}
+        result = ev.evaluate(ratios, fidelity=ladder[0], **marks)
         bucket = self.bucket(ctx, float(result.latency_ms))
         if bucket is None:
             return result, {"pruned": True, "pruned_at": ladder[0], "pruned_why": "over every budget"}
@@ -105,7 +112,7 @@ class RungGate:
         try:
             for i, fid in enumerate(ladder):
                 if i:
-                    result = ev.evaluate(ratios, fidelity=fid)
+                    result = ev.evaluate(ratios, fidelity=fid, **marks)
                 acc = result.accuracy_at(fid)
                 if acc is None:  # answered from the cache at a dearer rung: no value to compare at this one
                     continue

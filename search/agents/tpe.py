@@ -90,6 +90,14 @@ def ratio_params(ctx: SearchContext, trial: optuna.Trial) -> dict[str, float]:
     return {n: trial.suggest_float(n, d.low, d.high, step=d.step) for n, d in ctx.distributions().items()}
 
 
+def precision_params(ctx: SearchContext, trial: optuna.Trial) -> dict[str, str] | None:
+    """In a mixed-precision search, suggest fp32 or int8 per group (None otherwise)."""
+    if not ctx.mixed_precision:
+        return None
+    dists = ctx.precision_distributions()
+    return {n: str(trial.suggest_categorical(p, dists[p].choices)) for n, p in zip(ctx.group_names, dists)}
+
+
 def uniform_for_budget(ctx: SearchContext, budget_ms: float) -> float | None:
     """The smallest uniform grid ratio the LUT predicts within `budget_ms` (None when none is).
 
@@ -140,7 +148,9 @@ class OptunaAgentBase:
             if r is None or r in seen:
                 continue
             seen.add(r)
-            study.enqueue_trial({n: r for n in ctx.group_names}, user_attrs={"warm_start": "uniform"})
+            # in a mixed-precision search, uniform_for_budget priced the all-INT8 graph: enqueue that one
+            marks = {p: "int8" for p in ctx.precision_distributions()}
+            study.enqueue_trial({n: r for n in ctx.group_names} | marks, user_attrs={"warm_start": "uniform"})
         return len(seen)
 
     def evaluate_trial(
@@ -150,11 +160,15 @@ class OptunaAgentBase:
         trial: optuna.Trial,
         ratios: Mapping[str, float],
         extra_attrs: Mapping[str, Any] | None = None,
+        precision: Mapping[str, str] | None = None,
     ) -> Any:
-        """Evaluate `ratios`, set the constraint and user attrs, tell the trial; returns the EvalResult."""
+        """Evaluate `ratios` (and `precision` marks, mixed search), set the constraint and user
+        attrs, tell the trial; returns the EvalResult."""
         budget = self.constraint_budget(ctx)
         try:
-            result, gate_attrs = self.gate.score(ctx, self.name, ctx.ratios_dict(ratios), trial.number)
+            result, gate_attrs = self.gate.score(
+                ctx, self.name, ctx.ratios_dict(ratios), trial.number, dict(precision) if precision is not None else None
+            )
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
             raise
@@ -178,7 +192,7 @@ class OptunaAgentBase:
         for _ in range(int(n_evals)):
             trial = study.ask()
             ratios = ratio_params(ctx, trial)
-            self.evaluate_trial(ctx, study, trial, ratios)
+            self.evaluate_trial(ctx, study, trial, ratios, precision=precision_params(ctx, trial))
 
 
 class TPEAgent(OptunaAgentBase):
@@ -233,6 +247,7 @@ __all__ = [
     "sampler_constraint_kwargs",
     "set_trial_constraint",
     "TPEAgent",
+    "precision_params",
     "ratio_params",
     "snap_up",
     "uniform_for_budget",

@@ -1,0 +1,126 @@
+"""Precision as a searched dimension (envs.precision): the LUT prices the INT8 graph the export
+really writes, mixed policies are told apart by their marks, agents mark groups in a mixed search,
+a device where INT8 is slower keeps fp32, and `hilprune export` quantizes what the search picked.
+
+On the simulated device: its cost model prices INT8 kernels by its own constants, so nothing here
+depends on this machine's speed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import onnx
+import pytest
+
+import hwprofiler
+from envs.evaluator import PolicyEvaluator
+from envs.precision import search_precision
+from hilprune.data import load_dataset
+from hilprune.export import to_onnx_bytes
+from hilprune.quantize import TrainCalibration, fp32_nodes
+from hwprofiler.quantization import Quantizer, Scheme
+
+SCHEME = "qdq-u8s8"
+
+
+def sim(**options) -> hwprofiler.DeviceSpec:
+    base = hwprofiler.load_device("sim-cpu")
+    return replace(base, runtime_options=base.runtime_options | options)
+
+
+@pytest.fixture(scope="module")
+def mixed() -> PolicyEvaluator:
+    return PolicyEvaluator("digits-cnn", "digits", device="sim-cpu", precision="mixed", round_to=8, proxy="bn:10")
+
+
+def real_int8_export(ev: PolicyEvaluator, policy) -> bytes:
+    """What `hilprune export --precision int8` quantizes: the pruned graph, calibrated on train
+    images, the groups marked fp32 left in float."""
+    model = ev.surgeon.apply(policy, count=False).model
+    fp32 = to_onnx_bytes(model, ev.input_shape, ev.device.batch)
+    reader = TrainCalibration(load_dataset("digits"), 64, ev.device.batch, onnx.load_from_string(fp32).graph.input[0].name)
+    with Quantizer(fp32, reader, exclude=fp32_nodes(fp32, policy)) as q:
+        return q.quantize(Scheme.parse(SCHEME))
+
+
+def test_the_search_quantizes_with_the_scheme_the_devices_table_found_fastest(mixed):
+    table = hwprofiler.precision.precision_table(mixed.device)
+    assert mixed.precision.mode == "mixed"
+    assert mixed.precision.scheme.name == table["best"] == SCHEME  # sim-cpu: S8S8 MACs are 3x slower
+    assert SCHEME in mixed.describe()["precision"]["why"]
+
+
+def test_mixed_pricing_equals_the_kernels_of_the_real_quantized_export(mixed):
+    names = [g.name for g in mixed.groups]
+    marks = {n: ("int8" if i % 2 == 0 else "fp32") for i, n in enumerate(names)}
+    policy = mixed.policy([0.3] * len(names), marks)
+    assert policy.graph_precision() == "mixed"
+    priced = mixed.kernels_of(policy)
+    real = hwprofiler.device_kernels(real_int8_export(mixed, policy), mixed.device)
+    assert priced == real
+    assert {k.precision for k in priced} == {"fp32", "u8s8"}  # float and INT8 kernels side by side
+
+
+def test_the_int8_kernel_map_equals_the_kernels_of_the_real_quantized_export():
+    ev = PolicyEvaluator("digits-cnn", "digits", device="sim-cpu", precision="int8", round_to=8, proxy="bn:10")
+    assert ev.latency.kmap_q_ok
+    policy = ev.policy([0.5, 0.2, 0.7, 0.0][: len(ev.groups)] + [0.4] * max(0, len(ev.groups) - 4))
+    assert policy.graph_precision() == "int8"
+    real = hwprofiler.device_kernels(real_int8_export(ev, policy), ev.device)
+    assert ev.latency.kmap_q.kernels(list(policy.key())) == real
+    assert ev.predict_latency(policy) < ev.latency.predict_key(policy.key())  # sim-cpu: INT8 pays at these widths
+
+
+def test_marks_tell_policies_apart_and_an_int8_policy_is_scored_as_its_int8_graph(mixed):
+    names = [g.name for g in mixed.groups]
+    ratios = [0.25] * len(names)
+    fp32 = mixed.evaluate(ratios, precision="fp32")
+    int8 = mixed.evaluate(ratios, precision="int8")
+    again = mixed.evaluate(ratios, precision="int8")
+    assert fp32.policy.metrics["precision"] == "fp32" and int8.policy.metrics["precision"] == "int8"
+    assert not int8.cached and again.cached  # same widths, other marks: another policy; same marks: the cache
+    assert int8.lut_latency_ms != fp32.lut_latency_ms
+    assert "quantize" in int8.phases and "quantize" not in fp32.phases  # accuracy of the INT8 graph, by onnxruntime
+    assert int8.policy.metrics["int8_scheme"] == SCHEME
+    assert mixed.evaluate(ratios).policy.graph_precision() == "int8"  # plain ratios in a mixed search: all INT8
+
+
+def test_a_device_where_int8_is_slower_keeps_fp32():
+    slow = sim(int8_gmacs=2.0, quant_ns=5.0)
+    got = search_precision("mixed", slow)
+    assert got.mode == "fp32" and got.asked == "mixed" and got.scheme is None
+    assert "keeps fp32" in got.why
+
+
+def test_a_mixed_search_marks_groups_and_export_quantizes_what_it_picked(tmp_path):
+    from search.export import export_run
+    from search.job import resolve_job
+    from search.runner import run_search
+    from search.store import PRECISION_PARAM, load_records, open_storage
+
+    job = resolve_job(
+        None,
+        model="digits-cnn",
+        dataset="digits",
+        device="sim-cpu",
+        budgets=["0.6"],
+        agents=["random", "tpe"],
+        evals=6,
+        precision="mixed",
+        round_to=8,
+        proxy="bn:10",
+        out=str(tmp_path / "run"),
+    )
+    run_search(job, progress=False)
+    records = load_records(open_storage(job.storage_url), job.name)
+    marks = [r.policy["groups"] for recs in records.values() for r in recs]
+    assert all(any(k.startswith(PRECISION_PARAM) for k in r.grid_params) for r in records["tpe"])
+    kinds = {tuple(g.get("precision", "fp32") for g in groups) for groups in marks}
+    assert len(kinds) > 2  # the agents tried several fp32/int8 mixes
+    res = export_run(tmp_path / "run", "0.6", tmp_path / "out", finetune_epochs=0, progress=False, precision="auto")
+    picked = {g.get("precision", "fp32") for g in __import__("json").loads((tmp_path / "out" / "policy.json").read_text())["groups"]}
+    if "int8" in picked:
+        assert res["precision"] in ("int8", "fp32")  # quantized, unless no scheme paid on the export's own timing
+        assert "quantization" in res
+    else:
+        assert res["precision"] == "fp32" and "quantization" not in res
