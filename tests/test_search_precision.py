@@ -124,3 +124,15 @@ def test_a_mixed_search_marks_groups_and_export_quantizes_what_it_picked(tmp_pat
         assert "quantization" in res
     else:
         assert res["precision"] == "fp32" and "quantization" not in res
+
+
+def test_the_job_checks_its_precision_and_older_run_directories_read_as_fp32(tmp_path):
+    from hilprune.errors import HilpruneError
+    from search.job import JOB_FILE, load_run_job, resolve_job
+
+    with pytest.raises(HilpruneError, match="--precision must be one of fp32, int8, mixed"):
+        resolve_job(None, model="digits-cnn", dataset="digits", precision="int4", out=str(tmp_path / "a"))
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / JOB_FILE).write_text('model = "digits-cnn"\ndataset = "digits"\nname = "old"\n')  # written before --precision
+    assert load_run_job(run).precision == "fp32"
