@@ -118,7 +118,9 @@ def test_a_mixed_search_marks_groups_and_export_quantizes_what_it_picked(tmp_pat
     kinds = {tuple(g.get("precision", "fp32") for g in groups) for groups in marks}
     assert len(kinds) > 2  # the agents tried several fp32/int8 mixes
     res = export_run(tmp_path / "run", "0.6", tmp_path / "out", finetune_epochs=0, progress=False, precision="auto")
-    picked = {g.get("precision", "fp32") for g in __import__("json").loads((tmp_path / "out" / "policy.json").read_text())["groups"]}
+    picked = {
+        g.get("precision", "fp32") for g in __import__("json").loads((tmp_path / "out" / "policy.json").read_text())["groups"]
+    }
     if "int8" in picked:
         assert res["precision"] in ("int8", "fp32")  # quantized, unless no scheme paid on the export's own timing
         assert "quantization" in res
