@@ -296,6 +296,7 @@ class PolicyEvaluator:
         for b in budgets:
             self.add_budget(self.resolve_budget(b))
         self._cache: dict[tuple[int, ...], EvalResult] = {}
+        self._kernel_memo: dict[tuple[int, ...], list[Any]] = {}  # kernels `_faster_precision` priced, for `evaluate`
         self._points: list[tuple[float, float]] = []  # (accuracy, LUT ms) of every policy scored at the top rung (hybrid rule)
         self._partial: _Partial | None = None
         self._batches: SharedBatches | None = None  # distillation batches with the teacher's logits, shared by every policy
@@ -399,10 +400,10 @@ class PolicyEvaluator:
 
     def min_latency_ms(self) -> float:
         """LUT latency with every group pruned at max_ratio: the lowest budget that can be met
-        (``mixed``: the lower of the all-fp32 and the all-INT8 graph)."""
-        if self.precision.mode == "mixed":
+        (``int8``, ``mixed``: the lower of the all-fp32 and the all-INT8 graph)."""
+        if self.precision.quantizes:
             return min(self.latency.min_latency_ms(), self.latency.min_latency_ms(quant=True))
-        return self.latency.min_latency_ms(quant=self.precision.quantizes)
+        return self.latency.min_latency_ms()
 
     def check_budget(self, budget: str | float | Budget) -> Budget:
         """The resolved budget; BudgetError when pruning every group at max_ratio cannot meet it (by
@@ -445,13 +446,15 @@ class PolicyEvaluator:
 
     def predict_latency(self, ratios: Ratios) -> float:
         """LUT latency of a policy in ms (no surgery when the kernel map works): its fp32 graph,
-        or, when the search quantizes, its all-INT8 graph (a mixed policy's own marks are priced
-        by `evaluate`)."""
-        return self.latency.predict_key(self.kept(ratios), quant=self.precision.quantizes)
+        or, when the search quantizes, the faster of its all-INT8 and its fp32 graph (what
+        `evaluate` judges an all-INT8 policy as; a mixed policy's own marks are priced there)."""
+        return self.predict_kept(self.kept(ratios))
 
     def predict_kept(self, kept: Sequence[int]) -> float:
         """LUT latency for kept channels per group (what `kept()` returns), priced as `predict_latency`."""
-        return self.latency.predict_key(tuple(int(k) for k in kept), quant=self.precision.quantizes)
+        key = tuple(int(k) for k in kept)
+        fp32 = self.latency.predict_key(key)
+        return min(fp32, self.latency.predict_key(key, quant=True)) if self.precision.quantizes else fp32
 
     def kernels_for(self, kept: Sequence[int]) -> list[Any]:
         """The device kernels of the pruned model that keeps `kept` channels per group."""
@@ -468,6 +471,30 @@ class PolicyEvaluator:
             return to_onnx_bytes(self.surgeon.apply(policy, count=False).model, self.input_shape, batch=self.device.batch)
 
         return self._priced_kernels(policy, export)
+
+    def _faster_precision(self, policy: Policy) -> Policy:
+        """The policy as marked, or all fp32 when the LUT prices its INT8 graph slower than its
+        fp32 graph (narrow convs: INT8's fixed per-kernel costs outweigh its faster MACs)."""
+        if not self.precision.is_int8(policy) or not self.has_lut:
+            return policy
+
+        def export() -> bytes:
+            from hilprune.export import to_onnx_bytes
+
+            return to_onnx_bytes(self.surgeon.apply(policy, count=False).model, self.input_shape, batch=self.device.batch)
+
+        key = self.cache_key(policy)
+        kernels = self._kernel_memo.get(key) or self._priced_kernels(policy, export)
+        marked_ms = self.latency.predict_key(key, kernels, quant=True)
+        fp32_ms = self.latency.predict_key(policy.key())
+        if marked_ms <= fp32_ms:
+            if len(self._kernel_memo) > 64:  # kernels of the policies about to be scored, not a history
+                self._kernel_memo.clear()
+            self._kernel_memo[key] = kernels
+            return policy
+        policy.set_precision("fp32")
+        policy.metrics["int8_slower"] = {"int8_lut_ms": marked_ms, "fp32_lut_ms": fp32_ms}
+        return policy
 
     def _priced_kernels(self, policy: Policy, onnx_bytes: Any) -> list[Any]:
         """`kernels_of` for a marked policy; `onnx_bytes()` exports its fp32 graph when the maps cannot."""
@@ -509,10 +536,12 @@ class PolicyEvaluator:
         follows `latency_source` at the top rung and takes the LUT below it (a cheap rung decides
         whether a policy is worth more, not whether it meets a budget). `precision` marks groups
         fp32 or int8 in a ``mixed`` search (`policy`). A policy with INT8 groups is judged as its
-        INT8 graph: accuracy by onnxruntime, latency live and by the LUT of that graph.
+        INT8 graph: accuracy by onnxruntime, latency live and by the LUT of that graph; where the
+        LUT prices that graph slower than the same widths in fp32, as the fp32 graph
+        (`_faster_precision`: the search never keeps INT8 where the device measured it slower).
         """
         t0 = time.perf_counter()
-        policy = self.policy(ratios, precision)
+        policy = self._faster_precision(self.policy(ratios, precision))
         key = self.cache_key(policy)
         kept = policy.key()
         int8 = self.precision.is_int8(policy)
@@ -587,7 +616,7 @@ class PolicyEvaluator:
             lut, pair = float("nan"), None
             kernels = None
             if self.has_lut:
-                kernels = self._priced_kernels(policy, onnx_bytes)
+                kernels = self._kernel_memo.pop(key, None) or self._priced_kernels(policy, onnx_bytes)
                 lut = self.latency.predict_key(key if int8 else kept, kernels, quant=int8)
             if live is True or (
                 live is None

@@ -138,3 +138,14 @@ def test_the_job_checks_its_precision_and_older_run_directories_read_as_fp32(tmp
     run.mkdir()
     (run / JOB_FILE).write_text('model = "digits-cnn"\ndataset = "digits"\nname = "old"\n')  # written before --precision
     assert load_run_job(run).precision == "fp32"
+
+
+def test_int8_is_not_kept_where_the_device_prices_it_slower():
+    slow = sim(int8_gmacs=2.0, quant_ns=5.0)  # INT8 MACs 60x slower than the default: never pays
+    ev = PolicyEvaluator("digits-cnn", "digits", device=slow, precision="int8", int8_scheme=SCHEME, round_to=8, proxy="bn:10")
+    ratios = [0.3] * len(ev.groups)
+    res = ev.evaluate(ratios)
+    assert res.policy.graph_precision() == "fp32" and "quantize" not in res.phases
+    slower = res.policy.metrics["int8_slower"]
+    assert slower["int8_lut_ms"] > slower["fp32_lut_ms"]
+    assert ev.predict_latency(ratios) == pytest.approx(ev.latency.predict_key(ev.kept(ratios)))  # the faster: fp32
