@@ -56,7 +56,9 @@ def test_device_loads_fingerprints_and_measures() -> None:
     fp = fingerprint(dev)
     assert fp["runtime"] == "openvino" and fp["openvino"] == ov.__version__ and fp["cpu_model"]
     assert fp["openvino_config"] == {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    assert len({fingerprint_id(load_device(n)) for n in ("ov-cpu-1t", "ov-cpu-2t", "ort-cpu-1t")}) == 3
+    names = ("ov-cpu-1t", "ov-cpu-2t", "ov-cpu-1t-bf16", "ort-cpu-1t")
+    assert len({fingerprint_id(load_device(n)) for n in names}) == 4  # threads and inference precision are the device's
+    assert fingerprint(load_device("ov-cpu-1t-bf16"))["openvino_config"]["INFERENCE_PRECISION_HINT"] == "bf16"
     usable, status = get_runtime("openvino").status()
     assert usable and status == f"OpenVINO {ov.__version__.split('-')[0]}"
     m = measure_onnx(tiny_cnn(), dev, cache=False)
