@@ -194,6 +194,7 @@ def search_cell(model: str, budget: str, seed: int, args: argparse.Namespace, wt
         model=model,
         dataset=DATASET,
         device=args.device,
+        precision="fp32",  # agents compared on widths alone, as measured (bench/search_precision.py: precision)
         budgets=[budget],
         agents=agents,
         evals=args.evals,

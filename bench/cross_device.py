@@ -75,6 +75,8 @@ def search_args(model: str, device: str, run_dir: Path, args: argparse.Namespace
         dataset_of(model),
         "--device",
         device,
+        "--precision",
+        "fp32",  # the runtimes compared on float models, as measured
         "--budget",
         args.budget,
         "--agent",
@@ -101,6 +103,7 @@ def run_device_search(model: str, device: str, run_dir: Path, args: argparse.Nam
         model=model,
         dataset=dataset_of(model),
         device=device,
+        precision="fp32",
         budgets=[args.budget],
         agents=args.agents.split(","),
         evals=args.evals,

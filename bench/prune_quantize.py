@@ -245,7 +245,7 @@ def _search(model: str, args: argparse.Namespace) -> Path:
     from hilprune.cli.main import main as cli
 
     out = OUT / f"{model}{'-quick' if args.quick else ''}"
-    cmd = ["search", "-m", model, "-d", DATASET, "--device", args.device, "--agent", args.search_agents]
+    cmd = ["search", "-m", model, "-d", DATASET, "--device", args.device, "--agent", args.search_agents, "--precision", "fp32"]
     cmd += ["--evals", str(args.search_evals), "--val-size", str(args.val_size), "--seed", str(args.seed)]
     cmd += ["--round-to", "8", "--out", str(out), "--no-progress", "--json"]
     for b in args.budgets.split(","):

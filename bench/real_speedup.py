@@ -139,6 +139,7 @@ def searched_by_search(
         model=model,
         dataset=DATASET,
         device=args.device,
+        precision="fp32",  # what pruning alone buys (bench/search_precision.py: precision)
         budgets=labels,
         agents=args.search_agents.split(","),
         evals=args.search_evals,

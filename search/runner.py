@@ -37,7 +37,7 @@ from . import store
 from .agents import load_factory, make_agent
 from .agents.base import SearchAgent
 from .context import SearchContext
-from .job import JOB_FILE, Job, check_compatible, load_run_job
+from .job import DEFAULT_PRECISION, JOB_FILE, Job, check_compatible, load_run_job
 from .progress import AgentBars, resume_note, stderr_console
 from .rundir import DENSE_FILE, dense_reference, job_budgets, read_dense
 
@@ -92,7 +92,7 @@ def build_evaluator(job: Job, progress: bool = False) -> Evaluator:
         importance=job.importance,
         data_dir=job.data_dir,
         seed=job.seed,
-        precision=job.precision,
+        precision=job.precision or DEFAULT_PRECISION,
     )
     if job.proxy is not None:
         kwargs["proxy"] = job.proxy

@@ -82,8 +82,11 @@ def test_export_int8_ships_the_int8_graph_with_its_model_card(search_run: Path, 
     assert "## Precision" in card and "qdq-u8s8" in card and "train" in card and "| qdq-s8s8 |" in card
     policy = Policy.load(out / "policy.json")
     assert policy.metrics["precision"] == "int8" and policy.metrics["quantization"]["scheme"]["name"] == "qdq-u8s8"
-    fp32 = run_json(capsys, [*args[:-1], str(tmp_path / "fp32"), "--json"])
+    fp32 = run_json(capsys, [*args[:-1], str(tmp_path / "fp32"), "--precision", "fp32", "--json"])
     assert fp32["precision"] == "fp32" and "quantization" not in fp32 and not (tmp_path / "fp32" / "model.fp32.onnx").exists()
+    # the search judged its policies as INT8 graphs (--precision int8, its default): export follows it
+    auto = run_json(capsys, [*args[:-1], str(tmp_path / "auto"), "--schemes", "qdq-u8s8", "--json"])
+    assert Policy.load(tmp_path / "auto" / "policy.json").int8_groups() and "quantization" in auto
 
 
 def test_devices_reports_the_precisions_each_device_runs_fast(capsys) -> None:

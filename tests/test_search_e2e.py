@@ -75,6 +75,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
                 str(out),
                 "--proxy",
                 PROXY,
+                "--precision",
+                "fp32",  # widths alone: the float path end to end (INT8 searches: tests/test_search_precision.py)
                 "--no-progress",
                 "--json",
             ]
@@ -141,7 +143,7 @@ def test_uniform_bisection_lands_within_2_percent(run: tuple[Path, dict]) -> Non
     # within 2% under the budget (checked on every channel breakpoint).
     from envs.evaluator import PolicyEvaluator
 
-    ev = PolicyEvaluator("digits-cnn", dataset="digits", device=job.device, proxy="bn")
+    ev = PolicyEvaluator("digits-cnn", dataset="digits", device=job.device, proxy="bn", precision=job.precision)
     names = [g.name for g in ev.groups]
     keys, x = {}, 0.0
     while x <= 0.9:
@@ -173,7 +175,18 @@ def test_export_matches_torch_and_reports_test_accuracy(
 
     out, summary = run
     res = run_cli(
-        capsys, "export", str(out), "--budget", BUDGET, "--finetune-epochs", "0.5", "--out", str(tmp_path / "exp"), "--json"
+        capsys,
+        "export",
+        str(out),
+        "--budget",
+        BUDGET,
+        "--finetune-epochs",
+        "0.5",
+        "--out",
+        str(tmp_path / "exp"),
+        "--precision",
+        "fp32",  # the float graph, checked against torch below (INT8 exports: tests/test_cli_int8.py)
+        "--json",
     )
     assert {"onnx", "test_accuracy", "latency_ms", "speedup", "policy"} <= set(res)
     assert res["max_abs_diff"] <= 1e-4 and res["latency_ms"] > 0

@@ -138,6 +138,10 @@ def test_the_job_checks_its_precision_and_older_run_directories_read_as_fp32(tmp
     run.mkdir()
     (run / JOB_FILE).write_text('model = "digits-cnn"\ndataset = "digits"\nname = "old"\n')  # written before --precision
     assert load_run_job(run).precision == "fp32"
+    resumed = resolve_job(None, model="digits-cnn", dataset="digits", out=str(run))
+    assert resumed.precision == "fp32"  # a resumed job keeps its precision
+    fresh = resolve_job(None, model="digits-cnn", dataset="digits", out=str(tmp_path / "new"))
+    assert fresh.precision == "int8"  # the default: INT8 where the device runs it faster
 
 
 def test_int8_is_not_kept_where_the_device_prices_it_slower():

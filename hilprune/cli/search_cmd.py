@@ -157,8 +157,8 @@ def register(app: typer.Typer) -> None:
                 "--precision",
                 help="The graph each policy is judged as: fp32; int8 (every layer INT8, in the scheme the device's precision "
                 "table found fastest: widths searched under INT8 latency and accuracy); or mixed (random, tpe and nsga2 also "
-                "mark each group fp32 or int8; the other agents search the all-INT8 graph). A device where INT8 runs slower "
-                "keeps fp32 [default: fp32].",
+                "mark each group fp32 or int8; the other agents search the all-INT8 graph). INT8 is kept only where the device "
+                "prices it faster: a device whose INT8 runs slower searches fp32 [default: int8, or the run directory's].",
             ),
         ] = None,
         reward: Annotated[
