@@ -140,29 +140,23 @@ class PolicyLatency:
         this model on this device (the first use only: they are saved with the LUT)."""
         from hilprune.calibrate import calibrate
 
-        n = calibrate(
-            self.surgeon,
-            self.device,
-            self.predictor,
-            kmap=self.kmap if self.kmap_ok else None,
-            max_ratio=self.max_ratio,
-            round_to=self.round_to,
-            seed=self.seed,
-            progress=progress,
-            lock=lambda: device_lock(self.fingerprint_id, self.lock),
-        )
-        if self.predictor_q is not None:  # the INT8 graphs' own runs
+        # the fp32 graphs, then (when the search quantizes) the INT8 graphs' own runs
+        targets = [(self.predictor, self.kmap if self.kmap_ok else None, None)]
+        if self.predictor_q is not None:
+            targets.append((self.predictor_q, self.kmap_q if self.kmap_q_ok else None, self.int8_structure))
+        n = 0
+        for predictor, kmap, transform in targets:
             n += calibrate(
                 self.surgeon,
                 self.device,
-                self.predictor_q,
-                kmap=self.kmap_q if self.kmap_q_ok else None,
+                predictor,
+                kmap=kmap,
                 max_ratio=self.max_ratio,
                 round_to=self.round_to,
                 seed=self.seed,
                 progress=progress,
                 lock=lambda: device_lock(self.fingerprint_id, self.lock),
-                transform=self.int8_structure,
+                transform=transform,
             )
         if n:
             self._memo.clear()
