@@ -464,33 +464,29 @@ class PolicyEvaluator:
         """The device kernels `evaluate` prices a policy by: its fp32 graph's, or its INT8 graph's
         (all INT8: the INT8 kernel map; mixed: the structure of its own quantized export)."""
         policy = self.policy(ratios, precision)
+        return self._priced_kernels(policy, lambda: self._fp32_graph(policy))
 
-        def export() -> bytes:
-            from hilprune.export import to_onnx_bytes
+    def _fp32_graph(self, policy: Policy) -> bytes:
+        """The pruned model's fp32 ONNX graph, for pricing (surgery only: weights do not matter)."""
+        from hilprune.export import to_onnx_bytes
 
-            return to_onnx_bytes(self.surgeon.apply(policy, count=False).model, self.input_shape, batch=self.device.batch)
-
-        return self._priced_kernels(policy, export)
+        return to_onnx_bytes(self.surgeon.apply(policy, count=False).model, self.input_shape, batch=self.device.batch)
 
     def _faster_precision(self, policy: Policy) -> Policy:
         """The policy as marked, or all fp32 when the LUT prices its INT8 graph slower than its
         fp32 graph (narrow convs: INT8's fixed per-kernel costs outweigh its faster MACs)."""
         if not self.precision.is_int8(policy) or not self.has_lut:
             return policy
-
-        def export() -> bytes:
-            from hilprune.export import to_onnx_bytes
-
-            return to_onnx_bytes(self.surgeon.apply(policy, count=False).model, self.input_shape, batch=self.device.batch)
-
         key = self.cache_key(policy)
-        kernels = self._kernel_memo.get(key) or self._priced_kernels(policy, export)
-        marked_ms = self.latency.predict_key(key, kernels, quant=True)
-        fp32_ms = self.latency.predict_key(policy.key())
-        if marked_ms <= fp32_ms:
+        marked_ms = self.latency.priced(key, quant=True)  # a policy priced before needs no export
+        if marked_ms is None:
+            kernels = self._priced_kernels(policy, lambda: self._fp32_graph(policy))
+            marked_ms = self.latency.predict_key(key, kernels, quant=True)
             if len(self._kernel_memo) > 64:  # kernels of the policies about to be scored, not a history
                 self._kernel_memo.clear()
             self._kernel_memo[key] = kernels
+        fp32_ms = self.latency.predict_key(policy.key())
+        if marked_ms <= fp32_ms:
             return policy
         policy.set_precision("fp32")
         policy.metrics["int8_slower"] = {"int8_lut_ms": marked_ms, "fp32_lut_ms": fp32_ms}
@@ -612,20 +608,27 @@ class PolicyEvaluator:
             rungs = sorted([r for r in rungs if r[0] != str(want)] + [(str(want), accuracy)], key=lambda r: parse_fidelity(r[0]))
             reached = str(want)
 
+        def kernels() -> list[Any]:  # priced once, when needed (a mixed graph's cost an export and a quantization)
+            if not priced:
+                priced.append(self._kernel_memo.pop(key, []) or self._priced_kernels(policy, onnx_bytes))
+            return priced[0]
+
+        priced: list[list[Any]] = []
+
         def latency_phase() -> tuple[float, Any]:
             lut, pair = float("nan"), None
-            kernels = None
             if self.has_lut:
-                kernels = self._kernel_memo.pop(key, None) or self._priced_kernels(policy, onnx_bytes)
-                lut = self.latency.predict_key(key if int8 else kept, kernels, quant=int8)
+                lut_key = key if int8 else kept
+                known = self.latency.priced(lut_key, quant=int8)
+                lut = known if known is not None else self.latency.predict_key(lut_key, kernels(), quant=int8)
             if live is True or (
                 live is None
                 and top
                 and (self.latency_source == "live" or (self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))
             ):
                 pair = self.latency.measure_paired(graph_bytes())
-                if kernels is not None:
-                    self.latency.observe(kernels, pair.ratio * self.dense_latency_ms, quant=int8)
+                if self.has_lut:
+                    self.latency.observe(kernels(), pair.ratio * self.dense_latency_ms, quant=int8)
             return lut, pair
 
         live_ms: float | None

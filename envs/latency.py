@@ -239,6 +239,10 @@ class PolicyLatency:
         memo[key] = value
         return value
 
+    def priced(self, key: tuple[int, ...], quant: bool = False) -> float | None:
+        """The LUT latency `predict_key` already gave this key (None: not priced yet, or refitted since)."""
+        return (self._memo_q if quant else self._memo).get(key)
+
     def min_latency_ms(self, quant: bool = False) -> float:
         """LUT latency with every group pruned at max_ratio: the lowest budget that can be met."""
         return self.predict_key(self.max_key, quant=quant)
