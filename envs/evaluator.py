@@ -44,7 +44,6 @@ from hilprune.policy import Policy, channels_after, validate_policy
 from hilprune.train.bn_recalib import BN_BATCH_SIZE
 from hilprune.train.distill import DistillState, KDConfig, SharedBatches, distill
 from hwprofiler import device_kernels as price_kernels
-from hwprofiler.quantization import quantize_structure
 
 from .errors import EnvConfigError
 from .fidelity import DEFAULT_BN_BATCHES, DEFAULT_PROXY, Fidelity, ladder_text, parse_fidelity, parse_ladder
@@ -275,7 +274,7 @@ class PolicyEvaluator:
             lut_path=lut_path,
             lock=lock,
             calibrate_progress=progress,
-            int8_structure=(lambda graph: quantize_structure(graph, scheme)) if scheme is not None else None,
+            int8_structure=self.precision.structure if scheme is not None else None,
             int8_name=scheme.name if scheme is not None else "int8",
         )
         lat = self.latency  # fixed after construction: plain attributes for callers and tests

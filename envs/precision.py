@@ -81,10 +81,12 @@ class SearchPrecision:
         """Whether the policy's graph is quantized at all."""
         return self.quantizes and bool(policy.int8_groups())
 
-    def structure(self, fp32_onnx: bytes, policy: Policy) -> bytes:
-        """The policy's INT8 graph for pricing (its structure; scales from one random input)."""
+    def structure(self, fp32_onnx: bytes, policy: Policy | None = None) -> bytes:
+        """The policy's INT8 graph for pricing (its structure; scales from one random input);
+        without a policy, every layer INT8."""
         assert self.scheme is not None
-        return quantize_structure(fp32_onnx, self.scheme, self._fp32_nodes(fp32_onnx, policy))
+        exclude = self._fp32_nodes(fp32_onnx, policy) if policy is not None else []
+        return quantize_structure(fp32_onnx, self.scheme, exclude)
 
     def quantize(self, fp32_onnx: bytes, policy: Policy, train_x: np.ndarray, batch: int) -> bytes:
         """The policy's INT8 graph, calibrated on the first `calibration_size` train images."""

@@ -114,18 +114,18 @@ class LiveLatency:
         from hilprune.export import to_onnx_bytes
 
         int8 = policy.int8_groups()
+        scheme = str(policy.metrics.get("int8_scheme") or "qdq-u8s8")
         key = ",".join(str(k) for k in policy.key())
         if int8:
-            key += "|int8:" + ",".join(int8) + "|" + str(policy.metrics.get("int8_scheme") or "qdq-u8s8")
+            key += "|int8:" + ",".join(int8) + "|" + scheme
         if key not in self.cache:
             model = self.surgeon.apply(policy, count=False).model
             graph = to_onnx_bytes(model, self.input_shape)
-            if int8:
-                from hilprune.quantize.mixed import fp32_nodes
-                from hwprofiler.quantization import Scheme, quantize_structure
+            if int8:  # the INT8 graph as the search priced it (envs.precision)
+                from envs.precision import SearchPrecision
+                from hwprofiler.quantization import Scheme
 
-                scheme = Scheme.parse(str(policy.metrics.get("int8_scheme") or "qdq-u8s8"))
-                graph = quantize_structure(graph, scheme, fp32_nodes(graph, policy))
+                graph = SearchPrecision("mixed", Scheme.parse(scheme)).structure(graph, policy)
             self.cache[key] = self.in_frame(graph)
             tmp = self.path.with_suffix(".tmp")
             payload = {"fingerprint_id": self.fp_id, "device": self.device, "frame": self.FRAME, "latency_ms": self.cache}
