@@ -98,7 +98,7 @@ class QuotaEvaluator:
             return self._ev.evaluate(ratios, **kw)
         from envs.evaluator import EvalResult
 
-        policy = self._ev.policy(ratios)
+        policy = self._ev.policy(ratios, kw.get("precision"))
         lat = float(self._ev.predict_latency(policy.requested()))
         return EvalResult(
             policy=policy, accuracy=0.0, latency_ms=lat, lut_latency_ms=lat, live_latency_ms=None, macs=0, params=0, cached=True

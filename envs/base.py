@@ -106,6 +106,8 @@ class PruneEnvBase(gym.Env):
         evaluator.add_budget(self.budget)
         self.dense_lut_ms = float(evaluator.dense_lut_latency_ms)
         self.shares = evaluator.group_latency_shares()
+        # a mixed-precision search (`envs.precision`): each action also marks its group(s) fp32 or int8
+        self.marks_precision = getattr(getattr(evaluator, "precision", None), "mode", "fp32") == "mixed"
         self._max_kept = tuple(channels_after(g.channels, self.max_ratio, evaluator.round_to) for g in self.groups)
         self.last_result: EvalResult | None = None
 
@@ -119,6 +121,16 @@ class PruneEnvBase(gym.Env):
         if self.grid_step:
             r = round(r / self.grid_step) * self.grid_step
         return round(min(self.max_ratio, max(0.0, r)), 9)
+
+    @staticmethod
+    def action_to_precision(a: float) -> str:
+        """A precision action in [-1, 1]: 0 or above marks the group int8 (the neutral action: the
+        device's table found INT8 faster), below 0 fp32. The evaluator still keeps fp32 where the
+        device prices INT8 slower."""
+        a = float(a)
+        if not math.isfinite(a):
+            raise ValueError(f"action {a} is not a finite number")
+        return "int8" if a >= 0 else "fp32"
 
     def ratio_to_action(self, r: float) -> float:
         return float(2.0 * r / self.max_ratio - 1.0)

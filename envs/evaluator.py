@@ -295,6 +295,7 @@ class PolicyEvaluator:
         for b in budgets:
             self.add_budget(self.resolve_budget(b))
         self._cache: dict[tuple[int, ...], EvalResult] = {}
+        self._slower_memo: dict[tuple[int, ...], list[str]] = {}  # `int8_slower_groups` per widths and fits
         self._kernel_memo: dict[tuple[int, ...], list[Any]] = {}  # kernels `_faster_precision` priced, for `evaluate`
         self._points: list[tuple[float, float]] = []  # (accuracy, LUT ms) of every policy scored at the top rung (hybrid rule)
         self._partial: _Partial | None = None
@@ -472,10 +473,20 @@ class PolicyEvaluator:
         return to_onnx_bytes(self.surgeon.apply(policy, count=False).model, self.input_shape, batch=self.device.batch)
 
     def _faster_precision(self, policy: Policy) -> Policy:
-        """The policy as marked, or all fp32 when the LUT prices its INT8 graph slower than its
-        fp32 graph (narrow convs: INT8's fixed per-kernel costs outweigh its faster MACs)."""
+        """The policy as marked, less INT8 where the device prices it slower (narrow convs: INT8's
+        fixed per-kernel costs outweigh its faster MACs). In a ``mixed`` search each group marked
+        int8 whose own kernels the LUT prices slower in INT8 than in fp32 is marked fp32
+        (`int8_slower_groups`); then, in any mode, a policy whose INT8 graph prices slower than its
+        fp32 graph is judged all fp32 (`int8_slower`)."""
         if not self.precision.is_int8(policy) or not self.has_lut:
             return policy
+        if self.precision.mode == "mixed":
+            slower = [g for g in self.int8_slower_groups(policy.key()) if g in policy.int8_groups()]
+            if slower:
+                policy.set_precision(dict.fromkeys(slower, "fp32"))
+                policy.metrics["int8_slower_groups"] = slower
+            if not policy.int8_groups():
+                return policy
         key = self.cache_key(policy)
         marked_ms = self.latency.priced(key, quant=True)  # a policy priced before needs no export
         if marked_ms is None:
@@ -490,6 +501,23 @@ class PolicyEvaluator:
         policy.set_precision("fp32")
         policy.metrics["int8_slower"] = {"int8_lut_ms": marked_ms, "fp32_lut_ms": fp32_ms}
         return policy
+
+    def int8_slower_groups(self, key: Sequence[int]) -> list[str]:
+        """Groups whose own kernels the LUT prices slower in INT8 than in fp32 at these widths
+        (`DeviceLatency.group_costs` of the all-INT8 and the fp32 graph); empty where a kernel map
+        cannot follow the model."""
+        fits = tuple(p.correction.n for p in (self.latency.predictor, self.latency.predictor_q) if p is not None)
+        kept = tuple(int(k) for k in key) + fits  # a refitted predictor prices again
+        hit = self._slower_memo.get(kept)
+        if hit is None:
+            widths = kept[: len(self.groups)]
+            q = self.latency.group_costs(widths, quant=True) if self.precision.quantizes else None
+            f = self.latency.group_costs(widths) if q is not None else None
+            hit = [] if q is None or f is None else [g.name for g, a, b in zip(self.groups, q, f) if a > b]
+            if len(self._slower_memo) > 256:
+                self._slower_memo.clear()
+            self._slower_memo[kept] = hit
+        return list(hit)
 
     def _priced_kernels(self, policy: Policy, onnx_bytes: Any) -> list[Any]:
         """`kernels_of` for a marked policy; `onnx_bytes()` exports its fp32 graph when the maps cannot."""

@@ -243,6 +243,32 @@ class PolicyLatency:
         """The LUT latency `predict_key` already gave this key (None: not priced yet, or refitted since)."""
         return (self._memo_q if quant else self._memo).get(key)
 
+    def group_costs(self, key: tuple[int, ...], quant: bool = False) -> list[float] | None:
+        """Each group's share of the predicted latency of the policy keeping `key` channels per
+        group (`quant`: of its all-INT8 graph): the predictor's per-kernel costs, each kernel split
+        equally between the groups whose pruning changes its shape. None where the kernel map
+        cannot follow the model. What lets one group's fp32 and INT8 kernels be compared."""
+        kmap, ok = (self.kmap_q, self.kmap_q_ok) if quant else (self.kmap, self.kmap_ok)
+        if not ok or not self.has_lut:
+            return None
+        kernels = kmap.kernels(list(key))
+        costs = self._predictor(quant).kernel_costs(kernels)
+        owners: list[list[int]] = [[] for _ in kernels]
+        for gi, kept in enumerate(key):
+            other = list(key)
+            other[gi] = kept // 2 if kept > 1 else 2  # any other width reveals the kernels it shapes
+            changed = kmap.kernels(other)
+            if len(changed) != len(kernels):  # the graph's structure depends on this width: no attribution
+                return None
+            for j, (a, b) in enumerate(zip(kernels, changed)):
+                if a != b:
+                    owners[j].append(gi)
+        shares = [0.0] * len(key)
+        for cost, own in zip(costs, owners):
+            for gi in own:
+                shares[gi] += cost / len(own)
+        return shares
+
     def min_latency_ms(self, quant: bool = False) -> float:
         """LUT latency with every group pruned at max_ratio: the lowest budget that can be met."""
         return self.predict_key(self.max_key, quant=quant)

@@ -1,12 +1,15 @@
 """`hilprune/LayerPrune-v0`: one step per prunable group, in forward order (AMC-style).
 
 Each step's action (Box(-1, 1, (1,))) becomes the group's prune ratio in [0, max_ratio], on the
-grid. The observation describes the group and where the episode stands against the latency
-budget, all from the device LUT. The episode's only reward comes at its last step, after the
-whole policy has been evaluated (accuracy by the accuracy proxy, `proxy`: BN recalibration, then
-distillation steps by default; latency by the evaluator's `latency_source`). With `reward="constrained"` every action is raised, when needed, to the
-smallest ratio that keeps the budget reachable if every later group were pruned at max_ratio,
-so every episode ends within the budget by the LUT.
+grid. In a mixed-precision search (the evaluator's `precision` is ``mixed``) the action is
+Box(-1, 1, (2,)): the ratio, then the group's precision (0 or above: int8, below: fp32).
+
+The observation describes the group and where the episode stands against the latency budget, all
+from the device LUT. The episode's only reward comes at its last step, after the whole policy has
+been evaluated (accuracy by the accuracy proxy, `proxy`: BN recalibration, then distillation
+steps by default; latency by the evaluator's `latency_source`). With `reward="constrained"` every
+action is raised, when needed, to the smallest ratio that keeps the budget reachable if every
+later group were pruned at max_ratio, so every episode ends within the budget by the LUT.
 
 Observation (float32, each in [0, 1]):
 
@@ -22,6 +25,7 @@ Observation (float32, each in [0, 1]):
  14 latency share of the groups still to come
  15 previous action (ratio / max_ratio)
  16 the budget (fraction of the dense LUT latency)
+ 17 (mixed precision only) the previous group marked int8
 """
 
 from __future__ import annotations
@@ -66,10 +70,12 @@ class LayerPruneEnv(PruneEnvBase):
         self.layers = table
         self._static = static
         self._rest_share = [float(sum(self.shares[i + 1 :])) for i in range(G)]
-        self.observation_space = spaces.Box(0.0, 1.0, (N_FEATURES,), dtype=np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
+        self.n_features = N_FEATURES + int(self.marks_precision)
+        self.observation_space = spaces.Box(0.0, 1.0, (self.n_features,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (1 + int(self.marks_precision),), dtype=np.float32)
         self._t = 0
         self._ratios: list[float] = []
+        self._marks: list[str] = []
         self._kept_prefix: list[int] = []
         self._done = True
 
@@ -78,6 +84,7 @@ class LayerPruneEnv(PruneEnvBase):
         super().reset(seed=seed)
         self._t = 0
         self._ratios = []
+        self._marks = []
         self._kept_prefix = []
         self._done = False
         self.last_result = None
@@ -87,10 +94,14 @@ class LayerPruneEnv(PruneEnvBase):
         if self._done:
             raise RuntimeError("the episode is over: call reset() first")
         a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.size != 1:
-            raise ValueError(f"LayerPrune-v0 takes one action per step (shape (1,)), got shape {np.shape(action)}")
+        n = self.action_space.shape[0]
+        if a.size != n:
+            what = "a ratio and a precision" if self.marks_precision else "one action"
+            raise ValueError(f"LayerPrune-v0 takes {what} per step (shape ({n},)), got shape {np.shape(action)}")
         i = self._t
         wanted = self.action_to_ratio(a[0])
+        if self.marks_precision:
+            self._marks.append(self.action_to_precision(a[1]))
         ratio, reachable = wanted, True
         if self.reward_name == "constrained":
             ratio, reachable = self.clip_ratio(i, wanted, self._kept_prefix)
@@ -105,10 +116,13 @@ class LayerPruneEnv(PruneEnvBase):
             "clipped": bool(ratio != wanted),
             "budget_reachable": reachable,
         }
+        if self.marks_precision:
+            info["precision"] = self._marks[-1]
         if self._t < self.n_groups:
             return self._obs(), 0.0, False, False, info
         self._done = True
-        result = self.evaluator.evaluate(list(self._ratios), fidelity=self.fidelity)
+        marks = {g.name: m for g, m in zip(self.groups, self._marks)} if self.marks_precision else None
+        result = self.evaluator.evaluate(list(self._ratios), precision=marks, fidelity=self.fidelity)
         self.last_result = result
         reward, parts = self._reward(result)
         info |= self._final_info(result, parts, self._ratios)
@@ -128,7 +142,7 @@ class LayerPruneEnv(PruneEnvBase):
     def _obs(self) -> np.ndarray:
         G = self.n_groups
         i = min(self._t, G - 1)
-        obs = np.zeros(N_FEATURES, dtype=np.float64)
+        obs = np.zeros(self.n_features, dtype=np.float64)
         obs[:12] = self._static[i]
         if self._t >= G:
             obs[0] = 1.0
@@ -141,4 +155,6 @@ class LayerPruneEnv(PruneEnvBase):
         obs[14] = self._rest_share[i] if self._t < G else 0.0
         obs[15] = self._ratios[-1] / self.max_ratio if self._ratios else 0.0
         obs[16] = self.budget_ms / dense
+        if self.marks_precision:
+            obs[17] = float(bool(self._marks) and self._marks[-1] == "int8")
         return np.clip(obs, 0.0, 1.0).astype(np.float32)

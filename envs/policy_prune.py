@@ -3,7 +3,9 @@
 The action (Box(-1, 1, (groups,))) holds every group's prune ratio at once, mapped to
 [0, max_ratio] on the grid; the episode ends after that one step with the policy's reward.
 With `reward="constrained"` the ratios are raised in forward order by the same AMC rule as
-LayerPrune-v0, so the policy meets the budget by the LUT.
+LayerPrune-v0, so the policy meets the budget by the LUT. In a mixed-precision search (the
+evaluator's `precision` is ``mixed``) the action is Box(-1, 1, (2 * groups,)): the ratios, then
+each group's precision (0 or above: int8, below: fp32).
 
 Observation (float32, constant for a given set-up): the budget and the lowest reachable
 latency as fractions of the dense LUT latency, then each group's share of that latency.
@@ -31,7 +33,7 @@ class PolicyPruneEnv(PruneEnvBase):
             np.asarray([self.budget_ms / dense, floor / dense] + list(self.shares), dtype=np.float64), 0.0, 1.0
         ).astype(np.float32)
         self.observation_space = spaces.Box(0.0, 1.0, (G + 2,), dtype=np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, (G,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (G * (1 + int(self.marks_precision)),), dtype=np.float32)
         self._done = True
         self._ratios: list[float] = []
 
@@ -46,15 +48,19 @@ class PolicyPruneEnv(PruneEnvBase):
         if self._done:
             raise RuntimeError("the episode is over: call reset() first")
         a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.size != self.n_groups:
-            raise ValueError(f"PolicyPrune-v0 takes one action per group, shape ({self.n_groups},); got shape {np.shape(action)}")
-        wanted = [self.action_to_ratio(x) for x in a]
+        n = self.action_space.shape[0]
+        if a.size != n:
+            what = "a ratio and a precision" if self.marks_precision else "one action"
+            raise ValueError(f"PolicyPrune-v0 takes {what} per group, shape ({n},); got shape {np.shape(action)}")
+        G = self.n_groups
+        wanted = [self.action_to_ratio(x) for x in a[:G]]
+        marks = {g.name: self.action_to_precision(x) for g, x in zip(self.groups, a[G:])} if self.marks_precision else None
         ratios, reachable = list(wanted), True
         if self.reward_name == "constrained":
             ratios, reachable = self.clip_all(wanted)
         self._ratios = ratios
         self._done = True
-        result = self.evaluator.evaluate(ratios, fidelity=self.fidelity)
+        result = self.evaluator.evaluate(ratios, precision=marks, fidelity=self.fidelity)
         self.last_result = result
         reward, parts = self._reward(result)
         info = {

@@ -131,6 +131,18 @@ class Correction:
         unseen = sum(float(v) for c, v in f["class_ms"].items() if c not in self.mapping)
         return float(_row(f, self.columns, self.mapping) @ self.coef) + unseen
 
+    def kernel_cost(self, cls: str, lut_ms: float, weight: float) -> float:
+        """One kernel's own share of a prediction: its LUT time scaled by its class's factor, plus
+        the per-kernel and per-weight terms (the intercept and the layout reorders belong to the
+        network, not to a kernel)."""
+        n = len(self.columns)
+        scale = float(self.coef[self.columns.index(self.mapping[cls])]) if cls in self.mapping else 1.0
+        return (
+            scale * lut_ms
+            + float(self.coef[n + EXTRA.index("n_kernels")])
+            + float(self.coef[n + EXTRA.index("weight_mb")]) * weight
+        )
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model}
         out |= {f"scale[{c}]": float(v) for c, v in zip(self.columns, self.coef)}
@@ -252,6 +264,15 @@ class Predictor:
         """
         f = self.features(kernels)
         return max(self.correction.predict(f), FLOOR * f["sum_ms"], 1e-6)
+
+    def kernel_costs(self, kernels: Sequence[KernelSpec]) -> list[float]:
+        """Each kernel's share of `predict` (`Correction.kernel_cost`): what lets a caller compare
+        parts of two networks, such as one layer's fp32 and INT8 kernels."""
+        self.lut.fill(kernels, progress=False, save=False)
+        return [
+            self.correction.kernel_cost(kernel_class(k, self.lut.layout(k)), self.lut.get(k), weight_mb([k], self._dtype))
+            for k in kernels
+        ]
 
     def predict_model(self, model: onnx.ModelProto | bytes | str | os.PathLike[str]) -> float:
         """Predicted latency in ms of an exported model (free batch dimension = device batch), as

@@ -100,6 +100,21 @@ def test_the_correction_recovers_known_coefficients():
     assert isinstance(Correction.prior(), Correction)
 
 
+def test_kernel_costs_add_up_to_the_prediction_less_its_network_terms():
+    """One kernel's cost (its class's scale, the per-kernel and per-weight terms) is what lets a
+    layer's fp32 and INT8 kernels be compared: the costs of a network's kernels, plus the
+    intercept and the reorders, are its prediction."""
+    c = fit_correction([point(*shape, TRUTH) for shape in SHAPES], prior_weight=0.0)
+    kernels = [("conv:blocked", 1.5, 0.4), ("conv:plain", 0.7, 0.2), ("pool:blocked", 0.2, 0.0), ("linear:any", 0.3, 0.1)]
+    costs = [c.kernel_cost(cls, ms, mb) for cls, ms, mb in kernels]
+    assert costs[0] == pytest.approx(0.8 * 1.5 - 0.01 + 0.2 * 0.4)
+    assert costs[3] == pytest.approx(0.3 - 0.01 + 0.2 * 0.1)  # a class the fit never saw keeps its LUT time
+    f = {"class_ms": {}, "n_kernels": len(kernels), "weight_mb": sum(k[2] for k in kernels), "transition_melems": 0.25}
+    for cls, ms, _ in kernels:
+        f["class_ms"][cls] = f["class_ms"].get(cls, 0.0) + ms
+    assert sum(costs) + TRUTH["c_ms"] + TRUTH["f_ms_per_transition_melem"] * 0.25 == pytest.approx(c.predict(f))
+
+
 def test_flops_baseline_and_fidelity_metrics():
     points = [{"macs": m, "live_ms": 2e-6 * m} for m in (1e5, 3e5, 9e5)]
     assert FlopsPredictor.fit(points).ms_per_mac == pytest.approx(2e-6)

@@ -153,3 +153,85 @@ def test_int8_is_not_kept_where_the_device_prices_it_slower():
     slower = res.policy.metrics["int8_slower"]
     assert slower["int8_lut_ms"] > slower["fp32_lut_ms"]
     assert ev.predict_latency(ratios) == pytest.approx(ev.latency.predict_key(ev.kept(ratios)))  # the faster: fp32
+
+
+def test_a_mixed_search_never_keeps_int8_on_a_group_whose_int8_kernels_price_slower(mixed):
+    """The per-layer rule: at (8, 8, 8, 8) channels the last layer's INT8 kernels (quantize,
+    requantize, a narrow linear) cost sim-cpu more than its fp32 kernels, the others' less."""
+    ratios = [0.9] * len(mixed.groups)
+    key = mixed.kept(ratios)
+    q, f = mixed.latency.group_costs(key, quant=True), mixed.latency.group_costs(key)
+    slower = [g.name for g, a, b in zip(mixed.groups, q, f) if a > b]
+    assert 0 < len(slower) < len(mixed.groups)
+    assert mixed.int8_slower_groups(key) == slower
+    assert sum(q) < mixed.latency.predict_key(key, quant=True)  # shares of the prediction, less its network terms
+
+    res = mixed.evaluate(ratios, precision="int8")
+    assert res.policy.metrics["int8_slower_groups"] == slower
+    assert not set(slower) & set(res.policy.int8_groups())  # never INT8 where it prices slower
+    if "int8_slower" not in res.policy.metrics:  # the rest stays INT8 unless the whole graph then prices slower
+        assert set(res.policy.int8_groups()) == {g.name for g in mixed.groups} - set(slower)
+
+    wide = mixed.evaluate([0.0] * len(mixed.groups), precision="int8")  # wide layers: INT8 pays everywhere
+    assert wide.policy.graph_precision() == "int8" and "int8_slower_groups" not in wide.policy.metrics
+
+
+def test_the_environments_mark_precision_in_a_mixed_search(mixed):
+    import gymnasium as gym
+    import numpy as np
+    from gymnasium.utils.env_checker import check_env
+
+    import envs  # noqa: F401  (registers the ids)
+
+    env = gym.make(envs.LAYER_PRUNE_ID, evaluator=mixed, budget=0.6, disable_env_checker=True)
+    assert env.action_space.shape == (2,) and env.observation_space.shape == (18,)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    wanted = ["int8", "fp32", "int8", "fp32"][: len(mixed.groups)]
+    for mark in wanted:
+        obs, _, done, _, info = env.step(np.array([0.0, 0.5 if mark == "int8" else -0.5], dtype=np.float32))
+        assert info["precision"] == mark
+        if not done:
+            assert obs[17] == (mark == "int8")  # the observation shows the previous group's mark
+    assert done
+    got = {g["name"]: g.get("precision", "fp32") for g in info["policy"]["groups"]}
+    demoted = set(info["policy"]["metrics"].get("int8_slower_groups", []))
+    whole = "int8_slower" in info["policy"]["metrics"]
+    for g, mark in zip(mixed.groups, wanted):
+        assert got[g.name] == ("fp32" if whole or g.name in demoted else mark)
+    with pytest.raises(ValueError, match="a ratio and a precision"):
+        env.reset(seed=0)
+        env.step(np.zeros(1, dtype=np.float32))
+
+    one = gym.make(envs.POLICY_PRUNE_ID, evaluator=mixed, budget=0.6, disable_env_checker=True)
+    G = len(mixed.groups)
+    assert one.action_space.shape == (2 * G,)
+    one.reset(seed=0)
+    *_, info = one.step(np.array([0.0] * G + [-1.0] * G, dtype=np.float32))
+    assert all(g.get("precision", "fp32") == "fp32" for g in info["policy"]["groups"])
+
+
+def test_ppo_marks_precision_in_a_mixed_search(tmp_path):
+    from search.job import resolve_job
+    from search.runner import run_search
+    from search.store import PRECISION_PARAM, load_records, open_storage
+
+    job = resolve_job(
+        None,
+        model="digits-cnn",
+        dataset="digits",
+        device="sim-cpu",
+        budgets=["0.6"],
+        agents=["ppo"],
+        evals=8,
+        precision="mixed",
+        round_to=8,
+        proxy="bn:10",
+        out=str(tmp_path / "run"),
+    )
+    run_search(job, progress=False)
+    records = load_records(open_storage(job.storage_url), job.name)["ppo"]
+    assert len(records) == 8
+    assert all(any(k.startswith(PRECISION_PARAM) for k in r.grid_params) for r in records)
+    marks = {g.get("precision", "fp32") for r in records for g in r.policy["groups"]}
+    assert marks == {"fp32", "int8"}  # the agent's precision actions reach the policies
