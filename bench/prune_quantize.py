@@ -2,8 +2,8 @@
 
     python bench/prune_quantize.py [--parts dense,calibration,uniform,pruned] [--uniform-ratios 0,0.25,0.5,0.75] [--models resnet20,resnet56,mobilenetv2]
                                    [--device ort-cpu-1t] [--calibration-size 100] [--calibration-sizes 50,100,200,400]
-                                   [--budgets 0.5,0.3] [--search-agents uniform,tpe] [--search-evals 40]
-                                   [--finetune-epochs 1] [--val-size 2000] [--quick] [--no-doc] [--markdown-only]
+                                   [--budgets 0.5,0.3] [--search-agents uniform,random,tpe] [--search-evals 30]
+                                   [--finetune-epochs 0.5] [--quick] [--no-doc] [--markdown-only]
 
 Parts (each writes bench/results/<name>.json and its docs/benchmarks.md section):
 
@@ -19,17 +19,17 @@ Parts (each writes bench/results/<name>.json and its docs/benchmarks.md section)
 - `uniform` (prune_quantize_uniform): every group pruned by 0/0.25/0.5/0.75 (round_to 8), latency
   only: pruned fp32 and pruned INT8 (QDQ U8S8) paired with the dense model, and INT8 paired with its
   own fp32 graph. Shows how INT8's gain changes as channels are removed.
-- `pruned` (prune_quantize, or prune_quantize_quick with --quick): per model a `hilprune search`
-  at `--budgets`, then, all after the same fine-tune (`--finetune-epochs`): the best fp32 policy per
-  budget (`hilprune export`), that policy exported with `--precision int8`, and the best pruned+INT8
-  policy per budget: the most accurate trial whose INT8 graph meets the budget live (quantized with
-  the dense model's chosen scheme, paired with the dense model), exported with `--precision int8`.
-  A Pareto plot of every point. Target: pruned+INT8 >= 3.5x at <= 0.5 points from dense fp32 on
-  resnet56.
+- `pruned` (prune_quantize, or prune_quantize_quick with --quick): per model and budget,
+  `bench/search_precision.py --precisions fp32,int8` (its results: bench/results/
+  search_precision_<model>_<budget>.json, read back when already measured with the same settings):
+  an fp32 search (widths alone) and an INT8 search (widths under INT8 prices and INT8 accuracy),
+  each pick exported with `--precision auto` after the same distillation (`--finetune-epochs`).
+  A Pareto plot of every point against the dense fp32 and INT8 models. Target: pruned+INT8 >= 3.5x
+  at <= 0.5 points from dense fp32 on resnet56.
 
 `--quick`: every part on resnet20 only: the dense schemes, calibration on 50 and 100 images,
 uniform ratios 0 and 0.5, and the pruned part at budget 0.5 (uniform agent, 6 evaluations, 0.05
-fine-tune epochs, 500 validation images). Quick results are written under `<name>_quick`.
+fine-tune epochs). Quick results are written under `<name>_quick`.
 """
 
 from __future__ import annotations
@@ -240,118 +240,50 @@ def uniform_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# --- pruned: fp32 and INT8 at budgets ---------------------------------------------------------------
-def _search(model: str, args: argparse.Namespace) -> Path:
-    from hilprune.cli.main import main as cli
-
-    out = OUT / f"{model}{'-quick' if args.quick else ''}"
-    cmd = ["search", "-m", model, "-d", DATASET, "--device", args.device, "--agent", args.search_agents, "--precision", "fp32"]
-    cmd += ["--evals", str(args.search_evals), "--val-size", str(args.val_size), "--seed", str(args.seed)]
-    cmd += ["--round-to", "8", "--out", str(out), "--no-progress", "--json"]
-    for b in args.budgets.split(","):
-        cmd += ["--budget", b]
-    _say(f"search {model}: {' '.join(cmd[1:])}")
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        rc = cli(cmd)
-    if rc != 0:
-        raise SystemExit(f"search of {model} failed (exit {rc})")
-    return out
+# --- pruned: an fp32 search and an INT8 search at each budget ------------------------------------------
+SHORT = {"resnet20": "r20", "resnet56": "r56", "mobilenetv2": "mbv2"}
 
 
-def _int8_trial(run: Path, budget: str, scheme: Any, calibration_size: int, limit: int = 12) -> str | None:
-    """The most accurate trial whose INT8 graph (quantized with `scheme`, no fine-tune) meets the
-    budget live, paired with the dense model; None when none of the `limit` best does."""
-    from hilprune.budget import within_budget
-    from hilprune.data import load_dataset
-    from hilprune.export import to_onnx_bytes
-    from hilprune.models import resolve_model
-    from hilprune.policy import Policy
-    from hilprune.quantize import TrainCalibration
-    from hilprune.surgery import Surgeon
-    from hwprofiler.quantization import Quantizer
-    from search import store
-    from search.export import LiveLatency, job_budget
-    from search.job import load_run_job
-    from search.rundir import read_dense
-
-    job, dense = load_run_job(run), read_dense(run)
-    assert dense is not None
-    target = job_budget(budget, dense)
-    records = store.load_records(store.open_storage(job.storage_url), job.name)
-    spec = resolve_model(job.model, job.dataset)
-    surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity(), importance=job.importance)
-    live = LiveLatency(run, surgeon, spec.input_shape, job.device, dense)
-    bundle = load_dataset(job.dataset, job.data_dir, job.val_size)
-    ranked = sorted((r for recs in records.values() for r in recs if r.policy), key=lambda r: (-r.accuracy, r.latency_ms))
-    for r in ranked[:limit]:
-        model = surgeon.apply(Policy.from_dict(r.policy), count=False).model
-        with Quantizer(to_onnx_bytes(model, spec.input_shape), TrainCalibration(bundle, calibration_size)) as q:
-            ms = live.in_frame(q.quantize(scheme))
-        if within_budget(ms, target.ms):
-            _say(f"INT8 pick at {budget}: {r.ref} (val {100 * r.accuracy:.2f}%, INT8 {ms:.4g} ms <= {target.ms:.4g} ms)")
-            return f"{r.agent}:{r.number}"
-    return None
+def cell_name(model: str, budget: str, quick: bool = False) -> str:
+    """The search_precision results file of one (model, budget) cell."""
+    return f"search_precision_{SHORT.get(model, model)}_{budget.replace('.', '')}" + ("_quick" if quick else "")
 
 
-def pruned_part(args: argparse.Namespace, dense_rows: dict[str, Any]) -> dict[str, Any]:
-    from hilprune.errors import HilpruneError
-    from hwprofiler.quantization import Scheme
-    from search.export import export_run
+def pruned_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Per model and budget, bench/search_precision.py with --precisions fp32,int8: a widths-only
+    search and an INT8 search (widths under INT8 prices and accuracy), each pick exported with
+    `--precision auto` after the same distillation. A cell already measured with the same settings
+    is read back, not rerun."""
+    from bench import search_precision
 
     rows = []
     for model in args.models.split(","):
-        run = _search(model, args)
-        chosen = (dense_rows.get(model) or {}).get("chosen") or "qdq-u8s8"
         for budget in args.budgets.split(","):
-            common = {"finetune_epochs": args.finetune_epochs, "progress": False, "calibration_size": args.calibration_size}
-            fp32_pick = None
-            # fp32 pick; the same trial quantized; the most accurate trial whose INT8 graph meets the budget
-            for variant, precision in (("fp32", "fp32"), ("fp32 pick + int8", "int8"), ("int8 pick", "int8")):
-                out = OUT / "exports" / f"{model}-{budget}-{variant.replace(' ', '_')}{'-quick' if args.quick else ''}"
-                trial = fp32_pick if variant == "fp32 pick + int8" else None
-                if variant == "int8 pick":
-                    trial = _int8_trial(run, budget, Scheme.parse(chosen), args.calibration_size)
-                    if trial is None:
-                        rows.append(
-                            {"model": model, "budget": budget, "variant": variant, "error": "no INT8 trial meets the budget"}
-                        )
-                        continue
-                try:
-                    res = export_run(run, budget, out, trial=trial, precision=precision, **common)
-                except HilpruneError as e:
-                    rows.append({"model": model, "budget": budget, "variant": variant, "error": str(e)})
-                    continue
-                if variant == "fp32":
-                    fp32_pick = f"{res['agent']}:{res['trial']}"
-                keep = (
-                    "test_accuracy",
-                    "dense_test_accuracy",
-                    "latency_ms",
-                    "dense_latency_ms",
-                    "speedup",
-                    "scheme",
-                    "meets_budget",
-                )
-                rows.append(
-                    {"model": model, "budget": budget, "variant": variant, "precision": precision}
-                    | {"trial": f"{res['agent']}:{res['trial']}"}
-                    | {k: res.get(k) for k in keep}
-                    | {"shipped": res["precision"], "reason": (res.get("quantization") or {}).get("reason")}
-                )
-                _say(f"{model} @{budget} {variant}: {res['speedup']:.2f}x, test {100 * res['test_accuracy']:.2f}%")
+            name = cell_name(model, budget, args.quick)
+            argv = ["--model", model, "--budget", budget, "--precisions", "fp32,int8", "--agents", args.search_agents]
+            argv += ["--evals", str(args.search_evals), "--finetune-epochs", str(args.finetune_epochs), "--device", args.device]
+            argv += ["--seed", str(args.seed), "--results-name", name, "--no-doc"]
+            _say(f"{model} at {budget}: python bench/search_precision.py {' '.join(argv)}")
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                search_precision.main(argv)
+            cell = _load(name) or {"rows": []}
+            rows += [{"model": model, "budget": budget, "cell": name} | r for r in cell["rows"]]
     return {
         "device": args.device,
         "budgets": args.budgets,
-        "search": {"agents": args.search_agents, "evals": args.search_evals, "val_size": args.val_size, "round_to": 8},
+        "search": {"agents": args.search_agents, "evals": args.search_evals, "round_to": 8},
         "finetune_epochs": args.finetune_epochs,
         "rows": rows,
     }
 
 
 def pareto_plot(dense: dict[str, Any] | None, pruned: dict[str, Any] | None, path: Path) -> Path | None:
+    """Test accuracy against live speedup over the dense fp32 model (paired), per model: the dense
+    INT8 schemes and each search's pick. Speedups, not milliseconds: the runs lie hours apart and
+    the vCPU's speed moves, while a paired ratio holds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -364,19 +296,19 @@ def pareto_plot(dense: dict[str, Any] | None, pruned: dict[str, Any] | None, pat
     for ax, model in zip(axes[0], models):
         d = next((m for m in (dense or {}).get("models", []) if m["model"] == model), None)
         if d:
-            ax.scatter([d["fp32_ms"]], [100 * d["fp32_test"]], marker="s", color="k", label="dense fp32")
+            ax.scatter([1.0], [100 * d["fp32_test"]], marker="s", color="k", label="dense fp32")
             for s in d["schemes"]:
                 if s["int8_ms"] is not None:
-                    mark = "*" if s["name"] == d["chosen"] else "o"
-                    ax.scatter([s["int8_ms"]], [100 * s["test_accuracy"]], marker=mark, s=80 if mark == "*" else 30)
-                    ax.annotate(s["name"], (s["int8_ms"], 100 * s["test_accuracy"]), fontsize=7)
+                    chosen = s["name"] == d["chosen"]
+                    ax.scatter([s["speedup"]], [100 * s["test_accuracy"]], marker="*" if chosen else "o", s=80 if chosen else 30)
+                    ax.annotate(f"dense {s['name']}", (s["speedup"], 100 * s["test_accuracy"]), fontsize=7)
         for r in (pruned or {}).get("rows", []):
             if r["model"] == model and "error" not in r:
-                color = {"fp32": "tab:blue", "fp32 pick + int8": "tab:orange"}.get(r["variant"], "tab:red")
-                ax.scatter([r["latency_ms"]], [100 * r["test_accuracy"]], color=color, marker="^")
-                ax.annotate(f"{r['variant']}@{r['budget']}", (r["latency_ms"], 100 * r["test_accuracy"]), fontsize=7)
+                color = "tab:blue" if r["precision"] == "fp32" else "tab:red"
+                ax.scatter([r["speedup"]], [100 * r["test_accuracy"]], color=color, marker="^")
+                ax.annotate(f"{r['precision']} search @{r['budget']}", (r["speedup"], 100 * r["test_accuracy"]), fontsize=7)
         ax.set_title(model)
-        ax.set_xlabel("live latency, ms (ort-cpu-1t)")
+        ax.set_xlabel("live speedup over dense fp32 (ort-cpu-1t, paired)")
         ax.set_ylabel("test accuracy, %")
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -493,51 +425,66 @@ def pruned_markdown(res: dict[str, Any]) -> str:
     from bench.common import header
 
     s = res["search"]
+    dense = {m["model"]: m for m in (_load("prune_quantize_dense") or {}).get("models", [])}
     lines = [
         f"## Pruning and INT8 together (`{res['device']}`, budgets {res['budgets']}, Fashion-MNIST)"
         + (": quick run (a smoke test of the method, not a result)" if res.get("quick") else ""),
         "",
         header(res["machine"]),
-        f"Search: agents {s['agents']}, {s['evals']} evaluations per agent, {s['val_size']} validation images, round_to 8; "
-        f"every export fine-tuned {res['finetune_epochs']} epoch(s). Speedups are live, paired with the dense fp32 model.",
+        f"Per model and budget, `bench/search_precision.py --precisions fp32,int8`: one `hilprune search` with "
+        f"`--precision fp32` (widths alone) and one with `--precision int8` (widths searched under INT8 prices and "
+        f"INT8 accuracy), agents {s['agents']}, {s['evals']} evaluations each, round_to {s['round_to']}, proxy kd:40; "
+        f"each pick exported with `--precision auto` after {res['finetune_epochs']:g} epoch(s) of distillation (the "
+        "same for every row). Speedup: the shipped graph paired live with the dense fp32 model; accuracy: all 10,000 "
+        "test images. The dense rows come from the `prune_quantize_dense` section (no fine-tune).",
         "",
-        "| model | budget | export | trial | shipped | live ms | speedup | test acc % | dense fp32 test % |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | budget | search | pick | INT8 groups | shipped | live speedup | meets budget | test acc. | vs dense fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in res["rows"]:
-        if "error" in r:
-            lines.append(f"| {r['model']} | {r['budget']} | {r['variant']} | - | - | - | - | - | {r['error']} |")
-            continue
-        shipped = r["shipped"] + (f" ({r['scheme']})" if r.get("scheme") else "")
-        lines.append(
-            f"| {r['model']} | {r['budget']} | {r['variant']} | {r['trial']} | {shipped} | {r['latency_ms']:.3f} "
-            f"| {r['speedup']:.2f}x | {_pct(r['test_accuracy'])} | {_pct(r['dense_test_accuracy'])} |"
-        )
-    lines += [
-        "",
-        "`fp32`: the most accurate trial that meets the budget live (`hilprune export`); `fp32 pick + int8`: that trial "
-        "exported with `--precision int8`; `int8 pick`: the most accurate trial whose INT8 graph (the dense model's "
-        "chosen scheme, no fine-tune) meets the budget live, exported with `--precision int8`: it spends the budget on "
-        "accuracy, so its speedup sits at the budget.",
-    ]
-    kept = [r for r in res["rows"] if r.get("precision") == "int8" and r.get("shipped") == "fp32" and r.get("reason")]
-    for r in kept:
-        lines += ["", f"{r['model']} at {r['budget']}, {r['variant']}: {r['reason']}."]
-    r56 = [r for r in res["rows"] if r["model"] == "resnet56" and r.get("precision") == "int8" and "error" not in r]
-    if r56:
-        within = [r for r in r56 if 100 * (r["dense_test_accuracy"] - r["test_accuracy"]) <= 0.5] or r56
+    for model in dict.fromkeys(r["model"] for r in res["rows"]):
+        d = dense.get(model)
+        if d:
+            c = next((x for x in d["schemes"] if x["name"] == d["chosen"]), None)
+            lines.append(f"| {model} | - | dense fp32 | - | - | fp32 | 1.00x | - | {_pct(d['fp32_test'])}% | - |")
+            if c:
+                delta = 100 * (c["test_accuracy"] - d["fp32_test"])
+                lines.append(
+                    f"| {model} | - | dense INT8 | - | all | int8 ({c['name']}) | {c['speedup']:.2f}x | - | "
+                    f"{_pct(c['test_accuracy'])}% | {delta:+.2f} |"
+                )
+        for r in (r for r in res["rows"] if r["model"] == model):
+            if "error" in r:
+                lines.append(f"| {model} | {r['budget']} | {r['precision']} | {r['error']} |" + " |" * 6)
+                continue
+            shipped = r["shipped"] + (f" ({r['scheme']})" if r.get("scheme") else "")
+            delta = 100 * (r["test_accuracy"] - r["dense_test_accuracy"])
+            lines.append(
+                f"| {model} | {r['budget']} | {r['precision']} | {r['agent']}:{r['trial']} | {r['int8_groups']}/{r['groups']} "
+                f"| {shipped} | {r['speedup']:.2f}x | {'yes' if r['meets_budget'] else 'no'} | {_pct(r['test_accuracy'])}% "
+                f"| {delta:+.2f} |"
+            )
+    r56 = [r for r in res["rows"] if r["model"] == "resnet56" and r.get("shipped") == "int8"]
+    within = [r for r in r56 if 100 * (r["dense_test_accuracy"] - r["test_accuracy"]) <= 0.5]
+    if within:
         best = max(within, key=lambda r: r["speedup"])
         loss = 100 * (best["dense_test_accuracy"] - best["test_accuracy"])
-        ok = best["speedup"] >= 3.5 and loss <= 0.5
+        verdict = "met" if best["speedup"] >= 3.5 else "not met"
         lines += [
             "",
-            f"Target pruned+INT8 >= 3.5x at <= 0.5 points on resnet56: {best['speedup']:.2f}x, {loss:+.2f} points: **{'met' if ok else 'not met'}**.",
+            f"Target pruned+INT8 >= 3.5x at <= 0.5 points lost on resnet56: the fastest INT8 pick within 0.5 points runs "
+            f"{best['speedup']:.2f}x ({loss:+.2f} points lost, budget {best['budget']}): **{verdict}**.",
+        ]
+    elif r56:
+        lines += [
+            "",
+            "Target pruned+INT8 >= 3.5x at <= 0.5 points lost on resnet56: no INT8 pick within 0.5 points: **not met**.",
         ]
     else:
-        lines += ["", "Target pruned+INT8 >= 3.5x at <= 0.5 points on resnet56: **not measured** in this run."]
+        lines += ["", "Target pruned+INT8 >= 3.5x at <= 0.5 points lost on resnet56: **not measured** in this run."]
     if res.get("plot"):
         lines += ["", f"![Pareto]({res['plot']})"]
-    lines += ["", f"Results: `bench/results/{res['name']}.json`."]
+    cells = ", ".join(f"`{n}`" for n in dict.fromkeys(r["cell"] for r in res["rows"]))
+    lines += ["", f"Results: `bench/results/{res['name']}.json` (each cell's run: {cells} in bench/results)."]
     return "\n".join(lines)
 
 
@@ -561,10 +508,9 @@ def main() -> None:
     ap.add_argument("--calibration-sizes", default="50,100,200,400")
     ap.add_argument("--calibration-models", default="resnet20,mobilenetv2")
     ap.add_argument("--budgets", default="0.5,0.3")
-    ap.add_argument("--search-agents", default="uniform,tpe")
-    ap.add_argument("--search-evals", type=int, default=40)
-    ap.add_argument("--val-size", type=int, default=2000)
-    ap.add_argument("--finetune-epochs", type=float, default=1.0)
+    ap.add_argument("--search-agents", default="uniform,random,tpe")
+    ap.add_argument("--search-evals", type=int, default=30)
+    ap.add_argument("--finetune-epochs", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="pruned part: resnet20 at 0.5, 6 evaluations; calibration 50,100")
     ap.add_argument("--no-doc", action="store_true")
@@ -595,7 +541,7 @@ def main() -> None:
     if args.quick:
         preset(ap, args, calibration_sizes="50,100", calibration_models="resnet20", budgets="0.5", search_agents="uniform")
         preset(ap, args, search_evals=6, uniform_ratios="0,0.5", models="resnet20")
-        preset(ap, args, val_size=500, finetune_epochs=0.05)
+        preset(ap, args, finetune_epochs=0.05)
     if args.calibration_size is None:
         from hilprune.quantize.defaults import CALIBRATION_SIZE
 
@@ -622,8 +568,7 @@ def main() -> None:
             res = uniform_part(args, bundle)
         else:
             dense = results.get("dense") or _load(names["dense"]) or _load("prune_quantize_dense")
-            dense_rows = {m["model"]: m for m in (dense or {}).get("models", [])}
-            res = pruned_part(args, dense_rows)
+            res = pruned_part(args)
             plot = pareto_plot(dense, res, ROOT / "docs" / "img" / f"{names['pruned']}.png")
             res["plot"] = str(plot.relative_to(ROOT / "docs")) if plot else None
         res |= {
