@@ -136,7 +136,7 @@ def search_precision(
 
     try:
         table = precision_table(device)
-    except Exception as exc:  # a device that cannot time the reference (e.g. remote): onnxruntime's usual scheme
+    except Exception as exc:  # a device that cannot time the reference (its runtime failed): onnxruntime's usual scheme
         log.warning("could not time INT8 schemes on %s (%s): using qdq-u8s8", getattr(device, "name", device), exc)
         return SearchPrecision(mode, Scheme(), mode, f"qdq-u8s8 (schemes not timed: {exc})", int(calibration_size))
     if table.get("keeps_fp32"):
