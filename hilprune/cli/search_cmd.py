@@ -156,9 +156,10 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--precision",
                 help="The graph each policy is judged as: fp32; int8 (every layer INT8, in the scheme the device's precision "
-                "table found fastest: widths searched under INT8 latency and accuracy); or mixed (random, tpe and nsga2 also "
-                "mark each group fp32 or int8; the other agents search the all-INT8 graph). INT8 is kept only where the device "
-                "prices it faster: a device whose INT8 runs slower searches fp32 [default: int8, or the run directory's].",
+                "table found fastest: widths searched under INT8 latency and accuracy); or mixed (random, tpe, nsga2 and ppo "
+                "also mark each group fp32 or int8; uniform and autoprune search the all-INT8 graph). INT8 is kept only where "
+                "the device prices it faster: a device whose INT8 runs slower searches fp32, and a mixed search keeps fp32 on "
+                "each layer whose INT8 kernels price slower [default: int8, or the run directory's].",
             ),
         ] = None,
         reward: Annotated[
