@@ -12,7 +12,8 @@ per-group prune profile (relative intensities uniform in [0.2, 1.8]) scaled by b
 the budget, so candidates differ in where they prune, not in how fast they are.
 
 Each candidate is scored by every proxy in `--proxies` through `PolicyEvaluator.evaluate(fidelity=...)`
-(val subset of 1000 images, one torch thread), then fine-tuned by the reference: BN
+(val subset of 1000 images, one torch thread; ``ls+kd:40`` is kd:40 after least-squares
+reconstruction of the pruned layers on 64 train images, ``ls:N+...`` on N: `envs.fidelity`), then fine-tuned by the reference: BN
 recalibration, `--ref-steps` steps (or `--ref-epochs` epochs) of distillation from the dense
 model with a cosine schedule (`hilprune.train.distill.finetune_kd`, what `hilprune export` runs),
 and its accuracy on `--test-size` images of the test split. Per proxy: Spearman rho against the
@@ -88,17 +89,34 @@ def sample_candidates(ev: Any, budget_ms: float, n: int, tol: float, seed: int, 
 
 
 # --- one candidate ----------------------------------------------------------------------------------
+def split_proxy(proxy: str) -> tuple[int, str]:
+    """A bench proxy ``[ls[:N]+]fidelity`` -> (least-squares images, 0 for none; the fidelity)."""
+    from envs.fidelity import split_reconstruct
+
+    head, plus, tail = proxy.partition("+")
+    return (split_reconstruct(head)[0], tail) if plus else (0, proxy)
+
+
 def score_candidate(ev: Any, ratios: list[float], proxies: list[str]) -> dict[str, Any]:
-    """Every proxy's val accuracy and from-scratch cost, dearer ones continuing cheaper ones."""
+    """Every proxy's val accuracy and from-scratch cost, dearer ones continuing cheaper ones; the
+    proxies with least-squares reconstruction (``ls+kd:40``) on the same evaluator, refitting first."""
     from envs.fidelity import parse_fidelity
 
-    ev.clear_cache()
     out: dict[str, Any] = {}
     result = None
-    for f in sorted(proxies, key=lambda p: parse_fidelity(p, ev.bn_batches)):
-        fid = str(ev.fidelity(f))
-        result = ev.evaluate(ratios, fidelity=fid, live=False)
-        out[f] = {"accuracy": result.accuracy_at(fid), "cost_s": result.rung_cost_s[fid]}
+    plain = ev.reconstruct_images
+    try:
+        for images in sorted({split_proxy(p)[0] for p in proxies}):
+            ev.reconstruct_images = images
+            ev.clear_cache()
+            mine = [p for p in proxies if split_proxy(p)[0] == images]
+            for p in sorted(mine, key=lambda p: parse_fidelity(split_proxy(p)[1], ev.bn_batches)):
+                fid = str(ev.fidelity(split_proxy(p)[1]))
+                result = ev.evaluate(ratios, fidelity=fid, live=False)
+                out[p] = {"accuracy": result.accuracy_at(fid), "cost_s": result.rung_cost_s[fid]}
+    finally:
+        ev.reconstruct_images = plain
+        ev.clear_cache()
     assert result is not None
     return {"proxies": out, "lut_ms": result.lut_latency_ms, "macs": result.macs, "key": list(result.key())}
 
@@ -253,8 +271,14 @@ def markdown(res: dict[str, Any]) -> str:
         f"budget (a random per-group prune profile scaled onto the budget; round_to {s['round_to']}). Proxies: val accuracy on "
         f"{s['val_size']} val images after `bn:N` (BN recalibration on N batches of 25 train images) or `kd:N` (then N steps "
         "of distillation from the dense model, batch 64, lr 0.01 constant, T 4, alpha 0.9, "
-        f"{'then BN recalibrated again' if s.get('bn_after_kd', True) else 'no BN recalibration after distilling'}). "
-        "Reference: BN recalibration, "
+        f"{'then BN recalibrated again' if s.get('bn_after_kd', True) else 'no BN recalibration after distilling'})"
+        + (
+            "; `ls+` first refits every layer that lost input channels by least squares, in forward order, to reproduce "
+            "the dense layer's outputs on 64 train images (`ls:N+`: N images). "
+            if any("+" in p for p in s["proxies"].split(","))
+            else ". "
+        )
+        + "Reference: BN recalibration, "
         f"then {ref} of distillation (batch {s['ref_batch']}, lr {s['ref_lr']} cosine), accuracy on "
         f"{s['test_size'] or 'all'} test images. ρ: Spearman against the reference, [5th, 95th] percentile of a bootstrap "
         "over the policies; regret: reference points the proxy's top pick loses to the best policy; cost: median seconds per "

@@ -46,7 +46,7 @@ from hilprune.train.distill import DistillState, KDConfig, SharedBatches, distil
 from hwprofiler import device_kernels as price_kernels
 
 from .errors import EnvConfigError
-from .fidelity import DEFAULT_BN_BATCHES, DEFAULT_PROXY, Fidelity, ladder_text, parse_fidelity, parse_ladder
+from .fidelity import DEFAULT_BN_BATCHES, DEFAULT_PROXY, Fidelity, ladder_text, parse_fidelity, parse_ladder, split_reconstruct
 from .latency import PolicyLatency
 from .precision import MODES as PRECISIONS
 from .precision import PROXY_CALIBRATION, SearchPrecision, search_precision
@@ -141,7 +141,8 @@ class PolicyEvaluator:
     :param bn_batches, bn_batch_size: BN recalibration on ``bn_batches`` x ``bn_batch_size`` train images
         (a ``bn:N`` rung of `proxy` overrides `bn_batches`)
     :param proxy: the accuracy proxy: a fidelity or a ladder of them (``bn``, ``bn:40``, ``kd:40``,
-        ``bn:10,kd:20,kd:80``; `envs.fidelity`); `evaluate` scores at its top unless told otherwise
+        ``bn:10,kd:20,kd:80``, with ``ls,`` first to refit the pruned layers by least squares before
+        every rung; `envs.fidelity`); `evaluate` scores at its top unless told otherwise
     :param kd: distillation settings of the ``kd`` rungs (`hilprune.train.distill.KDConfig`)
     :param bn_after_kd: recalibrate BN (``bn_batches``) after the distillation steps of a ``kd`` rung,
         before its accuracy is measured
@@ -210,7 +211,8 @@ class PolicyEvaluator:
         self.round_to = int(round_to)
         self.importance = importance
         self.ladder, self.bn_batches = parse_ladder(proxy, int(bn_batches))
-        self.proxy = ladder_text(self.ladder)
+        self.reconstruct_images = split_reconstruct(proxy)[0]  # `ls:N`: refit by least squares first
+        self.proxy = (f"ls:{self.reconstruct_images}," if self.reconstruct_images else "") + ladder_text(self.ladder)
         self.kd = kd or KDConfig()
         self.bn_after_kd = bool(bn_after_kd)
         self.bn_batch_size = int(bn_batch_size)
@@ -750,10 +752,18 @@ class PolicyEvaluator:
             t = time.perf_counter()
             res = self.surgeon.apply(policy)
             phases["surgery"] = time.perf_counter() - t
+            if self.reconstruct_images:
+                from hilprune.surgery.reconstruct import reconstruct
+
+                t = time.perf_counter()
+                images = self._split("train").x[: self.reconstruct_images]
+                reconstruct(res.model, self.surgeon.dense, images, self.surgeon.removed_out_channels(policy), seed=self.seed)
+                phases["ls"] = time.perf_counter() - t
             t = time.perf_counter()
             recalibrate_bn(res.model, self._split("train"), bn_n, batch_size=self.bn_batch_size, seed=self.seed)
             phases["bn"] = time.perf_counter() - t
-            part = _Partial(key, res.model, int(res.macs_after), int(res.params_after), 0, phases["surgery"] + phases["bn"])
+            path_s = phases["surgery"] + phases.get("ls", 0.0) + phases["bn"]
+            part = _Partial(key, res.model, int(res.macs_after), int(res.params_after), 0, path_s)
             if bn_n != self.bn_batches:  # a bn rung off the ladder's BN size: not a start for distillation
                 self._partial = None
                 return part

@@ -19,6 +19,11 @@ without a number means the evaluator's ``bn_batches``; a ``bn:N`` rung sets it (
 from the model recalibrated on that many batches).
 
 Fidelities are ordered: every ``bn`` rung below every ``kd`` rung, then by N.
+
+A ladder may also start with ``ls`` or ``ls:N`` (``ls,kd:40``): before any rung, each layer that
+lost input channels is refitted by least squares to reproduce the dense layer's outputs on N train
+images (`hilprune.surgery.reconstruct`, AMC's and ThiNet's step; default 64). It is not a rung of
+its own: every rung then starts from the refitted model.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ DEFAULT_BN_BATCHES = 10  # of BN_BATCH_SIZE (25) images: chosen by the same meas
 LEGACY_PROXY = "bn:10"  # what runs made before proxies existed were scored with
 
 _ITEM = re.compile(r"^(bn|kd)(?::(\d+))?$")
+_LS = re.compile(r"^ls(?::(\d+))?$")
+DEFAULT_LS_IMAGES = 64  # train images for least-squares reconstruction (``ls`` alone)
 
 
 @dataclass(frozen=True)
@@ -73,9 +80,26 @@ def parse_fidelity(text: str | Fidelity, bn_batches: int = DEFAULT_BN_BATCHES) -
     return Fidelity(kind, value)
 
 
-def parse_ladder(proxy: str, bn_batches: int = DEFAULT_BN_BATCHES) -> tuple[list[Fidelity], int]:
-    """The rungs of `proxy` (cheap to dear) and the BN batches they use."""
+def split_reconstruct(proxy: str) -> tuple[int, str]:
+    """(train images for least-squares reconstruction, 0 when `proxy` has no ``ls`` item; the
+    proxy without it)."""
     items = [p for p in str(proxy).replace(" ", "").split(",") if p]
+    found = [(p, _LS.match(p.lower())) for p in items]
+    ls = [m for _, m in found if m]
+    if len(ls) > 1:
+        raise EnvConfigError(f"proxy {proxy!r}: at most one ls item (least-squares reconstruction)")
+    images = (int(ls[0].group(1)) if ls[0].group(1) else DEFAULT_LS_IMAGES) if ls else 0
+    if ls and images < 1:
+        raise EnvConfigError(f"proxy {proxy!r}: ls:N needs at least 1 image")
+    return images, ",".join(p for p, m in found if not m)
+
+
+def parse_ladder(proxy: str, bn_batches: int = DEFAULT_BN_BATCHES) -> tuple[list[Fidelity], int]:
+    """The rungs of `proxy` (cheap to dear) and the BN batches they use (an ``ls`` item is not a
+    rung: `split_reconstruct`)."""
+    items = [p for p in split_reconstruct(proxy)[1].split(",") if p]
+    if not items and split_reconstruct(proxy)[0]:
+        items = ["bn"]  # ls alone: reconstruction, then BN recalibration
     if not items:
         raise EnvConfigError("empty proxy: write bn, bn:N, kd:N or a comma-separated ladder of them")
     bn_items = [p for p in items if p.lower().startswith("bn")]
@@ -96,12 +120,15 @@ def ladder_text(rungs: list[Fidelity]) -> str:
 
 
 def canonical_proxy(proxy: str, bn_batches: int = DEFAULT_BN_BATCHES) -> str:
-    """The proxy as its full ladder (``kd:40`` -> ``bn:10,kd:40``): what jobs and trials record."""
-    return ladder_text(parse_ladder(proxy, bn_batches)[0])
+    """The proxy as its full ladder (``kd:40`` -> ``bn:10,kd:40``, ``ls,kd:40`` -> ``ls:64,bn:10,kd:40``):
+    what jobs and trials record."""
+    images = split_reconstruct(proxy)[0]
+    return (f"ls:{images}," if images else "") + ladder_text(parse_ladder(proxy, bn_batches)[0])
 
 
 __all__ = [
     "DEFAULT_BN_BATCHES",
+    "DEFAULT_LS_IMAGES",
     "DEFAULT_PROXY",
     "KINDS",
     "LEGACY_PROXY",
@@ -110,4 +137,5 @@ __all__ = [
     "ladder_text",
     "parse_fidelity",
     "parse_ladder",
+    "split_reconstruct",
 ]

@@ -13,7 +13,7 @@ import torch
 
 from envs.errors import EnvConfigError
 from envs.evaluator import PolicyEvaluator
-from envs.fidelity import Fidelity, canonical_proxy, parse_fidelity, parse_ladder
+from envs.fidelity import Fidelity, canonical_proxy, parse_fidelity, parse_ladder, split_reconstruct
 from hilprune.train.distill import KDConfig, SharedBatches, distill, kd_loss
 
 POLICY = [0.5, 0.6, 0.5, 0.7]
@@ -30,9 +30,53 @@ def test_proxy_strings() -> None:
     assert parse_ladder("bn:40,kd:20") == ([Fidelity("bn", 40), Fidelity("kd", 20)], 40)
     assert parse_ladder("kd:80, kd:20", bn_batches=4)[0] == [Fidelity("bn", 4), Fidelity("kd", 20), Fidelity("kd", 80)]
     assert parse_fidelity("bn", 7) == Fidelity("bn", 7) and Fidelity("bn", 500) < Fidelity("kd", 1) < Fidelity("kd", 2)
-    for bad in ("", "kd", "kd:0", "ft:10", "bn:10,bn:20", "kd:5,kd:5", "kd:-1"):
+    for bad in ("", "kd", "kd:0", "ft:10", "bn:10,bn:20", "kd:5,kd:5", "kd:-1", "ls,ls:8,kd:4", "ls:0,bn"):
         with pytest.raises(EnvConfigError):
             parse_ladder(bad)
+    assert canonical_proxy("ls,kd:40") == "ls:64,bn:10,kd:40" and canonical_proxy("ls:16") == "ls:16,bn:10"
+    assert split_reconstruct("ls:32,bn:4,kd:8") == (32, "bn:4,kd:8") and split_reconstruct("kd:8") == (0, "kd:8")
+    assert parse_ladder("ls:32,kd:8")[0] == [Fidelity("bn", 10), Fidelity("kd", 8)]  # ls is not a rung
+
+
+def test_least_squares_reconstruction_refits_the_layers_that_lost_inputs(ev: PolicyEvaluator) -> None:
+    """Each refitted layer reproduces the dense layer's kept outputs on the images far more
+    closely than the pruned layer did, and a proxy with ``ls`` scores the refitted model."""
+    from hilprune.surgery.reconstruct import reconstruct, reconstructable
+
+    policy = ev.policy(POLICY)
+    dense = ev.surgeon.dense
+    images = ev.train.x[:64]
+    removed = ev.surgeon.removed_out_channels(policy)
+
+    def errors(model: torch.nn.Module) -> dict[str, float]:
+        got, want = {}, {}
+        mods, dmods = dict(model.named_modules()), dict(dense.named_modules())
+        hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: got.__setitem__(n, o)) for n in names]
+        hooks += [dmods[n].register_forward_hook(lambda m, i, o, n=n: want.__setitem__(n, o)) for n in names]
+        with torch.no_grad():
+            model.eval()(images), dense(images)
+        for h in hooks:
+            h.remove()
+        out = {}
+        for n in names:
+            keep = [o for o in range(want[n].shape[1]) if o not in removed.get(n, set())]
+            target = want[n][:, keep]
+            out[n] = float(((got[n] - target) ** 2).mean() / (target**2).mean())
+        return out
+
+    pruned = ev.surgeon.apply(policy, count=False).model
+    names = reconstructable(pruned, dense)
+    assert names and all(n not in removed or len(removed[n]) for n in names)
+    before = errors(pruned)
+    assert reconstruct(pruned, dense, images, removed) == names
+    after = errors(pruned)
+    assert all(after[n] < 0.5 * before[n] for n in names), (before, after)
+    assert reconstructable(ev.surgeon.apply(ev.policy([0.0] * len(POLICY)), count=False).model, dense) == []
+
+    refit = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=300, proxy="ls:64,bn:10")
+    assert refit.proxy == "ls:64,bn:10" and refit.describe()["proxy"] == "ls:64,bn:10"
+    res = refit.evaluate(POLICY)
+    assert res.fidelity == "bn:10" and res.phases["ls"] > 0 and res.rung_cost_s["bn:10"] >= res.phases["ls"]
 
 
 def test_kd_loss_is_finite_and_decreases(ev: PolicyEvaluator) -> None:

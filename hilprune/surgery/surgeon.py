@@ -146,6 +146,12 @@ class Surgeon:
     def policy(self, ratios: Mapping[str, float] | list[float], round_to: int = 1, max_ratio: float = 0.9) -> Policy:
         return Policy.from_ratios(self.groups, ratios, self.identity, self.importance, round_to, max_ratio, self.excluded)
 
+    def removed_out_channels(self, policy: Policy) -> dict[str, set[int]]:
+        """Output channels each layer loses under `policy` (dense indexing): which dense outputs a
+        pruned layer still produces, for least-squares reconstruction (`surgery.reconstruct`)."""
+        plan = layer_plan(self._candidates, self.selection(validate_policy(policy, self.groups, self.identity)))
+        return {name: set(idxs) for (name, handler), idxs in plan.items() if self.graph.is_out_channel_pruning_fn(handler)}
+
     def selection(self, policy: Policy) -> dict[str, list[int]]:
         """Root channels each group of a (validated) policy removes, in dense indexing."""
         units = {g.name: g.units for g in self.groups}
