@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from envs.fidelity import LEGACY_PROXY, parse_ladder
+from envs.fidelity import LEGACY_PROXY, parse_ladder, split_reconstruct
 from hilprune.budget import Budget, resolve_budget, within_budget
 from hilprune.errors import HilpruneError
 from hilprune.quantize.defaults import CALIBRATION_SIZE, TOLERANCE
@@ -172,8 +172,13 @@ def export_run(
     calibration_size: int = CALIBRATION_SIZE,
     accuracy_tolerance: float = TOLERANCE,
     schemes: list[Any] | None = None,
+    reconstruct: int | None = None,
 ) -> dict[str, Any]:
     """Export the best policy of `run_dir` for `budget` to `out`; returns what `--json` prints.
+
+    `reconstruct`: train images on which the pruned layers are refitted by least squares before
+    BN recalibration and fine-tuning (`hilprune.surgery.reconstruct`; 0: none); None: as the
+    search's proxy did (its ``ls:N`` item, else none).
 
     `precision="int8"` quantizes it for the job's device (`accuracy_tolerance` is a fraction of
     validation accuracy, `schemes` a list of hwprofiler.quantization.Scheme or None for all);
@@ -240,6 +245,14 @@ def export_run(
     steps.next(f"pruning {rec.ref} and recalibrating BN")
     result = surgeon.apply(policy)
     model = result.model
+    if reconstruct is None:
+        reconstruct = split_reconstruct(job.proxy or LEGACY_PROXY)[0]
+    if reconstruct < 0:
+        raise HilpruneError(f"--reconstruct must be >= 0 train images, got {reconstruct}")
+    if reconstruct:
+        from hilprune.surgery.reconstruct import reconstruct as refit
+
+        refit(model, dense_model, data.train.x[:reconstruct], surgeon.removed_out_channels(policy), seed=job.seed)
     if bn_batches is None:  # as the search's first rung did, so 'val before fine-tune' matches it
         bn_batches = parse_ladder(job.proxy or LEGACY_PROXY)[1]
     recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=job.seed)
@@ -299,6 +312,7 @@ def export_run(
         "budget": label,
         "budget_ms": budget_ms,
         "accuracy_before_finetune": {"val": val_before, "test": test_before, "search_val": rec.accuracy},
+        "least_squares_images": reconstruct,
         "accuracy_after_finetune": {"val": val_after, "test": test_after},
         "dense_accuracy": {"test": dense_test, "val": dense.get("accuracy")},
         "finetune": {
@@ -354,6 +368,7 @@ def export_run(
         "model_card": str(out / "MODEL_CARD.md"),
         "val_accuracy": val_after,
         "test_accuracy_before_finetune": test_before,
+        "least_squares_images": reconstruct,
         "dense_test_accuracy": dense_test,
         "dense_latency_ms": dense_live,
         "budget": label,
@@ -444,6 +459,10 @@ def _kd_note(kd: Any) -> str:
     return f", distilled from the dense model (T={kd['temperature']}, alpha={kd['alpha']}) on {kd['device']}"
 
 
+def _ls_note(images: int | None) -> str:
+    return f"layers refitted by least squares on {images} train images, then " if images else ""
+
+
 def model_card(job: Any, rec: TrialRecord, policy: Any, spec: Any, diff: float | None, wall_s: float) -> str:
     m = policy.metrics
     rows = "\n".join(f"| {g.name} | {g.kind} | {g.channels_before} | {g.channels_after} | {g.ratio:.3f} |" for g in policy.groups)
@@ -472,15 +491,16 @@ Found by agent `{rec.agent}` (trial {rec.number} of study `{m["source"]["study"]
 | predicted latency (LUT, fp32) | {f"{pred:.4g} ms" if pred is not None else "-"} |
 | test accuracy | {test_int8}**{acc_a["test"]:.4f}** after fine-tuning, {acc_b["test"]:.4f} before (dense {m["dense_accuracy"]["test"]:.4f}) |
 | validation accuracy | {acc_a["val"]:.4f} after, {acc_b["val"]:.4f} before (the search saw {acc_b["search_val"]:.4f}) |
-| fine-tuning | {ft_line} |
+| fine-tuning | {_ls_note(m.get("least_squares_images"))}{ft_line} |
 | MACs | {macs} |
 | input shape | {list(spec.input_shape)} (batch 1, fixed), {spec.num_classes} classes |
 | ONNX | opset 17, max abs difference to torch {diff if diff is not None else float("nan"):.2e} |
 | device | `{job.device}`; {fp_line} |
 | host | {platform.node()} ({platform.machine()}), {time.strftime("%Y-%m-%d %H:%M")} |
 
-Latency is the median of onnxruntime runs on the device above (hwprofiler); it is only
-meaningful on that device with those settings.
+Latency is measured live on the device above (hwprofiler: the fastest of several short windows
+of runs, interleaved with the dense model); it is only meaningful on that device with those
+settings.
 
 {_precision_section(quant)}## Layer-wise policy
 

@@ -217,6 +217,31 @@ def test_export_matches_torch_and_reports_test_accuracy(
     assert float(np.max(np.abs(got - ref))) <= 1e-4
 
 
+def test_export_refits_by_least_squares_when_asked(run: tuple[Path, dict], capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    import torch
+
+    from hilprune.models import resolve_model
+    from hilprune.policy import Policy
+    from hilprune.surgery import load_pruned
+
+    out, _ = run
+    common = ["export", str(out), "--budget", BUDGET, "--finetune-epochs", "0", "--precision", "fp32", "--json"]
+    plain = run_cli(capsys, *common, "--out", str(tmp_path / "plain"))
+    refit = run_cli(capsys, *common, "--reconstruct", "64", "--out", str(tmp_path / "ls"))
+    assert plain["least_squares_images"] == 0 and refit["least_squares_images"] == 64  # the search's proxy has no ls
+    assert refit["trial"] == plain["trial"] and refit["agent"] == plain["agent"]
+    assert Policy.load(refit["policy"]).metrics["least_squares_images"] == 64
+    assert "refitted by least squares on 64 train images" in (tmp_path / "ls" / "MODEL_CARD.md").read_text()
+    spec = resolve_model("digits-cnn", "digits")
+    a, _ = load_pruned(spec, tmp_path / "plain" / "pruned.pt")
+    b, _ = load_pruned(spec, tmp_path / "ls" / "pruned.pt")
+    changed = [n for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()) if not torch.equal(p, q)]
+    assert any(n.endswith("weight") for n in changed)  # the refitted layers' weights, not only BN statistics
+    capsys.readouterr()
+    assert main([*common, "--reconstruct", "-1", "--out", str(tmp_path / "bad")]) != 0
+    assert "--reconstruct must be >= 0" in capsys.readouterr().err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -273,6 +273,14 @@ def register(app: typer.Typer) -> None:
             ),
         ] = 1.0,
         lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate.")] = 0.01,
+        reconstruct: Annotated[
+            int | None,
+            typer.Option(
+                "--reconstruct",
+                help="Train images on which the layers that lost input channels are refitted by least squares before "
+                "fine-tuning (0: none) [default: as the search's proxy did: its ls:N, else none].",
+            ),
+        ] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
         precision: Annotated[
             str,
@@ -309,6 +317,7 @@ def register(app: typer.Typer) -> None:
             calibration_size=calibration_size,
             accuracy_tolerance=opts.tolerance if opts else TOLERANCE,
             schemes=list(opts.schemes) if opts and opts.schemes else None,
+            reconstruct=reconstruct,
         )
         if json_out:
             print_json(res)
