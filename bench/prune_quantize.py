@@ -2,7 +2,7 @@
 
     python bench/prune_quantize.py [--parts dense,calibration,uniform,pruned] [--uniform-ratios 0,0.25,0.5,0.75] [--models resnet20,resnet56,mobilenetv2]
                                    [--device ort-cpu-1t] [--calibration-size 100] [--calibration-sizes 50,100,200,400]
-                                   [--budgets 0.5,0.3] [--search-agents uniform,random,tpe] [--search-evals 30]
+                                   [--budgets 0.5,0.3 | --cells resnet56@0.4,...] [--search-agents uniform,random,tpe] [--search-evals 30]
                                    [--finetune-epochs 0.5] [--quick] [--no-doc] [--markdown-only]
 
 Parts (each writes bench/results/<name>.json and its docs/benchmarks.md section):
@@ -254,26 +254,27 @@ def pruned_part(args: argparse.Namespace) -> dict[str, Any]:
     search and an INT8 search (widths under INT8 prices and accuracy), each pick exported with
     `--precision auto` after the same distillation. A cell already measured with the same settings
     is read back, not rerun."""
+    import contextlib
+    import io
+
     from bench import search_precision
 
     rows = []
-    for model in args.models.split(","):
-        for budget in args.budgets.split(","):
-            name = cell_name(model, budget, args.quick)
-            argv = ["--model", model, "--budget", budget, "--precisions", "fp32,int8", "--agents", args.search_agents]
-            argv += ["--evals", str(args.search_evals), "--finetune-epochs", str(args.finetune_epochs), "--device", args.device]
-            argv += ["--seed", str(args.seed), "--results-name", name, "--no-doc"]
-            _say(f"{model} at {budget}: python bench/search_precision.py {' '.join(argv)}")
-            import contextlib
-            import io
+    cells = [c.partition("@")[::2] for c in args.cells.split(",")] if args.cells else None
+    for model, budget in cells or [(m, b) for m in args.models.split(",") for b in args.budgets.split(",")]:
+        name = cell_name(model, budget, args.quick)
+        argv = ["--model", model, "--budget", budget, "--precisions", "fp32,int8", "--agents", args.search_agents]
+        argv += ["--evals", str(args.search_evals), "--finetune-epochs", str(args.finetune_epochs), "--device", args.device]
+        argv += ["--seed", str(args.seed), "--results-name", name, "--no-doc"]
+        _say(f"{model} at {budget}: python bench/search_precision.py {' '.join(argv)}")
 
-            with contextlib.redirect_stdout(io.StringIO()):
-                search_precision.main(argv)
-            cell = _load(name) or {"rows": []}
-            rows += [{"model": model, "budget": budget, "cell": name} | r for r in cell["rows"]]
+        with contextlib.redirect_stdout(io.StringIO()):
+            search_precision.main(argv)
+        cell = _load(name) or {"rows": []}
+        rows += [{"model": model, "budget": budget, "cell": name} | r for r in cell["rows"]]
     return {
         "device": args.device,
-        "budgets": args.budgets,
+        "budgets": args.cells or args.budgets,
         "search": {"agents": args.search_agents, "evals": args.search_evals, "round_to": 8},
         "finetune_epochs": args.finetune_epochs,
         "rows": rows,
@@ -508,6 +509,7 @@ def main() -> None:
     ap.add_argument("--calibration-sizes", default="50,100,200,400")
     ap.add_argument("--calibration-models", default="resnet20,mobilenetv2")
     ap.add_argument("--budgets", default="0.5,0.3")
+    ap.add_argument("--cells", default="", help="pruned part: model@budget pairs instead of --models x --budgets")
     ap.add_argument("--search-agents", default="uniform,random,tpe")
     ap.add_argument("--search-evals", type=int, default=30)
     ap.add_argument("--finetune-epochs", type=float, default=0.5)
