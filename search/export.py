@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from envs.fidelity import LEGACY_PROXY, parse_ladder, split_reconstruct
+from envs.fidelity import DEFAULT_LS_IMAGES, LEGACY_PROXY, parse_ladder, split_reconstruct
 from hilprune.budget import Budget, resolve_budget, within_budget
 from hilprune.errors import HilpruneError
 from hilprune.quantize.defaults import CALIBRATION_SIZE, TOLERANCE
@@ -177,8 +177,9 @@ def export_run(
     """Export the best policy of `run_dir` for `budget` to `out`; returns what `--json` prints.
 
     `reconstruct`: train images on which the pruned layers are refitted by least squares before
-    BN recalibration and fine-tuning (`hilprune.surgery.reconstruct`; 0: none); None: as the
-    search's proxy did (its ``ls:N`` item, else none).
+    BN recalibration and fine-tuning (`hilprune.surgery.reconstruct`; 0: none); None: the search
+    proxy's ``ls:N``, else `DEFAULT_LS_IMAGES` (on the same pick and fine-tune it added 0.7 and 1.5
+    points of test accuracy on resnet20 and resnet56: docs/benchmarks.md, "reconstruct_export").
 
     `precision="int8"` quantizes it for the job's device (`accuracy_tolerance` is a fraction of
     validation accuracy, `schemes` a list of hwprofiler.quantization.Scheme or None for all);
@@ -246,7 +247,7 @@ def export_run(
     result = surgeon.apply(policy)
     model = result.model
     if reconstruct is None:
-        reconstruct = split_reconstruct(job.proxy or LEGACY_PROXY)[0]
+        reconstruct = split_reconstruct(job.proxy or LEGACY_PROXY)[0] or DEFAULT_LS_IMAGES
     if reconstruct < 0:
         raise HilpruneError(f"--reconstruct must be >= 0 train images, got {reconstruct}")
     if reconstruct:

@@ -217,7 +217,7 @@ def test_export_matches_torch_and_reports_test_accuracy(
     assert float(np.max(np.abs(got - ref))) <= 1e-4
 
 
-def test_export_refits_by_least_squares_when_asked(run: tuple[Path, dict], capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+def test_export_refits_by_least_squares_unless_told_not_to(run: tuple[Path, dict], capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     import torch
 
     from hilprune.models import resolve_model
@@ -226,9 +226,9 @@ def test_export_refits_by_least_squares_when_asked(run: tuple[Path, dict], capsy
 
     out, _ = run
     common = ["export", str(out), "--budget", BUDGET, "--finetune-epochs", "0", "--precision", "fp32", "--json"]
-    plain = run_cli(capsys, *common, "--out", str(tmp_path / "plain"))
-    refit = run_cli(capsys, *common, "--reconstruct", "64", "--out", str(tmp_path / "ls"))
-    assert plain["least_squares_images"] == 0 and refit["least_squares_images"] == 64  # the search's proxy has no ls
+    plain = run_cli(capsys, *common, "--reconstruct", "0", "--out", str(tmp_path / "plain"))
+    refit = run_cli(capsys, *common, "--out", str(tmp_path / "ls"))
+    assert plain["least_squares_images"] == 0 and refit["least_squares_images"] == 64  # the default
     assert refit["trial"] == plain["trial"] and refit["agent"] == plain["agent"]
     assert Policy.load(refit["policy"]).metrics["least_squares_images"] == 64
     assert "refitted by least squares on 64 train images" in (tmp_path / "ls" / "MODEL_CARD.md").read_text()

@@ -278,7 +278,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--reconstruct",
                 help="Train images on which the layers that lost input channels are refitted by least squares before "
-                "fine-tuning (0: none) [default: as the search's proxy did: its ls:N, else none].",
+                "fine-tuning (0: none) [default: the search proxy's ls:N, else 64].",
             ),
         ] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
