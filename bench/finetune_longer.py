@@ -79,6 +79,7 @@ def export_one(row: dict[str, Any], epochs: float, out_root: Path) -> dict[str, 
         "short_epochs": row.get("finetune_epochs"),
         "test_accuracy": res["test_accuracy"],
         "test_accuracy_before_finetune": res["test_accuracy_before_finetune"],
+        "least_squares_images": res.get("least_squares_images", 0),
         "dense_test_accuracy": res["dense_test_accuracy"],
         "latency_ms": res["latency_ms"],
         "dense_latency_ms": res["dense_latency_ms"],
@@ -103,7 +104,13 @@ def markdown(res: dict[str, Any]) -> str:
             if res["rows"] and res["rows"][0].get("distilled")
             else ""
         )
-        + "lr 0.01, cosine, the job's seed), test split. The issue's target: within "
+        + "lr 0.01, cosine, the job's seed"
+        + (
+            f"; the pruned layers first refitted by least squares on {res['rows'][0]['least_squares_images']} train images"
+            if res["rows"] and res["rows"][0].get("least_squares_images")
+            else ""
+        )
+        + "), test split. The issue's target: within "
         "0.3 point of the dense model's test accuracy at resnet20@0.5.\n",
         "| agent | seed | trial | val acc % (proxy) | test % before FT | test % after the short FT (epochs) | test % after "
         f"{a['epochs']:g} epochs | Δ dense | live ms (job's budget) | wall min |",
