@@ -178,8 +178,9 @@ def export_run(
 
     `reconstruct`: train images on which the pruned layers are refitted by least squares before
     BN recalibration and fine-tuning (`hilprune.surgery.reconstruct`; 0: none); None: the search
-    proxy's ``ls:N``, else `DEFAULT_LS_IMAGES` (on the same pick and fine-tune it added 0.7 and 1.5
-    points of test accuracy on resnet20 and resnet56: docs/benchmarks.md, "reconstruct_export").
+    proxy's ``ls:N``, else `DEFAULT_LS_IMAGES` (on the same pick and a half-epoch fine-tune it added
+    0.7 and 1.5 points of test accuracy on resnet20 and resnet56; after 6 epochs, none:
+    docs/benchmarks.md, "reconstruct_export", "finetune_longer_ls").
 
     `precision="int8"` quantizes it for the job's device (`accuracy_tolerance` is a fraction of
     validation accuracy, `schemes` a list of hwprofiler.quantization.Scheme or None for all);
