@@ -260,9 +260,10 @@ def pruned_part(args: argparse.Namespace) -> dict[str, Any]:
     from bench import search_precision
 
     rows = []
-    cells = [c.partition("@")[::2] for c in args.cells.split(",")] if args.cells else None
-    for model, budget in cells or [(m, b) for m in args.models.split(",") for b in args.budgets.split(",")]:
-        name = cell_name(model, budget, args.quick)
+    cells = [c.partition(":") for c in args.cells.split(",")] if args.cells else None
+    pairs = [(*c.partition("@")[::2], named) for c, _, named in cells] if cells else None
+    for model, budget, named in pairs or [(m, b, "") for m in args.models.split(",") for b in args.budgets.split(",")]:
+        name = named or cell_name(model, budget, args.quick)
         argv = ["--model", model, "--budget", budget, "--precisions", "fp32,int8", "--agents", args.search_agents]
         argv += ["--evals", str(args.search_evals), "--finetune-epochs", str(args.finetune_epochs), "--device", args.device]
         argv += ["--seed", str(args.seed), "--results-name", name, "--no-doc"]
@@ -509,7 +510,12 @@ def main() -> None:
     ap.add_argument("--calibration-sizes", default="50,100,200,400")
     ap.add_argument("--calibration-models", default="resnet20,mobilenetv2")
     ap.add_argument("--budgets", default="0.5,0.3")
-    ap.add_argument("--cells", default="", help="pruned part: model@budget pairs instead of --models x --budgets")
+    ap.add_argument(
+        "--cells",
+        default="",
+        help="pruned part: model@budget[:results-name] instead of --models x --budgets (a results name: a search_precision "
+        "run made under another name)",
+    )
     ap.add_argument("--search-agents", default="uniform,random,tpe")
     ap.add_argument("--search-evals", type=int, default=30)
     ap.add_argument("--finetune-epochs", type=float, default=0.5)

@@ -165,11 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     if res.get("settings") != settings:
         res = {"settings": settings, "rows": []}
-    res["machine"] = machine()
+    res.setdefault("machine", machine())  # the run that measured the rows (a read-back keeps it)
     for precision in args.precisions.split(","):
         if any(r["precision"] == precision for r in res["rows"]):
             _say(f"{precision}: already measured (bench/results/{args.results_name}.json)")
             continue
+        res["machine"] = machine()
         try:
             row = one_precision(args, precision)
         except Exception as exc:  # e.g. a budget this precision cannot reach: the row says so
