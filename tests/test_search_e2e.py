@@ -217,7 +217,9 @@ def test_export_matches_torch_and_reports_test_accuracy(
     assert float(np.max(np.abs(got - ref))) <= 1e-4
 
 
-def test_export_refits_by_least_squares_unless_told_not_to(run: tuple[Path, dict], capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+def test_export_refits_by_least_squares_unless_told_not_to(
+    run: tuple[Path, dict], capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
     import torch
 
     from hilprune.models import resolve_model

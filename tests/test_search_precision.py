@@ -43,6 +43,19 @@ def real_int8_export(ev: PolicyEvaluator, policy) -> bytes:
         return q.quantize(Scheme.parse(SCHEME))
 
 
+def mixed_search(out, agents: list[str], evals: int):
+    """A finished mixed-precision search of digits-cnn on sim-cpu at 0.6; returns its job."""
+    from search.job import resolve_job
+    from search.runner import run_search
+
+    job = resolve_job(
+        None, model="digits-cnn", dataset="digits", device="sim-cpu", budgets=["0.6"], agents=agents, evals=evals,
+        precision="mixed", round_to=8, proxy="bn:10", out=str(out),
+    )  # fmt: skip
+    run_search(job, progress=False)
+    return job
+
+
 def test_the_search_quantizes_with_the_scheme_the_devices_table_found_fastest(mixed):
     table = hwprofiler.precision.precision_table(mixed.device)
     assert mixed.precision.mode == "mixed"
@@ -94,24 +107,9 @@ def test_a_device_where_int8_is_slower_keeps_fp32():
 
 def test_a_mixed_search_marks_groups_and_export_quantizes_what_it_picked(tmp_path):
     from search.export import export_run
-    from search.job import resolve_job
-    from search.runner import run_search
     from search.store import PRECISION_PARAM, load_records, open_storage
 
-    job = resolve_job(
-        None,
-        model="digits-cnn",
-        dataset="digits",
-        device="sim-cpu",
-        budgets=["0.6"],
-        agents=["random", "tpe"],
-        evals=6,
-        precision="mixed",
-        round_to=8,
-        proxy="bn:10",
-        out=str(tmp_path / "run"),
-    )
-    run_search(job, progress=False)
+    job = mixed_search(tmp_path / "run", ["random", "tpe"], 6)
     records = load_records(open_storage(job.storage_url), job.name)
     marks = [r.policy["groups"] for recs in records.values() for r in recs]
     assert all(any(k.startswith(PRECISION_PARAM) for k in r.grid_params) for r in records["tpe"])
@@ -212,24 +210,9 @@ def test_the_environments_mark_precision_in_a_mixed_search(mixed):
 
 
 def test_ppo_marks_precision_in_a_mixed_search(tmp_path):
-    from search.job import resolve_job
-    from search.runner import run_search
     from search.store import PRECISION_PARAM, load_records, open_storage
 
-    job = resolve_job(
-        None,
-        model="digits-cnn",
-        dataset="digits",
-        device="sim-cpu",
-        budgets=["0.6"],
-        agents=["ppo"],
-        evals=8,
-        precision="mixed",
-        round_to=8,
-        proxy="bn:10",
-        out=str(tmp_path / "run"),
-    )
-    run_search(job, progress=False)
+    job = mixed_search(tmp_path / "run", ["ppo"], 8)
     records = load_records(open_storage(job.storage_url), job.name)["ppo"]
     assert len(records) == 8
     assert all(any(k.startswith(PRECISION_PARAM) for k in r.grid_params) for r in records)

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
-import time
 from pathlib import Path
 
 import onnx
 import pytest
-import uvicorn
+from fixtures.loopback import ServerThread
 
 import hwprofiler
 from envs.evaluator import PolicyEvaluator
@@ -35,12 +32,6 @@ TOKEN = "remote-int8-token-0123456789"
 SIM = hwprofiler.load_device("sim-cpu")
 DIGITS = ["--model", "digits-cnn", "--dataset", "digits"]
 INT8_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Recorder:
@@ -75,26 +66,6 @@ class Recorder:
     def kernels(self) -> set[KernelSpec]:
         """Every kernel the server was asked to measure."""
         return {KernelSpec.from_dict(d) for p, body in self.calls if p == "/kernels" for d in json.loads(body)}
-
-
-class ServerThread:
-    def __init__(self, app) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
