@@ -275,7 +275,8 @@ def pruned_part(args: argparse.Namespace) -> dict[str, Any]:
         rows += [{"model": model, "budget": budget, "cell": name} | r for r in cell["rows"]]
     return {
         "device": args.device,
-        "budgets": args.cells or args.budgets,
+        "budgets": ", ".join(f"{m}@{b}" for m, b, _ in pairs) if pairs else f"budgets {args.budgets}",
+        "note": args.note,
         "search": {"agents": args.search_agents, "evals": args.search_evals, "round_to": 8},
         "finetune_epochs": args.finetune_epochs,
         "rows": rows,
@@ -429,7 +430,7 @@ def pruned_markdown(res: dict[str, Any]) -> str:
     s = res["search"]
     dense = {m["model"]: m for m in (_load("prune_quantize_dense") or {}).get("models", [])}
     lines = [
-        f"## Pruning and INT8 together (`{res['device']}`, budgets {res['budgets']}, Fashion-MNIST)"
+        f"## Pruning and INT8 together (`{res['device']}`, {res['budgets']}, Fashion-MNIST)"
         + (": quick run (a smoke test of the method, not a result)" if res.get("quick") else ""),
         "",
         header(res["machine"]),
@@ -483,6 +484,8 @@ def pruned_markdown(res: dict[str, Any]) -> str:
         ]
     else:
         lines += ["", "Target pruned+INT8 >= 3.5x at <= 0.5 points lost on resnet56: **not measured** in this run."]
+    if res.get("note"):
+        lines += ["", res["note"]]
     if res.get("plot"):
         lines += ["", f"![Pareto]({res['plot']})"]
     cells = ", ".join(f"`{n}`" for n in dict.fromkeys(r["cell"] for r in res["rows"]))
@@ -521,6 +524,7 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="pruned part: resnet20 at 0.5, 6 evaluations; calibration 50,100")
+    ap.add_argument("--note", default="", help="pruned part: a paragraph for its docs section (what the numbers say)")
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs sections from bench/results")
     args = ap.parse_args()
