@@ -203,7 +203,11 @@ def export_run(
         raise HilpruneError("--finetune-epochs must be >= 0")
     if precision not in ("fp32", "int8", "auto"):
         raise HilpruneError(f"--precision must be fp32, int8 or auto, got {precision!r}")
+    if reconstruct is not None and reconstruct < 0:
+        raise HilpruneError(f"--reconstruct must be >= 0 train images, got {reconstruct}")
     job = load_run_job(run_dir)
+    if reconstruct is None:
+        reconstruct = split_reconstruct(job.proxy or LEGACY_PROXY)[0] or DEFAULT_LS_IMAGES
     if len(job.devices) > 1:
         subs = ", ".join(str(Path(j.out)) for j in job.per_device())
         raise HilpruneError(f"{run_dir} searched several devices; export from one of them: {subs}")
@@ -244,13 +248,9 @@ def export_run(
     if precision == "auto":
         precision = "int8" if policy.int8_groups() else "fp32"
         steps.total = 6 + (precision == "int8")
-    steps.next(f"pruning {rec.ref} and recalibrating BN")
+    steps.next(f"pruning {rec.ref}{', refitting by least squares' if reconstruct else ''} and recalibrating BN")
     result = surgeon.apply(policy)
     model = result.model
-    if reconstruct is None:
-        reconstruct = split_reconstruct(job.proxy or LEGACY_PROXY)[0] or DEFAULT_LS_IMAGES
-    if reconstruct < 0:
-        raise HilpruneError(f"--reconstruct must be >= 0 train images, got {reconstruct}")
     if reconstruct:
         from hilprune.surgery.reconstruct import reconstruct as refit
 
