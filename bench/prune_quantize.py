@@ -249,6 +249,19 @@ def cell_name(model: str, budget: str, quick: bool = False) -> str:
     return f"search_precision_{SHORT.get(model, model)}_{budget.replace('.', '')}" + ("_quick" if quick else "")
 
 
+def pruned_cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(model, budget, results name) of each cell: `--cells` (model@budget[:name]), else
+    `--models` x `--budgets`."""
+    if not args.cells:
+        return [(m, b, cell_name(m, b, args.quick)) for m in args.models.split(",") for b in args.budgets.split(",")]
+    out = []
+    for item in args.cells.split(","):
+        cell, _, named = item.partition(":")
+        model, _, budget = cell.partition("@")
+        out.append((model, budget, named or cell_name(model, budget, args.quick)))
+    return out
+
+
 def pruned_part(args: argparse.Namespace) -> dict[str, Any]:
     """Per model and budget, bench/search_precision.py with --precisions fp32,int8: a widths-only
     search and an INT8 search (widths under INT8 prices and accuracy), each pick exported with
@@ -260,10 +273,7 @@ def pruned_part(args: argparse.Namespace) -> dict[str, Any]:
     from bench import search_precision
 
     rows = []
-    cells = [c.partition(":") for c in args.cells.split(",")] if args.cells else None
-    pairs = [(*c.partition("@")[::2], named) for c, _, named in cells] if cells else None
-    for model, budget, named in pairs or [(m, b, "") for m in args.models.split(",") for b in args.budgets.split(",")]:
-        name = named or cell_name(model, budget, args.quick)
+    for model, budget, name in pruned_cells(args):
         argv = ["--model", model, "--budget", budget, "--precisions", "fp32,int8", "--agents", args.search_agents]
         argv += ["--evals", str(args.search_evals), "--finetune-epochs", str(args.finetune_epochs), "--device", args.device]
         argv += ["--seed", str(args.seed), "--results-name", name, "--no-doc"]
@@ -275,7 +285,7 @@ def pruned_part(args: argparse.Namespace) -> dict[str, Any]:
         rows += [{"model": model, "budget": budget, "cell": name} | r for r in cell["rows"]]
     return {
         "device": args.device,
-        "budgets": ", ".join(f"{m}@{b}" for m, b, _ in pairs) if pairs else f"budgets {args.budgets}",
+        "budgets": ", ".join(f"{m}@{b}" for m, b, _ in pruned_cells(args)) if args.cells else f"budgets {args.budgets}",
         "note": args.note,
         "search": {"agents": args.search_agents, "evals": args.search_evals, "round_to": 8},
         "finetune_epochs": args.finetune_epochs,

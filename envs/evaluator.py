@@ -46,7 +46,15 @@ from hilprune.train.distill import DistillState, KDConfig, SharedBatches, distil
 from hwprofiler import device_kernels as price_kernels
 
 from .errors import EnvConfigError
-from .fidelity import DEFAULT_BN_BATCHES, DEFAULT_PROXY, Fidelity, ladder_text, parse_fidelity, parse_ladder, split_reconstruct
+from .fidelity import (
+    DEFAULT_BN_BATCHES,
+    DEFAULT_PROXY,
+    Fidelity,
+    canonical_proxy,
+    parse_fidelity,
+    parse_ladder,
+    split_reconstruct,
+)
 from .latency import PolicyLatency
 from .precision import MODES as PRECISIONS
 from .precision import PROXY_CALIBRATION, SearchPrecision, search_precision
@@ -212,7 +220,7 @@ class PolicyEvaluator:
         self.importance = importance
         self.ladder, self.bn_batches = parse_ladder(proxy, int(bn_batches))
         self.reconstruct_images = split_reconstruct(proxy)[0]  # `ls:N`: refit by least squares first
-        self.proxy = (f"ls:{self.reconstruct_images}," if self.reconstruct_images else "") + ladder_text(self.ladder)
+        self.proxy = canonical_proxy(proxy, int(bn_batches))
         self.kd = kd or KDConfig()
         self.bn_after_kd = bool(bn_after_kd)
         self.bn_batch_size = int(bn_batch_size)
@@ -753,11 +761,8 @@ class PolicyEvaluator:
             res = self.surgeon.apply(policy)
             phases["surgery"] = time.perf_counter() - t
             if self.reconstruct_images:
-                from hilprune.surgery.reconstruct import reconstruct
-
                 t = time.perf_counter()
-                images = self._split("train").x[: self.reconstruct_images]
-                reconstruct(res.model, self.surgeon.dense, images, self.surgeon.removed_out_channels(policy), seed=self.seed)
+                self.surgeon.refit(res.model, policy, self._split("train").x[: self.reconstruct_images], seed=self.seed)
                 phases["ls"] = time.perf_counter() - t
             t = time.perf_counter()
             recalibrate_bn(res.model, self._split("train"), bn_n, batch_size=self.bn_batch_size, seed=self.seed)

@@ -97,8 +97,9 @@ def split_reconstruct(proxy: str) -> tuple[int, str]:
 def parse_ladder(proxy: str, bn_batches: int = DEFAULT_BN_BATCHES) -> tuple[list[Fidelity], int]:
     """The rungs of `proxy` (cheap to dear) and the BN batches they use (an ``ls`` item is not a
     rung: `split_reconstruct`)."""
-    items = [p for p in split_reconstruct(proxy)[1].split(",") if p]
-    if not items and split_reconstruct(proxy)[0]:
+    images, rest = split_reconstruct(proxy)
+    items = [p for p in rest.split(",") if p]
+    if not items and images:
         items = ["bn"]  # ls alone: reconstruction, then BN recalibration
     if not items:
         raise EnvConfigError("empty proxy: write bn, bn:N, kd:N or a comma-separated ladder of them")

@@ -252,9 +252,7 @@ def export_run(
     result = surgeon.apply(policy)
     model = result.model
     if reconstruct:
-        from hilprune.surgery.reconstruct import reconstruct as refit
-
-        refit(model, dense_model, data.train.x[:reconstruct], surgeon.removed_out_channels(policy), seed=job.seed)
+        surgeon.refit(model, policy, data.train.x[:reconstruct], seed=job.seed)
     if bn_batches is None:  # as the search's first rung did, so 'val before fine-tune' matches it
         bn_batches = parse_ladder(job.proxy or LEGACY_PROXY)[1]
     recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=job.seed)
