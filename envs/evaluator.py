@@ -486,31 +486,53 @@ class PolicyEvaluator:
         """The policy as marked, less INT8 where the device prices it slower (narrow convs: INT8's
         fixed per-kernel costs outweigh its faster MACs). In a ``mixed`` search each group marked
         int8 whose own kernels the LUT prices slower in INT8 than in fp32 is marked fp32
-        (`int8_slower_groups`); then, in any mode, a policy whose INT8 graph prices slower than its
-        fp32 graph is judged all fp32 (`int8_slower`)."""
+        (`int8_slower_groups`), unless that mixed graph prices slower than the graph as marked
+        (the quantize/dequantize at the new fp32/INT8 borders cost more than the groups save):
+        the faster of the two is kept (`int8_slower_groups_kept` records a refusal). Then, in any
+        mode, a policy whose INT8 graph prices slower than its fp32 graph is judged all fp32
+        (`int8_slower`)."""
         if not self.precision.is_int8(policy) or not self.has_lut:
             return policy
+        marked_ms: float | None = None
         if self.precision.mode == "mixed":
             slower = [g for g in self.int8_slower_groups(policy.key()) if g in policy.int8_groups()]
             if slower:
+                as_marked = policy.precisions()
                 policy.set_precision(dict.fromkeys(slower, "fp32"))
-                policy.metrics["int8_slower_groups"] = slower
+                demoted_ms = self._marked_ms(policy) if policy.int8_groups() else self.latency.predict_key(policy.key())
+                policy.set_precision(as_marked)
+                marked_ms = self._marked_ms(policy)
+                if demoted_ms <= marked_ms:
+                    policy.set_precision(dict.fromkeys(slower, "fp32"))
+                    policy.metrics["int8_slower_groups"] = slower
+                    marked_ms = demoted_ms if policy.int8_groups() else None
+                else:
+                    policy.metrics["int8_slower_groups_kept"] = {
+                        "groups": slower, "marked_lut_ms": marked_ms, "demoted_lut_ms": demoted_ms,
+                    }  # fmt: skip
             if not policy.int8_groups():
                 return policy
-        key = self.cache_key(policy)
-        marked_ms = self.latency.priced(key, quant=True)  # a policy priced before needs no export
         if marked_ms is None:
-            kernels = self._priced_kernels(policy, lambda: self._fp32_graph(policy))
-            marked_ms = self.latency.predict_key(key, kernels, quant=True)
-            if len(self._kernel_memo) > 64:  # kernels of the policies about to be scored, not a history
-                self._kernel_memo.clear()
-            self._kernel_memo[key] = kernels
+            marked_ms = self._marked_ms(policy)
         fp32_ms = self.latency.predict_key(policy.key())
         if marked_ms <= fp32_ms:
             return policy
         policy.set_precision("fp32")
         policy.metrics["int8_slower"] = {"int8_lut_ms": marked_ms, "fp32_lut_ms": fp32_ms}
         return policy
+
+    def _marked_ms(self, policy: Policy) -> float:
+        """LUT latency of the policy's (partly) INT8 graph as marked; its kernels are kept for the
+        `evaluate` call about to score it (a mixed graph's cost an export and a quantization)."""
+        key = self.cache_key(policy)
+        hit = self.latency.priced(key, quant=True)  # a policy priced before needs no export
+        if hit is not None:
+            return hit
+        kernels = self._priced_kernels(policy, lambda: self._fp32_graph(policy))
+        if len(self._kernel_memo) > 64:  # kernels of the policies about to be scored, not a history
+            self._kernel_memo.clear()
+        self._kernel_memo[key] = kernels
+        return self.latency.predict_key(key, kernels, quant=True)
 
     def int8_slower_groups(self, key: Sequence[int]) -> list[str]:
         """Groups whose own kernels the LUT prices slower in INT8 than in fp32 at these widths

@@ -153,9 +153,18 @@ def test_int8_is_not_kept_where_the_device_prices_it_slower():
     assert ev.predict_latency(ratios) == pytest.approx(ev.latency.predict_key(ev.kept(ratios)))  # the faster: fp32
 
 
-def test_a_mixed_search_never_keeps_int8_on_a_group_whose_int8_kernels_price_slower(mixed):
+def graph_ms(ev: PolicyEvaluator, ratios, marks) -> float:
+    """LUT price of the graph `ratios` with `marks` (group -> precision) quantizes to."""
+    policy = ev.policy(ratios, marks)
+    key = ev.cache_key(policy) if policy.int8_groups() else policy.key()
+    return ev.latency.predict_key(key, ev.kernels_of(ratios, marks), quant=bool(policy.int8_groups()))
+
+
+def test_a_group_whose_int8_kernels_price_slower_stays_int8_where_its_borders_cost_more(mixed):
     """The per-layer rule: at (8, 8, 8, 8) channels the last layer's INT8 kernels (quantize,
-    requantize, a narrow linear) cost sim-cpu more than its fp32 kernels, the others' less."""
+    requantize, a narrow linear) cost sim-cpu more than its fp32 kernels, the others' less. But
+    the graph with that layer in fp32 pays for a dequantize and a quantize at its borders and
+    prices slower than the all-INT8 graph: the faster graph is kept, and the refusal recorded."""
     ratios = [0.9] * len(mixed.groups)
     key = mixed.kept(ratios)
     q, f = mixed.latency.group_costs(key, quant=True), mixed.latency.group_costs(key)
@@ -164,14 +173,36 @@ def test_a_mixed_search_never_keeps_int8_on_a_group_whose_int8_kernels_price_slo
     assert mixed.int8_slower_groups(key) == slower
     assert sum(q) < mixed.latency.predict_key(key, quant=True)  # shares of the prediction, less its network terms
 
+    demoted = dict.fromkeys(slower, "fp32")
+    all_int8, with_fp32 = graph_ms(mixed, ratios, "int8"), graph_ms(mixed, ratios, {g.name: "int8" for g in mixed.groups} | demoted)
+    assert all_int8 < with_fp32
     res = mixed.evaluate(ratios, precision="int8")
-    assert res.policy.metrics["int8_slower_groups"] == slower
-    assert not set(slower) & set(res.policy.int8_groups())  # never INT8 where it prices slower
-    if "int8_slower" not in res.policy.metrics:  # the rest stays INT8 unless the whole graph then prices slower
-        assert set(res.policy.int8_groups()) == {g.name for g in mixed.groups} - set(slower)
+    assert res.policy.graph_precision() == "int8" and "int8_slower_groups" not in res.policy.metrics
+    kept = res.policy.metrics["int8_slower_groups_kept"]
+    assert kept["groups"] == slower
+    assert (kept["marked_lut_ms"], kept["demoted_lut_ms"]) == pytest.approx((all_int8, with_fp32))
 
     wide = mixed.evaluate([0.0] * len(mixed.groups), precision="int8")  # wide layers: INT8 pays everywhere
-    assert wide.policy.graph_precision() == "int8" and "int8_slower_groups" not in wide.policy.metrics
+    assert wide.policy.graph_precision() == "int8" and "int8_slower_groups_kept" not in wide.policy.metrics
+
+
+def test_a_mixed_search_never_keeps_int8_on_a_group_whose_int8_kernels_price_slower_where_fp32_pays():
+    """Where cheap quantize/dequantize make the borders pay (quant_ns 0, a cheaper kernel launch,
+    slower INT8 MACs), the groups whose INT8 kernels price slower go fp32, and the mixed graph
+    that leaves is the fastest of the three: as marked, with them in fp32, all fp32."""
+    ev = PolicyEvaluator(
+        "digits-cnn", "digits", device=sim(quant_ns=0.0, kernel_us=0.5, int8_gmacs=30.0), precision="mixed",
+        int8_scheme=SCHEME, round_to=8, proxy="bn:10",
+    )  # fmt: skip
+    ratios = [0.9, 0.0, 0.9, 0.9]
+    slower = ev.int8_slower_groups(ev.kept(ratios))
+    assert 0 < len(slower) < len(ev.groups)
+    res = ev.evaluate(ratios, precision="int8")
+    assert res.policy.metrics["int8_slower_groups"] == slower
+    assert set(res.policy.int8_groups()) == {g.name for g in ev.groups} - set(slower)  # never INT8 where it prices slower
+    kept_ms = graph_ms(ev, ratios, res.policy.precisions())
+    assert kept_ms < min(graph_ms(ev, ratios, "int8"), graph_ms(ev, ratios, "fp32"))
+    assert res.latency_ms == pytest.approx(kept_ms)
 
 
 def test_the_environments_mark_precision_in_a_mixed_search(mixed):
