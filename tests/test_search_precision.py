@@ -174,7 +174,10 @@ def test_a_group_whose_int8_kernels_price_slower_stays_int8_where_its_borders_co
     assert sum(q) < mixed.latency.predict_key(key, quant=True)  # shares of the prediction, less its network terms
 
     demoted = dict.fromkeys(slower, "fp32")
-    all_int8, with_fp32 = graph_ms(mixed, ratios, "int8"), graph_ms(mixed, ratios, {g.name: "int8" for g in mixed.groups} | demoted)
+    all_int8, with_fp32 = (
+        graph_ms(mixed, ratios, "int8"),
+        graph_ms(mixed, ratios, {g.name: "int8" for g in mixed.groups} | demoted),
+    )
     assert all_int8 < with_fp32
     res = mixed.evaluate(ratios, precision="int8")
     assert res.policy.graph_precision() == "int8" and "int8_slower_groups" not in res.policy.metrics
