@@ -3,7 +3,7 @@
     python bench/proxy_fidelity.py [--cells resnet20@0.5,resnet20@0.3,resnet56@0.4,mobilenetv2@auto] [--policies 16]
         [--proxies bn:10,bn:40,bn:100,kd:20,kd:40,kd:80] [--ref-steps N | --ref-epochs 1] [--ref-batch 128]
         [--ref-lr 0.01] [--test-size N] [--device ort-cpu-1t] [--tolerance 0.05] [--round-to 8] [--seed 0]
-        [--quick] [--results-name proxy_fidelity] [--no-doc] [--markdown-only]
+        [--ref-again] [--reuse NAME] [--quick] [--results-name proxy_fidelity] [--no-doc] [--markdown-only]
 
 Per cell (model@budget on Fashion-MNIST; `@auto` is the lowest tenth of the dense latency the
 model reaches with some room): `--policies` random policies whose LUT latency (the evaluator's
@@ -21,6 +21,10 @@ reference, a bootstrap 90% interval over the candidates, the regret of its top p
 points lost against the best candidate), and its cost per candidate: the median seconds, on one
 core, of scoring it from scratch (surgery, BN, the distillation steps, val accuracy; the dense
 teacher's logits are computed once per step for every candidate and not counted).
+
+`--ref-again` fine-tunes each candidate's reference a second time with another seed: the ρ of
+that second reference against the first is how far the reference repeats, the ceiling any proxy
+can reach against it; each proxy is also ranked against the mean of the two references.
 
 `--quick`: resnet20@0.5 on the simulated device `sim-cpu`, 4 policies, a 20-step reference on 1000
 test images, proxies bn:10,kd:10: a smoke run of the pipeline, not a measurement. Results go to
@@ -43,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 DEFAULT_CELLS = "resnet20@0.5,resnet20@0.3,resnet56@0.4,mobilenetv2@auto"
 DEFAULT_PROXIES = "bn:10,bn:40,bn:100,kd:20,kd:40,kd:80"
+AGAIN = "reference again"  # the summary's row for the repeated reference (`--ref-again`)
 TARGET_RHO, TARGET_S = 0.8, 10.0  # the issue's target for the default proxy (per resnet20 candidate, one core)
 
 
@@ -121,8 +126,10 @@ def score_candidate(ev: Any, ratios: list[float], proxies: list[str]) -> dict[st
     return {"proxies": out, "lut_ms": result.lut_latency_ms, "macs": result.macs, "key": list(result.key())}
 
 
-def reference(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace) -> dict[str, Any]:
-    """The reference fine-tune of one candidate and its test accuracy."""
+def reference(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace, again: bool = False) -> dict[str, Any]:
+    """The reference fine-tune of one candidate and its test accuracy (`again`: the same fine-tune
+    with another seed, i.e. another order of batches and augmentations: how far the reference
+    itself repeats)."""
     from hilprune.train import evaluate, recalibrate_bn
     from hilprune.train.distill import KDConfig, finetune_kd
 
@@ -132,7 +139,7 @@ def reference(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace)
     cfg = KDConfig(lr=args.ref_lr, batch_size=args.ref_batch)
     steps = args.ref_steps if args.ref_steps else None
     ft = finetune_kd(
-        model, ev.surgeon.dense, data, epochs=args.ref_epochs, steps=steps, lr=args.ref_lr, seed=args.seed + 1000,
+        model, ev.surgeon.dense, data, epochs=args.ref_epochs, steps=steps, lr=args.ref_lr, seed=args.seed + (2000 if again else 1000),
         device="cpu", progress=False, cfg=cfg, val=False,
     )  # fmt: skip
     test = data.test.subset(args.test_size)
@@ -165,21 +172,34 @@ def bootstrap_rho(a: list[float], b: list[float], n: int = 2000, seed: int = 0) 
 
 
 def summarize(rows: list[dict[str, Any]], proxies: list[str]) -> dict[str, Any]:
+    """Per proxy: rho against the reference, its interval, the regret of its pick and its cost.
+    Where every row has a second reference (`--ref-again`), also rho against the mean of the two
+    references (less noisy), and a row `reference again`: how well the reference ranks itself,
+    the ceiling any proxy can reach against it."""
     import statistics
 
     ref = [r["reference"]["test_accuracy"] for r in rows]
+    again = [r["reference_again"]["test_accuracy"] for r in rows] if all("reference_again" in r for r in rows) else None
+    both = [(a + b) / 2 for a, b in zip(ref, again)] if again else None
+    scored: dict[str, tuple[list[float], float]] = {
+        p: ([r["proxies"][p]["accuracy"] for r in rows], statistics.median(r["proxies"][p]["cost_s"] for r in rows))
+        for p in proxies
+    }
+    if again:
+        scored[AGAIN] = (again, statistics.median(r["reference_again"]["wall_s"] for r in rows))
     out: dict[str, Any] = {}
-    for p in proxies:
-        acc = [r["proxies"][p]["accuracy"] for r in rows]
+    for p, (acc, cost) in scored.items():
         lo, hi = bootstrap_rho(acc, ref)
         pick = max(range(len(rows)), key=lambda i: (acc[i], -i))
         out[p] = {
             "rho": spearman(acc, ref),
             "rho_ci90": [lo, hi],
             "regret_pts": 100 * (max(ref) - ref[pick]),
-            "cost_s": statistics.median(r["proxies"][p]["cost_s"] for r in rows),
+            "cost_s": cost,
             "mean_accuracy": statistics.fmean(acc),
         }
+        if both and p != AGAIN:
+            out[p]["rho_both"] = spearman(acc, both)
     return out
 
 
@@ -199,7 +219,7 @@ REFERENCE_KEYS = (
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
-    keys = (*REFERENCE_KEYS, "proxies", "val_size", "bn_after_kd", "reuse")
+    keys = (*REFERENCE_KEYS, "proxies", "val_size", "bn_after_kd", "reuse", "ref_again")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -244,9 +264,13 @@ def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any
         t = time.perf_counter()
         row = {"index": i, "ratios": ratios} | score_candidate(ev, ratios, proxies)
         row["reference"] = reused[i] if args.reuse else reference(ev, data, ratios, args)
+        if args.ref_again:
+            row["reference_again"] = reference(ev, data, ratios, args, again=True)
         row["wall_s"] = time.perf_counter() - t
         entry["rows"].append(row)
         accs = " ".join(f"{p} {100 * row['proxies'][p]['accuracy']:.1f}" for p in proxies)
+        if args.ref_again:
+            accs += f" | again {100 * row['reference_again']['test_accuracy']:.2f}"
         print(
             f"{cell} #{i}: MACs {row['macs'] / ev.dense_macs:.1%}, LUT {row['lut_ms']:.4g} ms | {accs} | "
             f"reference {100 * row['reference']['test_accuracy']:.2f} ({row['wall_s']:.0f} s)",
@@ -286,6 +310,12 @@ def markdown(res: dict[str, Any]) -> str:
         f"wall clock with the 1-minute load average at {res.get('load_at_start', float('nan')):.1f} on "
         f"{res['machine']['cores']} cores when the run started.\n",
     ]
+    if s.get("ref_again"):
+        lines.append(
+            "`reference again`: the same reference fine-tune with another seed (another order of batches and augmentations), "
+            "ranked against the first: how far the reference repeats, so the highest ρ any proxy can reach against it (its "
+            "cost column is its seconds per policy). ρ (both refs): each proxy against the mean of the two references.\n"
+        )
     if s.get("reuse"):
         lines.append(
             f"Candidates and reference accuracies reused from `bench/results/{s['reuse']}.json` (section above): only the "
@@ -298,18 +328,21 @@ def markdown(res: dict[str, Any]) -> str:
         refs = [100 * r["reference"]["test_accuracy"] for r in rows]
         macs = [r["macs"] / entry["dense_macs"] for r in rows]
         ref_s = sorted(r["reference"]["wall_s"] for r in rows)[len(rows) // 2]
+        both = any("rho_both" in v for v in entry["summary"].values())
         lines += [
             f"### {entry['model']} @ {entry['budget']:g} ({entry['budget_ms']:.4g} ms; dense {entry['dense_latency_ms']:.4g} ms, "
             f"val {100 * entry['dense_accuracy']:.1f}%)\n",
             f"{len(rows)} policies, MACs {min(macs):.1%}–{max(macs):.1%} of dense; reference test accuracy "
             f"{min(refs):.2f}–{max(refs):.2f}% (mean {sum(refs) / len(refs):.2f}), {ref_s:.0f} s per policy.\n",
-            "| proxy | Spearman ρ | 90% interval | regret of its pick (points) | mean val acc % | s per candidate |",
-            "|---|---|---|---|---|---|",
+            "| proxy | Spearman ρ | 90% interval | regret of its pick (points) | mean val acc % | s per candidate |"
+            + (" ρ (both refs) |" if both else ""),
+            "|---|---|---|---|---|---|" + ("---|" if both else ""),
         ]
         for p, v in entry["summary"].items():
             lines.append(
                 f"| `{p}` | **{v['rho']:.2f}** | [{v['rho_ci90'][0]:.2f}, {v['rho_ci90'][1]:.2f}] | {v['regret_pts']:.2f} | "
                 f"{100 * v['mean_accuracy']:.1f} | {v['cost_s']:.2f} |"
+                + ((f" {v['rho_both']:.2f} |" if "rho_both" in v else " – |") if both else "")
             )
         lines.append("")
     if res.get("note"):
@@ -343,6 +376,12 @@ def main() -> None:
         "--reuse",
         default=None,
         help="results name whose candidates and reference accuracies to reuse: only the proxies are scored",
+    )
+    ap.add_argument(
+        "--ref-again",
+        action="store_true",
+        help="fine-tune every candidate's reference a second time with another seed: how far the reference repeats "
+        "(the ceiling of any proxy's rho), and each proxy's rho against the mean of the two",
     )
     ap.add_argument("--note", default="", help="a paragraph for the docs section (what was and was not run)")
     ap.add_argument("--no-doc", action="store_true")

@@ -1,0 +1,35 @@
+"""bench/proxy_fidelity.py's statistics: the repeated reference is ranked against the first, and
+each proxy against the mean of both, so the table shows how far the reference itself repeats."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.proxy_fidelity import AGAIN, spearman, summarize
+
+
+def rows(proxy: list[float], ref: list[float], again: list[float] | None = None) -> list[dict]:
+    out = []
+    for i, (p, r) in enumerate(zip(proxy, ref)):
+        row = {"index": i, "proxies": {"kd:40": {"accuracy": p, "cost_s": 1.0 + i}}, "reference": {"test_accuracy": r}}
+        if again is not None:
+            row["reference_again"] = {"test_accuracy": again[i], "wall_s": 10.0}
+        out.append(row)
+    return out
+
+
+def test_without_a_second_reference_only_the_proxies_are_summarized():
+    s = summarize(rows([0.1, 0.3, 0.2, 0.4], [0.5, 0.7, 0.6, 0.8]), ["kd:40"])
+    assert set(s) == {"kd:40"} and "rho_both" not in s["kd:40"]
+    assert s["kd:40"]["rho"] == pytest.approx(1.0) and s["kd:40"]["regret_pts"] == pytest.approx(0.0)
+    assert s["kd:40"]["cost_s"] == pytest.approx(2.5)  # the median
+
+
+def test_the_second_reference_is_ranked_against_the_first_and_proxies_against_their_mean():
+    proxy, ref, again = [0.1, 0.2, 0.3, 0.4, 0.5], [0.60, 0.70, 0.65, 0.80, 0.75], [0.62, 0.61, 0.72, 0.79, 0.83]
+    s = summarize(rows(proxy, ref, again), ["kd:40"])
+    assert s[AGAIN]["rho"] == pytest.approx(spearman(again, ref))
+    assert s[AGAIN]["cost_s"] == pytest.approx(10.0) and "rho_both" not in s[AGAIN]
+    assert s["kd:40"]["rho"] == pytest.approx(spearman(proxy, ref))
+    assert s["kd:40"]["rho_both"] == pytest.approx(spearman(proxy, [(a + b) / 2 for a, b in zip(ref, again)]))
+    assert s["kd:40"]["rho_both"] > s["kd:40"]["rho"]  # the mean of the references follows the proxy better here
