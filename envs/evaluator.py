@@ -307,6 +307,7 @@ class PolicyEvaluator:
         self._cache: dict[tuple[int, ...], EvalResult] = {}
         self._slower_memo: dict[tuple[int, ...], list[str]] = {}  # `int8_slower_groups` per widths and fits
         self._kernel_memo: dict[tuple[int, ...], list[Any]] = {}  # kernels `_faster_precision` priced, for `evaluate`
+        self._mixed_map: Any = None  # MixedKernelMap, built on the first mixed policy; False where it cannot be used
         self._points: list[tuple[float, float]] = []  # (accuracy, LUT ms) of every policy scored at the top rung (hybrid rule)
         self._partial: _Partial | None = None
         self._batches: SharedBatches | None = None  # distillation batches with the teacher's logits, shared by every policy
@@ -472,7 +473,8 @@ class PolicyEvaluator:
 
     def kernels_of(self, ratios: Ratios, precision: str | Mapping[str, str] | None = None) -> list[Any]:
         """The device kernels `evaluate` prices a policy by: its fp32 graph's, or its INT8 graph's
-        (all INT8: the INT8 kernel map; mixed: the structure of its own quantized export)."""
+        (all INT8: the INT8 kernel map; mixed: the mixed kernel map, else the structure of its own
+        quantized export)."""
         policy = self.policy(ratios, precision)
         return self._priced_kernels(policy, lambda: self._fp32_graph(policy))
 
@@ -554,13 +556,58 @@ class PolicyEvaluator:
     def _priced_kernels(self, policy: Policy, onnx_bytes: Any) -> list[Any]:
         """`kernels_of` for a marked policy; `onnx_bytes()` exports its fp32 graph when the maps cannot."""
         if self.precision.is_int8(policy):
-            if self.precision.mode == "int8" and self.latency.kmap_q_ok:
+            if policy.graph_precision() == "int8" and self.latency.kmap_q_ok:
                 return list(self.latency.kmap_q.kernels(list(policy.key())))
+            mixed = self.mixed_kernel_map()
+            if mixed is not None:
+                return list(mixed.kernels(list(policy.key()), [g.name for g in policy.groups if g.precision == "fp32"]))
             graph = self.precision.structure(onnx_bytes(), policy)  # a mixed graph: its own INT8 structure
             return price_kernels(graph, self.device, batch=self.device.batch)
         if self.kmap_ok:
             return list(self.kmap.kernels(list(policy.key())))
         return price_kernels(onnx_bytes(), self.device, batch=self.device.batch)
+
+    def mixed_kernel_map(self) -> Any:
+        """The mixed-precision kernel map (`hilprune.kernel_map.MixedKernelMap`) of a ``mixed``
+        search, built on first use and kept only where it reproduces two real mixed exports (as
+        the float and INT8 maps are checked); None where it cannot be used (a remote device, no
+        float map, a graph it cannot follow): a mixed policy is then priced by its own export."""
+        if self._mixed_map is None:
+            self._mixed_map = False
+            if self.precision.mode == "mixed" and self.kmap_ok and not self.device.is_remote:
+                self._mixed_map = self._checked_mixed_map() or False
+        return self._mixed_map or None
+
+    def _checked_mixed_map(self) -> Any:
+        from hilprune.kernel_map import MixedKernelMap
+
+        names = [g.name for g in self.groups]
+
+        def structure(fp32_groups: frozenset[str]) -> bytes:  # the dense graph, quantized but for fp32_groups
+            marks = {n: "fp32" if n in fp32_groups else "int8" for n in names}
+            return self.precision.structure(self.kmap.dense_onnx, self.policy([0.0] * len(names), marks))
+
+        try:
+            mixed = MixedKernelMap(self.kmap, structure)
+            rng = np.random.default_rng(self.seed + 54321)
+            for i in range(2):  # two random mixed policies, priced by the map and by their own export
+                ratios = [float(rng.uniform(0.05, self.max_ratio)) for _ in names]
+                marks = {n: str(rng.choice(["fp32", "int8"])) for n in names} | {names[i % len(names)]: "fp32"}
+                marks[names[(i + 1) % len(names)]] = "int8"  # both kinds (a one-group model has no mixed policy)
+                policy = self.policy(ratios, marks)
+                fp32 = [g.name for g in policy.groups if g.precision == "fp32"]
+                real = price_kernels(
+                    self.precision.structure(self._fp32_graph(policy), policy), self.device, batch=self.device.batch
+                )
+                if mixed.kernels(list(policy.key()), fp32) != real:
+                    log.warning(
+                        "mixed kernel map of %s does not match real exports: mixed policies are priced by export", self.spec.name
+                    )
+                    return None
+            return mixed
+        except Exception as exc:  # a graph it cannot follow: each mixed policy is priced by its own export
+            log.info("mixed kernel map unavailable for %s (%s): mixed policies are priced by export", self.spec.name, exc)
+            return None
 
     def prefill(self, grid_step: float = 0.05, progress: bool = True) -> int:
         """Measure every kernel a policy on the ratio grid can produce (a cold LUT otherwise fills
@@ -838,6 +885,7 @@ class PolicyEvaluator:
             "eval_backend": self.eval_backend,
             "proxy": self.proxy,
             "kernel_map": self.kmap_ok,
+            "mixed_kernel_map": bool(self._mixed_map),
             "setup_s": self.setup_s,
             "predictor": self.predictor.coefficients,
         }

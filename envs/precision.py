@@ -18,7 +18,8 @@ A policy's INT8 graph is judged as the device would run it: its accuracy by onnx
 val subset after calibration on `calibration_size` *train* images, its live latency by the
 quantized graph paired with the dense fp32 model, its LUT price by the kernels of that graph
 (`quantize_structure`: the same graph, calibrated on one random input, since pricing needs the
-structure, not the scales).
+structure, not the scales), read from the INT8 kernel map (all INT8) or the mixed kernel map
+(`hilprune.kernel_map.MixedKernelMap`: one structure of the dense graph per pattern of marks).
 """
 
 from __future__ import annotations

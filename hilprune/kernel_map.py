@@ -12,10 +12,12 @@ millisecond, so an RL environment can call it at every step.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import onnx
 
 from hwprofiler import DeviceSpec, KernelSpec, device_kernels, kernels_from_onnx
 
@@ -54,7 +56,9 @@ class KernelMap:
         # what becomes of each exported graph before it is priced (e.g. its INT8 form: a fixed
         # precision keeps the graph's structure, so the channel ties hold for it too)
         self.transform = transform
-        self.dense = self._kernels(to_onnx_bytes(surgeon.dense, self.input_shape, batch), batch)
+        self.batch = batch
+        self.dense_onnx = to_onnx_bytes(surgeon.dense, self.input_shape, batch)  # the float graph, before `transform`
+        self.dense = self._kernels(self.dense_onnx, batch)
         cin: list[Channels] = [{} for _ in self.dense]
         cout: list[Channels] = [{} for _ in self.dense]
         for gi, g in enumerate(self.groups):
@@ -123,6 +127,93 @@ class KernelMap:
                 spec = replace(k, cin=cin, cout=cout, groups=cin if tie.depthwise else k.groups)
                 seen.setdefault(spec.key(), spec)
         return list(seen.values())
+
+
+class MixedKernelMap:
+    """Kernels of a policy's mixed-precision graph (some groups INT8, some fp32) without surgery.
+
+    Which nodes are quantized changes the graph's structure (quantize and dequantize kernels at
+    every fp32/INT8 border, adds that no longer fuse into a float conv), so each pattern of marks
+    has its own kernel list: `structure(fp32_groups)` quantizes the *dense* float graph with
+    those groups left in float, once per pattern (a few hundred patterns are kept). The channel
+    ties come from the float map by name: quantization keeps every float node's and tensor's
+    name, so a kernel's input and output tensors, traced back through the quantize/dequantize
+    nodes, are tensors of the float graph whose channels the float map already ties to groups.
+    Local devices only (a remote device does not name a kernel's nodes); the evaluator checks it
+    against real exports before using it.
+    """
+
+    PATTERNS = 256
+
+    def __init__(self, base: KernelMap, structure: Callable[[frozenset[str]], bytes]) -> None:
+        from hwprofiler import device_kernel_nodes
+
+        if base.transform is not None or base.device is None:
+            raise RuntimeError("a mixed kernel map follows the float kernel map of a device")
+        self.base = base
+        self.structure = structure
+        labelled = device_kernel_nodes(base.dense_onnx, base.device, batch=base.batch)
+        if [k for k, _ in labelled] != base.dense:
+            raise RuntimeError("the float graph's named kernels differ from the kernel map's")
+        graph = onnx.load_from_string(base.dense_onnx).graph
+        nodes = {n.name: n for n in graph.node}
+        # tensor name -> its channels' ties: a kernel's lead input carries its input channels, every
+        # output of its nodes its output channels (a fused chain keeps the conv's output channels)
+        self.tensor_ties: dict[str, Channels] = {i.name: {} for i in graph.input}
+        for (_, names), tie in zip(labelled, base.ties):
+            lead = nodes[names[0]]
+            if lead.input:
+                self.tensor_ties.setdefault(lead.input[0], tie.cin)
+            for name in names:
+                for out in nodes[name].output:
+                    self.tensor_ties[out] = tie.cout
+        self._patterns: OrderedDict[frozenset[str], list[tuple[KernelSpec, _Tie]]] = OrderedDict()
+
+    def _tied(self, fp32_groups: frozenset[str]) -> list[tuple[KernelSpec, _Tie]]:
+        hit = self._patterns.get(fp32_groups)
+        if hit is not None:
+            self._patterns.move_to_end(fp32_groups)
+            return hit
+        from hwprofiler import device_kernel_nodes
+
+        data = self.structure(fp32_groups)
+        graph = onnx.load_from_string(data).graph
+        nodes = {n.name: n for n in graph.node}
+        qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+        back = {n.output[0]: n.input[0] for n in qdq}  # a Q/DQ output -> the tensor it (de)quantizes
+        ahead = {n.input[0]: n.output[0] for n in qdq}  # ... and forward (a graph output renamed before its Q/DQ)
+
+        def ties_of(tensor: str) -> Channels:
+            for step in (back, ahead):  # the same channels along a chain of quantize/dequantize nodes
+                t, seen = tensor, set()
+                while t not in self.tensor_ties and t in step and t not in seen:
+                    seen.add(t)
+                    t = step[t]
+                if t in self.tensor_ties:
+                    return self.tensor_ties[t]
+            raise RuntimeError(f"tensor {tensor!r} of the mixed graph is not one of the float graph's")
+
+        out = []
+        for k, names in device_kernel_nodes(data, self.base.device, batch=self.base.batch):
+            lead = nodes[names[0]]
+            cin, cout = ties_of(lead.input[0]), ties_of(lead.output[0])
+            if k.op in ("quantize", "dequantize"):
+                cout = cin
+            if k.op == "node" and (cin or cout):
+                raise RuntimeError(f"kernel {lead.name} ({k.onnx_op}) has shapes a kernel map cannot follow")
+            out.append((k, _Tie(cin, cout, k.op == "conv" and k.groups > 1 and k.groups == k.cin == k.cout)))
+        self._patterns[fp32_groups] = out
+        if len(self._patterns) > self.PATTERNS:
+            self._patterns.popitem(last=False)
+        return out
+
+    def kernels(self, kept: Sequence[int], fp32_groups: Iterable[str]) -> list[KernelSpec]:
+        """Kernels of the model whose group i keeps kept[i] channels, quantized but for `fp32_groups`."""
+        base, out = self.base, []
+        for k, tie in self._tied(frozenset(fp32_groups)):
+            cin, cout = base._count(k.cin, tie.cin, kept), base._count(k.cout, tie.cout, kept)
+            out.append(replace(k, cin=cin, cout=cout, groups=cin if tie.depthwise else k.groups))
+        return out
 
 
 def ratio_grid(max_ratio: float, step: float) -> list[float]:

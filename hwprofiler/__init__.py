@@ -10,7 +10,7 @@ from __future__ import annotations
 from hwprofiler.devices import DeviceSpec, MeasurePolicy, list_devices, load_device
 from hwprofiler.errors import DeviceError, InvalidModelError, KernelError
 from hwprofiler.fingerprint import fingerprint, fingerprint_id
-from hwprofiler.fusion import device_kernels
+from hwprofiler.fusion import device_kernel_nodes, device_kernels
 from hwprofiler.kernels import KernelSpec, build_kernel_model
 from hwprofiler.lut import LUT, open_lut
 from hwprofiler.measure import measure_onnx, measure_paired
@@ -31,6 +31,7 @@ __all__ = [
     "PairedMeasurement",
     "Predictor",
     "build_kernel_model",
+    "device_kernel_nodes",
     "device_kernels",
     "fidelity",
     "fingerprint",

@@ -15,9 +15,10 @@ from functools import partial
 import onnx
 
 from hwprofiler.devices import DeviceSpec, load_device
+from hwprofiler.errors import DeviceError
 from hwprofiler.kernels import KernelSpec
 from hwprofiler.measure import model_bytes
-from hwprofiler.onnx_kernels import kernels_from_onnx
+from hwprofiler.onnx_kernels import kernel_nodes_from_onnx, kernels_from_onnx
 from hwprofiler.runtimes import get_runtime
 
 
@@ -36,3 +37,15 @@ def device_kernels(
         return client_for(spec).device_kernels(model_bytes(model), batch)
     runtime = get_runtime(spec.runtime)
     return kernels_from_onnx(model, batch=batch or spec.batch, grouping=partial(runtime.fused_groups, spec=spec))
+
+
+def device_kernel_nodes(
+    model: onnx.ModelProto | bytes | str | os.PathLike[str], device: DeviceSpec | str, *, batch: int | None = None
+) -> list[tuple[KernelSpec, tuple[str, ...]]]:
+    """`device_kernels`, each kernel with the names of the nodes it runs (lead node first). Local
+    devices only: a remote device's server answers kernels, not node names."""
+    spec = load_device(device)
+    if spec.is_remote:
+        raise DeviceError(f"device {spec.name} is remote: its server does not name the nodes of each kernel")
+    runtime = get_runtime(spec.runtime)
+    return kernel_nodes_from_onnx(model, batch=batch or spec.batch, grouping=partial(runtime.fused_groups, spec=spec))

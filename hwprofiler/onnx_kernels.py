@@ -510,6 +510,15 @@ def kernels_from_onnx(
     decides it through `hwprofiler.device_kernels`. A free leading input dimension is set to
     `batch` (default 1). Raises `KernelError` naming the node when an op cannot be priced.
     """
+    return [k for k, _ in kernel_nodes_from_onnx(model, batch=batch, grouping=grouping)]
+
+
+def kernel_nodes_from_onnx(
+    model: onnx.ModelProto | bytes | str | os.PathLike[str], *, batch: int | None = None, grouping: Grouping | None = None
+) -> list[tuple[KernelSpec, tuple[str, ...]]]:
+    """`kernels_from_onnx`, each kernel with the names of the nodes it runs, its lead node first
+    (what lets a kernel map follow a graph rewritten under the same node names, e.g. a
+    mixed-precision quantization of the same network)."""
     m = prepare_model(model, batch)
     g = _Graph(m)
     if any(g.shapes.get(o) is None for node in g.nodes for o in node.output if o):
@@ -519,14 +528,15 @@ def kernels_from_onnx(
             raise KernelError(f"node {node.name or node.op_type!r} is in domain {node.domain!r}; export plain ONNX")
     groups = grouping(m) if grouping is not None else _ort_groups(g)
     int8 = Int8Roles(g)  # INT8: which nodes run as INT8 kernels, which Q/DQ nodes run on their own
-    kernels: list[KernelSpec] = []
+    kernels: list[tuple[KernelSpec, tuple[str, ...]]] = []
     for group in groups:
         for part in _segments(g, group):
             lead = g.nodes[part[0]]
+            names = tuple(g.nodes[i].name for i in part)
             if lead.op_type in QDQ_OPS:  # INT8: a Q/DQ node is a kernel only where float and integer tensors meet
                 q_kernel = int8.kernel(part[0], g.shape(lead.input[0], lead))
                 if q_kernel is not None:
-                    kernels.append(q_kernel)
+                    kernels.append((q_kernel, names))
                 continue
-            kernels.append(int8.label(_kernel(g, part), part))  # INT8: the precision the part runs in
+            kernels.append((int8.label(_kernel(g, part), part), names))  # INT8: the precision the part runs in
     return kernels

@@ -7,10 +7,10 @@ import random
 import pytest
 
 from hilprune.export import to_onnx_bytes
-from hilprune.kernel_map import KernelMap, ratio_grid
+from hilprune.kernel_map import KernelMap, MixedKernelMap, ratio_grid
 from hilprune.models import resolve_model
 from hilprune.surgery import Surgeon
-from hwprofiler import kernels_from_onnx
+from hwprofiler import device_kernels, kernels_from_onnx
 
 
 @pytest.mark.parametrize("name,shape", [("resnet20", (1, 16, 16)), ("mobilenetv2", (3, 16, 16)), ("digits-cnn", (1, 8, 8))])
@@ -53,3 +53,39 @@ def test_concat_and_depthwise_user_model(fixtures_dir) -> None:
         ratios = [rng.choice([0.0, 0.25, 0.5, 0.75]) for _ in surgeon.groups]
         pruned = surgeon.apply(surgeon.policy(ratios), count=False).model
         assert kmap.kernels_for(ratios) == kernels_from_onnx(to_onnx_bytes(pruned, spec.input_shape))
+
+
+@pytest.mark.parametrize("name,shape", [("resnet20", (1, 16, 16)), ("mobilenetv2", (3, 16, 16))])
+def test_mixed_precision_kernels_match_the_real_quantized_export(name: str, shape: tuple[int, int, int]) -> None:
+    """A policy with some groups INT8 and some fp32: the mixed map (its pattern's structure on the
+    dense graph, ties taken from the float map by node and tensor name) prices what the pruned,
+    quantized export runs, residual adds that stop fusing and depthwise convs included."""
+    from hilprune.quantize.mixed import fp32_nodes
+    from hwprofiler.quantization import Scheme, quantize_structure
+
+    spec = resolve_model(name, input_shape=shape)
+    surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity())
+    kmap = KernelMap(surgeon, device="sim-cpu")
+    names = [g.name for g in surgeon.groups]
+
+    def marked(ratios: list[float], fp32: set[str], round_to: int = 1):
+        return surgeon.policy(ratios, round_to=round_to).set_precision({n: "fp32" if n in fp32 else "int8" for n in names})
+
+    def structure(fp32: frozenset[str]) -> bytes:
+        return quantize_structure(kmap.dense_onnx, Scheme(), fp32_nodes(kmap.dense_onnx, marked([0.0] * len(names), set(fp32))))
+
+    mixed = MixedKernelMap(kmap, structure)
+    rng = random.Random(2)
+    patterns = [frozenset(n for n in names if rng.random() < 0.5) | {names[i]} for i in (0, 1)]
+    for fp32 in patterns:
+        for _ in range(2):
+            ratios = [rng.choice([0.0, 0.3, 0.55, 0.8]) for _ in names]
+            policy = marked(ratios, set(fp32), round_to=4)
+            assert policy.graph_precision() == "mixed"
+            onnx_fp32 = to_onnx_bytes(surgeon.apply(policy, count=False).model, spec.input_shape)
+            real = device_kernels(quantize_structure(onnx_fp32, Scheme(), fp32_nodes(onnx_fp32, policy)), "sim-cpu")
+            priced = mixed.kernels(list(policy.key()), fp32)
+            assert priced == real
+            assert {k.precision for k in priced} == {"fp32", "u8s8"}
+            assert any(k.op in ("quantize", "dequantize") for k in priced)  # the borders' own kernels
+    assert len(mixed._patterns) == len(patterns)  # one structure per pattern, whatever the widths

@@ -68,10 +68,26 @@ def test_mixed_pricing_equals_the_kernels_of_the_real_quantized_export(mixed):
     marks = {n: ("int8" if i % 2 == 0 else "fp32") for i, n in enumerate(names)}
     policy = mixed.policy([0.3] * len(names), marks)
     assert policy.graph_precision() == "mixed"
+    assert mixed.mixed_kernel_map() is not None  # it reproduced two real mixed exports
     priced = mixed.kernels_of(policy)
     real = hwprofiler.device_kernels(real_int8_export(mixed, policy), mixed.device)
     assert priced == real
     assert {k.precision for k in priced} == {"fp32", "u8s8"}  # float and INT8 kernels side by side
+
+
+def test_a_mixed_policy_is_priced_without_surgery_or_export(mixed, monkeypatch):
+    names = [g.name for g in mixed.groups]
+    marks = {n: ("fp32" if i % 2 == 0 else "int8") for i, n in enumerate(names)}
+    mixed.mixed_kernel_map()
+    real = {r: mixed.kernels_of(mixed.policy([r] * len(names), marks)) for r in (0.1, 0.6)}
+
+    def no_surgery(*a, **k):
+        raise AssertionError("the mixed kernel map needs no surgery")
+
+    monkeypatch.setattr(mixed.surgeon, "apply", no_surgery)
+    for r, kernels in real.items():
+        assert mixed.kernels_of(mixed.policy([r] * len(names), marks)) == kernels
+    assert mixed.stats()["mixed_kernel_map"] is True
 
 
 def test_the_int8_kernel_map_equals_the_kernels_of_the_real_quantized_export():
