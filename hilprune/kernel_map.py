@@ -7,6 +7,10 @@ input and output channels are tied to the prunable group that sets them. To find
 each group is pruned alone once and we record which kernels changed. After that, the kernel
 list for any policy is a lookup. A LUT predicts latency for a policy in well under a
 millisecond, so an RL environment can call it at every step.
+
+A mixed-precision policy (some groups INT8) changes the structure too, but only with its pattern
+of marks: `MixedKernelMap` keeps one structure per pattern and takes the channel ties from the
+float map by node and tensor name.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 
-from hwprofiler import DeviceSpec, KernelSpec, device_kernels, kernels_from_onnx
+from hwprofiler import DeviceSpec, KernelSpec, device_kernel_nodes, device_kernels, kernels_from_onnx
 
 from .export import to_onnx_bytes
 from .policy import channels_after
@@ -146,8 +150,6 @@ class MixedKernelMap:
     PATTERNS = 256
 
     def __init__(self, base: KernelMap, structure: Callable[[frozenset[str]], bytes]) -> None:
-        from hwprofiler import device_kernel_nodes
-
         if base.transform is not None or base.device is None:
             raise RuntimeError("a mixed kernel map follows the float kernel map of a device")
         self.base = base
@@ -174,8 +176,6 @@ class MixedKernelMap:
         if hit is not None:
             self._patterns.move_to_end(fp32_groups)
             return hit
-        from hwprofiler import device_kernel_nodes
-
         data = self.structure(fp32_groups)
         graph = onnx.load_from_string(data).graph
         nodes = {n.name: n for n in graph.node}

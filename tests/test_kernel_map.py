@@ -89,3 +89,22 @@ def test_mixed_precision_kernels_match_the_real_quantized_export(name: str, shap
             assert {k.precision for k in priced} == {"fp32", "u8s8"}
             assert any(k.op in ("quantize", "dequantize") for k in priced)  # the borders' own kernels
     assert len(mixed._patterns) == len(patterns)  # one structure per pattern, whatever the widths
+
+
+def test_device_kernel_nodes_name_each_kernels_nodes_lead_first() -> None:
+    import onnx
+
+    from hwprofiler import DeviceError, device_kernel_nodes, load_device
+
+    spec = resolve_model("resnet20", input_shape=(1, 16, 16))
+    data = to_onnx_bytes(spec.build(), spec.input_shape)
+    labelled = device_kernel_nodes(data, "sim-cpu")
+    assert [k for k, _ in labelled] == device_kernels(data, "sim-cpu")
+    ops = {n.name: n.op_type for n in onnx.load_from_string(data).graph.node}
+    lead = {"conv": "Conv", "linear": "Gemm", "globalavgpool": "GlobalAveragePool"}
+    assert all(ops[names[0]] == lead[k.op] for k, names in labelled if k.op in lead)
+    fused = [names for k, names in labelled if k.residual_add]
+    assert fused and all([ops[n] for n in names][:2] == ["Conv", "Add"] for names in fused)  # conv + add (+ relu)
+    remote = load_device("remote:http://127.0.0.1:9")
+    with pytest.raises(DeviceError, match="remote"):
+        device_kernel_nodes(data, remote)
