@@ -1,7 +1,7 @@
 """How much fine-tuning a searched policy needs to come back to the dense model's test accuracy.
 
     python bench/finetune_longer.py [--rows bench/results/compare_agents.json] [--model resnet20] [--budget 0.5]
-                                    [--agents uniform,ppo] [--seeds 0,1,2] [--epochs 6] [--jobs 2] [--no-doc]
+                                    [--agents uniform,ppo] [--seeds 0,1,2] [--epochs 6] [--lr 0.01] [--jobs 2] [--no-doc]
                                     [--markdown-only]
 
 `bench/compare_agents.py` fine-tunes every agent's pick for 0.25 epoch (what fits its default
@@ -9,10 +9,10 @@ run); the issue's target (within 0.3 point of dense at resnet20@0.5) is about a 
 fine-tuning. This script takes the picks `compare_agents` fine-tuned (its rows in `--rows`: the
 same trial of the same job; the export rule's pick in `compare_agents_ft.json`, the search's LUT
 pick in the older `compare_agents.json`) and exports each with `--epochs` of fine-tuning through
-`search.export.export_run` (the code of `hilprune export`: surgery, BN recalibration, SGD with lr
-0.01 and a cosine schedule, distillation from the dense model since 2026-11-29, test-split
+`search.export.export_run` (the code of `hilprune export`: surgery, BN recalibration, SGD with lr `--lr`
+(default 0.01) and a cosine schedule, distillation from the dense model since 2026-11-29, test-split
 accuracy), one process and one thread per pick. Results are written after every pick; picks already in
-bench/results/<results-name>.json with the same job, trial and epochs are kept, not fine-tuned
+bench/results/<results-name>.json with the same job, trial, epochs and lr are kept, not fine-tuned
 again (an interrupted run resumes).
 
 Writes bench/results/<results-name>.json and the `<results-name>` section of docs/benchmarks.md
@@ -31,14 +31,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+DEFAULT_LR = 0.01  # hilprune export's default
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "bench"  # models under RUNS/<results-name>/
 
 
-def pick_key(row: dict[str, Any], epochs: float) -> tuple:
+def pick_key(row: dict[str, Any], epochs: float, lr: float) -> tuple:
     """One fine-tuned pick: the same trial of the same job (its run directory's name: a rerun of
-    compare_agents elsewhere numbers its trials anew), for the same epochs."""
+    compare_agents elsewhere numbers its trials anew), for the same epochs and learning rate."""
     job = Path(row["run_dir"]).name if row.get("run_dir") else None
-    return (job, row["model"], row["budget"], row["seed"], row["agent"], fine_tuned_trial(row), epochs)
+    return (job, row["model"], row["budget"], row["seed"], row["agent"], fine_tuned_trial(row), epochs, lr)
 
 
 def fine_tuned_trial(row: dict[str, Any]) -> int:
@@ -47,7 +48,7 @@ def fine_tuned_trial(row: dict[str, Any]) -> int:
     return int(row["trial_live_rule"] if "export_speedup" in row else row["trial"])
 
 
-def export_one(row: dict[str, Any], epochs: float, out_root: Path) -> dict[str, Any]:
+def export_one(row: dict[str, Any], epochs: float, out_root: Path, lr: float = DEFAULT_LR) -> dict[str, Any]:
     """Fine-tune and test one compare_agents pick (a worker process: one torch thread)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -56,13 +57,15 @@ def export_one(row: dict[str, Any], epochs: float, out_root: Path) -> dict[str, 
     from search.export import export_run
 
     t0 = time.perf_counter()
-    out = out_root / f"{row['model']}-b{row['budget']:g}-s{row['seed']}-{row['agent']}-e{epochs:g}"
+    tag = "" if lr == DEFAULT_LR else f"-lr{lr:g}"
+    out = out_root / f"{row['model']}-b{row['budget']:g}-s{row['seed']}-{row['agent']}-e{epochs:g}{tag}"
     res = export_run(
         row["run_dir"],
         f"{row['budget']:g}",
         out,
         trial=f"{row['agent']}:{fine_tuned_trial(row)}",
         finetune_epochs=epochs,
+        lr=lr,
         progress=False,
     )
     return {
@@ -74,6 +77,7 @@ def export_one(row: dict[str, Any], epochs: float, out_root: Path) -> dict[str, 
         "run_dir": row["run_dir"],
         "distilled": True,  # export_run fine-tunes with distillation from the dense model
         "epochs": epochs,
+        "lr": lr,
         "val_accuracy": row["val_accuracy_live_rule"] if "export_speedup" in row else row["val_accuracy"],
         "test_accuracy_short": row["test_accuracy_finetuned"],
         "short_epochs": row.get("finetune_epochs"),
@@ -104,7 +108,7 @@ def markdown(res: dict[str, Any]) -> str:
             if res["rows"] and res["rows"][0].get("distilled")
             else ""
         )
-        + "lr 0.01, cosine, the job's seed"
+        + f"lr {a.get('lr', DEFAULT_LR):g}, cosine, the job's seed"
         + (
             f"; the pruned layers first refitted by least squares on {res['rows'][0]['least_squares_images']} train images"
             if res["rows"] and res["rows"][0].get("least_squares_images")
@@ -148,6 +152,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="which compare_agents seeds' picks")
     ap.add_argument("--epochs", type=float, default=6.0)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=DEFAULT_LR, help="fine-tuning learning rate (hilprune export --lr)")
     ap.add_argument("--rows", default=None, help="compare_agents rows (default: bench/results/compare_agents.json)")
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--results-name", default="finetune_longer", help="bench/results/<name>.json and the docs section's name")
@@ -182,16 +187,18 @@ def main() -> None:
     done = {}
     if previous.is_file():
         for r in json.loads(previous.read_text()).get("rows", []):
-            done[pick_key(r, r["epochs"])] = r
+            done[pick_key(r, r["epochs"], r.get("lr", DEFAULT_LR))] = r
     # in --agents order: a run cut short has the first-named agent's picks
-    todo = sorted((p for p in picks if pick_key(p, args.epochs) not in done), key=lambda p: (agents.index(p["agent"]), p["seed"]))
+    todo = sorted(
+        (p for p in picks if pick_key(p, args.epochs, args.lr) not in done), key=lambda p: (agents.index(p["agent"]), p["seed"])
+    )
     print(f"{len(picks)} pick(s), {len(picks) - len(todo)} already fine-tuned for {args.epochs:g} epochs", flush=True)
     info = machine()
     t0 = time.perf_counter()
 
     def save() -> tuple[Path, dict[str, Any]]:
         rows = sorted(
-            (done[k] for p in picks if (k := pick_key(p, args.epochs)) in done),
+            (done[k] for p in picks if (k := pick_key(p, args.epochs, args.lr)) in done),
             key=lambda r: (r["agent"] != "uniform", r["agent"], r["seed"]),
         )
         res = {"machine": info, "args": vars(args), "rows": rows, "total_wall_s": time.perf_counter() - t0}
@@ -202,14 +209,14 @@ def main() -> None:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(export_one, p, args.epochs, RUNS / args.results_name) for p in todo]):
+            for fut in as_completed([pool.submit(export_one, p, args.epochs, RUNS / args.results_name, args.lr) for p in todo]):
                 r = fut.result()
-                done[pick_key(r, r["epochs"])] = r
+                done[pick_key(r, r["epochs"], r.get("lr", DEFAULT_LR))] = r
                 save()  # after every pick: an interrupted run keeps what it finished
     else:
         for p in todo:
-            r = export_one(p, args.epochs, RUNS / args.results_name)
-            done[pick_key(r, r["epochs"])] = r
+            r = export_one(p, args.epochs, RUNS / args.results_name, args.lr)
+            done[pick_key(r, r["epochs"], r.get("lr", DEFAULT_LR))] = r
             save()
     path, res = save()
     rows = res["rows"]
