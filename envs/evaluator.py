@@ -525,7 +525,8 @@ class PolicyEvaluator:
 
     def _marked_ms(self, policy: Policy) -> float:
         """LUT latency of the policy's (partly) INT8 graph as marked; its kernels are kept for the
-        `evaluate` call about to score it (a mixed graph's cost an export and a quantization)."""
+        `evaluate` call about to score it (a new pattern of marks costs a quantization of the dense
+        graph, or, without the mixed kernel map, an export and a quantization)."""
         key = self.cache_key(policy)
         hit = self.latency.priced(key, quant=True)  # a policy priced before needs no export
         if hit is not None:
