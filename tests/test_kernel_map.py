@@ -12,12 +12,21 @@ from hilprune.models import resolve_model
 from hilprune.surgery import Surgeon
 from hwprofiler import device_kernels, kernels_from_onnx
 
+_MAPS: dict[tuple[str, tuple[int, ...]], tuple] = {}
+
+
+def mapped(name: str, shape: tuple[int, int, int]) -> tuple:
+    """(spec, surgeon, kernel map on sim-cpu: onnxruntime's fusions), built once per model for the module."""
+    if (name, shape) not in _MAPS:
+        spec = resolve_model(name, input_shape=shape)
+        surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity())
+        _MAPS[name, shape] = (spec, surgeon, KernelMap(surgeon, device="sim-cpu"))
+    return _MAPS[name, shape]
+
 
 @pytest.mark.parametrize("name,shape", [("resnet20", (1, 16, 16)), ("mobilenetv2", (3, 16, 16)), ("digits-cnn", (1, 8, 8))])
 def test_kernels_match_real_surgery(name: str, shape: tuple[int, int, int]) -> None:
-    spec = resolve_model(name, input_shape=shape)
-    surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity())
-    kmap = KernelMap(surgeon)
+    spec, surgeon, kmap = mapped(name, shape)
     assert len(kmap.dense) > len(surgeon.groups)
     rng = random.Random(0)
     for _ in range(3):
@@ -55,17 +64,15 @@ def test_concat_and_depthwise_user_model(fixtures_dir) -> None:
         assert kmap.kernels_for(ratios) == kernels_from_onnx(to_onnx_bytes(pruned, spec.input_shape))
 
 
-@pytest.mark.parametrize("name,shape", [("resnet20", (1, 16, 16)), ("mobilenetv2", (3, 16, 16))])
-def test_mixed_precision_kernels_match_the_real_quantized_export(name: str, shape: tuple[int, int, int]) -> None:
+@pytest.mark.parametrize("name,shape", [("resnet20", (1, 16, 16)), ("mobilenetv2", (3, 16, 16)), ("user", (3, 16, 16))])
+def test_mixed_precision_kernels_match_the_real_quantized_export(name: str, shape: tuple[int, int, int], fixtures_dir) -> None:
     """A policy with some groups INT8 and some fp32: the mixed map (its pattern's structure on the
     dense graph, ties taken from the float map by node and tensor name) prices what the pruned,
-    quantized export runs, residual adds that stop fusing and depthwise convs included."""
+    quantized export runs, residual adds that stop fusing, depthwise convs and a concat included."""
     from hilprune.quantize.mixed import fp32_nodes
     from hwprofiler.quantization import Scheme, quantize_structure
 
-    spec = resolve_model(name, input_shape=shape)
-    surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity())
-    kmap = KernelMap(surgeon, device="sim-cpu")
+    spec, surgeon, kmap = mapped(f"{fixtures_dir / 'user_model.py'}:build" if name == "user" else name, shape)
     names = [g.name for g in surgeon.groups]
 
     def marked(ratios: list[float], fp32: set[str], round_to: int = 1):
