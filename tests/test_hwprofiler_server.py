@@ -153,7 +153,8 @@ def test_remote_device_end_to_end(server):
     assert device_kernels(model, dev) == kernels_from_onnx(model)  # the server's runtime (onnxruntime) fuses
     r = httpx.post(server.url + "/device_kernels?batch=0", headers=auth(), content=model.SerializeToString())
     assert r.status_code == 400 and "batch" in r.json()["error"]
-    pair = measure_paired(tiny_cnn(c=64, c2=None), model, dev, cache=False)  # timed interleaved on the server: 8-64x its convs MACs, a gap no load closes
+    # timed interleaved on the server; 8-64x the conv MACs of `model`
+    pair = measure_paired(tiny_cnn(c=64, c2=None), model, dev, cache=False)
     assert pair.ratio == pytest.approx(pair.model.latency_ms / pair.reference.latency_ms) and pair.ratio > 1
     assert len(pair.round_ratios) == fast_device().policy.rounds
 
