@@ -67,6 +67,23 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(buf)
 
 
+async def _drain(request: Request, limit: int) -> None:
+    """Read and drop a refused request's body (up to `limit` bytes): answered before its body is
+    read, a client still writing it meets a closed connection (BrokenPipeError) instead of the
+    answer. A body over the limit is left unread, as `_read_body` leaves it."""
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > limit:
+        return
+    seen = 0
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > limit:
+                return
+    except Exception:  # noqa: BLE001 - a client gone mid-body: nothing to answer
+        return
+
+
 def create_app(
     device: DeviceSpec,
     token: str,
@@ -116,6 +133,7 @@ def create_app(
     def endpoint(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def wrapped(request: Request) -> Response:
             if not authorized(request):
+                await _drain(request, max_upload_bytes)  # so a client still sending its body reads the 401
                 return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
             try:
                 return await handler(request)

@@ -217,3 +217,14 @@ def test_cli_commands_in_process(capsys, tmp_path):
     path.write_bytes(tiny_cnn(c=4, c2=None).SerializeToString())
     assert cli_main(["measure", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["latency_ms"] > 0
+
+
+def test_a_wrong_token_is_answered_even_while_the_client_still_sends_its_body():
+    """The server answers 401 before reading a body; it reads (and drops) the body first, so a
+    client still writing a large upload gets the answer, not a broken pipe called 'unreachable'."""
+    big = 32 * 2**20
+    with ServerThread(create_app(fast_device(), TOKEN, max_upload_bytes=big)) as s:
+        client = ProfilerClient(s.url, "wrong-token", retries=0)
+        for _ in range(3):
+            with pytest.raises(DeviceError, match="rejected the token"):
+                client.device_kernels(b"\0" * (big - 1))
