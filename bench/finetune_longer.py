@@ -42,6 +42,11 @@ def pick_key(row: dict[str, Any], epochs: float, lr: float) -> tuple:
     return (job, row["model"], row["budget"], row["seed"], row["agent"], fine_tuned_trial(row), epochs, lr)
 
 
+def row_key(row: dict[str, Any]) -> tuple:
+    """`pick_key` of a fine-tuned row (rows from before `--lr` were fine-tuned at the default)."""
+    return pick_key(row, row["epochs"], row.get("lr", DEFAULT_LR))
+
+
 def fine_tuned_trial(row: dict[str, Any]) -> int:
     """The trial compare_agents fine-tuned: the export rule's pick (best meeting the budget live) in its
     rows judged after fine-tuning (they carry `export_speedup`), the search's LUT pick in older rows."""
@@ -187,7 +192,7 @@ def main() -> None:
     done = {}
     if previous.is_file():
         for r in json.loads(previous.read_text()).get("rows", []):
-            done[pick_key(r, r["epochs"], r.get("lr", DEFAULT_LR))] = r
+            done[row_key(r)] = r
     # in --agents order: a run cut short has the first-named agent's picks
     todo = sorted(
         (p for p in picks if pick_key(p, args.epochs, args.lr) not in done), key=lambda p: (agents.index(p["agent"]), p["seed"])
@@ -211,12 +216,12 @@ def main() -> None:
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             for fut in as_completed([pool.submit(export_one, p, args.epochs, RUNS / args.results_name, args.lr) for p in todo]):
                 r = fut.result()
-                done[pick_key(r, r["epochs"], r.get("lr", DEFAULT_LR))] = r
+                done[row_key(r)] = r
                 save()  # after every pick: an interrupted run keeps what it finished
     else:
         for p in todo:
             r = export_one(p, args.epochs, RUNS / args.results_name, args.lr)
-            done[pick_key(r, r["epochs"], r.get("lr", DEFAULT_LR))] = r
+            done[row_key(r)] = r
             save()
     path, res = save()
     rows = res["rows"]

@@ -499,16 +499,14 @@ class PolicyEvaluator:
         if self.precision.mode == "mixed":
             slower = [g for g in self.int8_slower_groups(policy.key()) if g in policy.int8_groups()]
             if slower:
-                as_marked = policy.precisions()
+                marked_ms, as_marked = self._marked_ms(policy), policy.precisions()
                 policy.set_precision(dict.fromkeys(slower, "fp32"))
                 demoted_ms = self._marked_ms(policy) if policy.int8_groups() else self.latency.predict_key(policy.key())
-                policy.set_precision(as_marked)
-                marked_ms = self._marked_ms(policy)
                 if demoted_ms <= marked_ms:
-                    policy.set_precision(dict.fromkeys(slower, "fp32"))
                     policy.metrics["int8_slower_groups"] = slower
                     marked_ms = demoted_ms if policy.int8_groups() else None
                 else:
+                    policy.set_precision(as_marked)
                     policy.metrics["int8_slower_groups_kept"] = {
                         "groups": slower, "marked_lut_ms": marked_ms, "demoted_lut_ms": demoted_ms,
                     }  # fmt: skip
@@ -561,12 +559,15 @@ class PolicyEvaluator:
                 return list(self.latency.kmap_q.kernels(list(policy.key())))
             mixed = self.mixed_kernel_map()
             if mixed is not None:
-                return list(mixed.kernels(list(policy.key()), [g.name for g in policy.groups if g.precision == "fp32"]))
-            graph = self.precision.structure(onnx_bytes(), policy)  # a mixed graph: its own INT8 structure
-            return price_kernels(graph, self.device, batch=self.device.batch)
+                return list(mixed.kernels(list(policy.key()), _fp32_groups(policy)))
+            return self._structure_kernels(policy, onnx_bytes())  # a mixed graph: its own INT8 structure
         if self.kmap_ok:
             return list(self.kmap.kernels(list(policy.key())))
         return price_kernels(onnx_bytes(), self.device, batch=self.device.batch)
+
+    def _structure_kernels(self, policy: Policy, fp32_onnx: bytes) -> list[Any]:
+        """The device kernels of the policy's own INT8 (or mixed) graph, from its fp32 export."""
+        return price_kernels(self.precision.structure(fp32_onnx, policy), self.device, batch=self.device.batch)
 
     def mixed_kernel_map(self) -> Any:
         """The mixed-precision kernel map (`hilprune.kernel_map.MixedKernelMap`) of a ``mixed``
@@ -596,11 +597,8 @@ class PolicyEvaluator:
                 marks = {n: str(rng.choice(["fp32", "int8"])) for n in names} | {names[i % len(names)]: "fp32"}
                 marks[names[(i + 1) % len(names)]] = "int8"  # both kinds (a one-group model has no mixed policy)
                 policy = self.policy(ratios, marks)
-                fp32 = [g.name for g in policy.groups if g.precision == "fp32"]
-                real = price_kernels(
-                    self.precision.structure(self._fp32_graph(policy), policy), self.device, batch=self.device.batch
-                )
-                if mixed.kernels(list(policy.key()), fp32) != real:
+                real = self._structure_kernels(policy, self._fp32_graph(policy))
+                if mixed.kernels(list(policy.key()), _fp32_groups(policy)) != real:
                     log.warning(
                         "mixed kernel map of %s does not match real exports: mixed policies are priced by export", self.spec.name
                     )
@@ -982,6 +980,10 @@ class PolicyEvaluator:
                 if len(accs) < self.hybrid_k or acc > accs[self.hybrid_k - 1]:
                     return True
         return False
+
+
+def _fp32_groups(policy: Policy) -> list[str]:
+    return [g.name for g in policy.groups if g.precision == "fp32"]
 
 
 def _dynamic_batch(onnx_bytes: bytes) -> bytes:

@@ -38,6 +38,10 @@ class _Tie:
     cout: Channels  # ... its output channels
     depthwise: bool  # groups == cin == cout: the group count follows the channels
 
+    @classmethod
+    def of(cls, k: KernelSpec, cin: Channels, cout: Channels) -> _Tie:
+        return cls(cin, cout, k.op == "conv" and k.groups > 1 and k.groups == k.cin == k.cout)
+
 
 class KernelMap:
     """Maps per-group kept channels to the kernel list of the pruned model.
@@ -84,10 +88,7 @@ class KernelMap:
                         if delta % removed:
                             raise RuntimeError(f"kernel {i} ({k0.op}) {field} does not follow group {g.name} linearly")
                         ties[i][gi] = delta // removed
-        self.ties = [
-            _Tie(cin[i], cout[i], k.op == "conv" and k.groups > 1 and k.groups == k.cin == k.cout)
-            for i, k in enumerate(self.dense)
-        ]
+        self.ties = [_Tie.of(k, cin[i], cout[i]) for i, k in enumerate(self.dense)]
 
     def _kernels(self, data: bytes, batch: int) -> list[KernelSpec]:
         if self.transform is not None:
@@ -99,13 +100,14 @@ class KernelMap:
     def _count(self, dense: int, ties: Channels, kept: Sequence[int]) -> int:
         return dense + sum(w * (kept[gi] - self.groups[gi].channels) for gi, w in ties.items())
 
+    def _resized(self, k: KernelSpec, tie: _Tie, kept: Sequence[int]) -> KernelSpec:
+        """Dense kernel `k` with the channels its `tie` gives when group i keeps kept[i]."""
+        cin, cout = self._count(k.cin, tie.cin, kept), self._count(k.cout, tie.cout, kept)
+        return replace(k, cin=cin, cout=cout, groups=cin if tie.depthwise else k.groups)
+
     def kernels(self, kept: Sequence[int]) -> list[KernelSpec]:
         """Kernels of the model whose group i keeps kept[i] channels."""
-        out = []
-        for k, tie in zip(self.dense, self.ties):
-            cin, cout = self._count(k.cin, tie.cin, kept), self._count(k.cout, tie.cout, kept)
-            out.append(replace(k, cin=cin, cout=cout, groups=cin if tie.depthwise else k.groups))
-        return out
+        return [self._resized(k, tie, kept) for k, tie in zip(self.dense, self.ties)]
 
     def kept(self, ratios: Mapping[str, float] | Sequence[float], round_to: int = 1) -> list[int]:
         """Kept channels per group for requested ratios (same rounding as the policy)."""
@@ -126,9 +128,7 @@ class KernelMap:
                 kept = list(dense_kept)
                 for gi, c in zip(involved, combo):
                     kept[gi] = c
-                k = self.dense[i]
-                cin, cout = self._count(k.cin, tie.cin, kept), self._count(k.cout, tie.cout, kept)
-                spec = replace(k, cin=cin, cout=cout, groups=cin if tie.depthwise else k.groups)
+                spec = self._resized(self.dense[i], tie, kept)
                 seen.setdefault(spec.key(), spec)
         return list(seen.values())
 
@@ -201,7 +201,7 @@ class MixedKernelMap:
                 cout = cin
             if k.op == "node" and (cin or cout):
                 raise RuntimeError(f"kernel {lead.name} ({k.onnx_op}) has shapes a kernel map cannot follow")
-            out.append((k, _Tie(cin, cout, k.op == "conv" and k.groups > 1 and k.groups == k.cin == k.cout)))
+            out.append((k, _Tie.of(k, cin, cout)))
         self._patterns[fp32_groups] = out
         if len(self._patterns) > self.PATTERNS:
             self._patterns.popitem(last=False)
@@ -209,11 +209,7 @@ class MixedKernelMap:
 
     def kernels(self, kept: Sequence[int], fp32_groups: Iterable[str]) -> list[KernelSpec]:
         """Kernels of the model whose group i keeps kept[i] channels, quantized but for `fp32_groups`."""
-        base, out = self.base, []
-        for k, tie in self._tied(frozenset(fp32_groups)):
-            cin, cout = base._count(k.cin, tie.cin, kept), base._count(k.cout, tie.cout, kept)
-            out.append(replace(k, cin=cin, cout=cout, groups=cin if tie.depthwise else k.groups))
-        return out
+        return [self.base._resized(k, tie, kept) for k, tie in self._tied(frozenset(fp32_groups))]
 
 
 def ratio_grid(max_ratio: float, step: float) -> list[float]:
