@@ -3,7 +3,7 @@
     python bench/proxy_fidelity.py [--cells resnet20@0.5,resnet20@0.3,resnet56@0.4,mobilenetv2@auto] [--policies 16]
         [--proxies bn:10,bn:40,bn:100,kd:20,kd:40,kd:80] [--ref-steps N | --ref-epochs 1] [--ref-batch 128]
         [--ref-lr 0.01] [--test-size N] [--device ort-cpu-1t] [--tolerance 0.05] [--round-to 8] [--seed 0]
-        [--ref-again] [--reuse NAME] [--quick] [--results-name proxy_fidelity] [--no-doc] [--markdown-only]
+        [--ref-again] [--reuse NAME | --candidates-from NAME] [--quick] [--results-name proxy_fidelity] [--no-doc] [--markdown-only]
 
 Per cell (model@budget on Fashion-MNIST; `@auto` is the lowest tenth of the dense latency the
 model reaches with some room): `--policies` random policies whose LUT latency (the evaluator's
@@ -25,6 +25,11 @@ teacher's logits are computed once per step for every candidate and not counted)
 `--ref-again` fine-tunes each candidate's reference a second time with another seed: the ρ of
 that second reference against the first is how far the reference repeats, the ceiling any proxy
 can reach against it; each proxy is also ranked against the mean of the two references.
+
+`--candidates-from NAME` scores the candidates of another run (its results file) under this run's
+reference (a longer one, say): that run's reference accuracies are then ranked like a proxy (a
+row `earlier reference`, the mean of its two references where it ran `--ref-again`): how far a
+cheaper reference ranks like this one.
 
 `--quick`: resnet20@0.5 on the simulated device `sim-cpu`, 4 policies, a 20-step reference on 1000
 test images, proxies bn:10,kd:10: a smoke run of the pipeline, not a measurement. Results go to
@@ -48,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 DEFAULT_CELLS = "resnet20@0.5,resnet20@0.3,resnet56@0.4,mobilenetv2@auto"
 DEFAULT_PROXIES = "bn:10,bn:40,bn:100,kd:20,kd:40,kd:80"
 AGAIN = "reference again"  # the summary's row for the repeated reference (`--ref-again`)
+EARLIER = "earlier reference"  # the summary's row for the reference of the run named by `--candidates-from`
 TARGET_RHO, TARGET_S = 0.8, 10.0  # the issue's target for the default proxy (per resnet20 candidate, one core)
 
 
@@ -146,6 +152,16 @@ def reference(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace,
     return {"test_accuracy": evaluate(model, test, batch_size=500), "steps": ft.steps, "wall_s": time.perf_counter() - t0}
 
 
+def earlier_reference(row: dict[str, Any]) -> dict[str, Any]:
+    """Another run's reference for one candidate (the mean of its two where it ran `--ref-again`)."""
+    refs = [row["reference"]] + ([row["reference_again"]] if "reference_again" in row else [])
+    return {
+        "test_accuracy": sum(r["test_accuracy"] for r in refs) / len(refs),
+        "wall_s": sum(r["wall_s"] for r in refs),
+        "runs": len(refs),
+    }
+
+
 # --- statistics -------------------------------------------------------------------------------------
 def spearman(a: list[float], b: list[float]) -> float:
     from scipy.stats import spearmanr
@@ -187,6 +203,11 @@ def summarize(rows: list[dict[str, Any]], proxies: list[str]) -> dict[str, Any]:
     }
     if again:
         scored[AGAIN] = (again, statistics.median(r["reference_again"]["wall_s"] for r in rows))
+    if all("earlier_reference" in r for r in rows):
+        scored[EARLIER] = (
+            [r["earlier_reference"]["test_accuracy"] for r in rows],
+            statistics.median(r["earlier_reference"]["wall_s"] for r in rows),
+        )
     out: dict[str, Any] = {}
     for p, (acc, cost) in scored.items():
         lo, hi = bootstrap_rho(acc, ref)
@@ -198,7 +219,7 @@ def summarize(rows: list[dict[str, Any]], proxies: list[str]) -> dict[str, Any]:
             "cost_s": cost,
             "mean_accuracy": statistics.fmean(acc),
         }
-        if both and p != AGAIN:
+        if both and p not in (AGAIN, EARLIER):
             out[p]["rho_both"] = spearman(acc, both)
     return out
 
@@ -220,7 +241,10 @@ REFERENCE_KEYS = (
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = (*REFERENCE_KEYS, "proxies", "val_size", "bn_after_kd", "reuse", "ref_again")
-    return {k: getattr(args, k) for k in keys}
+    out = {k: getattr(args, k) for k in keys}
+    if args.candidates_from:  # absent otherwise, so earlier results files still resume
+        out["candidates_from"] = args.candidates_from
+    return out
 
 
 def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any) -> None:
@@ -241,12 +265,11 @@ def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any
     budget = auto_budget(ev) if budget_text == "auto" else float(budget_text)
     b = ev.check_budget(budget)
     entry = res["cells"].setdefault(cell, {"rows": []})
-    reused = {r["index"]: r["reference"] for r in args.reused["cells"][cell]["rows"]} if args.reuse else {}
+    other = args.reused["cells"][cell] if args.reused else None
+    reused = {r["index"]: r for r in other["rows"]} if other else {}
     if "candidates" not in entry:
         entry["candidates"] = (
-            args.reused["cells"][cell]["candidates"]
-            if args.reuse
-            else sample_candidates(ev, b.ms, args.policies, args.tolerance, args.seed)
+            other["candidates"] if other else sample_candidates(ev, b.ms, args.policies, args.tolerance, args.seed)
         )
     entry.update(
         model=model,
@@ -263,7 +286,9 @@ def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any
             continue
         t = time.perf_counter()
         row = {"index": i, "ratios": ratios} | score_candidate(ev, ratios, proxies)
-        row["reference"] = reused[i] if args.reuse else reference(ev, data, ratios, args)
+        row["reference"] = reused[i]["reference"] if args.reuse else reference(ev, data, ratios, args)
+        if args.candidates_from:
+            row["earlier_reference"] = earlier_reference(reused[i])
         if args.ref_again:
             row["reference_again"] = reference(ev, data, ratios, args, again=True)
         row["wall_s"] = time.perf_counter() - t
@@ -315,6 +340,12 @@ def markdown(res: dict[str, Any]) -> str:
             "`reference again`: the same reference fine-tune with another seed (another order of batches and augmentations), "
             "ranked against the first: how far the reference repeats, so the highest ρ any proxy can reach against it (its "
             "cost column is its seconds per policy). ρ (both refs): each proxy against the mean of the two references.\n"
+        )
+    if s.get("candidates_from"):
+        lines.append(
+            f"Candidates from `bench/results/{s['candidates_from']}.json`; `earlier reference`: that run's reference accuracy "
+            "(the mean of its two where it ran two), ranked against this run's reference like a proxy (its cost column: "
+            "seconds per policy).\n"
         )
     if s.get("reuse"):
         lines.append(
@@ -378,6 +409,12 @@ def main() -> None:
         help="results name whose candidates and reference accuracies to reuse: only the proxies are scored",
     )
     ap.add_argument(
+        "--candidates-from",
+        default=None,
+        help="results name whose candidates to score under this run's reference; its reference accuracies are ranked "
+        "like a proxy (the row 'earlier reference')",
+    )
+    ap.add_argument(
         "--ref-again",
         action="store_true",
         help="fine-tune every candidate's reference a second time with another seed: how far the reference repeats "
@@ -400,9 +437,12 @@ def main() -> None:
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args.reused = None
-    if args.reuse:  # the other run's candidates and references, and so its reference settings
-        args.reused = json.loads((RESULTS / f"{args.reuse}.json").read_text())
-        for k in REFERENCE_KEYS:
+    if args.reuse and args.candidates_from:
+        ap.error("--reuse and --candidates-from exclude each other (the first keeps the other run's reference)")
+    if args.reuse or args.candidates_from:  # the other run's candidates (and, with --reuse, its reference settings)
+        args.reused = json.loads((RESULTS / f"{args.reuse or args.candidates_from}.json").read_text())
+        keep = REFERENCE_KEYS if args.reuse else ("policies", "device", "tolerance", "round_to")
+        for k in keep:
             setattr(args, k, args.reused["settings"][k])
         args.cells = ",".join(c for c in args.cells.split(",") if c.strip() in args.reused["cells"]) or ",".join(
             args.reused["cells"]

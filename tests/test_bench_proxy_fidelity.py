@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.proxy_fidelity import AGAIN, spearman, summarize
+from bench.proxy_fidelity import AGAIN, EARLIER, earlier_reference, spearman, summarize
 
 
 def rows(proxy: list[float], ref: list[float], again: list[float] | None = None) -> list[dict]:
@@ -33,3 +33,20 @@ def test_the_second_reference_is_ranked_against_the_first_and_proxies_against_th
     assert s["kd:40"]["rho"] == pytest.approx(spearman(proxy, ref))
     assert s["kd:40"]["rho_both"] == pytest.approx(spearman(proxy, [(a + b) / 2 for a, b in zip(ref, again)]))
     assert s["kd:40"]["rho_both"] > s["kd:40"]["rho"]  # the mean of the references follows the proxy better here
+
+
+def test_an_earlier_runs_reference_is_ranked_against_this_one_like_a_proxy():
+    proxy, ref = [0.1, 0.2, 0.3, 0.4], [0.60, 0.70, 0.65, 0.80]
+    earlier_one = {"reference": {"test_accuracy": 0.5, "wall_s": 3.0}}
+    earlier_two = {"reference": {"test_accuracy": 0.5, "wall_s": 3.0}, "reference_again": {"test_accuracy": 0.7, "wall_s": 4.0}}
+    assert earlier_reference(earlier_one) == {"test_accuracy": 0.5, "wall_s": 3.0, "runs": 1}
+    assert earlier_reference(earlier_two) == {"test_accuracy": pytest.approx(0.6), "wall_s": 7.0, "runs": 2}
+    table = rows(proxy, ref)
+    earlier = [0.3, 0.1, 0.4, 0.2]
+    for row, e in zip(table, earlier):
+        row["earlier_reference"] = {"test_accuracy": e, "wall_s": 5.0}
+    s = summarize(table, ["kd:40"])
+    assert s[EARLIER]["rho"] == pytest.approx(spearman(earlier, ref)) and s[EARLIER]["cost_s"] == pytest.approx(5.0)
+    assert s[EARLIER]["regret_pts"] == pytest.approx(100 * (0.80 - 0.65))  # its top pick (0.4) is the third policy
+    del table[0]["earlier_reference"]  # only where every policy has one
+    assert EARLIER not in summarize(table, ["kd:40"])
