@@ -148,7 +148,7 @@ def reference(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace,
         model, ev.surgeon.dense, data, epochs=args.ref_epochs, steps=steps, lr=args.ref_lr, seed=args.seed + (2000 if again else 1000),
         device="cpu", progress=False, cfg=cfg, val=False,
     )  # fmt: skip
-    test = data.test.subset(args.test_size)
+    test = data.test.subset(args.test_size or None)  # 0: all of it
     return {"test_accuracy": evaluate(model, test, batch_size=500), "steps": ft.steps, "wall_s": time.perf_counter() - t0}
 
 
