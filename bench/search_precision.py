@@ -2,7 +2,7 @@
 
     python bench/search_precision.py [--model resnet56] [--budget 0.3] [--precisions fp32,int8,mixed]
         [--agents uniform,random,tpe] [--evals 30] [--finetune-epochs 0.5] [--device ort-cpu-1t]
-        [--results-name search_precision] [--quick] [--no-doc] [--markdown-only]
+        [--remove-blocks N|names] [--results-name search_precision] [--quick] [--no-doc] [--markdown-only]
 
 Per precision (`envs.precision`): `hilprune search --precision P` on Fashion-MNIST at `--budget`
 (round_to 8, the default proxy), then `hilprune export --precision auto` of its pick (the most
@@ -11,7 +11,8 @@ scheme the export times on the device) with the same `--finetune-epochs` of dist
 precision. Reported: the pick's graph (fp32 / int8 / mixed and how many groups are INT8), its live
 speedup over the dense fp32 model (paired), its test accuracy on all 10,000 test images, and the
 search's wall time. The issue's target: pruned+INT8 >= 3.5x at <= 0.5 points of test accuracy
-from dense fp32 on resnet56.
+from dense fp32 on resnet56. `--remove-blocks` passes `hilprune search --remove-blocks`: residual
+blocks removed whole before the widths are searched (a count: the least harmful by val accuracy).
 
 Results go to bench/results/<results-name>.json after each precision (a rerun with the same
 settings skips the precisions it holds) and, unless --quick or --no-doc, to the docs/benchmarks.md
@@ -48,7 +49,7 @@ def one_precision(args: argparse.Namespace, precision: str) -> dict[str, Any]:
     from search.job import resolve_job
     from search.runner import run_search
 
-    run = OUT / f"{args.model}-{args.budget}-{precision}"
+    run = OUT / (f"{args.model}-{args.budget}-{precision}" + (f"-blocks{args.remove_blocks}" if args.remove_blocks else ""))
     job = resolve_job(
         None,
         model=args.model,
@@ -60,6 +61,7 @@ def one_precision(args: argparse.Namespace, precision: str) -> dict[str, Any]:
         seed=args.seed,
         precision=precision,
         round_to=args.round_to,
+        remove_blocks=args.remove_blocks or None,
         out=str(run),
     )
     _say(f"search {args.model} at {args.budget}, --precision {precision} -> {run}")
@@ -77,6 +79,7 @@ def one_precision(args: argparse.Namespace, precision: str) -> dict[str, Any]:
         "agent": res["agent"],
         "trial": res["trial"],
         "int8_groups": sum(m == "int8" for m in marks),
+        "removed_blocks": policy.get("removed_blocks", []),
         "groups": len(marks),
         "shipped": res["precision"],
         "scheme": res.get("scheme"),
@@ -108,7 +111,16 @@ def markdown(res: dict[str, Any]) -> str:
         f"one `hilprune search --precision P` per row (agents {s['agents']}, {s['evals']} evaluations each, round_to "
         f"{s['round_to']}, proxy kd:40), then `hilprune export --precision auto` of its pick with {s['finetune_epochs']:g} "
         "epoch(s) of distillation (the same for every row). Speedup: the shipped graph paired with the dense fp32 model, "
-        "live; accuracy: all 10,000 test images.",
+        "live; accuracy: all 10,000 test images."
+        + (
+            f" Residual blocks removed whole before the widths were searched (`--remove-blocks {s['remove_blocks']}`): "
+            + "; ".join(
+                f"{r['precision']}: {', '.join(r.get('removed_blocks', [])) or 'none'}" for r in res["rows"] if "error" not in r
+            )
+            + "."
+            if s.get("remove_blocks")
+            else ""
+        ),
         "",
         "| search precision | pick | INT8 groups | shipped | scheme | live speedup | meets budget | test acc. | dense | search wall |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -147,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="ort-cpu-1t")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument("--remove-blocks", default="", help="residual blocks removed first: a count or names (hilprune search)")
     ap.add_argument("--results-name", default="search_precision")
     ap.add_argument("--quick", action="store_true", help="digits-cnn on digits: a smoke run, not a measurement")
     ap.add_argument("--no-doc", action="store_true")
@@ -161,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.ERROR)
     settings = {k: getattr(args, k) for k in SETTINGS}
+    if args.remove_blocks:  # only when set: results files from before the option still resume
+        settings["remove_blocks"] = args.remove_blocks
     path = RESULTS / f"{args.results_name}.json"
     res: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     if res.get("settings") != settings:

@@ -163,6 +163,10 @@ class PolicyEvaluator:
     :param precision: ``fp32``, ``int8`` or ``mixed``: which graph a policy is judged as (`envs.precision`)
     :param int8_scheme: the INT8 scheme (e.g. ``qdq-u8s8``); None: the device's fastest on its precision table
     :param int8_calibration: train images that calibrate each INT8 graph the proxy scores
+    :param remove_blocks: residual blocks removed whole before the widths are searched: their names,
+        or a count N (the N whose removal alone costs the least val accuracy after BN
+        recalibration, `rank_removable_blocks`). Budgets, the teacher and the dense accuracy stay
+        those of the model as given; the groups are those of the model without the blocks.
     """
 
     def __init__(
@@ -195,6 +199,7 @@ class PolicyEvaluator:
         precision: str = "fp32",
         int8_scheme: str | None = None,
         int8_calibration: int = PROXY_CALIBRATION,
+        remove_blocks: int | Sequence[str] = (),
     ) -> None:
         torch.set_num_threads(1)
         t_start = time.perf_counter()
@@ -254,7 +259,12 @@ class PolicyEvaluator:
             if self.train is None:
                 raise EnvConfigError("importance 'taylor' needs a dataset (gradients on a calibration batch)")
             calibration = (self.train.x[:64], self.train.y[:64])
-        self.surgeon = Surgeon(dense, self.input_shape, self.spec.identity(), importance=importance, calibration=calibration)
+        self.block_ranking: list[tuple[str, float]] = []  # (block, val accuracy without it), when ranked
+        self.removed_blocks = self._blocks_to_remove(dense, remove_blocks)
+        self.surgeon = Surgeon(
+            dense, self.input_shape, self.spec.identity(), importance=importance, calibration=calibration,
+            removed_blocks=self.removed_blocks,
+        )  # fmt: skip
         self.groups = self.surgeon.groups
         if not self.groups:
             raise EnvConfigError(f"model {self.spec.name!r} has no prunable layer groups")
@@ -323,6 +333,42 @@ class PolicyEvaluator:
 
     # ------------------------------------------------------------------------------------------------
     # construction helpers
+    def _blocks_to_remove(self, dense: torch.nn.Module, wanted: int | Sequence[str]) -> list[str]:
+        """The block names `remove_blocks` asks for (a count: the least harmful ones by val accuracy)."""
+        if isinstance(wanted, str):
+            wanted = [b.strip() for b in wanted.split(",") if b.strip()]
+        if isinstance(wanted, bool) or not isinstance(wanted, (int, np.integer)):
+            if isinstance(wanted, bool):
+                raise EnvConfigError(f"remove_blocks must be a count >= 0 or block names, got {wanted!r}")
+            return [str(b) for b in wanted]
+        n = int(wanted)
+        if n < 0:
+            raise EnvConfigError(f"remove_blocks must be a count >= 0 or block names, got {n}")
+        if n == 0:
+            return []
+        self.block_ranking = self.rank_removable_blocks(dense)
+        if n > len(self.block_ranking):
+            raise EnvConfigError(f"{self.spec.name} has {len(self.block_ranking)} removable residual blocks; cannot remove {n}")
+        return [name for name, _ in self.block_ranking[:n]]
+
+    def rank_removable_blocks(self, dense: torch.nn.Module) -> list[tuple[str, float]]:
+        """Every removable residual block of `dense` with the val accuracy of the model without it
+        (BN recalibrated on this evaluator's train images), the least harmful first."""
+        from hilprune.surgery import rank_blocks, residual_blocks
+        from hilprune.train import evaluate as torch_eval
+        from hilprune.train import recalibrate_bn
+
+        if self.val is None or self.train is None:
+            raise EnvConfigError("removing the N least harmful blocks ranks them by val accuracy: give a dataset")
+        train, val = self.train, self.val
+
+        def score(model: torch.nn.Module) -> float:
+            recalibrate_bn(model, train, self.bn_batches, batch_size=self.bn_batch_size, seed=self.seed)
+            return float(torch_eval(model, val, batch_size=EVAL_CHUNK))
+
+        blocks = residual_blocks(dense, torch.randn(1, *self.input_shape))
+        return rank_blocks(dense, blocks, score)
+
     def _choose_backend(self, wanted: str) -> None:
         """Pick torch or onnxruntime for accuracy. `auto` takes onnxruntime where every evaluation
         exports the graph anyway (live latency, or no kernel map) and its accuracy agrees with
@@ -348,10 +394,10 @@ class PolicyEvaluator:
                     log.warning("onnxruntime and torch disagree on accuracy (%.4f vs %.4f): using torch", acc_ort, acc_torch)
                 else:
                     self.eval_backend = "ort"
-        if self.eval_backend == "ort":
-            self.dense_accuracy = float(self._eval_ort(self.dense_onnx))
+        if self.eval_backend == "ort":  # the model as given (with any removed blocks): what a user compares with
+            self.dense_accuracy = float(self._eval_ort(self.latency.reference_onnx))
         else:
-            self.dense_accuracy = float(torch_eval(self.surgeon.dense, val, batch_size=EVAL_CHUNK))
+            self.dense_accuracy = float(torch_eval(self.surgeon.full, val, batch_size=EVAL_CHUNK))
 
     # ------------------------------------------------------------------------------------------------
     # public API
@@ -861,7 +907,7 @@ class PolicyEvaluator:
     def _distill_batches(self) -> SharedBatches:
         if self._batches is None:
             self._batches = SharedBatches(
-                self.surgeon.dense,
+                self.surgeon.full,  # the teacher: the model as given
                 self._split("train"),
                 self.kd.batch_size,
                 seed=self.seed,
@@ -909,6 +955,7 @@ class PolicyEvaluator:
             "eval_backend": self.eval_backend,
             "precision": self.precision.describe(),
             "groups": [g.name for g in self.groups],
+            "removed_blocks": list(self.removed_blocks),
             "dense_accuracy": self.dense_accuracy,
             "dense_latency_ms": self.dense_latency_ms,
             "dense_lut_latency_ms": self.dense_lut_latency_ms,

@@ -43,6 +43,8 @@ class Evaluator(Protocol):
     dense_lut_latency_ms: float
     dense_macs: int
     dense_measured_at: float  # time.time() when this process measured the dense model
+    removed_blocks: list[str]  # residual blocks removed whole before the widths (the groups are the rest's)
+    block_ranking: list[tuple[str, float]]  # each removable block and the val accuracy without it, when ranked
 
     def policy(self, ratios: Ratios, precision: str | Mapping[str, str] | None = None) -> Policy: ...
 

@@ -84,7 +84,12 @@ class PolicyLatency:
             raise EnvConfigError(str(exc)) from None
         self.fingerprint_id = hwprofiler.fingerprint_id(fp)
         self.fingerprint = dict(fp) | {"fingerprint_id": self.fingerprint_id}
-        self.dense_onnx = export_checked(surgeon.dense, self.input_shape, self.device.batch)
+        self.dense_onnx = export_checked(surgeon.dense, self.input_shape, self.device.batch)  # the graph the groups index
+        # The reference live latencies are paired with and budgets are fractions of: the model as
+        # given, which is the dense graph unless the surgeon removed residual blocks first.
+        full = getattr(surgeon, "full", surgeon.dense)
+        same = full is surgeon.dense
+        self.reference_onnx = self.dense_onnx if same else export_checked(full, self.input_shape, self.device.batch)
 
         from hilprune.calibrate import model_scope
         from hilprune.policy import groups_signature
@@ -104,8 +109,12 @@ class PolicyLatency:
         self.kmap_q_ok = False
         self.lut_error: str | None = None
         self.dense_kernels: list[Any] | None = None
+        reference_kernels: list[Any] | None = None
         try:
             self.dense_kernels = price_kernels(self.dense_onnx, self.device, batch=self.device.batch)
+            reference_kernels = (
+                self.dense_kernels if same else price_kernels(self.reference_onnx, self.device, batch=self.device.batch)
+            )
         except hwprofiler.KernelError as exc:
             self.lut_error = str(exc)
             if latency_source != "live":
@@ -122,17 +131,19 @@ class PolicyLatency:
         # policies' live times are then only taken from the cache when measured since (`not_before`):
         # a time cached by an earlier run, under another load or speed mode, is not comparable.
         self.measured_since = time.time()
-        m = self.measure(self.dense_onnx, refresh=True)
+        m = self.measure(self.reference_onnx, refresh=True)
         self.n_live = 0  # the dense reference is not a policy's measurement
         self.dense_latency_ms = float(m.latency_ms)
         self.dense_measurement = m
-        if self.dense_kernels is not None:
-            self.observe(self.dense_kernels, m.latency_ms)
+        if reference_kernels is not None:
+            self.observe(reference_kernels, m.latency_ms)
             if latency_source != "live":
                 self.calibrate(progress=calibrate_progress)
         self.max_key = tuple(channels_after(g.channels, self.max_ratio, self.round_to) for g in self.groups)
         self.dense_key = tuple(g.channels for g in self.groups)
-        self.dense_lut_latency_ms = self.predict_key(self.dense_key) if self.has_lut else float("nan")
+        self.dense_lut_latency_ms = float("nan")  # the reference's LUT latency: the frame of LUT-judged speedups
+        if self.has_lut and reference_kernels is not None:
+            self.dense_lut_latency_ms = self.predict_key(self.dense_key) if same else self._price(reference_kernels)
 
     # --- construction ---------------------------------------------------------------------------
     def calibrate(self, progress: bool = True) -> int:
@@ -239,6 +250,11 @@ class PolicyLatency:
         memo[key] = value
         return value
 
+    def _price(self, kernels: Sequence[Any]) -> float:
+        """LUT latency in ms of a graph's fp32 kernels (measured on a miss), not memoized."""
+        self.fill(kernels)
+        return float(self.predictor.predict(kernels))
+
     def priced(self, key: tuple[int, ...], quant: bool = False) -> float | None:
         """The LUT latency `predict_key` already gave this key (None: not priced yet, or refitted since)."""
         return (self._memo_q if quant else self._memo).get(key)
@@ -321,7 +337,7 @@ class PolicyLatency:
             key = list(self.dense_key)
             key[i] = self.max_key[i]
             saved.append(
-                max(0.0, self.dense_lut_latency_ms - self.predict_key(tuple(key)))
+                max(0.0, self.predict_key(self.dense_key) - self.predict_key(tuple(key)))
                 / max(1e-9, 1 - self.max_key[i] / self.dense_key[i])
             )
         total = sum(saved) or 1.0
@@ -345,7 +361,7 @@ class PolicyLatency:
         import hwprofiler
 
         with device_lock(self.fingerprint_id, self.lock):
-            pair = hwprofiler.measure_paired(onnx_bytes, self.dense_onnx, self.device, not_before=self.measured_since)
+            pair = hwprofiler.measure_paired(onnx_bytes, self.reference_onnx, self.device, not_before=self.measured_since)
         self.n_live += 1
         return pair
 

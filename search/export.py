@@ -88,7 +88,7 @@ class LiveLatency:
         self.path = run_dir / LIVE_CACHE
         self.surgeon, self.input_shape, self.device = surgeon, input_shape, device
         self.reference_ms = float(dense["latency_ms"])
-        self.dense_onnx = to_onnx_bytes(surgeon.dense, input_shape)
+        self.dense_onnx = to_onnx_bytes(surgeon.full, input_shape)  # the model as given, with any removed blocks
         self.fp_id: str | None = dense.get("fingerprint_id")
         self.not_before = dense_measured_at(dense)
         try:
@@ -225,7 +225,10 @@ def export_run(
     spec = resolve_model(job.model, job.dataset, job.input_shape, job.num_classes, job.checkpoint)
     data = load_dataset(job.dataset, job.data_dir, job.val_size)
     dense_model = spec.build()
-    surgeon = Surgeon(dense_model, spec.input_shape, spec.identity(), importance=job.importance)
+    surgeon = Surgeon(
+        dense_model, spec.input_shape, spec.identity(), importance=job.importance,
+        removed_blocks=dense.get("removed_blocks", []),
+    )  # fmt: skip
     live = LiveLatency(run_dir, surgeon, spec.input_shape, job.device, dense)
 
     def policy_of(r: TrialRecord) -> Policy:
@@ -503,7 +506,7 @@ of runs, interleaved with the dense model); it is only meaningful on that device
 settings.
 
 {_precision_section(quant)}## Layer-wise policy
-
+{_blocks_line(policy.removed_blocks)}
 | group | kind | channels before | channels after | pruned ratio |
 |---|---|---|---|---|
 {rows}
@@ -514,6 +517,12 @@ settings.
 - `pruned.pt`: its weights (`hilprune.surgery.load_pruned(spec, path)` rebuilds it from the dense model)
 - `policy.json`: the policy and every number above (`hilprune.policy/v1`)
 """
+
+
+def _blocks_line(blocks: list[str]) -> str:
+    if not blocks:
+        return ""
+    return f"\nResidual blocks removed whole ({len(blocks)}), before the channels were pruned: {', '.join(blocks)}.\n"
 
 
 def _precision_section(quant: dict[str, Any] | None) -> str:

@@ -16,6 +16,7 @@ seed = 0
 latency_source = "lut"          # lut | live | hybrid  (the latency each trial is judged by)
 proxy = "kd:40"                 # accuracy proxy: bn, bn:N, kd:N or a ladder bn:10,kd:20,kd:80 (envs.fidelity)
 precision = "int8"              # fp32 | int8 | mixed: the graph each policy is judged as (envs.precision)
+remove_blocks = "6"             # residual blocks removed whole first: a count (the least harmful) or names
 reward = "constrained"
 
 [agent_options.ppo]             # keyword arguments passed to an agent's factory
@@ -68,6 +69,7 @@ IDENTITY_FIELDS = (
     "round_to",
     "importance",
     "seed",
+    "remove_blocks",
 )
 
 
@@ -115,6 +117,7 @@ class Job:
     max_ratio: float = 0.9
     round_to: int = 1
     importance: str = "l1"
+    remove_blocks: str | None = None  # a count N (the N least harmful, by val accuracy) or block names, comma-separated
     agent_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # --- paths -------------------------------------------------------------------------------
@@ -248,6 +251,31 @@ def _precision(job: Job) -> str:
     return str(precision)
 
 
+def _remove_blocks(value: Any) -> str | None:
+    """`remove_blocks` in one form: None (none), a count ("6") or block names ("layer3.7,layer2.8")."""
+    if value is None or isinstance(value, bool):
+        return None if not value else _bad_blocks(value)
+    if isinstance(value, int):
+        return None if value == 0 else (str(value) if value > 0 else _bad_blocks(value))
+    names = split_list(value)
+    if len(names) == 1 and names[0].lstrip("-").isdigit():
+        return _remove_blocks(int(names[0]))
+    if any(n.isdigit() for n in names):
+        return _bad_blocks(value)
+    return ",".join(names) or None
+
+
+def _bad_blocks(value: Any) -> str:
+    raise HilpruneError(f"--remove-blocks must be a count >= 0 or block names (layer3.7,layer2.8), got {value!r}")
+
+
+def remove_blocks_arg(job: Job) -> int | list[str]:
+    """The job's `remove_blocks` as the evaluator takes it: a count, or a list of names."""
+    if not job.remove_blocks:
+        return []
+    return int(job.remove_blocks) if job.remove_blocks.isdigit() else split_list(job.remove_blocks)
+
+
 def _looks_remote(text: str) -> bool:
     return "://" in text or text.startswith("remote:")
 
@@ -270,6 +298,7 @@ def _validate(job: Job) -> Job:
         job.num_classes = int(job.num_classes) if job.num_classes is not None else None
     except (TypeError, ValueError) as exc:
         raise HilpruneError(f"bad job value: {exc}") from None
+    job.remove_blocks = _remove_blocks(job.remove_blocks)
     if job.evals < 1:
         raise HilpruneError("--evals must be at least 1")
     if job.workers < 1:

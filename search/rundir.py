@@ -103,6 +103,8 @@ def dense_reference(job: Job, evaluator: Evaluator) -> dict[str, Any]:
             "macs": int(evaluator.dense_macs),
             "latency_source": job.latency_source,
             "groups": [g.name for g in evaluator.groups],
+            "removed_blocks": list(evaluator.removed_blocks),
+            "block_ranking": [list(r) for r in evaluator.block_ranking],
             "fingerprint": dict(evaluator.fingerprint),
             "fingerprint_id": fp_id,
             "budgets": {},

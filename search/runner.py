@@ -37,7 +37,7 @@ from . import store
 from .agents import load_factory, make_agent
 from .agents.base import SearchAgent
 from .context import SearchContext
-from .job import DEFAULT_PRECISION, JOB_FILE, Job, check_compatible, load_run_job
+from .job import DEFAULT_PRECISION, JOB_FILE, Job, check_compatible, load_run_job, remove_blocks_arg
 from .progress import AgentBars, resume_note, stderr_console
 from .rundir import DENSE_FILE, dense_reference, job_budgets, read_dense
 
@@ -98,6 +98,8 @@ def build_evaluator(job: Job, progress: bool = False) -> Evaluator:
         kwargs["proxy"] = job.proxy
     if job.val_size is not None:
         kwargs["val_size"] = job.val_size
+    if job.remove_blocks:
+        kwargs["remove_blocks"] = remove_blocks_arg(job)
     return PolicyEvaluator(job.model, progress=progress, **kwargs)
 
 

@@ -202,6 +202,8 @@ def test_resume_refuses_other_weights(tmp_path: Path) -> None:
             dense_lut_latency_ms=1.0,
             dense_macs=1,
             dense_measured_at=1.0,
+            removed_blocks=[],
+            block_ranking=[],
             check_budget=lambda b: b,
             use_reference=lambda ms: None,
         )

@@ -176,7 +176,8 @@ def register(app: typer.Typer) -> None:
         net = spec.build(with_weights=False)
         if policy is not None:
             pol = Policy.load(policy)
-            net = Surgeon(net, spec.input_shape, spec.identity(), pol.importance).apply(pol, count=False).model
+            surgeon = Surgeon(net, spec.input_shape, spec.identity(), pol.importance, removed_blocks=pol.removed_blocks)
+            net = surgeon.apply(pol, count=False).model
         with console.status(f"measuring on {dev.name}"):
             m = hwprofiler.measure_onnx(to_onnx_bytes(net, spec.input_shape, dev.batch), dev, cache=not no_cache)
         result = m.to_dict(samples=False) | {"cached": m.cached, "device": dev.name}

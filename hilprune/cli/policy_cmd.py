@@ -37,6 +37,7 @@ def policy_summary(policy: Any) -> dict[str, Any]:
         "mean_requested_ratio": sum(g.requested_ratio for g in policy.groups) / n,
         "mean_ratio": sum(g.ratio for g in policy.groups) / n,
         "excluded": len(policy.excluded),
+        "removed_blocks": len(policy.removed_blocks),
     }
 
 
@@ -87,6 +88,8 @@ def print_policy(policy: Any, title: str) -> None:
         end_section=True,
     )
     out.print(table)
+    if policy.removed_blocks:
+        out.print(f"[bold]removed blocks[/] ({len(policy.removed_blocks)}, whole): {', '.join(policy.removed_blocks)}")
     print_excluded(out, policy.excluded)
     metrics = {k: v for k, v in policy.metrics.items() if v is not None}
     if metrics:
@@ -141,6 +144,14 @@ def register(app: typer.Typer) -> None:
                 help="Precision of every group: fp32 or int8 (edit a group's 'precision' to mix them; used by --precision int8).",
             ),
         ] = "fp32",
+        remove_blocks: Annotated[
+            str,
+            typer.Option(
+                "--remove-blocks",
+                help="Residual blocks to remove whole, comma-separated (e.g. layer3.7,layer2.8); "
+                "'list' prints the model's removable blocks and exits.",
+            ),
+        ] = "",
         json_out: JsonOpt = False,
     ) -> None:
         """Write a valid policy with every prunable group at --ratio: a template to edit (its 'requested_ratio' fields)."""
@@ -152,8 +163,22 @@ def register(app: typer.Typer) -> None:
         if round_to < 1:
             raise PolicyError(f"--round-to must be a positive integer, got {round_to}")
         spec = resolve_model(model, dataset, input_shape, num_classes, checkpoint)
+        blocks = [b.strip() for b in remove_blocks.split(",") if b.strip()]
+        if blocks == ["list"]:
+            import torch
+
+            from ..surgery import residual_blocks
+
+            found = residual_blocks(spec.build(with_weights=False), torch.randn(1, *spec.input_shape))
+            if json_out:
+                print_json({"model": spec.name, "removable_blocks": found})
+            else:
+                console.print(f"{spec.name}: {len(found)} removable residual blocks: {', '.join(found) or 'none'}")
+            return
         # Structure only: the groups do not depend on the weights, and ranking by l1 needs no data.
-        surgeon = Surgeon(spec.build(with_weights=False), spec.input_shape, spec.identity(), importance="l1")
+        surgeon = Surgeon(
+            spec.build(with_weights=False), spec.input_shape, spec.identity(), importance="l1", removed_blocks=blocks
+        )
         note_analysis(surgeon)
         policy = Policy.uniform(
             surgeon.groups,
@@ -163,6 +188,7 @@ def register(app: typer.Typer) -> None:
             round_to=round_to,
             max_ratio=max_ratio,
             excluded=surgeon.excluded,
+            removed_blocks=blocks,
         ).set_precision(precision)
         if out.is_dir():
             raise HilpruneError(f"--out {out} is a folder; give a file name such as {out / 'policy.json'}")

@@ -142,7 +142,10 @@ def register(app: typer.Typer) -> None:
             raise HilpruneError(f"--out {out} exists and is not a folder")
         spec = resolve_model(model, dataset, input_shape, num_classes, checkpoint)
         calibration = _calibration(dataset, data_dir, crit)
-        surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity(), importance=crit, calibration=calibration)
+        surgeon = Surgeon(
+            spec.build(), spec.input_shape, spec.identity(), importance=crit, calibration=calibration,
+            removed_blocks=policy.removed_blocks,
+        )  # fmt: skip
         note_analysis(surgeon)
         result = surgeon.apply(policy)
         result.policy.importance = crit

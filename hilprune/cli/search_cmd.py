@@ -181,6 +181,16 @@ def register(app: typer.Typer) -> None:
                 help="Keep channel counts multiples of this (8 or 16 suit onnxruntime's blocked CPU kernels; odd counts can run slower than dense) [default: 1].",  # noqa: E501
             ),
         ] = None,
+        remove_blocks: Annotated[
+            str | None,
+            typer.Option(
+                "--remove-blocks",
+                help="Remove whole residual blocks before searching the widths: a count N (the N whose removal alone "
+                "costs the least val accuracy after BN recalibration) or block names (layer3.7,layer2.8; 'hilprune policy "
+                "init --remove-blocks list' lists them). Budgets stay fractions of the model as given. Pays most on INT8, "
+                "where narrow layers keep their fixed costs [default: none].",
+            ),
+        ] = None,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory [default: runs/<name>].")] = None,
         name: Annotated[
             str | None,
@@ -233,6 +243,7 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             round_to=round_to,
             max_ratio=max_ratio,
+            remove_blocks=remove_blocks,
         )
         job = resolve_job(job_file, **flags)
         _run(job, json_out, progress=not no_progress)

@@ -10,6 +10,10 @@ A group with `units` > 1 counts the channels of one unit (one conv group); writt
 A group may also carry a `precision` ("fp32" or "int8") for its root layer (the conv or linear
 whose output channels define the group). It is written only when it is not fp32, so policies
 without it (every policy before it existed) read as all-fp32 and are written back unchanged.
+
+`removed_blocks` names the residual blocks removed whole before the channels were pruned
+(`hilprune.surgery.blocks`); the groups are then those of the model without them. Written only
+when non-empty, so a policy that removes no block reads and writes as before.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Policy:
     max_ratio: float = DEFAULT_MAX_RATIO
     metrics: dict[str, Any] = field(default_factory=dict)  # filled by whoever evaluated it
     excluded: list[ExcludedLayer] = field(default_factory=list)  # layers left unpruned, with the reason
+    removed_blocks: list[str] = field(default_factory=list)  # residual blocks removed whole, before the widths
 
     # --- construction -------------------------------------------------------------
     @classmethod
@@ -73,8 +78,10 @@ class Policy:
         round_to: int = 1,
         max_ratio: float = DEFAULT_MAX_RATIO,
         excluded: list[ExcludedLayer] | None = None,
+        removed_blocks: list[str] | None = None,
     ) -> Policy:
-        """Build a policy from per-group ratios (a dict by group name or a list in group order)."""
+        """Build a policy from per-group ratios (a dict by group name or a list in group order);
+        `groups` are those of the model without `removed_blocks`."""
         max_ratio = _check_max_ratio(max_ratio)
         round_to = _check_round_to(round_to)
         if not isinstance(ratios, Mapping):
@@ -92,7 +99,8 @@ class Policy:
                 GroupRatio(g.name, r, achieved_ratio(g.channels, kept), g.channels, kept, g.kind, list(g.members), g.units)
             )
         identity = dict(model_identity) | {"groups_signature": groups_signature(groups)}
-        return cls(identity, items, importance, round_to, max_ratio, excluded=list(excluded or []))
+        blocks = _check_blocks(removed_blocks or [])
+        return cls(identity, items, importance, round_to, max_ratio, excluded=list(excluded or []), removed_blocks=blocks)
 
     @classmethod
     def uniform(cls, groups: list[PrunableGroup], ratio: float, model_identity: dict[str, Any], **kw: Any) -> Policy:
@@ -145,6 +153,8 @@ class Policy:
             "groups": [g.to_dict() for g in self.groups],
             "metrics": self.metrics,
         }
+        if self.removed_blocks:
+            d["removed_blocks"] = list(self.removed_blocks)
         if self.excluded:
             d["excluded"] = [{"name": e.name, "reason": e.reason, "members": list(e.members)} for e in self.excluded]
         return d
@@ -203,6 +213,7 @@ class Policy:
                     ExcludedLayer(str(e["name"]), str(e.get("reason", "")), tuple(str(m) for m in e.get("members", [])))
                     for e in excluded
                 ],
+                removed_blocks=_check_blocks(obj.get("removed_blocks", []), source),
             )
         except KeyError as exc:
             raise PolicyError(f"{source}: missing field {exc.args[0]!r}") from None
@@ -221,6 +232,14 @@ class Policy:
         except UnicodeDecodeError:
             raise PolicyError(f"{path}: not valid JSON (not UTF-8 text)") from None
         return cls.from_dict(obj, source=str(path))
+
+
+def _check_blocks(value: Any, source: str = "policy") -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(b, str) and b for b in value):
+        raise PolicyError(f"{source}: 'removed_blocks' must be a list of block names (e.g. [\"layer3.7\"])")
+    if len(set(value)) != len(value):
+        raise PolicyError(f"{source}: 'removed_blocks' names a block twice")
+    return list(value)
 
 
 def _check_precision(name: str, value: Any) -> str:

@@ -40,7 +40,9 @@ def load_pruned(spec: ModelSpec, path: str | Path) -> tuple[nn.Module, Policy]:
     if not isinstance(obj, dict) or obj.get("format") != PRUNED_FORMAT:
         raise ModelError(f"{path} is not a hilprune pruned-weights file")
     policy = Policy.from_dict(json.loads(obj["policy"]), source=str(path))
-    surgeon = Surgeon(spec.build(with_weights=False), spec.input_shape, spec.identity(), importance="l1")
+    surgeon = Surgeon(
+        spec.build(with_weights=False), spec.input_shape, spec.identity(), importance="l1", removed_blocks=policy.removed_blocks
+    )
     model = surgeon.apply(policy, count=False).model
     model.load_state_dict(obj["state_dict"])
     return model.eval(), policy

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from ..depgraph.search import GROUP_SEARCH_S, TOTAL_SEARCH_S
 from ..errors import SurgeryError
 from ..policy import ExcludedLayer, Policy, PrunableGroup, output_layer, validate_policy
 from ..policy.groups import sort_excluded, to_groups
+from .blocks import residual_blocks, without_blocks
 from .counting import macs_and_params
 from .importance import NEEDS_GRADIENTS, make_importance
 from .plan import layer_plan, prune_copy
@@ -69,6 +70,11 @@ class Surgeon:
     stderr is a terminal); `search_budget_s` bounds the group searches of the whole model (layers past
     it are left unpruned, "analysis timed out"). `ranking[name]` lists a group's root channels least important first,
     interleaved over its units, so `ranking[name][: removed * units]` removes `removed` per unit.
+
+    `removed_blocks` names residual blocks (`blocks.residual_blocks`) removed whole before the
+    analysis: `dense` is then the model without them, the one the groups index, while `full`
+    stays the model as given (the teacher, the latency reference, the MACs before); every policy
+    this surgeon applies must remove the same blocks.
     """
 
     def __init__(
@@ -80,11 +86,23 @@ class Surgeon:
         calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
         progress: bool | None = None,
         search_budget_s: float | None = None,
+        removed_blocks: Sequence[str] = (),
     ) -> None:
         start = time.monotonic()
         make_importance(importance)  # an unknown criterion fails before any analysis
-        self.dense = copy.deepcopy(model).cpu().eval()
+        self.full = copy.deepcopy(model).cpu().eval()
         self.example = torch.randn(1, *input_shape)
+        self.removed_blocks = list(removed_blocks)
+        self.dense = self.full
+        if self.removed_blocks:
+            known = residual_blocks(self.full, self.example)
+            unknown = [b for b in self.removed_blocks if b not in known]
+            if unknown:
+                raise SurgeryError(
+                    f"{', '.join(unknown)}: not a removable residual block of {model_identity.get('name')} "
+                    f"(removable: {', '.join(known) or 'none'})"
+                )
+            self.dense = without_blocks(self.full, self.removed_blocks).eval()
         self.identity = model_identity
         self.importance = importance
         with progress_of(progress) as bar:
@@ -93,7 +111,7 @@ class Surgeon:
             bar.advance()
             self._names = {m: n for n, m in self.dense.named_modules()}
             self.groups, self.excluded, self._candidates = self._analyse(bar, search_budget_s)
-            self.macs_before, self.params_before = macs_and_params(self.dense, self.example)
+            self.macs_before, self.params_before = macs_and_params(self.full, self.example)
             bar.stage("ranking", len(self.groups))
             self.ranking = self._rank(calibration, bar)
         self.analysis_s = time.monotonic() - start
@@ -144,7 +162,19 @@ class Surgeon:
         return ranking
 
     def policy(self, ratios: Mapping[str, float] | list[float], round_to: int = 1, max_ratio: float = 0.9) -> Policy:
-        return Policy.from_ratios(self.groups, ratios, self.identity, self.importance, round_to, max_ratio, self.excluded)
+        return Policy.from_ratios(
+            self.groups, ratios, self.identity, self.importance, round_to, max_ratio, self.excluded, self.removed_blocks
+        )
+
+    def check_blocks(self, policy: Policy) -> None:
+        """SurgeryError unless `policy` removes the blocks this surgeon's model was analysed without."""
+        if sorted(policy.removed_blocks) != sorted(self.removed_blocks):
+            said = ", ".join(policy.removed_blocks) or "none"
+            mine = ", ".join(self.removed_blocks) or "none"
+            raise SurgeryError(
+                f"the policy removes blocks {said}, but the model was analysed removing {mine}: "
+                "build the surgeon with the policy's removed_blocks"
+            )
 
     def removed_out_channels(self, policy: Policy) -> dict[str, set[int]]:
         """Output channels each layer loses under `policy` (dense indexing): which dense outputs a
@@ -171,6 +201,7 @@ class Surgeon:
 
     def apply(self, policy: Policy, count: bool = True) -> SurgeryResult:
         """A pruned copy of the dense model; the dense model is left untouched."""
+        self.check_blocks(policy)
         policy = validate_policy(policy, self.groups, self.identity)
         policy.excluded = list(self.excluded)
         try:
