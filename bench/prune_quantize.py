@@ -273,15 +273,19 @@ def pruned_part(args: argparse.Namespace) -> dict[str, Any]:
     from bench import search_precision
 
     rows = []
+    named = {item.partition(":")[2] for item in (args.cells or "").split(",")} - {""}
     for model, budget, name in pruned_cells(args):
-        argv = ["--model", model, "--budget", budget, "--precisions", "fp32,int8", "--agents", args.search_agents]
-        argv += ["--evals", str(args.search_evals), "--finetune-epochs", str(args.finetune_epochs), "--device", args.device]
-        argv += ["--seed", str(args.seed), "--results-name", name, "--no-doc"]
-        _say(f"{model} at {budget}: python bench/search_precision.py {' '.join(argv)}")
-
-        with contextlib.redirect_stdout(io.StringIO()):
-            search_precision.main(argv)
-        cell = _load(name) or {"rows": []}
+        cell = _load(name) if name in named else None
+        if cell is not None:  # a run made under its own name and settings (say, --remove-blocks): read back as is
+            _say(f"{model} at {budget}: read back bench/results/{name}.json")
+        else:
+            argv = ["--model", model, "--budget", budget, "--precisions", "fp32,int8", "--agents", args.search_agents]
+            argv += ["--evals", str(args.search_evals), "--finetune-epochs", str(args.finetune_epochs), "--device", args.device]
+            argv += ["--seed", str(args.seed), "--results-name", name, "--no-doc"]
+            _say(f"{model} at {budget}: python bench/search_precision.py {' '.join(argv)}")
+            with contextlib.redirect_stdout(io.StringIO()):
+                search_precision.main(argv)
+            cell = _load(name) or {"rows": []}
         rows += [{"model": model, "budget": budget, "cell": name} | r for r in cell["rows"]]
     return {
         "device": args.device,
@@ -471,8 +475,9 @@ def pruned_markdown(res: dict[str, Any]) -> str:
                 continue
             shipped = r["shipped"] + (f" ({r['scheme']})" if r.get("scheme") else "")
             delta = 100 * (r["test_accuracy"] - r["dense_test_accuracy"])
+            search = r["precision"] + (f", {len(r['removed_blocks'])} blocks removed" if r.get("removed_blocks") else "")
             lines.append(
-                f"| {model} | {r['budget']} | {r['precision']} | {r['agent']}:{r['trial']} | {r['int8_groups']}/{r['groups']} "
+                f"| {model} | {r['budget']} | {search} | {r['agent']}:{r['trial']} | {r['int8_groups']}/{r['groups']} "
                 f"| {shipped} | {r['speedup']:.2f}x | {'yes' if r['meets_budget'] else 'no'} | {_pct(r['test_accuracy'])}% "
                 f"| {delta:+.2f} |"
             )
@@ -527,7 +532,7 @@ def main() -> None:
         "--cells",
         default="",
         help="pruned part: model@budget[:results-name] instead of --models x --budgets (a results name: a search_precision "
-        "run made under another name)",
+        "run made under another name and its own settings, e.g. --remove-blocks; read back as is when it exists)",
     )
     ap.add_argument("--search-agents", default="uniform,random,tpe")
     ap.add_argument("--search-evals", type=int, default=30)

@@ -402,6 +402,21 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _blocks_lines(dense: dict[str, Any]) -> list[str]:
+    """The report's line on residual blocks removed before the widths were searched (none: no line)."""
+    removed = dense.get("removed_blocks") or []
+    if not removed:
+        return []
+    ranking = dense.get("block_ranking") or []
+    ranked = (
+        "; val accuracy without each block alone (BN recalibrated), least harmful first: "
+        + ", ".join(f"{b} {_fmt(float(a))}" for b, a in ranking)
+        if ranking
+        else ""
+    )
+    return [f"- residual blocks removed whole before the widths ({len(removed)}): {', '.join(removed)}{ranked}"]
+
+
 def markdown_report(
     job: Job, dense: dict[str, Any], summary: dict[str, Any], records: dict[str, list[TrialRecord]], front: list[TrialRecord]
 ) -> str:
@@ -421,6 +436,7 @@ def markdown_report(
         ),
         f"- dense model: accuracy {_fmt(float(dense['accuracy']))}, live latency {_fmt(float(dense['latency_ms']), 3)} ms"
         + (f", LUT {_fmt(dense.get('lut_latency_ms'), 3)} ms" if dense.get("lut_latency_ms") is not None else ""),
+        *_blocks_lines(dense),
         f"- storage: `{job.storage_url}` (studies `{job.name}/<agent>`)",
         f"- written {time.strftime('%Y-%m-%d %H:%M:%S')}",
         "",

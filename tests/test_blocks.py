@@ -187,3 +187,35 @@ def test_a_job_takes_a_count_or_names_and_a_run_directory_keeps_them(tmp_path: P
             resolve_job(None, **base, remove_blocks=bad)
     with pytest.raises(HilpruneError, match="remove_blocks: '6' -> None"):  # trials would change meaning
         check_compatible(resolve_job(None, **base), six)
+
+
+def test_the_cli_lists_blocks_writes_a_policy_without_some_and_prunes_by_it(tmp_path: Path, capsys):
+    from typer.testing import CliRunner
+
+    from hilprune.cli.main import app, main
+
+    model = ["--model", "resnet20", "--input-shape", "3,16,16", "--num-classes", "10"]
+
+    def ok(args: list[str]) -> str:
+        result = CliRunner().invoke(app, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    listed = json.loads(
+        ok(["policy", "init", *model, "--ratio", "0", "--out", str(tmp_path / "x.json"), "--remove-blocks", "list", "--json"])
+    )
+    assert listed["removable_blocks"][:3] == ["layer1.0", "layer1.1", "layer1.2"] and not (tmp_path / "x.json").exists()
+    policy = tmp_path / "policy.json"
+    ok(["policy", "init", *model, "--ratio", "0.25", "--out", str(policy), "--remove-blocks", "layer1.1,layer3.2"])
+    assert Policy.load(policy).removed_blocks == ["layer1.1", "layer3.2"]
+    shown = ok(["policy", "show", str(policy)])
+    assert "removed blocks (2, whole): layer1.1, layer3.2" in shown
+    out = tmp_path / "out"
+    ok(["prune", *model, "--policy", str(policy), "--out", str(out), "--json"])
+    r20, _ = _model("resnet20")
+    graph = onnx.load(str(out / "model.onnx"))
+    assert sum(n.op_type == "Conv" for n in graph.graph.node) == _onnx_convs(r20) - 4
+    # a block that is not removable: one line, no traceback
+    code = main(["policy", "init", *model, "--ratio", "0", "--out", str(tmp_path / "y.json"), "--remove-blocks", "layer2.0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: layer2.0: not a removable residual block") and "\n" not in err
