@@ -481,9 +481,16 @@ class PolicyEvaluator:
                     f"budget {b.label} ({b.ms:.4g} ms) cannot be met: pruning every group at max_ratio={self.max_ratio} "
                     f"still takes {floor:.4g} ms on {self.device.name} by the LUT (dense: {self.dense_latency_ms:.4g} ms "
                     f"live); raise the budget to at least {floor / self.dense_latency_ms:.2f} of the dense latency, "
-                    "or raise --max-ratio"
+                    f"or raise --max-ratio{self._blocks_hint()}"
                 )
         return b
+
+    def _blocks_hint(self) -> str:
+        """The budget error's last option: residual blocks this model could still lose whole."""
+        from hilprune.surgery import residual_blocks
+
+        left = len(residual_blocks(self.surgeon.dense, self.surgeon.example))
+        return f", or remove some of its {left} residual blocks whole (--remove-blocks N)" if left else ""
 
     def add_budget(self, budget: Budget | float) -> float:
         """Register a budget (resolved, or in milliseconds) for the hybrid rule (idempotent); returns its ms."""

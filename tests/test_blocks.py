@@ -167,6 +167,13 @@ def test_the_evaluator_removes_the_least_harmful_blocks_and_keeps_the_frame_of_t
     assert unpruned.policy.removed_blocks == ev.removed_blocks
     assert unpruned.live_latency_ms < ev.dense_latency_ms and unpruned.macs < ev.dense_macs
     assert unpruned.lut_latency_ms < ev.dense_lut_latency_ms
+    # a budget widths cannot reach says that blocks could still go
+    from hilprune.budget import BudgetError
+
+    with pytest.raises(BudgetError, match="or remove some of its 7 residual blocks whole \\(--remove-blocks N\\)"):
+        plain.check_budget(0.01)
+    with pytest.raises(BudgetError, match="some of its 5 residual blocks"):
+        ev.check_budget(0.01)
     with pytest.raises(Exception, match="has 7 removable residual blocks; cannot remove 8"):
         PolicyEvaluator("resnet20", remove_blocks=8, **common)
 
