@@ -322,8 +322,10 @@ def pareto_plot(dense: dict[str, Any] | None, pruned: dict[str, Any] | None, pat
         for r in (pruned or {}).get("rows", []):
             if r["model"] == model and "error" not in r:
                 color = "tab:blue" if r["precision"] == "fp32" else "tab:red"
-                ax.scatter([r["speedup"]], [100 * r["test_accuracy"]], color=color, marker="^")
-                ax.annotate(f"{r['precision']} search @{r['budget']}", (r["speedup"], 100 * r["test_accuracy"]), fontsize=7)
+                blocks = len(r.get("removed_blocks") or [])
+                ax.scatter([r["speedup"]], [100 * r["test_accuracy"]], color=color, marker="D" if blocks else "^")
+                label = f"{r['precision']} search @{r['budget']}" + (f", -{blocks} blocks" if blocks else "")
+                ax.annotate(label, (r["speedup"], 100 * r["test_accuracy"]), fontsize=7)
         ax.set_title(model)
         ax.set_xlabel("live speedup over dense fp32 (ort-cpu-1t, paired)")
         ax.set_ylabel("test accuracy, %")

@@ -104,7 +104,12 @@ def one_precision(args: argparse.Namespace, precision: str) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     s = res["settings"]
     lines = [
-        "## Width and precision searched together (search_precision)",
+        f"## Width and precision searched together ({res.get('results_name', 'search_precision')})"
+        + (
+            f": {s['model']}, residual blocks removed first (`--remove-blocks {s['remove_blocks']}`)"
+            if s.get("remove_blocks")
+            else ""
+        ),
         "",
         header(res["machine"]),
         f"{s['model']} on {s['dataset']} at budget {s['budget']} of the dense fp32 model's live latency on `{s['device']}`: "
@@ -181,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if res.get("settings") != settings:
         res = {"settings": settings, "rows": []}
     res.setdefault("machine", machine())  # the run that measured the rows (a read-back keeps it)
+    res["results_name"] = args.results_name
     for precision in args.precisions.split(","):
         if any(r["precision"] == precision for r in res["rows"]):
             _say(f"{precision}: already measured (bench/results/{args.results_name}.json)")

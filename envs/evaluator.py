@@ -260,7 +260,7 @@ class PolicyEvaluator:
                 raise EnvConfigError("importance 'taylor' needs a dataset (gradients on a calibration batch)")
             calibration = (self.train.x[:64], self.train.y[:64])
         self.block_ranking: list[tuple[str, float]] = []  # (block, val accuracy without it), when ranked
-        self.removed_blocks = self._blocks_to_remove(dense, remove_blocks)
+        self.removed_blocks = self._blocks_to_remove(dense, remove_blocks, progress)
         self.surgeon = Surgeon(
             dense, self.input_shape, self.spec.identity(), importance=importance, calibration=calibration,
             removed_blocks=self.removed_blocks,
@@ -333,7 +333,7 @@ class PolicyEvaluator:
 
     # ------------------------------------------------------------------------------------------------
     # construction helpers
-    def _blocks_to_remove(self, dense: torch.nn.Module, wanted: int | Sequence[str]) -> list[str]:
+    def _blocks_to_remove(self, dense: torch.nn.Module, wanted: int | Sequence[str], progress: bool = False) -> list[str]:
         """The block names `remove_blocks` asks for (a count: the least harmful ones by val accuracy)."""
         if isinstance(wanted, str):
             wanted = [b.strip() for b in wanted.split(",") if b.strip()]
@@ -346,14 +346,15 @@ class PolicyEvaluator:
             raise EnvConfigError(f"remove_blocks must be a count >= 0 or block names, got {n}")
         if n == 0:
             return []
-        self.block_ranking = self.rank_removable_blocks(dense)
+        self.block_ranking = self.rank_removable_blocks(dense, progress)
         if n > len(self.block_ranking):
             raise EnvConfigError(f"{self.spec.name} has {len(self.block_ranking)} removable residual blocks; cannot remove {n}")
         return [name for name, _ in self.block_ranking[:n]]
 
-    def rank_removable_blocks(self, dense: torch.nn.Module) -> list[tuple[str, float]]:
+    def rank_removable_blocks(self, dense: torch.nn.Module, progress: bool = False) -> list[tuple[str, float]]:
         """Every removable residual block of `dense` with the val accuracy of the model without it
-        (BN recalibrated on this evaluator's train images), the least harmful first."""
+        (BN recalibrated on this evaluator's train images), the least harmful first (`progress`: a
+        bar with the time left)."""
         from hilprune.surgery import rank_blocks, residual_blocks
         from hilprune.train import evaluate as torch_eval
         from hilprune.train import recalibrate_bn
@@ -367,7 +368,7 @@ class PolicyEvaluator:
             return float(torch_eval(model, val, batch_size=EVAL_CHUNK))
 
         blocks = residual_blocks(dense, torch.randn(1, *self.input_shape))
-        return rank_blocks(dense, blocks, score)
+        return rank_blocks(dense, blocks, score, progress=progress)
 
     def _choose_backend(self, wanted: str) -> None:
         """Pick torch or onnxruntime for accuracy. `auto` takes onnxruntime where every evaluation

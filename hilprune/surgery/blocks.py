@@ -20,6 +20,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..depgraph.progress import Progress, progress_of
 from ..errors import SurgeryError
 
 _ADDS = {operator.add, operator.iadd, torch.add}
@@ -122,9 +123,20 @@ def without_blocks(model: nn.Module, names: Sequence[str]) -> nn.Module:
     return out
 
 
-def rank_blocks(model: nn.Module, blocks: Sequence[str], score: Callable[[nn.Module], float]) -> list[tuple[str, float]]:
+def rank_blocks(
+    model: nn.Module,
+    blocks: Sequence[str],
+    score: Callable[[nn.Module], float],
+    progress: Progress | bool | None = None,
+) -> list[tuple[str, float]]:
     """Each block with `score` of the model without it (say, val accuracy), best first: the blocks
-    whose removal costs least come first (ties in forward order)."""
-    scored = [(name, float(score(without_blocks(model, [name])))) for name in blocks]
+    whose removal costs least come first (ties in forward order). `progress`: a bar with the time
+    left on stderr (None: when stderr is a terminal)."""
+    scored = []
+    with progress_of(progress) as bar:
+        bar.stage("ranking residual blocks", len(blocks))
+        for name in blocks:
+            scored.append((name, float(score(without_blocks(model, [name])))))
+            bar.advance()
     index = {name: i for i, name in enumerate(blocks)}
     return sorted(scored, key=lambda s: (-s[1], index[s[0]]))
