@@ -55,6 +55,7 @@ DEFAULT_PROXIES = "bn:10,bn:40,bn:100,kd:20,kd:40,kd:80"
 AGAIN = "reference again"  # the summary's row for the repeated reference (`--ref-again`)
 EARLIER = "earlier reference"  # the summary's row for the reference of the run named by `--candidates-from`
 TARGET_RHO, TARGET_S = 0.8, 10.0  # the target for the default proxy (per resnet20 candidate, one core)
+MIN_PARTIAL = 6  # policies a stopped run needs before its section ranks them
 
 
 # --- candidates -------------------------------------------------------------------------------------
@@ -353,23 +354,26 @@ def markdown(res: dict[str, Any]) -> str:
             "proxies were scored in this run.\n"
         )
     for entry in res["cells"].values():
-        if "summary" not in entry:
-            continue
         rows = entry["rows"]
+        partial = "summary" not in entry  # a run stopped early: its finished policies, said as such
+        if partial and len(rows) < MIN_PARTIAL:
+            continue
+        summary = summarize(rows, [p.strip() for p in s["proxies"].split(",") if p.strip()]) if partial else entry["summary"]
         refs = [100 * r["reference"]["test_accuracy"] for r in rows]
         macs = [r["macs"] / entry["dense_macs"] for r in rows]
         ref_s = sorted(r["reference"]["wall_s"] for r in rows)[len(rows) // 2]
-        both = any("rho_both" in v for v in entry["summary"].values())
+        both = any("rho_both" in v for v in summary.values())
         lines += [
             f"### {entry['model']} @ {entry['budget']:g} ({entry['budget_ms']:.4g} ms; dense {entry['dense_latency_ms']:.4g} ms, "
             f"val {100 * entry['dense_accuracy']:.1f}%)\n",
-            f"{len(rows)} policies, MACs {min(macs):.1%}–{max(macs):.1%} of dense; reference test accuracy "
+            (f"**Partial: the run stopped after {len(rows)} of its {len(entry['candidates'])} policies.** " if partial else "")
+            + f"{len(rows)} policies, MACs {min(macs):.1%}–{max(macs):.1%} of dense; reference test accuracy "
             f"{min(refs):.2f}–{max(refs):.2f}% (mean {sum(refs) / len(refs):.2f}), {ref_s:.0f} s per policy.\n",
             "| proxy | Spearman ρ | 90% interval | regret of its pick (points) | mean val acc % | s per candidate |"
             + (" ρ (both refs) |" if both else ""),
             "|---|---|---|---|---|---|" + ("---|" if both else ""),
         ]
-        for p, v in entry["summary"].items():
+        for p, v in summary.items():
             lines.append(
                 f"| `{p}` | **{v['rho']:.2f}** | [{v['rho_ci90'][0]:.2f}, {v['rho_ci90'][1]:.2f}] | {v['regret_pts']:.2f} | "
                 f"{100 * v['mean_accuracy']:.1f} | {v['cost_s']:.2f} |"

@@ -541,7 +541,11 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="pruned part: resnet20 at 0.5, 6 evaluations; calibration 50,100")
-    ap.add_argument("--note", default="", help="pruned part: a paragraph for its docs section (what the numbers say)")
+    ap.add_argument(
+        "--note",
+        default="",
+        help="pruned part: a paragraph for its docs section (what the numbers say; with --markdown-only too)",
+    )
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs sections from bench/results")
     args = ap.parse_args()
@@ -563,7 +567,9 @@ def main() -> None:
         "pruned": pruned_markdown,
     }
     parts = args.parts.split(",")
-    if args.markdown_only:
+    if args.markdown_only:  # with --note: the pruned part's paragraph, kept in its results file
+        if args.note and "pruned" in parts and _load(names["pruned"]) is not None:
+            write_json(names["pruned"], (_load(names["pruned"]) or {}) | {"note": args.note})
         for part in parts:
             rewrite_section(names[part], render[part])
         return

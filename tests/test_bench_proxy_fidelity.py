@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.proxy_fidelity import AGAIN, EARLIER, earlier_reference, spearman, summarize
+from bench.proxy_fidelity import AGAIN, EARLIER, MIN_PARTIAL, earlier_reference, markdown, spearman, summarize
 
 
 def rows(proxy: list[float], ref: list[float], again: list[float] | None = None) -> list[dict]:
@@ -50,3 +50,24 @@ def test_an_earlier_runs_reference_is_ranked_against_this_one_like_a_proxy():
     assert s[EARLIER]["regret_pts"] == pytest.approx(100 * (0.80 - 0.65))  # its top pick (0.4) is the third policy
     del table[0]["earlier_reference"]  # only where every policy has one
     assert EARLIER not in summarize(table, ["kd:40"])
+
+
+def test_a_run_stopped_early_is_ranked_on_its_finished_policies_and_says_so():
+    proxy = [0.1, 0.3, 0.2, 0.4, 0.6, 0.5, 0.7]
+    ref = [0.61, 0.72, 0.65, 0.80, 0.83, 0.79, 0.90]
+    table = rows(proxy, ref)
+    for i, row in enumerate(table):
+        row["macs"], row["reference"]["wall_s"] = 100 + i, 30.0
+    settings = dict(policies=16, device="sim-cpu", tolerance=0.05, round_to=8, val_size=1000, proxies="kd:40", ref_steps=0,
+                    ref_epochs=1.0, ref_batch=128, ref_lr=0.01, test_size=0)  # fmt: skip
+    machine = {"command": "c", "cpu": "cpu", "cores": 2, "python": "3", "versions": {}, "date": "d"}
+    cell = dict(model="resnet56", budget=0.4, budget_ms=0.7, dense_latency_ms=1.7, dense_accuracy=0.95, dense_macs=1000,
+                candidates=[[0.5]] * 16, rows=table)  # fmt: skip
+    res = {"settings": settings, "machine": machine, "device_title": "`sim-cpu`", "cells": {"resnet56@0.4": cell}}
+    text = markdown(res)
+    assert "**Partial: the run stopped after 7 of its 16 policies.**" in text
+    assert f"| `kd:40` | **{spearman(proxy, ref):.2f}** |" in text
+    cell["rows"] = table[: MIN_PARTIAL - 1]  # too few to rank: no section
+    assert "### resnet56" not in markdown(res)
+    cell["rows"], cell["summary"] = table, summarize(table, ["kd:40"])  # a finished run: no such line
+    assert "Partial" not in markdown(res) and "### resnet56 @ 0.4" in markdown(res)
