@@ -337,10 +337,10 @@ class PolicyEvaluator:
         """The block names `remove_blocks` asks for (a count: the least harmful ones by val accuracy)."""
         if isinstance(wanted, str):
             wanted = [b.strip() for b in wanted.split(",") if b.strip()]
-        if isinstance(wanted, bool) or not isinstance(wanted, (int, np.integer)):
-            if isinstance(wanted, bool):
+        if not isinstance(wanted, (int, np.integer)) or isinstance(wanted, bool):
+            if isinstance(wanted, bool) or not all(isinstance(b, str) for b in wanted):
                 raise EnvConfigError(f"remove_blocks must be a count >= 0 or block names, got {wanted!r}")
-            return [str(b) for b in wanted]
+            return list(wanted)
         n = int(wanted)
         if n < 0:
             raise EnvConfigError(f"remove_blocks must be a count >= 0 or block names, got {n}")

@@ -87,9 +87,8 @@ class PolicyLatency:
         self.dense_onnx = export_checked(surgeon.dense, self.input_shape, self.device.batch)  # the graph the groups index
         # The reference live latencies are paired with and budgets are fractions of: the model as
         # given, which is the dense graph unless the surgeon removed residual blocks first.
-        full = getattr(surgeon, "full", surgeon.dense)
-        same = full is surgeon.dense
-        self.reference_onnx = self.dense_onnx if same else export_checked(full, self.input_shape, self.device.batch)
+        same = surgeon.full is surgeon.dense
+        self.reference_onnx = self.dense_onnx if same else export_checked(surgeon.full, self.input_shape, self.device.batch)
 
         from hilprune.calibrate import model_scope
         from hilprune.policy import groups_signature
