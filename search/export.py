@@ -88,7 +88,7 @@ class LiveLatency:
         self.path = run_dir / LIVE_CACHE
         self.surgeon, self.input_shape, self.device = surgeon, input_shape, device
         self.reference_ms = float(dense["latency_ms"])
-        self.dense_onnx = to_onnx_bytes(surgeon.full, input_shape)  # the model as given, with any removed blocks
+        self.dense_onnx = to_onnx_bytes(surgeon.full, input_shape)  # the model as given, before any block is removed
         self.fp_id: str | None = dense.get("fingerprint_id")
         self.not_before = dense_measured_at(dense)
         try:

@@ -1,4 +1,5 @@
-"""Structured channel surgery: policy in, smaller dense model out (torch-pruning underneath)."""
+"""Structured channel surgery: policy in, smaller dense model out (torch-pruning underneath), after
+removing any whole residual blocks the policy names (`blocks`)."""
 
 from .blocks import rank_blocks, residual_blocks, without_blocks
 from .counting import macs_and_params

@@ -3,8 +3,9 @@
 A residual block computes ``x + f(x)`` (possibly followed by an activation) with an identity
 shortcut; removed, it becomes ``x``. On INT8 graphs this pays where channel pruning cannot: a
 narrow INT8 conv still pays its fixed per-kernel costs (quantize, requantize, the call), a removed
-block pays none (resnet56 on onnxruntime, AVX-512 VNNI: INT8 alone 2.5x over dense fp32, INT8 with
-a third of its blocks removed 3.7x; docs/benchmarks.md). Blocks are found by tracing each
+block pays none (resnet56 on onnxruntime, AMD EPYC with AVX-512 VNNI: INT8 with widths alone
+stopped at 2.6x over dense fp32, INT8 with 8 of its 25 removable blocks removed ran 3.6x;
+docs/benchmarks.md, "prune_quantize"). Blocks are found by tracing each
 submodule with torch.fx, so user models qualify when their blocks are written that way; a module
 that does not trace, or whose output is not ``input + branch``, is simply not a block.
 """
