@@ -100,6 +100,11 @@ def sample_candidates(ev: Any, budget_ms: float, n: int, tol: float, seed: int, 
     return out
 
 
+def proxy_list(text: str) -> list[str]:
+    """`--proxies` as a list: ``"bn:10, kd:40"`` -> ``["bn:10", "kd:40"]``."""
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
 # --- one candidate ----------------------------------------------------------------------------------
 def split_proxy(proxy: str) -> tuple[int, str]:
     """A bench proxy ``[ls[:N]+]fidelity`` -> (least-squares images, 0 for none; the fidelity)."""
@@ -256,7 +261,7 @@ def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any
 
     torch.set_num_threads(1)
     model, _, budget_text = cell.partition("@")
-    proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    proxies = proxy_list(args.proxies)
     t0 = time.perf_counter()
     ev = PolicyEvaluator(
         model, dataset="fashion-mnist", device=args.device, round_to=args.round_to, val_size=args.val_size, seed=args.seed,
@@ -358,7 +363,7 @@ def markdown(res: dict[str, Any]) -> str:
         partial = "summary" not in entry  # a run stopped early: its finished policies, said as such
         if partial and len(rows) < MIN_PARTIAL:
             continue
-        summary = summarize(rows, [p.strip() for p in s["proxies"].split(",") if p.strip()]) if partial else entry["summary"]
+        summary = summarize(rows, proxy_list(s["proxies"])) if partial else entry["summary"]
         refs = [100 * r["reference"]["test_accuracy"] for r in rows]
         macs = [r["macs"] / entry["dense_macs"] for r in rows]
         ref_s = sorted(r["reference"]["wall_s"] for r in rows)[len(rows) // 2]

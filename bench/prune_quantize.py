@@ -249,16 +249,16 @@ def cell_name(model: str, budget: str, quick: bool = False) -> str:
     return f"search_precision_{SHORT.get(model, model)}_{budget.replace('.', '')}" + ("_quick" if quick else "")
 
 
-def pruned_cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
-    """(model, budget, results name) of each cell: `--cells` (model@budget[:name]), else
-    `--models` x `--budgets`."""
+def pruned_cells(args: argparse.Namespace) -> list[tuple[str, str, str, bool]]:
+    """(model, budget, results name, whether the name was given) of each cell: `--cells`
+    (model@budget[:name]), else `--models` x `--budgets`."""
     if not args.cells:
-        return [(m, b, cell_name(m, b, args.quick)) for m in args.models.split(",") for b in args.budgets.split(",")]
+        return [(m, b, cell_name(m, b, args.quick), False) for m in args.models.split(",") for b in args.budgets.split(",")]
     out = []
     for item in args.cells.split(","):
         cell, _, named = item.partition(":")
         model, _, budget = cell.partition("@")
-        out.append((model, budget, named or cell_name(model, budget, args.quick)))
+        out.append((model, budget, named or cell_name(model, budget, args.quick), bool(named)))
     return out
 
 
@@ -273,9 +273,8 @@ def pruned_part(args: argparse.Namespace) -> dict[str, Any]:
     from bench import search_precision
 
     rows = []
-    named = {item.partition(":")[2] for item in (args.cells or "").split(",")} - {""}
-    for model, budget, name in pruned_cells(args):
-        cell = _load(name) if name in named else None
+    for model, budget, name, named in pruned_cells(args):
+        cell = _load(name) if named else None
         if cell is not None:  # a run made under its own name and settings (say, --remove-blocks): read back as is
             _say(f"{model} at {budget}: read back bench/results/{name}.json")
         else:
@@ -289,7 +288,7 @@ def pruned_part(args: argparse.Namespace) -> dict[str, Any]:
         rows += [{"model": model, "budget": budget, "cell": name} | r for r in cell["rows"]]
     return {
         "device": args.device,
-        "budgets": ", ".join(f"{m}@{b}" for m, b, _ in pruned_cells(args)) if args.cells else f"budgets {args.budgets}",
+        "budgets": ", ".join(f"{m}@{b}" for m, b, _, _ in pruned_cells(args)) if args.cells else f"budgets {args.budgets}",
         "note": args.note,
         "search": {"agents": args.search_agents, "evals": args.search_evals, "round_to": 8},
         "finetune_epochs": args.finetune_epochs,
@@ -568,8 +567,9 @@ def main() -> None:
     }
     parts = args.parts.split(",")
     if args.markdown_only:  # with --note: the pruned part's paragraph, kept in its results file
-        if args.note and "pruned" in parts and _load(names["pruned"]) is not None:
-            write_json(names["pruned"], (_load(names["pruned"]) or {}) | {"note": args.note})
+        saved = _load(names["pruned"]) if args.note and "pruned" in parts else None
+        if saved is not None:
+            write_json(names["pruned"], saved | {"note": args.note})
         for part in parts:
             rewrite_section(names[part], render[part])
         return

@@ -80,7 +80,8 @@ def is_residual(module: nn.Module) -> bool:
 
 def residual_blocks(model: nn.Module, example: torch.Tensor) -> list[str]:
     """Names of the submodules that are residual blocks with an identity shortcut, keeping their
-    input's shape (so removing one leaves a valid model), in forward order."""
+    input's shape (so removing one leaves a valid model), in the order they first finish in a
+    forward pass (forward order for blocks not nested in one another)."""
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     order: list[str] = []
     hooks = []
@@ -101,12 +102,11 @@ def residual_blocks(model: nn.Module, example: torch.Tensor) -> list[str]:
         for h in hooks:
             h.remove()
     modules = dict(model.named_modules())
-    seen: list[str] = []
-    for name in order:  # hooks fire as modules finish: sort by first call below
-        if name not in seen and shapes[name][0] == shapes[name][1] and is_residual(modules[name]):
-            seen.append(name)
-    first_call = {n: i for i, n in reversed(list(enumerate(order)))}
-    return sorted(seen, key=lambda n: (first_call[n], n))
+    found: list[str] = []
+    for name in dict.fromkeys(order):  # each module once, where its hook first fired
+        if shapes[name][0] == shapes[name][1] and is_residual(modules[name]):
+            found.append(name)
+    return found
 
 
 def without_blocks(model: nn.Module, names: Sequence[str]) -> nn.Module:
