@@ -101,8 +101,9 @@ class QuotaEvaluator:
         policy = self._ev.policy(ratios, kw.get("precision"))
         lat = float(self._ev.predict_latency(policy.requested()))
         return EvalResult(
-            policy=policy, accuracy=0.0, latency_ms=lat, lut_latency_ms=lat, live_latency_ms=None, macs=0, params=0, cached=True
-        )
+            policy=policy, accuracy=0.0, latency_ms=lat, lut_latency_ms=lat / self._ev.lut_scale, live_latency_ms=None,
+            macs=0, params=0, cached=True,
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

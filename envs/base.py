@@ -104,7 +104,7 @@ class PruneEnvBase(gym.Env):
         self.budget = evaluator.check_budget(budget)  # BudgetError when max_ratio cannot reach it
         self.budget_ms = self.budget.ms
         evaluator.add_budget(self.budget)
-        self.dense_lut_ms = float(evaluator.dense_lut_latency_ms)
+        self.dense_ms = float(evaluator.dense_latency_ms)  # the frame of every latency the env compares (`lut_scale`)
         self.shares = evaluator.group_latency_shares()
         # a mixed-precision search (`envs.precision`): each action also marks its group(s) fp32 or int8
         self.marks_precision = getattr(getattr(evaluator, "precision", None), "mode", "fp32") == "mixed"

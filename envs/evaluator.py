@@ -20,6 +20,13 @@ and the distillation batches are the same for every policy, so ``kd:20`` then ``
 ``kd:40`` directly). Distillation uses train images only; accuracy is always on the val subset.
 `predict_latency(ratios)` is the LUT alone through the kernel map: no surgery, well under a
 millisecond once the LUT holds the kernels, so environments call it at every step.
+
+Every latency a search compares with a budget is in one frame, the dense reference's: live ones
+as paired ratios times the reference, LUT ones as the predicted ratio to the dense model's LUT
+price times the reference (`lut_scale`). The reference is one live measurement taken when a job
+starts; on a shared VM it can land in a slow phase of the vCPU (10% slow in one resnet56 job),
+and a budget of 0.28 of it in milliseconds, compared with LUT milliseconds of a fast phase, let
+the search believe 4.2x where the device ran 3.4x.
 """
 
 from __future__ import annotations
@@ -70,10 +77,11 @@ Ratios = Mapping[str, float] | Sequence[float] | Policy
 
 @dataclass
 class EvalResult:
-    """One evaluated policy. `latency_ms` is the number the search should use: when measured live
-    (`latency_kind == "live"`), the policy's latency paired with the dense model's, as a ratio, in
-    the dense reference's milliseconds (`live_ratio * dense_latency_ms`); else the LUT prediction.
-    `live_latency_ms` is the policy's own live time, as measured then."""
+    """One evaluated policy. `latency_ms` is the number the search should use, always in the dense
+    reference's milliseconds: when measured live (`latency_kind == "live"`), the policy's latency
+    paired with the dense model's, as a ratio (`live_ratio * dense_latency_ms`); else the LUT's
+    predicted ratio to the dense model (`lut_latency_ms * lut_scale`). `lut_latency_ms` is the
+    predictor's own milliseconds; `live_latency_ms` the policy's own live time, as measured then."""
 
     policy: Policy
     accuracy: float
@@ -457,11 +465,13 @@ class PolicyEvaluator:
         return resolve_budget(budget, self.dense_latency_ms)
 
     def min_latency_ms(self) -> float:
-        """LUT latency with every group pruned at max_ratio: the lowest budget that can be met
-        (``int8``, ``mixed``: the lower of the all-fp32 and the all-INT8 graph)."""
+        """LUT latency with every group pruned at max_ratio, in the dense reference's frame: the
+        lowest budget that can be met (``int8``, ``mixed``: the lower of the all-fp32 and the
+        all-INT8 graph)."""
+        floor = self.latency.min_latency_ms()
         if self.precision.quantizes:
-            return min(self.latency.min_latency_ms(), self.latency.min_latency_ms(quant=True))
-        return self.latency.min_latency_ms()
+            floor = min(floor, self.latency.min_latency_ms(quant=True))
+        return floor * self.lut_scale
 
     def check_budget(self, budget: str | float | Budget) -> Budget:
         """The resolved budget; BudgetError when pruning every group at max_ratio cannot meet it (by
@@ -519,7 +529,17 @@ class PolicyEvaluator:
         """LUT latency for kept channels per group (what `kept()` returns), priced as `predict_latency`."""
         key = tuple(int(k) for k in kept)
         fp32 = self.latency.predict_key(key)
-        return min(fp32, self.latency.predict_key(key, quant=True)) if self.precision.quantizes else fp32
+        ms = min(fp32, self.latency.predict_key(key, quant=True)) if self.precision.quantizes else fp32
+        return ms * self.lut_scale
+
+    @property
+    def lut_scale(self) -> float:
+        """What turns the predictor's milliseconds into the dense reference's frame: the reference's
+        live latency over its LUT price (1 without a LUT). Budgets are fractions of the live
+        reference, so a LUT price is judged by its predicted ratio to the dense model, as a live
+        time is judged by its paired ratio."""
+        lut = self.dense_lut_latency_ms
+        return self.dense_latency_ms / lut if math.isfinite(lut) and lut > 0 else 1.0
 
     def kernels_for(self, kept: Sequence[int]) -> list[Any]:
         """The device kernels of the pruned model that keeps `kept` channels per group."""
@@ -786,8 +806,8 @@ class PolicyEvaluator:
                 and (self.latency_source == "live" or (self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))
             ):
                 pair = self.latency.measure_paired(graph_bytes())
-                if self.has_lut:
-                    self.latency.observe(kernels(), pair.ratio * self.dense_latency_ms, quant=int8)
+                if self.has_lut:  # in the predictor's own frame: the ratio times the reference's LUT price
+                    self.latency.observe(kernels(), pair.ratio * self.dense_lut_latency_ms, quant=int8)
             return lut, pair
 
         live_ms: float | None
@@ -800,8 +820,8 @@ class PolicyEvaluator:
             live_ratio = None if pair is None else float(pair.ratio)
         self.latency.maybe_flush()
 
-        # Live: the paired ratio in the dense reference's frame, so budgets are judged on the ratio.
-        latency = live_ratio * self.dense_latency_ms if live_ratio is not None else lut_ms
+        # The dense reference's frame, so budgets are judged on ratios: the paired live ratio, or the LUT's.
+        latency = live_ratio * self.dense_latency_ms if live_ratio is not None else lut_ms * self.lut_scale
         policy = hit.policy if hit is not None else policy
         policy.metrics.update(
             {
@@ -925,8 +945,9 @@ class PolicyEvaluator:
         return self._batches
 
     def dense_latency_for(self, result: EvalResult) -> float:
-        """The dense latency measured the same way as the result's `latency_ms` (live or LUT)."""
-        return self.dense_latency_ms if result.latency_kind == "live" else self.dense_lut_latency_ms
+        """The dense latency in the frame of the result's `latency_ms`: the live reference, for
+        live and LUT results alike (`lut_scale`)."""
+        return self.dense_latency_ms
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -1020,10 +1041,11 @@ class PolicyEvaluator:
         """Hybrid rule: within a budget by the LUT, and would enter the best-k or the Pareto set.
 
         Every point is compared by its LUT latency (one currency: a biased predictor must not
-        make every new policy look faster than the live-measured ones)."""
+        make every new policy look faster than the live-measured ones), the budgets brought into
+        the predictor's frame (`lut_scale`)."""
         if not math.isfinite(lut_ms):
             return True
-        budgets = self.budgets_ms or [math.inf]
+        budgets = [b / self.lut_scale for b in self.budgets_ms] or [math.inf]
         if not within_budget(lut_ms, max(budgets)):
             return False
         acc = accuracy if math.isfinite(accuracy) else 0.0

@@ -146,7 +146,7 @@ class LayerPruneEnv(PruneEnvBase):
         obs[:12] = self._static[i]
         if self._t >= G:
             obs[0] = 1.0
-        dense = self.dense_lut_ms
+        dense = self.dense_ms
         ev = self.evaluator
         # Latency of the policy so far with the remaining groups left dense.
         now = ev.predict_kept(tuple(self._kept_prefix) + tuple(g.channels for g in self.groups[len(self._kept_prefix) :]))

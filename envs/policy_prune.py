@@ -27,7 +27,7 @@ class PolicyPruneEnv(PruneEnvBase):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         G = self.n_groups
-        dense = self.dense_lut_ms
+        dense = self.dense_ms
         floor = self.evaluator.min_latency_ms()
         self._obs_vec = np.clip(
             np.asarray([self.budget_ms / dense, floor / dense] + list(self.shares), dtype=np.float64), 0.0, 1.0

@@ -69,7 +69,11 @@ def test_evaluate_phases_and_cache(ev: PolicyEvaluator) -> None:
     assert isinstance(r1, EvalResult) and not r1.cached
     assert {"surgery", "bn", "eval", "latency"} <= set(r1.phases)
     assert 0.0 <= r1.accuracy <= 1.0
-    assert r1.latency_ms == r1.lut_latency_ms and r1.live_latency_ms is None and r1.latency_kind == "lut"
+    assert (
+        r1.latency_ms == pytest.approx(r1.lut_latency_ms * ev.lut_scale)
+        and r1.live_latency_ms is None
+        and r1.latency_kind == "lut"
+    )
     assert 0 < r1.macs < ev.dense_macs
     assert r1.policy.metrics["accuracy"] == r1.accuracy
     # Same rounded policy (other requested ratios, same kept channels): a cache hit, not a new evaluation.
@@ -92,13 +96,39 @@ def test_predict_latency_matches_real_export(ev: PolicyEvaluator) -> None:
         fast = ev.predict_latency(ratios)
         model = ev.surgeon.apply(ev.policy(ratios), count=False).model
         real = ev.predictor.predict(hwprofiler.kernels_from_onnx(to_onnx_bytes(model, ev.input_shape)))
-        assert fast == pytest.approx(real)
-    assert ev.predict_latency([0.0] * 4) == pytest.approx(ev.dense_lut_latency_ms)
+        assert fast == pytest.approx(real * ev.lut_scale)  # in the dense reference's frame
+    assert ev.predict_latency([0.0] * 4) == pytest.approx(ev.dense_latency_ms)
     assert ev.min_latency_ms() == pytest.approx(ev.predict_latency([0.9] * 4))
     with pytest.raises(PolicyError):
         ev.predict_latency([0.95] * 4)
     with pytest.raises(PolicyError):
         ev.predict_latency([0.1] * 3)
+
+
+def test_lut_prices_are_judged_in_the_dense_references_frame() -> None:
+    """A job's dense reference measured in a slow phase of the machine (here: recorded 1.25x slower
+    than this process measured it) must not loosen what a fractional budget admits: the LUT's
+    predicted ratios, the floor as a fraction, the env's clipping and every LUT-judged result move
+    with the reference, as paired live ratios do."""
+    ev = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=100, proxy="bn")
+    ratios = [0.3, 0.5, 0.2, 0.6]
+    raw = ev.latency.predict_key(ev.kept(ratios))
+    floor_fraction = ev.min_latency_ms() / ev.dense_latency_ms
+    speedup = ev.dense_latency_ms / ev.predict_latency(ratios)
+    assert ev.predict_latency([0.0] * 4) == pytest.approx(ev.dense_latency_ms)
+
+    ev.use_reference(1.25 * ev.dense_latency_ms)
+    assert ev.lut_scale == pytest.approx(ev.dense_latency_ms / ev.dense_lut_latency_ms)
+    assert ev.predict_latency(ratios) == pytest.approx(raw * ev.lut_scale)
+    assert ev.dense_latency_ms / ev.predict_latency(ratios) == pytest.approx(speedup)  # the ratio does not move
+    assert ev.min_latency_ms() / ev.dense_latency_ms == pytest.approx(floor_fraction)
+    r = ev.evaluate(ratios)
+    assert r.latency_kind == "lut" and r.lut_latency_ms == pytest.approx(raw)
+    assert r.latency_ms == pytest.approx(raw * ev.lut_scale) and ev.dense_latency_for(r) == ev.dense_latency_ms
+    # The floor as a fraction still binds: a budget just under it is refused, just over it accepted.
+    with pytest.raises(BudgetError):
+        ev.check_budget(floor_fraction * 0.99)
+    assert ev.check_budget(floor_fraction * 1.01).fraction == pytest.approx(floor_fraction * 1.01, rel=1e-4)
 
 
 def test_bad_options() -> None:
@@ -166,5 +196,5 @@ def test_user_model_from_a_file() -> None:
     assert 0.0 <= r.accuracy <= 1.0 and r.latency_ms > 0
     model = ev.surgeon.apply(ev.policy(ratios), count=False).model
     real = ev.predictor.predict(kernels_from_onnx(to_onnx_bytes(model, ev.input_shape)))
-    assert ev.predict_latency(ratios) == pytest.approx(real)
+    assert ev.predict_latency(ratios) == pytest.approx(real * ev.lut_scale)
     assert r.lut_latency_ms == pytest.approx(real)

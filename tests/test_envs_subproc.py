@@ -34,7 +34,7 @@ def test_subproc_vec_env_two_workers(monkeypatch: pytest.MonkeyPatch) -> None:
                     finished.append((r, info))
         assert len(finished) == 4  # two episodes per worker
         for r, info in finished:
-            assert within_budget(info["lut_latency_ms"], info["budget_ms"])
+            assert within_budget(info["latency_ms"], info["budget_ms"])
             assert r == pytest.approx(info["accuracy"])
             assert "terminal_observation" in info
     finally:

@@ -97,7 +97,7 @@ def test_the_int8_kernel_map_equals_the_kernels_of_the_real_quantized_export():
     assert policy.graph_precision() == "int8"
     real = hwprofiler.device_kernels(real_int8_export(ev, policy), ev.device)
     assert ev.latency.kmap_q.kernels(list(policy.key())) == real
-    assert ev.predict_latency(policy) < ev.latency.predict_key(policy.key())  # sim-cpu: INT8 pays at these widths
+    assert ev.predict_latency(policy) < ev.latency.predict_key(policy.key()) * ev.lut_scale  # sim-cpu: INT8 pays at these widths
 
 
 def test_marks_tell_policies_apart_and_an_int8_policy_is_scored_as_its_int8_graph(mixed):
@@ -166,7 +166,7 @@ def test_int8_is_not_kept_where_the_device_prices_it_slower():
     assert res.policy.graph_precision() == "fp32" and "quantize" not in res.phases
     slower = res.policy.metrics["int8_slower"]
     assert slower["int8_lut_ms"] > slower["fp32_lut_ms"]
-    assert ev.predict_latency(ratios) == pytest.approx(ev.latency.predict_key(ev.kept(ratios)))  # the faster: fp32
+    assert ev.predict_latency(ratios) == pytest.approx(ev.latency.predict_key(ev.kept(ratios)) * ev.lut_scale)  # the faster: fp32
 
 
 def graph_ms(ev: PolicyEvaluator, ratios, marks) -> float:
@@ -221,7 +221,7 @@ def test_a_mixed_search_never_keeps_int8_on_a_group_whose_int8_kernels_price_slo
     assert set(res.policy.int8_groups()) == {g.name for g in ev.groups} - set(slower)  # never INT8 where it prices slower
     kept_ms = graph_ms(ev, ratios, res.policy.precisions())
     assert kept_ms < min(graph_ms(ev, ratios, "int8"), graph_ms(ev, ratios, "fp32"))
-    assert res.latency_ms == pytest.approx(kept_ms)
+    assert res.latency_ms == pytest.approx(kept_ms * ev.lut_scale)  # in the dense reference frame
 
 
 def test_the_environments_mark_precision_in_a_mixed_search(mixed):
