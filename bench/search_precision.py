@@ -49,7 +49,11 @@ def one_precision(args: argparse.Namespace, precision: str) -> dict[str, Any]:
     from search.job import resolve_job
     from search.runner import run_search
 
-    run = OUT / (f"{args.model}-{args.budget}-{precision}" + (f"-blocks{args.remove_blocks}" if args.remove_blocks else ""))
+    run = OUT / (
+        f"{args.model}-{args.budget}-{precision}"
+        + (f"-blocks{args.remove_blocks}" if args.remove_blocks else "")
+        + (f"-{args.latency_source}" if args.latency_source != "lut" else "")
+    )
     job = resolve_job(
         None,
         model=args.model,
@@ -62,6 +66,7 @@ def one_precision(args: argparse.Namespace, precision: str) -> dict[str, Any]:
         precision=precision,
         round_to=args.round_to,
         remove_blocks=args.remove_blocks or None,
+        latency_source=args.latency_source,
         out=str(run),
     )
     _say(f"search {args.model} at {args.budget}, --precision {precision} -> {run}")
@@ -114,7 +119,8 @@ def markdown(res: dict[str, Any]) -> str:
         header(res["machine"]),
         f"{s['model']} on {s['dataset']} at budget {s['budget']} of the dense fp32 model's live latency on `{s['device']}`: "
         f"one `hilprune search --precision P` per row (agents {s['agents']}, {s['evals']} evaluations each, round_to "
-        f"{s['round_to']}, proxy kd:40), then `hilprune export --precision auto` of its pick with {s['finetune_epochs']:g} "
+        f"{s['round_to']}, proxy kd:40, latency source {s.get('latency_source', 'lut')}), then "
+        f"`hilprune export --precision auto` of its pick with {s['finetune_epochs']:g} "
         "epoch(s) of distillation (the same for every row). Speedup: the shipped graph paired with the dense fp32 model, "
         "live; accuracy: all 10,000 test images."
         + (
@@ -165,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--round-to", type=int, default=8)
     ap.add_argument("--remove-blocks", default="", help="residual blocks removed first: a count or names (hilprune search)")
+    ap.add_argument(
+        "--latency-source", default="lut", choices=("lut", "hybrid", "live"), help="what each trial's latency is judged by"
+    )
     ap.add_argument("--results-name", default="search_precision")
     ap.add_argument("--quick", action="store_true", help="digits-cnn on digits: a smoke run, not a measurement")
     ap.add_argument("--no-doc", action="store_true")
@@ -181,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: getattr(args, k) for k in SETTINGS}
     if args.remove_blocks:  # only when set: results files from before the option still resume
         settings["remove_blocks"] = args.remove_blocks
+    if args.latency_source != "lut":  # likewise
+        settings["latency_source"] = args.latency_source
     path = RESULTS / f"{args.results_name}.json"
     res: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     if res.get("settings") != settings:
