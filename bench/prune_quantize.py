@@ -285,7 +285,8 @@ def pruned_part(args: argparse.Namespace) -> dict[str, Any]:
             with contextlib.redirect_stdout(io.StringIO()):
                 search_precision.main(argv)
             cell = _load(name) or {"rows": []}
-        rows += [{"model": model, "budget": budget, "cell": name} | r for r in cell["rows"]]
+        source = cell.get("settings", {}).get("latency_source", "lut")
+        rows += [{"model": model, "budget": budget, "cell": name, "latency_source": source} | r for r in cell["rows"]]
     return {
         "device": args.device,
         "budgets": ", ".join(f"{m}@{b}" for m, b, _, _ in pruned_cells(args)) if args.cells else f"budgets {args.budgets}",
@@ -456,31 +457,33 @@ def pruned_markdown(res: dict[str, Any]) -> str:
         "same for every row). Speedup: the shipped graph paired live with the dense fp32 model; accuracy: all 10,000 "
         "test images. The dense rows come from the `prune_quantize_dense` section (no fine-tune).",
         "",
-        "| model | budget | search | pick | INT8 groups | shipped | live speedup | meets budget | test acc. | vs dense fp32 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | budget | search | pick | INT8 groups | shipped | live speedup | meets budget | test acc. | vs dense fp32 "
+        "| run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model in dict.fromkeys(r["model"] for r in res["rows"]):
         d = dense.get(model)
         if d:
             c = next((x for x in d["schemes"] if x["name"] == d["chosen"]), None)
-            lines.append(f"| {model} | - | dense fp32 | - | - | fp32 | 1.00x | - | {_pct(d['fp32_test'])}% | - |")
+            lines.append(f"| {model} | - | dense fp32 | - | - | fp32 | 1.00x | - | {_pct(d['fp32_test'])}% | - | - |")
             if c:
                 delta = 100 * (c["test_accuracy"] - d["fp32_test"])
                 lines.append(
                     f"| {model} | - | dense INT8 | - | all | int8 ({c['name']}) | {c['speedup']:.2f}x | - | "
-                    f"{_pct(c['test_accuracy'])}% | {delta:+.2f} |"
+                    f"{_pct(c['test_accuracy'])}% | {delta:+.2f} | - |"
                 )
         for r in (r for r in res["rows"] if r["model"] == model):
             if "error" in r:
-                lines.append(f"| {model} | {r['budget']} | {r['precision']} | {r['error']} |" + " |" * 6)
+                lines.append(f"| {model} | {r['budget']} | {r['precision']} | {r['error']} |" + " |" * 6 + f" `{r['cell']}` |")
                 continue
             shipped = r["shipped"] + (f" ({r['scheme']})" if r.get("scheme") else "")
             delta = 100 * (r["test_accuracy"] - r["dense_test_accuracy"])
             search = r["precision"] + (f", {len(r['removed_blocks'])} blocks removed" if r.get("removed_blocks") else "")
+            search += f", {r['latency_source']}" if r.get("latency_source", "lut") != "lut" else ""
             lines.append(
                 f"| {model} | {r['budget']} | {search} | {r['agent']}:{r['trial']} | {r['int8_groups']}/{r['groups']} "
                 f"| {shipped} | {r['speedup']:.2f}x | {'yes' if r['meets_budget'] else 'no'} | {_pct(r['test_accuracy'])}% "
-                f"| {delta:+.2f} |"
+                f"| {delta:+.2f} | `{r['cell']}` |"
             )
     r56 = [r for r in res["rows"] if r["model"] == "resnet56" and r.get("shipped") == "int8"]
     within = [r for r in r56 if 100 * (r["dense_test_accuracy"] - r["test_accuracy"]) <= 0.5]
