@@ -355,8 +355,9 @@ def markdown(res: dict[str, Any]) -> str:
         )
     if s.get("reuse"):
         lines.append(
-            f"Candidates and reference accuracies reused from `bench/results/{s['reuse']}.json` (section above): only the "
-            "proxies were scored in this run.\n"
+            f"Candidates and reference accuracies reused from `bench/results/{s['reuse']}.json`: only the proxies"
+            + (" and the second reference" if s.get("ref_again") else "")
+            + " were run in this run.\n"
         )
     for entry in res["cells"].values():
         rows = entry["rows"]
