@@ -446,8 +446,8 @@ def pruned_markdown(res: dict[str, Any]) -> str:
     s = res["search"]
     dense = {m["model"]: m for m in (_load("prune_quantize_dense") or {}).get("models", [])}
     lines = [
-        f"## Pruning and INT8 together (`{res['device']}`, {res['budgets']}, Fashion-MNIST)"
-        + (": quick run (a smoke test of the method, not a result)" if res.get("quick") else ""),
+        f"## Pruning and INT8 together (`{res['device']}`, {', '.join(dict.fromkeys(res['budgets'].split(', ')))}, "
+        "Fashion-MNIST)" + (": quick run (a smoke test of the method, not a result)" if res.get("quick") else ""),
         "",
         header(res["machine"]),
         f"Per model and budget, `bench/search_precision.py --precisions fp32,int8`: one `hilprune search` with "
