@@ -24,9 +24,9 @@ millisecond once the LUT holds the kernels, so environments call it at every ste
 Every latency a search compares with a budget is in one frame, the dense reference's: live ones
 as paired ratios times the reference, LUT ones as the predicted ratio to the dense model's LUT
 price times the reference (`lut_scale`). The reference is one live measurement taken when a job
-starts; on a shared VM it can land in a slow phase of the vCPU (10% slow in one resnet56 job),
-and a budget of 0.28 of it in milliseconds, compared with LUT milliseconds of a fast phase, let
-the search believe 4.2x where the device ran 3.4x.
+starts; on a shared VM it landed 6% faster to 11% slower than the predictor's price of the same
+graph over 43 searches, and a budget of 0.28 of it in milliseconds, compared with LUT milliseconds,
+once let the search believe 4.2x where the device ran 3.4x.
 """
 
 from __future__ import annotations

@@ -107,9 +107,9 @@ def test_predict_latency_matches_real_export(ev: PolicyEvaluator) -> None:
 
 def test_lut_prices_are_judged_in_the_dense_references_frame() -> None:
     """A job's dense reference measured in a slow phase of the machine (here: recorded 1.25x slower
-    than this process measured it) must not loosen what a fractional budget admits: the LUT's
-    predicted ratios, the floor as a fraction, the env's clipping and every LUT-judged result move
-    with the reference, as paired live ratios do."""
+    than this process measured it) must not loosen what a fractional budget admits: LUT predictions,
+    the floor and every LUT-judged result move with the reference in milliseconds and keep their
+    ratios to it, as paired live ratios do."""
     ev = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=100, proxy="bn")
     ratios = [0.3, 0.5, 0.2, 0.6]
     raw = ev.latency.predict_key(ev.kept(ratios))
