@@ -26,7 +26,7 @@ as paired ratios times the reference, LUT ones as the predicted ratio to the den
 price times the reference (`lut_scale`). The reference is one live measurement taken when a job
 starts; on a shared VM it landed 6% faster to 11% slower than the predictor's price of the same
 graph over 43 searches, and a budget of 0.28 of it in milliseconds, compared with LUT milliseconds,
-once let the search believe 4.2x where the device ran 3.4x.
+once let the search believe 4.2x where the device ran 3.5x.
 """
 
 from __future__ import annotations
