@@ -86,10 +86,15 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None, in
     return m, sd, len(v)
 
 
-def rewrite_section(name: str, markdown: Any) -> None:
+def rewrite_section(name: str, markdown: Any, note: str = "") -> None:
     """`--markdown-only`: the docs section `name` again from bench/results/<name>.json, measuring nothing
-    (`markdown` takes the loaded JSON)."""
-    write_section(name, markdown(json.loads((RESULTS / f"{name}.json").read_text())))
+    (`markdown` takes the loaded JSON). A `note` (the section's "what this says" paragraph) is kept
+    in the results file first, so a later rewrite keeps it."""
+    res = json.loads((RESULTS / f"{name}.json").read_text())
+    if note:
+        res["note"] = note
+        write_json(name, res)
+    write_section(name, markdown(res))
     print(f"wrote docs/benchmarks.md ({name} section)")
 
 

@@ -439,11 +439,8 @@ def main() -> None:
             ap, args, cells="resnet20@0.5", policies=4, proxies="bn:10,kd:10", ref_steps=20, ref_batch=64, test_size=1000,
             device="sim-cpu", results_name="proxy_fidelity_quick",
         )  # fmt: skip
-    if args.markdown_only:  # with --note: the paragraph is kept in the results file
-        if args.note:
-            saved = json.loads((RESULTS / f"{args.results_name}.json").read_text())
-            write_json(args.results_name, saved | {"note": args.note})
-        rewrite_section(args.results_name, markdown)
+    if args.markdown_only:
+        rewrite_section(args.results_name, markdown, note=args.note)
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args.reused = None

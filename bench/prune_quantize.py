@@ -569,12 +569,9 @@ def main() -> None:
         "pruned": pruned_markdown,
     }
     parts = args.parts.split(",")
-    if args.markdown_only:  # with --note: the pruned part's paragraph, kept in its results file
-        saved = _load(names["pruned"]) if args.note and "pruned" in parts else None
-        if saved is not None:
-            write_json(names["pruned"], saved | {"note": args.note})
+    if args.markdown_only:  # --note is the pruned part's paragraph
         for part in parts:
-            rewrite_section(names[part], render[part])
+            rewrite_section(names[part], render[part], note=args.note if part == "pruned" else "")
         return
     if args.quick:
         preset(ap, args, calibration_sizes="50,100", calibration_models="resnet20", budgets="0.5", search_agents="uniform")

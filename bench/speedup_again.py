@@ -140,15 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results")
     args = ap.parse_args(argv)
 
-    from bench.common import RESULTS, rewrite_section, write_json, write_section
+    from bench.common import rewrite_section, write_json, write_section
 
     if args.markdown_only:
-        if args.note:
-            path = RESULTS / f"{args.results_name}.json"
-            res = json.loads(path.read_text())
-            res["note"] = args.note
-            write_json(args.results_name, res)
-        rewrite_section(args.results_name, markdown)
+        rewrite_section(args.results_name, markdown, note=args.note)
         return 0
     res = run(args) | {"results_name": args.results_name, "note": args.note}
     write_json(args.results_name, res)
