@@ -278,7 +278,7 @@ def results_cell(
     timing = _read(run_dir / TIMING_FILE)
     spec = resolve_model(job.model, job.dataset, job.input_shape, job.num_classes, job.checkpoint)
     surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity(), importance=job.importance)
-    live = LiveLatency(run_dir, surgeon, spec.input_shape, job.device, dense)
+    live = LiveLatency(run_dir, surgeon, spec.input_shape, job.device, dense, budget_ms)
     exports = _read(run_dir / EXPORT_FILE)
 
     def policy_of(r: Any) -> Policy:
@@ -521,7 +521,8 @@ def pick_live(recs: list[Any], budget_ms: float, live: Any, policy_of: Any, max_
 
     cands = sorted((r for r in recs if r.latency_ms <= budget_ms * NEAR_BUDGET), key=lambda r: (-r.accuracy, r.latency_ms))
     for r in cands[:max_measured]:
-        lat = r.live_latency_ms if r.live_latency_ms is not None else live(policy_of(r))
+        # a trial the search measured live is in the dense frame already (its raw live ms is not)
+        lat = live(policy_of(r), recorded_ms=r.latency_ms if r.live_ratio is not None else None)
         if lat <= budget_ms:
             return r, lat
     return None
