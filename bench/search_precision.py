@@ -43,6 +43,9 @@ def _say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+DEFAULT_AGENTS, DEFAULT_EVALS = "uniform,random,tpe", 30
+
+
 def one_precision(args: argparse.Namespace, precision: str) -> dict[str, Any]:
     """Search at `precision`, export its pick with the shared fine-tune; the row of the table."""
     from search.export import export_run
@@ -53,6 +56,13 @@ def one_precision(args: argparse.Namespace, precision: str) -> dict[str, Any]:
         f"{args.model}-{args.budget}-{precision}"
         + (f"-blocks{args.remove_blocks}" if args.remove_blocks else "")
         + (f"-{args.latency_source}" if args.latency_source != "lut" else "")
+        # other agents, evaluations or seeds search elsewhere (the defaults keep the older run names)
+        + (
+            f"-{args.agents.replace(',', '+')}{args.evals}"
+            if (args.agents, args.evals) != (DEFAULT_AGENTS, DEFAULT_EVALS)
+            else ""
+        )
+        + (f"-s{args.seed}" if args.seed else "")
     )
     job = resolve_job(
         None,
@@ -164,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--budget", default="0.3")
     ap.add_argument("--precisions", default="fp32,int8,mixed")
-    ap.add_argument("--agents", default="uniform,random,tpe")
-    ap.add_argument("--evals", type=int, default=30)
+    ap.add_argument("--agents", default=DEFAULT_AGENTS)
+    ap.add_argument("--evals", type=int, default=DEFAULT_EVALS)
     ap.add_argument("--finetune-epochs", type=float, default=0.5)
     ap.add_argument("--device", default="ort-cpu-1t")
     ap.add_argument("--seed", type=int, default=0)
