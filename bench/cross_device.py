@@ -350,6 +350,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"\nTotal wall time: {res['total_wall_s'] / 60:.1f} min. Search runs and exports: `runs/bench/cross_device/`; "
         f"numbers: `bench/results/{a['results_name']}.json`; the searches' commands are in it."
     )
+    if res.get("note"):
+        lines += ["", res["note"]]
     return "\n".join(lines)
 
 
@@ -372,12 +374,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="digits-cnn, uniform+random, 3 evaluations, 1 repeat: the pipeline only")
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/<name>.json")
+    ap.add_argument("--note", default="", help="a paragraph for the docs section (with --markdown-only too)")
     args = ap.parse_args()
 
     from bench.common import preset, rewrite_section, write_section
 
     if args.markdown_only:
-        rewrite_section(args.results_name, markdown)
+        rewrite_section(args.results_name, markdown, note=args.note)
         return
     if args.quick:
         preset(
@@ -420,6 +423,7 @@ def main() -> None:
         "models": models,
         "total_wall_s": time.perf_counter() - t0,
         "loadavg": {"start": load_start, "end": os.getloadavg()[0]},
+        "note": args.note,
     }
     path = write_json(args.results_name, res)
     print(f"wrote {path}")
