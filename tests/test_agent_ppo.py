@@ -126,3 +126,38 @@ def test_ppo_repeats_under_a_seed(evaluator, tmp_path: Path) -> None:  # noqa: A
         make_agent("ppo", tensorboard=False, episodes_per_rollout=1).run(ctx, 10)  # one PPO update happens in between
         runs.append([(t.params, t.values) for t in trials(ctx, "ppo")])
     assert runs[0] == runs[1]
+
+
+def test_uniform_ratio_is_the_least_uniform_pruning_that_meets_the_budget(evaluator) -> None:  # noqa: ANN001
+    from agent.ppo import uniform_ratio
+
+    names = [g.name for g in evaluator.groups]
+    budget_ms = evaluator.check_budget(BUDGET).ms
+    r = uniform_ratio(evaluator, budget_ms, evaluator.max_ratio)
+    assert 0 < r < evaluator.max_ratio
+    assert within_budget(evaluator.predict_latency({n: r for n in names}), budget_ms)
+    assert not within_budget(evaluator.predict_latency({n: max(0.0, r - 0.05) for n in names}), budget_ms)
+    assert uniform_ratio(evaluator, evaluator.dense_latency_ms * 2, evaluator.max_ratio) == 0.0  # unpruned meets it
+
+
+def test_ppo_starts_at_the_uniform_policy_not_the_middle_of_the_range(evaluator, tmp_path: Path) -> None:  # noqa: ANN001
+    """Where the model meets the budget unpruned (INT8 alone often does), PPO's first episodes prune
+    little when it starts at the uniform policy, and about max_ratio / 2 when it starts in the middle."""
+    mean_ratio = {}
+    for start in ("uniform", "center"):
+        ctx = make_ctx(evaluator, tmp_path / start, [1.0])
+        agent = make_agent("ppo", start=start, checkpoint_every=100, tensorboard=False, deterministic_eval=False)
+        agent.run(ctx, 8)
+        ratios = [v for t in trials(ctx, "ppo") for v in t.params.values()]
+        mean_ratio[start] = sum(ratios) / len(ratios)
+        summary = json.loads((tmp_path / start / "agents" / "ppo" / "summary.json").read_text())
+        assert summary["start"]["mode"] == start
+        assert summary["start"]["ratio"] == (0.0 if start == "uniform" else None)  # "center" computes none
+    assert mean_ratio["uniform"] < 0.25 * evaluator.max_ratio < 0.35 * evaluator.max_ratio < mean_ratio["center"]
+
+
+def test_ppo_refuses_an_unknown_start() -> None:
+    from hilprune.errors import HilpruneError
+
+    with pytest.raises(HilpruneError, match="start must be one of uniform, center"):
+        PPOAgent(start="dense")
