@@ -180,6 +180,8 @@ class PPOAgent:
     :param checkpoint_every: recorded episodes between checkpoints
     :param resume: continue from the newest checkpoint in ``<out>/agents/<name>/``
     :param deterministic_eval: evaluate the trained deterministic policy at the end (one per budget)
+    :param start: "uniform" (a new PPO policy's ratio actions centred on the uniform policy that meets
+        the budget) or "center" (the middle of the ratio range, SB3's initialization)
     :param algo_kwargs: overrides for the SB3 constructor (e.g. ``{"learning_rate": 1e-3}``)
     :param env_kwargs: extra keyword arguments for the env (e.g. ``{"accepted_drop": 0.02}``)
     """

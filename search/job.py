@@ -19,8 +19,9 @@ precision = "int8"              # fp32 | int8 | mixed: the graph each policy is 
 remove_blocks = "6"             # residual blocks removed whole first: a count (the least harmful) or names
 reward = "constrained"
 
-[agent_options.ppo]             # keyword arguments passed to an agent's factory
-n_steps = 64
+[agent_options.ppo]             # keyword arguments passed to an agent's factory (agent.ppo.PPOAgent)
+start = "uniform"               # first actions at the uniform policy that meets the budget, or "center"
+episodes_per_rollout = 2
 ```
 """
 

@@ -46,6 +46,17 @@ def test_job_from_toml_and_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         check_compatible(resolve_job(Path(job.out) / "job.toml", device="ort-cpu-2t"), again)
 
 
+def test_the_job_files_documented_example_loads_and_its_agent_options_build_agents(tmp_path: Path) -> None:
+    import search.job
+
+    example = search.job.__doc__.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "j.toml").write_text(example)
+    job = resolve_job(tmp_path / "j.toml")
+    assert job.agent_options and job.model == "digits-cnn"
+    for name, options in job.agent_options.items():
+        assert make_agent(name, **options).name == name  # a documented option the agent does not take fails here
+
+
 def test_job_proxy_default_legacy_and_resume(tmp_path: Path) -> None:
     from envs.fidelity import DEFAULT_PROXY, LEGACY_PROXY, canonical_proxy
 
