@@ -63,6 +63,7 @@ def one_precision(args: argparse.Namespace, precision: str) -> dict[str, Any]:
             else ""
         )
         + (f"-s{args.seed}" if args.seed else "")
+        + (f"-{args.ppo_start}" if args.ppo_start != "uniform" else "")
     )
     job = resolve_job(
         None,
@@ -78,6 +79,8 @@ def one_precision(args: argparse.Namespace, precision: str) -> dict[str, Any]:
         remove_blocks=args.remove_blocks or None,
         latency_source=args.latency_source,
         out=str(run),
+        # agent.ppo's start: where PPO's first actions are centred
+        agent_options={"ppo": {"start": args.ppo_start}} if args.ppo_start != "uniform" else None,
     )
     _say(f"search {args.model} at {args.budget}, --precision {precision} -> {run}")
     t0 = time.time()
@@ -180,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="ort-cpu-1t")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument(
+        "--ppo-start", default="uniform", choices=("uniform", "center"), help="where PPO's first actions are centred (agent.ppo)"
+    )
     ap.add_argument("--remove-blocks", default="", help="residual blocks removed first: a count or names (hilprune search)")
     ap.add_argument(
         "--latency-source", default="lut", choices=("lut", "hybrid", "live"), help="what each trial's latency is judged by"
@@ -202,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         settings["remove_blocks"] = args.remove_blocks
     if args.latency_source != "lut":  # likewise
         settings["latency_source"] = args.latency_source
+    if args.ppo_start != "uniform":  # likewise
+        settings["ppo_start"] = args.ppo_start
     path = RESULTS / f"{args.results_name}.json"
     res: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     if res.get("settings") != settings:
