@@ -9,8 +9,8 @@ as stable-baselines3 initializes it). Per precision, start and seed, `bench/sear
 runs `hilprune search --agents ppo --evals N --latency-source hybrid` at the budget and exports
 PPO's pick (the most accurate PPO trial whose live latency meets the budget) with the same
 distillation fine-tune; each cell's row goes to bench/results/ppo_<start>_<precision>_<model>_s<seed>.json
-(a rerun skips the cells it holds). The docs section `ppo_start` then lists every pick and the
-mean per precision and start.
+(a rerun skips the cells it holds). The docs section `ppo_start_<model>` then lists every pick and
+the mean per precision and start.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, header, mean_std, write_json, write_section  # noqa: E402
 
-SECTION = "ppo_start"
 NEAR_DENSE = 0.3  # points of test accuracy: the accuracy-proxy issue's "within 0.3 point of dense" at >= 2x
 
 
@@ -135,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in (int(s) for s in args.seeds.split(",")):
                     run_cell(args, start, precision, seed)
     res = collect(args)
-    path = RESULTS / f"{SECTION}.json"
+    section = f"ppo_start_{args.model}"
+    path = RESULTS / f"{section}.json"
     res["note"] = args.note or (json.loads(path.read_text()).get("note", "") if path.is_file() else "")
-    write_json(SECTION, res)
-    write_section(SECTION, markdown(res))
-    print(f"wrote {path} and docs/benchmarks.md ({SECTION} section)")
+    write_json(section, res)
+    write_section(section, markdown(res))
+    print(f"wrote {path} and docs/benchmarks.md ({section} section)")
     return 0
 
 
