@@ -12,7 +12,7 @@ accuracy), so:
   the middle of the action range, ratio max_ratio / 2, as SB3 initializes it). Centred on the
   middle, PPO's 60-episode searches never came near the unpruned corner: with `--precision int8`
   at resnet20@0.5, where INT8 alone meets the budget at full widths (2.16x, -0.06 points), PPO's
-  picks pruned 9 to 11 of 12 groups by 12-75% and lost 1.0-1.5 points after the same half-epoch
+  picks pruned 9 to 12 of 12 groups by 12-75% and lost 1.0-1.5 points after the same half-epoch
   fine-tune; started at the uniform policy, they pruned 3 to 5 groups and lost 0.26-0.40, and in
   fp32 the two starts did alike (docs/benchmarks.md, "ppo_start_resnet20");
 - DDPG (AMC): `gamma=1`, random warm-up episodes, Gaussian action noise sigma 0.5 decayed per
