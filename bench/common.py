@@ -71,7 +71,30 @@ def write_section(name: str, markdown: str) -> None:
     block = f"{start}\n{markdown.rstrip()}\n{end}"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    BENCHMARKS_MD.write_text(text)
+    BENCHMARKS_MD.write_text(with_index(text))
+
+
+SECTION = re.compile(r"<!-- (?P<name>[\w.-]+):start -->\n(?P<body>.*?)\n<!-- (?P=name):end -->", re.S)
+INDEX = "index"  # the contents list's own markers
+
+
+def with_index(text: str) -> str:
+    """The document with its contents list rebuilt: every section's first heading, in document
+    order, linked to an anchor named after the section (added where missing), because many
+    sections share a heading and only their names tell them apart."""
+    text = re.sub(r"(<!-- (?!index:)([\w.-]+):start -->\n)(?!<a id=)", lambda m: f'{m[1]}<a id="{m[2]}"></a>\n\n', text)
+    entries = []
+    for m in SECTION.finditer(text):
+        if m["name"] != INDEX:
+            heading = next((line[3:].strip() for line in m["body"].splitlines() if line.startswith("## ")), m["name"])
+            entries.append(f"- [{heading}](#{m['name']}) (`{m['name']}`)")
+    block = f"<!-- {INDEX}:start -->\n## Contents\n\n" + "\n".join(entries) + f"\n<!-- {INDEX}:end -->"
+    pattern = re.compile(rf"<!-- {INDEX}:start -->.*?<!-- {INDEX}:end -->", re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _m: block, text)
+    first = re.search(r"<!-- [\w.-]+:start -->", text)  # before the first section
+    at = first.start() if first else len(text)
+    return text[:at] + block + "\n\n" + text[at:]
 
 
 def mean_std(values: list[float | None]) -> tuple[float | None, float | None, int]:
