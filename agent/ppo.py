@@ -126,8 +126,10 @@ def uniform_ratio(evaluator: Any, budget_ms: float, high: float, tol: float = 1e
     def meets(r: float) -> bool:
         return within_budget(evaluator.predict_latency({n: r for n in names}), budget_ms)
 
-    if meets(0.0) or not meets(high):
-        return 0.0 if meets(0.0) else high
+    if meets(0.0):
+        return 0.0
+    if not meets(high):
+        return high
     lo, hi = 0.0, high
     while hi - lo > tol:
         mid = (lo + hi) / 2
