@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hilprune.budget import Budget, within_budget
+from hilprune.budget import Budget, smallest_ratio
 
 from .callbacks import (
     CheckpointCallback,
@@ -122,19 +122,7 @@ def uniform_ratio(evaluator: Any, budget_ms: float, high: float, tol: float = 1e
     as the environment clips with) meets the budget; 0 when the model meets it unpruned, `high`
     when nothing does."""
     names = [g.name for g in evaluator.groups]
-
-    def meets(r: float) -> bool:
-        return within_budget(evaluator.predict_latency({n: r for n in names}), budget_ms)
-
-    if meets(0.0):
-        return 0.0
-    if not meets(high):
-        return high
-    lo, hi = 0.0, high
-    while hi - lo > tol:
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if meets(mid) else (mid, hi)
-    return hi
+    return smallest_ratio(lambda r: float(evaluator.predict_latency({n: r for n in names})), budget_ms, 0.0, high, tol=tol)[0]
 
 
 def _make_env(evaluator: Any, budget: Budget, reward: str, grid_step: float, env_kwargs: Mapping[str, Any]) -> Any:

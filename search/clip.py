@@ -10,40 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from hilprune.budget import smallest_ratio  # the bisection, shared with agent.ppo's start
+
 Predict = Callable[[Mapping[str, float]], float]
-
-
-def smallest_ratio(
-    lat: Callable[[float], float],
-    budget_ms: float,
-    low: float,
-    high: float,
-    tol: float = 1e-3,
-    rel_tol: float = 0.0,
-    max_iter: int = 60,
-) -> tuple[float, float]:
-    """Smallest r in [low, high] with lat(r) <= budget (lat non-increasing in r), and lat at it.
-
-    Returns `(high, lat(high))` when even `high` is over the budget. With `rel_tol`, stops early
-    once a feasible r has lat(r) >= budget * (1 - rel_tol).
-    """
-    f_low = lat(low)
-    if f_low <= budget_ms:
-        return low, f_low
-    f_high = lat(high)
-    if f_high > budget_ms:
-        return high, f_high
-    lo, hi, f_hi = low, high, f_high
-    for _ in range(max_iter):
-        if hi - lo <= tol or (rel_tol and f_hi >= budget_ms * (1 - rel_tol)):
-            break
-        mid = 0.5 * (lo + hi)
-        f_mid = lat(mid)
-        if f_mid <= budget_ms:
-            hi, f_hi = mid, f_mid
-        else:
-            lo = mid
-    return hi, f_hi
 
 
 def sequential_clip(
