@@ -261,6 +261,7 @@ def results_cell(
     """One row per agent: its search's own pick (best within the budget by the latency the search
     recorded) for the record, and the export rule's pick (best whose live latency meets the budget),
     fine-tuned the same way for every agent; then the peer's row (`--no-peer` leaves it out)."""
+    from envs.fidelity import DEFAULT_VAL_SIZE
     from hilprune.models import resolve_model
     from hilprune.policy import Policy
     from hilprune.surgery import Surgeon
@@ -280,6 +281,7 @@ def results_cell(
     surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity(), importance=job.importance)
     live = LiveLatency(run_dir, surgeon, spec.input_shape, job.device, dense, budget_ms)
     exports = _read(run_dir / EXPORT_FILE)
+    val_images = job.val_size or DEFAULT_VAL_SIZE  # what the proxy scored on (Fashion-MNIST's val split holds 5000)
 
     def policy_of(r: Any) -> Policy:
         return Policy.from_dict(r.policy, source=f"trial {r.ref}")
@@ -335,17 +337,20 @@ def results_cell(
             "speedup": dense_ms / live_ms if live_ms > 0 else None,
             "meets_budget_live": bool(live_ms <= budget_ms),
         }
-        picked = pick_live(recs, budget_ms, live, policy_of, args.live_candidates)  # the rule of `hilprune export`
+        picked = pick_live(
+            recs, budget_ms, live, policy_of, args.live_candidates, val_images, args.tie_break
+        )  # `hilprune export`'s rule
         if picked is not None:
             row |= {
-                "val_accuracy_live_rule": picked[0].accuracy,
-                "trial_live_rule": picked[0].number,
-                "latency_ms_live_rule": picked[1],
+                "val_accuracy_live_rule": picked.record.accuracy,
+                "trial_live_rule": picked.record.number,
+                "latency_ms_live_rule": picked.live_ms,
+                "pick": picked.to_dict(),
             }
         if picked is None:
             row["error"] = row["error"] or "no trial meets the budget live"
         elif not args.skip_finetune:  # the pick that meets the budget live is the one fine-tuned and compared
-            pick = picked[0]
+            pick = picked.record
             key = f"{agent}:{pick.number}@{args.finetune_epochs:g}"
             pkey = f"{','.join(map(str, policy_of(pick).key()))}@{args.finetune_epochs:g}"
             res = exports.get(key) or exports.get(pkey)  # the same policy fine-tunes to the same model (same seed)
@@ -514,18 +519,18 @@ def _worker_setup() -> None:
     _quiet()
 
 
-def pick_live(recs: list[Any], budget_ms: float, live: Any, policy_of: Any, max_measured: int) -> tuple[Any, float] | None:
-    """`search.export.pick_trial`'s rule (most accurate trial whose live latency meets the budget, candidates
-    near the budget by their recorded latency, in accuracy order), measuring at most `max_measured`."""
-    from search.export import NEAR_BUDGET
+def pick_live(
+    recs: list[Any], budget_ms: float, live: Any, policy_of: Any, max_measured: int, val_images: int, tie_break: str
+) -> Any:
+    """`hilprune export`'s rule (`search.pick.pick_trial`), measuring at most `max_measured` trials the
+    search did not measure live; None when no trial meets the budget live."""
+    from hilprune.errors import HilpruneError
+    from search.pick import pick_trial
 
-    cands = sorted((r for r in recs if r.latency_ms <= budget_ms * NEAR_BUDGET), key=lambda r: (-r.accuracy, r.latency_ms))
-    for r in cands[:max_measured]:
-        # a trial the search measured live is in the dense frame already (its raw live ms is not)
-        lat = live(policy_of(r), recorded_ms=r.latency_ms if r.live_ratio is not None else None)
-        if lat <= budget_ms:
-            return r, lat
-    return None
+    try:
+        return pick_trial(recs, budget_ms, live, policy_of, val_images=val_images, tie_break=tie_break, max_measured=max_measured)
+    except HilpruneError:
+        return None
 
 
 def dense_test_accuracy(model: str) -> float:
@@ -800,7 +805,14 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "budgets are fractions of the dense model's live latency. Compared **at equal evaluations** (policies scored per "
         "agent; wall time differs and is shown). Each agent's pick is the rule of `hilprune export`: its most accurate trial "
         "(by the search's proxy on the validation subset) whose **live** latency, paired with the dense model, meets the "
-        f"budget (up to {args.get('live_candidates', 10)} candidates measured). That pick is exported by `hilprune export`'s "
+        f"budget (up to {args.get('live_candidates', 10)} candidates measured)"
+        + (
+            ", or among the trials within one standard error of its accuracy the one keeping the most MACs that meets it too "
+            "(`--tie-break macs`)"
+            if args.get("tie_break") == "macs"
+            else ""
+        )
+        + f". That pick is exported by `hilprune export`'s "
         f"code ({ft}) and its **test** accuracy is the number compared, so agents are judged at equal live latency "
         "(all within the budget) and equal fine-tuning. **tp-global** is the peer a user would pick instead: Torch-Pruning's "
         "global magnitude pruner (`BasePruner`, formerly `MetaPruner`, `global_pruning=True`, round_to "
@@ -926,6 +938,12 @@ def main() -> None:
         help="bench/results/<name>.json, docs/img/<name>_pareto.png and the docs section's name",
     )
     ap.add_argument("--live-candidates", type=int, default=10, help="trials measured live per agent for the export rule")
+    ap.add_argument(
+        "--tie-break",
+        choices=("macs", "accuracy"),
+        default="macs",
+        help="the export rule's tie break (hilprune export --tie-break; accuracy: the rule before)",
+    )
     ap.add_argument(
         "--val-size", type=int, default=None, help="validation images per evaluation (default: the evaluator's, 1000)"
     )

@@ -16,7 +16,7 @@ from hilprune.policy import channels_after
 from . import rewards
 from .errors import EnvConfigError
 from .evaluator import EvalResult, PolicyEvaluator
-from .fidelity import DEFAULT_BN_BATCHES, parse_ladder
+from .fidelity import DEFAULT_BN_BATCHES, DEFAULT_VAL_SIZE, parse_ladder
 
 DEFAULT_GRID_STEP = 0.05  # the search space's grid (search.context.SearchContext.grid_step)
 
@@ -36,7 +36,7 @@ class PruneEnvBase(gym.Env):
         budget: float | str | Budget = 0.5,
         latency_source: str = "lut",
         reward: str = "constrained",
-        val_size: int | None = 1000,
+        val_size: int | None = DEFAULT_VAL_SIZE,
         max_ratio: float | None = None,
         round_to: int | None = None,
         importance: str = "l1",

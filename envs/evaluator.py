@@ -56,6 +56,7 @@ from .errors import EnvConfigError
 from .fidelity import (
     DEFAULT_BN_BATCHES,
     DEFAULT_PROXY,
+    DEFAULT_VAL_SIZE,
     Fidelity,
     canonical_proxy,
     parse_fidelity,
@@ -186,7 +187,7 @@ class PolicyEvaluator:
         input_shape: Any = None,
         num_classes: int | None = None,
         latency_source: str = "lut",
-        val_size: int | None = 1000,
+        val_size: int | None = DEFAULT_VAL_SIZE,
         max_ratio: float = 0.9,
         round_to: int = 1,
         importance: str = "l1",

@@ -37,6 +37,7 @@ KINDS = ("bn", "kd")  # cheap to dear
 DEFAULT_PROXY = "kd:40"  # chosen by bench/proxy_fidelity.py (docs/benchmarks.md, "Proxy fidelity")
 DEFAULT_BN_BATCHES = 10  # of BN_BATCH_SIZE (25) images: chosen by the same measurement
 LEGACY_PROXY = "bn:10"  # what runs made before proxies existed were scored with
+DEFAULT_VAL_SIZE = 1000  # val images every rung scores on (the first ones of the val split)
 
 _ITEM = re.compile(r"^(bn|kd)(?::(\d+))?$")
 _LS = re.compile(r"^ls(?::(\d+))?$")

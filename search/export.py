@@ -34,21 +34,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from envs.fidelity import DEFAULT_LS_IMAGES, LEGACY_PROXY, parse_ladder, split_reconstruct
+from envs.fidelity import DEFAULT_LS_IMAGES, DEFAULT_VAL_SIZE, LEGACY_PROXY, parse_ladder, split_reconstruct
 from hilprune.budget import Budget, resolve_budget, within_budget
 from hilprune.errors import HilpruneError
 from hilprune.quantize.defaults import CALIBRATION_SIZE, TOLERANCE
 
 from . import store
 from .job import load_run_job
+from .pick import DEFAULT_TIE_BREAK, TIE_BREAKS, pick_trial
 from .rundir import dense_measured_at, job_budgets, read_dense
 from .store import TrialRecord
 
 log = logging.getLogger(__name__)
 
 LIVE_CACHE = "live_latency.json"
-MAX_LIVE_CANDIDATES = 25
-NEAR_BUDGET = 1.25  # measure live only trials whose recorded latency is within 125% of the budget
 SETTLE_BAND = 0.10  # a live latency this close to the budget (relative, either side) is measured again
 SETTLE_MEASUREMENTS = 3  # ... until it has this many paired measurements, and judged by their median
 
@@ -211,29 +210,6 @@ class LiveLatency:
         tmp.replace(self.path)
 
 
-def pick_trial(records: dict[str, list[TrialRecord]], budget_ms: float, live: Any, policy_of: Any) -> tuple[TrialRecord, float]:
-    """Most accurate trial whose live latency meets the budget, and that live latency."""
-    candidates = sorted(
-        (r for recs in records.values() for r in recs if within_budget(r.latency_ms, budget_ms * NEAR_BUDGET)),
-        key=lambda r: (-r.accuracy, r.latency_ms),
-    )
-    measured = 0
-    for r in candidates:
-        if r.live_ratio is not None:  # measured live, paired, during the search: already in the frame
-            lat = live(policy_of(r), recorded_ms=r.latency_ms)  # measured again only near the budget
-        else:
-            if measured >= MAX_LIVE_CANDIDATES:
-                break
-            lat = live(policy_of(r))
-            measured += 1
-        if within_budget(lat, budget_ms):
-            return r, lat
-    raise HilpruneError(
-        f"no trial meets the budget of {budget_ms:.4g} ms by live latency "
-        f"({len(candidates)} candidate(s) checked); search longer, or pick one with --trial"
-    )
-
-
 def export_run(
     run_dir: str | Path,
     budget: str,
@@ -250,6 +226,7 @@ def export_run(
     accuracy_tolerance: float = TOLERANCE,
     schemes: list[Any] | None = None,
     reconstruct: int | None = None,
+    tie_break: str = DEFAULT_TIE_BREAK,
 ) -> dict[str, Any]:
     """Export the best policy of `run_dir` for `budget` to `out`; returns what `--json` prints.
 
@@ -262,7 +239,11 @@ def export_run(
     `precision="int8"` quantizes it for the job's device (`accuracy_tolerance` is a fraction of
     validation accuracy, `schemes` a list of hwprofiler.quantization.Scheme or None for all);
     ``"auto"`` does when the picked policy marks any group int8 (a search with --precision int8
-    or mixed), its groups marked fp32 left in float."""
+    or mixed), its groups marked fp32 left in float.
+
+    `tie_break` (search.pick): ``macs`` exports, among the trials whose proxy accuracy is within one
+    standard error of the most accurate one meeting the budget, the one keeping the most MACs;
+    ``accuracy`` the most accurate one. `trial` overrides both."""
     import torch
 
     from hilprune.data import load_dataset
@@ -280,6 +261,8 @@ def export_run(
         raise HilpruneError("--finetune-epochs must be >= 0")
     if precision not in ("fp32", "int8", "auto"):
         raise HilpruneError(f"--precision must be fp32, int8 or auto, got {precision!r}")
+    if tie_break not in TIE_BREAKS:
+        raise HilpruneError(f"--tie-break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
     if reconstruct is not None and reconstruct < 0:
         raise HilpruneError(f"--reconstruct must be >= 0 train images, got {reconstruct}")
     job = load_run_job(run_dir)
@@ -316,13 +299,16 @@ def export_run(
     t0 = time.perf_counter()
     steps = ExportSteps(progress, total=6 + (precision == "int8"))
     steps.next("picking the trial (live latency of the candidates, paired with the dense model)")
+    pick_info: dict[str, Any] = {"tie_break": None, "trial_option": trial}
     if trial is not None:
         rec = _find_trial(records, trial)
         live_before = live(policy_of(rec), recorded_ms=rec.latency_ms if rec.live_ratio is not None else None)
         if not within_budget(live_before, budget_ms):
             log.warning("trial %s runs in %.4g ms live, over the %s budget (%.4g ms)", rec.ref, live_before, label, budget_ms)
     else:
-        rec, live_before = pick_trial(records, budget_ms, live, policy_of)
+        val_images = min(job.val_size or DEFAULT_VAL_SIZE, len(data.val))  # what the search's proxy scored on
+        picked = pick_trial(records, budget_ms, live, policy_of, val_images=val_images, tie_break=tie_break)
+        rec, live_before, pick_info = picked.record, picked.live_ms, picked.to_dict()
 
     policy = policy_of(rec)
     if precision == "auto":
@@ -393,6 +379,7 @@ def export_run(
         },
         "budget": label,
         "budget_ms": budget_ms,
+        "pick": pick_info,
         "accuracy_before_finetune": {"val": val_before, "test": test_before, "search_val": rec.accuracy},
         "least_squares_images": reconstruct,
         "accuracy_after_finetune": {"val": val_after, "test": test_after},
@@ -459,6 +446,7 @@ def export_run(
         "budget_ms": budget_ms,
         "agent": rec.agent,
         "trial": rec.number,
+        "pick": pick_info,
         "max_abs_diff": exp.max_abs_diff,
         "live_ratio": ratio,
         "live_measurements": len(ratios),

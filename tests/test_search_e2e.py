@@ -206,6 +206,9 @@ def test_export_matches_torch_and_reports_test_accuracy(
         "device_fingerprint",
     } <= set(m)
     assert m["accuracy_after_finetune"]["test"] == res["test_accuracy"]
+    # the default tie break: the pick is the most accurate trial or one within the margin of it (search.pick)
+    assert m["pick"] == res["pick"] and res["pick"]["tie_break"] == "macs" and res["pick"]["ties"] >= 1
+    assert m["accuracy_before_finetune"]["search_val"] >= res["pick"]["most_accurate_val"] - res["pick"]["tie_margin"] - 1e-9
     # one paired measurement, or the median of several when it landed near the budget
     assert res["live_measurements"] == len(m["live_ratios"]) in (1, 3)
     assert res["live_ratio"] == pytest.approx(float(np.median(m["live_ratios"])))

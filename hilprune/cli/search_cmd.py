@@ -274,6 +274,15 @@ def register(app: typer.Typer) -> None:
         trial: Annotated[
             str | None, typer.Option("--trial", help="Export this trial (N, or AGENT:N) instead of the best one.")
         ] = None,
+        tie_break: Annotated[
+            str | None,
+            typer.Option(
+                "--tie-break",
+                help="Among trials that meet the budget live and whose proxy accuracy lies within one standard error of "
+                "the most accurate one (ties the proxy cannot tell apart): macs exports the one keeping the most MACs, "
+                "accuracy the most accurate one [default: macs].",
+            ),
+        ] = None,
         finetune_epochs: Annotated[
             float,
             typer.Option(
@@ -307,9 +316,11 @@ def register(app: typer.Typer) -> None:
         schemes: SchemesOpt = None,
         json_out: JsonOpt = False,
     ) -> None:
-        """Prune, fine-tune and export the most accurate trial that meets a budget by live latency.
+        """Prune, fine-tune and export the best trial that meets a budget by live latency.
 
-        --precision int8 then quantizes it with the scheme the job's device runs fastest whose validation accuracy holds."""
+        The best: the most accurate by the search's proxy or, among trials within one standard error of it, the one
+        keeping the most MACs (--tie-break). --precision int8 then quantizes it with the scheme the job's device runs
+        fastest whose validation accuracy holds."""
         from search.export import export_run
 
         from .int8_output import check_precision, print_quantization, quantize_options
@@ -321,6 +332,7 @@ def register(app: typer.Typer) -> None:
             budget,
             out,
             trial=trial,
+            **({"tie_break": tie_break} if tie_break else {}),
             finetune_epochs=finetune_epochs,
             lr=lr,
             progress=not no_progress and not json_out,
@@ -338,6 +350,12 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"[green]exported[/] {res['agent']} trial {res['trial']} for budget {res['budget']} ({res['budget_ms']:.4g} ms) -> {res['onnx']}"
         )
+        pick = res.get("pick") or {}
+        if pick.get("tie_break") == "macs" and pick.get("most_accurate") != f"{res['agent']}:{res['trial']}":
+            console.print(
+                f"  the most MACs among {pick['ties']} trials within {100 * pick['tie_margin']:.1f} points of the most "
+                f"accurate one ({pick['most_accurate']}, val {pick['most_accurate_val']:.4f}; --tie-break accuracy exports it)"
+            )
         console.print(
             f"test accuracy ({res['precision']}) {res['test_accuracy']:.4f} (before fine-tuning {res['test_accuracy_before_finetune']:.4f}, "
             f"dense {res['dense_test_accuracy']:.4f}); live latency {res['latency_ms']:.4g} ms "
