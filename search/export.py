@@ -1,8 +1,9 @@
 """Export a search's best policy for a budget as a fine-tuned, pruned ONNX model.
 
-The trial is the most accurate one (any agent) that meets the budget by *live* latency on the
-job's device: trials recorded with a predicted latency only are measured live first (in
-accuracy order, and only those whose recorded latency is near the budget); a live latency within
+The trial is chosen by search.pick: one (any agent) that meets the budget by *live* latency on the
+job's device, the most accurate or, among the trials tied with it within the proxy's standard
+error, the one keeping the most MACs. Trials recorded with a predicted latency only are measured
+live first (in accuracy order, and only those whose recorded latency is near the budget); a live latency within
 `SETTLE_BAND` of the budget, either side, is measured again and judged by the median of
 `SETTLE_MEASUREMENTS` paired measurements, because one paired measurement of a graph moves by
 10-15% here (docs/benchmarks.md, "speedup_again"), enough to flip a pick at the budget. Then: surgery,
@@ -564,6 +565,7 @@ def model_card(job: Any, rec: TrialRecord, policy: Any, spec: Any, diff: float |
 
 Found by agent `{rec.agent}` (trial {rec.number} of study `{m["source"]["study"]}`) in the search run
 `{m["source"]["run_dir"]}`, then fine-tuned and exported by `hilprune export`.
+{_pick_line(m.get("pick") or {}, rec)}
 
 | | |
 |---|---|
@@ -596,6 +598,19 @@ measurements); it is only meaningful on that device with those settings.
 - `pruned.pt`: its weights (`hilprune.surgery.load_pruned(spec, path)` rebuilds it from the dense model)
 - `policy.json`: the policy and every number above (`hilprune.policy/v1`)
 """
+
+
+def _pick_line(pick: dict[str, Any], rec: TrialRecord) -> str:
+    """How the trial was chosen (search.pick), for the model card."""
+    if pick.get("trial_option"):
+        return f"Chosen by hand (`--trial {pick['trial_option']}`).\n"
+    if pick.get("tie_break") == "macs" and pick.get("most_accurate") != rec.ref:
+        return (
+            f"Chosen among {pick['ties']} trials whose validation accuracy lies within one standard error "
+            f"({100 * pick['tie_margin']:.1f} points) of the most accurate one that meets the budget live "
+            f"(`{pick['most_accurate']}`, {pick['most_accurate_val']:.4f}): the one keeping the most MACs.\n"
+        )
+    return "The most accurate trial (by the search's validation proxy) that meets the budget live.\n"
 
 
 def _blocks_line(blocks: list[str]) -> str:

@@ -214,6 +214,7 @@ def test_export_matches_torch_and_reports_test_accuracy(
     assert res["live_ratio"] == pytest.approx(float(np.median(m["live_ratios"])))
     assert m["finetune"]["distillation"]["teacher"] == "dense" and m["finetune"]["schedule"] == "cosine"
     assert "distilled from the dense model" in (tmp_path / "exp" / "MODEL_CARD.md").read_text()
+    assert "that meets the budget live" in (tmp_path / "exp" / "MODEL_CARD.md").read_text()  # how it was chosen
     assert (tmp_path / "exp" / "MODEL_CARD.md").is_file()
     # the ONNX file computes what the saved pruned weights compute
     spec = resolve_model("digits-cnn", "digits")
