@@ -112,6 +112,11 @@ CASES = [
     ("search-bad-max-ratio", ["search", *DIGITS, "--device", "sim-cpu", "--max-ratio", "1.5", "--out", "{out}/s"], "max_ratio"),
     ("report-not-a-run", ["report", "{empty_run}"], "not a search run directory"),
     ("export-not-a-run", ["export", "{empty_run}", "--budget", "0.5", "--out", "{out}/e"], "not a search run directory"),
+    (
+        "export-bad-tie-break",
+        ["export", "{empty_run}", "--budget", "0.5", "--out", "{out}/e", "--tie-break", "params"],
+        "--tie-break must be one of macs, accuracy",
+    ),
     ("dashboard-not-a-run", ["dashboard", "{empty_run}"], "not a search run directory"),
 ]
 
