@@ -2,6 +2,7 @@
 
     python bench/export_ties.py --runs DIR[,DIR...] [--budget 0.5] [--finetune-epochs 0.5]
         [--results-name export_ties] [--markdown-only] [--note TEXT]
+    python bench/export_ties.py --rows compare_agents_ppo_start [--runs-root DIR]
 
 For each search run directory, `hilprune export`'s code (`search.export.export_run`, precision
 auto, the same distillation fine-tune and seed) exports the pick of each `--tie-break`:
@@ -11,6 +12,12 @@ the proxy scored, the one keeping the most MACs that meets the budget live; `sea
 both rules pick the same trial it is exported once. Test accuracy on all test images after the
 fine-tune is what the table compares, beside the dense model's. Rows go to
 bench/results/<results-name>.json as they finish; a rerun skips the (run, tie break) it holds.
+
+`--rows NAME` reads bench/compare_agents.py's rows (bench/results/NAME.json), exported with the MACs
+tie break, and exports the most accurate trial instead wherever the tie break chose another, with
+the same call compare_agents makes (its fine-tune epochs, fp32, the job's seed); the section
+`export_ties_<NAME>` puts the two test accuracies side by side. Run directories given relative are
+under `--runs-root` (default: this checkout).
 """
 
 from __future__ import annotations
@@ -105,6 +112,74 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def run_rows(args: argparse.Namespace) -> dict[str, Any]:
+    """The accuracy rule's pick for every compare_agents row where the MACs tie break chose another."""
+    from search.export import export_run
+
+    rows = json.loads((RESULTS / f"{args.rows}.json").read_text())
+    out = []
+    for r in rows:
+        p = r.get("pick")
+        if not p or r.get("test_accuracy_finetuned") is None or p["most_accurate"] == f"{r['agent']}:{r['trial_live_rule']}":
+            continue
+        run_dir = Path(r["run_dir"]) if Path(r["run_dir"]).is_absolute() else Path(args.runs_root) / r["run_dir"]
+        res = export_run(
+            run_dir,
+            f"{r['budget']:g}",
+            run_dir / "export_ties" / r["agent"],
+            trial=p["most_accurate"],
+            finetune_epochs=r["finetune_epochs"],
+            progress=False,
+        )
+        out.append(
+            {
+                "model": r["model"],
+                "budget": r["budget"],
+                "seed": r["seed"],
+                "agent": r["agent"],
+                "ties": p["ties"],
+                "tie_margin": p["tie_margin"],
+                "macs_trial": r["trial_live_rule"],
+                "macs_test_accuracy": r["test_accuracy_finetuned"],
+                "accuracy_trial": p["most_accurate"],
+                "accuracy_test_accuracy": res["test_accuracy"],
+                "accuracy_speedup": res["speedup"],
+                "accuracy_meets_budget": res["meets_budget"],
+                "finetune_epochs": r["finetune_epochs"],
+            }
+        )
+        print(out[-1], flush=True)
+    return {"machine": machine(), "rows_of": args.rows, "rows": out, "compared": len(rows)}
+
+
+def markdown_rows(res: dict[str, Any]) -> str:
+    lines = [
+        f"## The export's tie break on compare_agents' picks (`{res['rows_of']}`)",
+        "",
+        header(res["machine"]),
+        f"Of the {res['compared']} rows of `{res['rows_of']}` (each agent's pick exported with the MACs tie break), "
+        f"the tie break chose another trial than the most accurate one in {len(res['rows'])}; each of those most "
+        "accurate trials is exported here with the same call (the same fine-tune epochs and seed, fp32) and its test "
+        "accuracy set beside the MACs pick's.",
+        "",
+        "| model | budget | seed | agent | ties | MACs pick | test acc. | most accurate | test acc. | MACs minus accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    diffs = []
+    for r in res["rows"]:
+        d = 100 * (r["macs_test_accuracy"] - r["accuracy_test_accuracy"])
+        diffs.append(d)
+        lines.append(
+            f"| {r['model']} | {r['budget']:g} | {r['seed']} | {r['agent']} | {r['ties']} | {r['agent']}:{r['macs_trial']} | "
+            f"{100 * r['macs_test_accuracy']:.2f}% | {r['accuracy_trial']} | {100 * r['accuracy_test_accuracy']:.2f}% | {d:+.2f} |"
+        )
+    if diffs:
+        lines += ["", f"Mean difference {sum(diffs) / len(diffs):+.2f} points over {len(diffs)} picks."]
+    if res.get("note"):
+        lines += ["", res["note"]]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(res: dict[str, Any]) -> str:
     s = res["settings"]
     lines = [
@@ -157,9 +232,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", default="0.5")
     ap.add_argument("--finetune-epochs", type=float, default=0.5)
     ap.add_argument("--results-name", default="export_ties")
+    ap.add_argument("--rows", default="", help="a compare_agents results name: its picks' ties (see above)")
+    ap.add_argument("--runs-root", default=str(Path(__file__).resolve().parents[1]), help="where --rows' relative run dirs lie")
     ap.add_argument("--markdown-only", action="store_true", help="the docs section from the results file; nothing is run")
     ap.add_argument("--note", default="", help="a paragraph for the docs section (with --markdown-only too)")
     args = ap.parse_args(argv)
+    if args.rows:
+        name = f"export_ties_{args.rows}"
+        if args.markdown_only:
+            rewrite_section(name, markdown_rows, args.note)
+            return 0
+        res = run_rows(args) | ({"note": args.note} if args.note else {})
+        write_json(name, res)
+        write_section(name, markdown_rows(res))
+        print(f"wrote bench/results/{name}.json and docs/benchmarks.md ({name} section)")
+        return 0
     if args.markdown_only:
         rewrite_section(args.results_name, markdown, args.note)
         return 0
