@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, header, machine, mean_std, rewrite_section, write_json, write_section  # noqa: E402
 
-TIE_BREAKS = ("accuracy", "macs")
 NEAR_DENSE = 0.3  # points: the accuracy-proxy issue's "within 0.3 point of dense" at >= 2x
 
 
