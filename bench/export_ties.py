@@ -1,6 +1,6 @@
 """The export's tie break: the single most accurate trial, or the tied trial that keeps the most MACs.
 
-    python bench/export_ties.py --runs DIR[,DIR...] [--budget 0.5] [--finetune-epochs 0.5]
+    python bench/export_ties.py --runs DIR[,DIR...] [--budget 0.5] [--finetune-epochs 0.5] [--finetune-seed N]
         [--results-name export_ties] [--markdown-only] [--note TEXT]
     python bench/export_ties.py --rows compare_agents_ppo_start [--runs-root DIR]
 
@@ -60,6 +60,7 @@ def export_row(run_dir: Path, tie_break: str, args: argparse.Namespace) -> dict[
         run_dir / "export_ties" / tie_break,
         tie_break=tie_break,
         finetune_epochs=args.finetune_epochs,
+        seed=args.finetune_seed,
         precision="auto",
         progress=False,
     )
@@ -83,6 +84,7 @@ def export_row(run_dir: Path, tie_break: str, args: argparse.Namespace) -> dict[
         "test_accuracy": res["test_accuracy"],
         "dense_test_accuracy": res["dense_test_accuracy"],
         "finetune_epochs": args.finetune_epochs,
+        "finetune_seed": args.finetune_seed if args.finetune_seed is not None else job.seed,
         "export_s": round(time.perf_counter() - t0, 1),
     }
 
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     path = RESULTS / f"{args.results_name}.json"
     res = json.loads(path.read_text()) if path.is_file() else {}
     res.setdefault("rows", [])
-    res["settings"] = {"budget": args.budget, "finetune_epochs": args.finetune_epochs}
+    res["settings"] = {"budget": args.budget, "finetune_epochs": args.finetune_epochs, "finetune_seed": args.finetune_seed}
     res["machine"] = machine()
     have = {(r["run_dir"], r["tie_break"]) for r in res["rows"]}
     for d in (Path(p.strip()) for p in args.runs.split(",") if p.strip()):
@@ -186,7 +188,9 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         header(res["machine"]),
         "Per search run, `hilprune export --budget B --precision auto --finetune-epochs "
-        f"{s['finetune_epochs']:g} --tie-break T` (the same distillation and seed for both): `accuracy` exports the most "
+        f"{s['finetune_epochs']:g} --tie-break T` (the same distillation and seed for both"
+        + (f": fine-tune seed {s['finetune_seed']}" if s.get("finetune_seed") is not None else ", the job's")
+        + "): `accuracy` exports the most "
         "accurate trial by the search's proxy whose live latency meets the budget; `macs` (the default since this "
         "measurement), among the trials within one binomial standard error of that accuracy on the images the proxy "
         "scored, the one keeping the most MACs that meets the budget live. Test accuracy on all test images; speedup "
@@ -230,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default="", help="search run directories, comma-separated")
     ap.add_argument("--budget", default="0.5")
     ap.add_argument("--finetune-epochs", type=float, default=0.5)
+    ap.add_argument("--finetune-seed", type=int, default=None, help="the fine-tune's seed (default: the job's)")
     ap.add_argument("--results-name", default="export_ties")
     ap.add_argument("--rows", default="", help="a compare_agents results name: its picks' ties (see above)")
     ap.add_argument("--runs-root", default=str(Path(__file__).resolve().parents[1]), help="where --rows' relative run dirs lie")
