@@ -92,8 +92,12 @@ def export_row(run_dir: Path, tie_break: str, args: argparse.Namespace) -> dict[
 def run(args: argparse.Namespace) -> dict[str, Any]:
     path = RESULTS / f"{args.results_name}.json"
     res = json.loads(path.read_text()) if path.is_file() else {}
+    settings = {"budget": args.budget, "finetune_epochs": args.finetune_epochs, "finetune_seed": args.finetune_seed}
+    old = res.get("settings", {})
+    if any(old.get(k) != v for k, v in settings.items()):  # rows of other settings are not resumed into these
+        res["rows"] = []
     res.setdefault("rows", [])
-    res["settings"] = {"budget": args.budget, "finetune_epochs": args.finetune_epochs, "finetune_seed": args.finetune_seed}
+    res["settings"] = settings
     res["machine"] = machine()
     have = {(r["run_dir"], r["tie_break"]) for r in res["rows"]}
     for d in (Path(p.strip()) for p in args.runs.split(",") if p.strip()):
