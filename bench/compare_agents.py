@@ -901,6 +901,8 @@ def _agent_order(a: str) -> int:
 
 # --- main ---------------------------------------------------------------------------------------
 def main() -> None:
+    from search.pick import DEFAULT_TIE_BREAK, TIE_BREAKS
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet20,resnet56")
     ap.add_argument("--budgets", default=None, help="budgets for every model (default: resnet20 0.5,0.3; resnet56 0.4)")
@@ -940,8 +942,8 @@ def main() -> None:
     ap.add_argument("--live-candidates", type=int, default=10, help="trials measured live per agent for the export rule")
     ap.add_argument(
         "--tie-break",
-        choices=("macs", "accuracy"),
-        default="macs",
+        choices=TIE_BREAKS,
+        default=DEFAULT_TIE_BREAK,
         help="the export rule's tie break (hilprune export --tie-break; accuracy: the rule before)",
     )
     ap.add_argument(

@@ -42,7 +42,7 @@ from hilprune.quantize.defaults import CALIBRATION_SIZE, TOLERANCE
 
 from . import store
 from .job import load_run_job
-from .pick import DEFAULT_TIE_BREAK, TIE_BREAKS, pick_trial
+from .pick import DEFAULT_TIE_BREAK, check_tie_break, pick_trial
 from .rundir import dense_measured_at, job_budgets, read_dense
 from .store import TrialRecord
 
@@ -262,8 +262,7 @@ def export_run(
         raise HilpruneError("--finetune-epochs must be >= 0")
     if precision not in ("fp32", "int8", "auto"):
         raise HilpruneError(f"--precision must be fp32, int8 or auto, got {precision!r}")
-    if tie_break not in TIE_BREAKS:
-        raise HilpruneError(f"--tie-break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
+    check_tie_break(tie_break)
     if reconstruct is not None and reconstruct < 0:
         raise HilpruneError(f"--reconstruct must be >= 0 train images, got {reconstruct}")
     job = load_run_job(run_dir)

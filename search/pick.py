@@ -33,6 +33,12 @@ TIE_STANDARD_ERRORS = 1.0  # accuracies within this many standard errors of the 
 MAX_TIE_CANDIDATES = 10  # tied trials measured live, most MACs first, before keeping the best one
 
 
+def check_tie_break(tie_break: str) -> None:
+    """One clear error for an unknown tie break (export checks it before loading anything)."""
+    if tie_break not in TIE_BREAKS:
+        raise HilpruneError(f"--tie-break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
+
+
 def standard_error(accuracy: float, images: int) -> float:
     """Binomial standard error of an accuracy measured on `images` images."""
     if images < 1:
@@ -81,8 +87,7 @@ def pick_trial(
 ) -> Pick:
     """The trial to export for `budget_ms` (see the module docstring); `val_images` is how many
     images the proxy scored on (None: no tie break)."""
-    if tie_break not in TIE_BREAKS:
-        raise HilpruneError(f"--tie-break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
+    check_tie_break(tie_break)
     recs = [r for v in records.values() for r in v] if isinstance(records, dict) else list(records)
     candidates = sorted(
         (r for r in recs if within_budget(r.latency_ms, budget_ms * NEAR_BUDGET)),
