@@ -3,7 +3,7 @@
     python bench/compare_agents.py [--full | --quick] [--models resnet20,resnet56] [--budgets 0.5,0.3]
                                    [--agents uniform,random,tpe,ppo] [--evals 60] [--seeds N]
                                    [--finetune-epochs 0.25] [--skip-finetune] [--no-peer] [--jobs 2]
-                                   [--latency-source hybrid] [--round-to 8] [--proxy kd:40]
+                                   [--latency-source hybrid] [--round-to 8] [--proxy kd:40] [--precision fp32]
                                    [--results-name compare_agents_ft] [--out-dir runs/bench/compare_agents_ft]
                                    [--no-doc] [--markdown-only]
 
@@ -22,6 +22,15 @@ steps, lr and seed for every agent), and its TEST accuracy after that fine-tune 
 compare. Beside the agents stands the peer a user would pick instead, `tp-global`
 (`bench/tp_global.py`): Torch-Pruning's global magnitude pruner with round_to 8, its ratio searched
 until its export meets the budget live, fine-tuned the same way (`--no-peer` leaves it out).
+
+`--precision int8` (or `mixed`) searches width and precision together (`hilprune search --precision`)
+and exports each pick with `--precision auto`, so a pick marked INT8 ships INT8 in the scheme chosen by
+measurement; the peer's architecture is then bisected on its INT8 graph (the scheme the agents' searches
+measured) and its fine-tuned model is quantized the same way. The run directories and the results'
+settings carry the precision, so an INT8 run never resumes an fp32 one. `--remove-blocks N` has every
+search remove N residual blocks whole first (`hilprune search --remove-blocks`: the way to budgets that
+widths cannot reach, such as resnet20 at 0.3 on a CPU where its narrowest widths still take 0.32 of
+dense); the peer stays Torch-Pruning's width pruner.
 
 Rows also keep the search's own view (`val_accuracy`, `latency_ms`: the best trial within the budget
 by the latency the search recorded, measured live) for comparison with earlier runs.
@@ -141,6 +150,10 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, int]]:
 # Settings that make two runs' rows comparable: rows of cells an earlier run measured with the same
 # ones are kept in the results (and the table) when a later run adds other cells.
 SAME_SETTINGS = ("evals", "proxy", "latency_source", "round_to", "finetune_epochs", "device", "agents", "skip_finetune", "peer")
+DEFAULTS_BEFORE = {
+    "precision": "fp32",
+    "remove_blocks": "",
+}  # settings earlier results did not record, at the value they ran with
 
 
 def earlier_rows(name: str, args: argparse.Namespace, todo: list[tuple[str, str, int]]) -> tuple[list, dict]:
@@ -149,7 +162,8 @@ def earlier_rows(name: str, args: argparse.Namespace, todo: list[tuple[str, str,
 
     rows, meta = _read_list(RESULTS / f"{name}.json"), _read(RESULTS / f"{name}.meta.json")
     old = meta.get("args", {})
-    if not rows or any(old.get(k) != getattr(args, k) for k in SAME_SETTINGS):
+    keys = SAME_SETTINGS + tuple(DEFAULTS_BEFORE)
+    if not rows or any(old.get(k, DEFAULTS_BEFORE.get(k)) != getattr(args, k) for k in keys):
         return [], {}
     mine = {(m, float(b), s) for m, b, s in todo}
     return [r for r in rows if (r["model"], r["budget"], r["seed"]) not in mine], meta
@@ -179,6 +193,10 @@ def run_dir_for(args: argparse.Namespace, model: str, budget: str, seed: int, wt
     proxy = canonical_proxy(args.proxy)
     if proxy != LEGACY_PROXY:
         settings += "-p" + proxy.replace(":", "").replace(",", "_")
+    if args.precision != "fp32":
+        settings += f"-{args.precision}"
+    if args.remove_blocks:
+        settings += f"-blocks{args.remove_blocks.replace(',', '_')}"
     return Path(args.out_dir) / f"{model}-b{budget}-s{seed}-{wtag}{settings}"
 
 
@@ -194,7 +212,7 @@ def search_cell(model: str, budget: str, seed: int, args: argparse.Namespace, wt
         model=model,
         dataset=DATASET,
         device=args.device,
-        precision="fp32",  # agents compared on widths alone, as measured (bench/search_precision.py: precision)
+        precision=args.precision,  # fp32: widths alone; int8/mixed: width and precision (bench/search_precision.py)
         budgets=[budget],
         agents=agents,
         evals=args.evals,
@@ -204,6 +222,7 @@ def search_cell(model: str, budget: str, seed: int, args: argparse.Namespace, wt
         latency_source=args.latency_source,
         round_to=args.round_to,
         proxy=args.proxy,
+        remove_blocks=args.remove_blocks or None,
     )
     timing_path = run_dir / TIMING_FILE
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -278,7 +297,13 @@ def results_cell(
     records = store.load_records(store.open_storage(job.storage_url), job.name)
     timing = _read(run_dir / TIMING_FILE)
     spec = resolve_model(job.model, job.dataset, job.input_shape, job.num_classes, job.checkpoint)
-    surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity(), importance=job.importance)
+    surgeon = Surgeon(
+        spec.build(),
+        spec.input_shape,
+        spec.identity(),
+        importance=job.importance,
+        removed_blocks=dense.get("removed_blocks", []),  # as export_run builds it
+    )
     live = LiveLatency(run_dir, surgeon, spec.input_shape, job.device, dense, budget_ms)
     exports = _read(run_dir / EXPORT_FILE)
     val_images = job.val_size or DEFAULT_VAL_SIZE  # what the proxy scored on (Fashion-MNIST's val split holds 5000)
@@ -363,6 +388,7 @@ def results_cell(
                     trial=f"{agent}:{pick.number}",
                     finetune_epochs=args.finetune_epochs,
                     progress=False,
+                    precision="auto",  # a pick marked INT8 ships INT8, as `hilprune export` does by default for it
                 )
                 res = {
                     k: res[k]
@@ -375,7 +401,8 @@ def results_cell(
                         "val_accuracy",
                         "meets_budget",
                     )
-                } | {"wall_s": time.perf_counter() - w0, "agent": agent, "trial": pick.number}
+                } | {"precision": res.get("precision", "fp32"), "scheme": res.get("scheme")}
+                res |= {"wall_s": time.perf_counter() - w0, "agent": agent, "trial": pick.number}
                 exports[key] = exports[pkey] = res
                 _write(run_dir / EXPORT_FILE, exports)
                 print(
@@ -391,18 +418,35 @@ def results_cell(
                 "export_meets_budget": res["meets_budget"],
                 "finetune_wall_s": round(res["wall_s"], 1),
                 "dense_test_accuracy": res["dense_test_accuracy"],
+                "shipped": res.get("precision", "fp32"),
+                "scheme": res.get("scheme"),
             }
         rows.append(row)
     if args.peer:
-        rows.append(peer_row(run_dir, job, spec, dense_ms, budget_ms, live, exports, rows[0], args))
+        scheme = None
+        if args.precision != "fp32":  # the scheme the agents' searches priced INT8 graphs in
+            marked = [policy_of(r) for recs in records.values() for r in recs if r.policy]
+            scheme = next((live.scheme(p) for p in marked if p.int8_groups()), "qdq-u8s8")
+        rows.append(peer_row(run_dir, job, spec, dense_ms, budget_ms, live, exports, rows[0], args, scheme))
     return rows
 
 
 def peer_row(
-    run_dir: Path, job: Any, spec: Any, dense_ms: float, budget_ms: float, live: Any, exports: dict, template: dict, args: Any
+    run_dir: Path,
+    job: Any,
+    spec: Any,
+    dense_ms: float,
+    budget_ms: float,
+    live: Any,
+    exports: dict,
+    template: dict,
+    args: Any,
+    int8_scheme: str | None = None,
 ) -> dict[str, Any]:
-    """Torch-Pruning's global pruner for this job's budget (bench.tp_global), fine-tuned as the agents' picks are."""
+    """Torch-Pruning's global pruner for this job's budget (bench.tp_global), refitted, fine-tuned
+    (and with `int8_scheme` quantized) as the agents' picks are."""
     from bench.tp_global import run_peer
+    from envs.fidelity import DEFAULT_LS_IMAGES, LEGACY_PROXY, split_reconstruct
     from hilprune.data import load_dataset
 
     key = f"{PEER}@{args.finetune_epochs:g}"
@@ -419,6 +463,9 @@ def peer_row(
             finetune_epochs=0.0 if args.skip_finetune else args.finetune_epochs,
             seed=job.seed,
             round_to=args.round_to,
+            refit_images=split_reconstruct(job.proxy or LEGACY_PROXY)[0] or DEFAULT_LS_IMAGES,  # as export_run refits
+            int8_scheme=int8_scheme,
+            device=job.device,
         ).to_dict()
         exports[key] = res
         _write(run_dir / EXPORT_FILE, exports)
@@ -450,6 +497,8 @@ def peer_row(
         "evaluations": len(res["tried"]),
         "wall_s": res["search_wall_s"],
         "peer": res,
+        "shipped": res.get("shipped", "fp32"),
+        "scheme": res.get("scheme"),
         "error": None if res["meets_budget"] else "no pruning ratio meets the budget live",
     }
     if not args.skip_finetune and res["meets_budget"]:
@@ -581,6 +630,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         a["meets_live"] = sum(1 for r in rs if r.get("meets_budget_live"))
         a["missing"] = sum(1 for r in rs if r.get("val_accuracy") is None)
         a["live_rule_missing"] = sum(1 for r in rs if r.get("val_accuracy_live_rule") is None)
+        a["int8_shipped"] = sum(1 for r in rs if r.get("shipped") == "int8")
+        a["exported"] = sum(1 for r in rs if r.get("shipped"))
         out.append(a)
     return out
 
@@ -761,7 +812,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     source, round_to = args.get("latency_source", "lut"), args.get("round_to", 1)
     title = (
         f"## Search agents judged after fine-tuning ({args['evals']} evaluations per agent, proxy `{args.get('proxy')}`, "
-        f"Fashion-MNIST, `{args.get('device', 'ort-cpu-1t')}`, round_to {round_to})"
+        f"Fashion-MNIST, `{args.get('device', 'ort-cpu-1t')}`, round_to {round_to}{_extra_settings(args, ', ')})"
     )
     lines = [title + (" — QUICK RUN (reduced protocol)" if quick else "") + "\n", header(meta["machine"])]
     for e in meta.get("earlier", []):
@@ -801,7 +852,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     )
     lines.append(
         "**Protocol.** Each (model, budget, seed) is one `hilprune search` job (`search.runner.run_search`, one call per "
-        f"agent, `--evals {args['evals']} --latency-source {source} --round-to {round_to} --proxy {args.get('proxy')}`); "
+        f"agent, `--evals {args['evals']} --latency-source {source} --round-to {round_to} --proxy {args.get('proxy')}"
+        f"{_extra_flags(args)}`); "
         "budgets are fractions of the dense model's live latency. Compared **at equal evaluations** (policies scored per "
         "agent; wall time differs and is shown). Each agent's pick is the rule of `hilprune export`: its most accurate trial "
         "(by the search's proxy on the validation subset) whose **live** latency, paired with the dense model, meets the "
@@ -817,8 +869,17 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "(all within the budget) and equal fine-tuning. **tp-global** is the peer a user would pick instead: Torch-Pruning's "
         "global magnitude pruner (`BasePruner`, formerly `MetaPruner`, `global_pruning=True`, round_to "
         f"{round_to}, at most 0.9 of a layer), its ratio searched to the budget live (`bench/tp_global.py`: its answer is not "
-        "monotone in the ratio, so the distinct architectures of a 0.01 grid are bisected by MACs), then BN-recalibrated "
-        "and fine-tuned the same way; its *evals* are its live measurements.\n"
+        "monotone in the ratio, so the distinct architectures of a 0.01 grid are bisected by MACs), then "
+        + ("refitted by least squares, " if _peer_refits(rows) else "")
+        + "BN-recalibrated and fine-tuned the same way"
+        + ("; it prunes widths only, without removing blocks" if args.get("remove_blocks") else "")
+        + (
+            "; its architecture is judged by its INT8 graph and its fine-tuned model quantized as the export quantizes "
+            "an agent's pick"
+            if args.get("precision", "fp32") != "fp32"
+            else ""
+        )
+        + "; its *evals* are its live measurements.\n"
     )
     lines += [
         "| model | weights | budget (ms) | agent | seeds | evals | val acc % (proxy) | live ms | speedup (export) | "
@@ -836,12 +897,14 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         elif none and not args.get("skip_finetune"):
             after = (after + "; " if ft_acc is not None else "") + f"no pick meets the budget live in {none} seed(s)"
         speed = _pm(a["export_speedup"], a["export_speedup_std"], a["export_speedup_n"], 1, 2)
+        if speed != "-":
+            speed += "x" + (f" ({a['int8_shipped']}/{a['exported']} INT8)" if args.get("precision", "fp32") != "fp32" else "")
         lines.append(
             f"| {a['model']} | {a['weights']} | {a['budget']:g} ({_pm(a['budget_ms'], None, 1, 1, 3)}) | {a['agent']} | {a['seeds']} | "
             f"{a['evaluations']:.0f} | "
             f"{_pm(a['val_accuracy_live_rule'], a['val_accuracy_live_rule_std'], a['val_accuracy_live_rule_n'], 100)} | "
             f"{_pm(a['latency_ms_live_rule'], a['latency_ms_live_rule_std'], a['latency_ms_live_rule_n'], 1, 3)} | "
-            f"{speed + 'x' if speed != '-' else '-'} | "
+            f"{speed} | "
             f"{_pm(a['test_accuracy_before_finetune'], None, a['test_accuracy_before_finetune_n'], 100)} | {after} | {delta} | "
             f"{_pm(a['wall_s'], a['wall_s_std'], a['wall_s_n'], 1, 0)} |"
         )
@@ -849,7 +912,13 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "\n*val acc (proxy)*: the pick's accuracy by the search's proxy on the validation subset (tp-global's: after BN "
         "recalibration alone, it has no proxy); *live ms*: the pick's "
         "live latency in the job's frame when it was picked; *speedup (export)*: dense over the exported model's live "
-        "latency, measured again at export. Mean ± sample std over seeds (no ± with one seed)."
+        "latency, measured again at export"
+        + (
+            " (of the shipped graph: INT8 where the export kept a scheme, with how many picks shipped INT8)"
+            if args.get("precision", "fp32") != "fp32"
+            else ""
+        )
+        + ". Mean ± sample std over seeds (no ± with one seed)."
     )
     dense_lines = []
     for model in sorted({a["model"] for a in agg}):
@@ -894,6 +963,24 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _extra_flags(args: dict[str, Any]) -> str:
+    """The search flags beyond the protocol's defaults (precision, blocks), as `hilprune search` takes them."""
+    out = "" if args.get("precision", "fp32") == "fp32" else f" --precision {args['precision']}"
+    return out + (f" --remove-blocks {args['remove_blocks']}" if args.get("remove_blocks") else "")
+
+
+def _extra_settings(args: dict[str, Any], sep: str) -> str:
+    """The same, for the section's title."""
+    parts = [] if args.get("precision", "fp32") == "fp32" else [f"precision {args['precision']}"]
+    parts += [f"{args['remove_blocks']} residual blocks removed"] if args.get("remove_blocks") else []
+    return "".join(sep + p for p in parts)
+
+
+def _peer_refits(rows: list[dict[str, Any]]) -> bool:
+    """Whether this run's peer was refitted by least squares (runs before it was not)."""
+    return any((r.get("peer") or {}).get("refitted") for r in rows)
+
+
 def _agent_order(a: str) -> int:
     order = DEFAULT_AGENTS.split(",")
     return order.index(a) if a in order else len(order)
@@ -901,6 +988,7 @@ def _agent_order(a: str) -> int:
 
 # --- main ---------------------------------------------------------------------------------------
 def main() -> None:
+    from envs.precision import MODES
     from search.pick import DEFAULT_TIE_BREAK, TIE_BREAKS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -926,6 +1014,19 @@ def main() -> None:
         help="the searches' latency (default hybrid: LUT, plus live for candidates of the best/Pareto set)",
     )
     ap.add_argument("--round-to", type=int, default=8, help="kept channels rounded to a multiple of this (default 8)")
+    ap.add_argument(
+        "--precision",
+        choices=MODES,
+        default="fp32",
+        help="the searches' precision (default fp32: widths alone; int8/mixed: width and precision, picks exported "
+        "with --precision auto, the peer quantized alike)",
+    )
+    ap.add_argument(
+        "--remove-blocks",
+        default="",
+        help="residual blocks every search removes whole first, a count or names (hilprune search --remove-blocks); "
+        "the peer prunes widths only, as Torch-Pruning's global pruner does",
+    )
     ap.add_argument(
         "--proxy",
         default="kd:40",

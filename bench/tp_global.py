@@ -7,9 +7,16 @@ classifier left whole. Its one knob is the global pruning ratio, and its answer 
 that ratio (see `candidates`), so every distinct architecture it makes on a 0.01 grid is ordered by
 MACs and bisected to the one with the most MACs whose ONNX export meets the budget live on the
 device: timed paired with the dense model and put in the job's frame, the way `hilprune export`
-judges an agent's pick. That model is then BN-recalibrated and fine-tuned exactly as `hilprune
-export` fine-tunes an agent's pick (same epochs, batch, schedule, teacher and seed), so the two are
-compared at equal fine-tuning steps.
+judges an agent's pick. That model is then refitted by least squares (the layers that lost input
+channels, on the same train images `hilprune export` uses), BN-recalibrated and fine-tuned exactly as
+`hilprune export` fine-tunes an agent's pick (same epochs, batch, schedule, teacher and seed), so the
+two are compared at equal fine-tuning steps.
+
+With `int8_scheme` (a search run with `--precision int8`), every architecture is judged by its INT8
+graph in that scheme (the one the agents' searches priced), and the fine-tuned model is quantized as
+`hilprune export --precision int8` quantizes an agent's pick (`hilprune.quantize`: each scheme timed
+on the device, the fastest that keeps validation accuracy shipped); its latency and test accuracy are
+those of the shipped graph.
 """
 
 from __future__ import annotations
@@ -35,12 +42,16 @@ class PeerResult:
     macs: int
     val_accuracy: float  # BN-recalibrated, before fine-tuning (the agents' search-time signal)
     test_accuracy_before_finetune: float
-    test_accuracy: float  # after the fine-tune
+    test_accuracy: float  # after the fine-tune (of the shipped graph: INT8 when it was quantized)
     finetune_steps: int
     tried: list[tuple[float, float]]  # (ratio, live ms) of every bisection step
     architectures: int  # distinct architectures on the ratio grid
     search_wall_s: float
     finetune_wall_s: float
+    refitted: int = 0  # layers refitted by least squares before BN recalibration
+    shipped: str = "fp32"  # or "int8"
+    scheme: str | None = None  # the INT8 scheme shipped
+    fp32_test_accuracy: float | None = None  # the fine-tuned model before quantization
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -48,10 +59,19 @@ class PeerResult:
 
 def prune_global(dense: Any, input_shape: tuple[int, int, int], ratio: float, round_to: int = 8) -> Any:
     """A copy of `dense` with `ratio` of its prunable channels removed by global magnitude ranking."""
+    return prune_global_tracked(dense, input_shape, ratio, round_to)[0]
+
+
+def prune_global_tracked(
+    dense: Any, input_shape: tuple[int, int, int], ratio: float, round_to: int = 8
+) -> tuple[Any, dict[str, set[int]]]:
+    """`prune_global`, and per layer name the output channels it removed (dense indexing: with
+    global pruning each group is pruned once, in one step), which least-squares refitting needs."""
     import torch
     import torch_pruning as tp
 
     model = copy.deepcopy(dense).eval()
+    names = {id(m): n for n, m in model.named_modules()}
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     pruner = tp.pruner.BasePruner(
         model,
@@ -63,8 +83,13 @@ def prune_global(dense: Any, input_shape: tuple[int, int, int], ratio: float, ro
         ignored_layers=linears[-1:],  # the classifier keeps its classes
         round_to=round_to,
     )
-    pruner.step()
-    return model
+    removed: dict[str, set[int]] = {}
+    for group in pruner.step(interactive=True):
+        for dep, idxs in group:
+            if dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels):
+                removed.setdefault(names[id(dep.target.module)], set()).update(int(i) for i in idxs)
+        group.prune()
+    return model, removed
 
 
 def candidates(dense: Any, input_shape: tuple[int, int, int], round_to: int = 8) -> list[tuple[float, int]]:
@@ -92,7 +117,9 @@ def bisect_budget(
     """The candidate with the most MACs whose live latency meets the budget, by bisection over
     `cands` (most MACs first; latency assumed to fall with MACs). When the one with the fewest MACs
     misses, the next `FALLBACK` fewest are measured too (latency is not monotone in MACs) and the
-    first that meets it, else the fastest, is returned. Returns its ratio and every (ratio, ms) measured."""
+    first that meets it, else the fastest, is returned. When it meets, the one with the most MACs
+    (the unpruned architecture) is tried before bisecting: an INT8 graph can meet a budget unpruned
+    while lightly pruned ones miss it. Returns its ratio and every (ratio, ms) measured."""
     from hilprune.budget import within_budget
 
     tried: list[tuple[float, float]] = []
@@ -108,6 +135,9 @@ def bisect_budget(
             if meets(i):
                 return cands[i][0], tried
         return min(tried, key=lambda t: t[1])[0], tried
+    if hi > 0 and meets(0):
+        return cands[0][0], tried
+    lo = min(1, hi)
     while lo < hi:
         mid = (lo + hi) // 2
         if meets(mid):
@@ -130,13 +160,18 @@ def run_peer(
     bn_batches: int = 10,
     lr: float = 0.01,
     round_to: int = 8,
+    refit_images: int = 0,
+    int8_scheme: str | None = None,
+    device: str | None = None,
 ) -> PeerResult:
-    """Find the global ratio whose export meets the budget live, then recalibrate BN and fine-tune as export does."""
+    """Find the global ratio whose export meets the budget live, then refit, recalibrate BN and
+    fine-tune (and quantize, with `int8_scheme`, for `device`) as export does."""
     import torch
 
     from hilprune.budget import within_budget
     from hilprune.export import to_onnx_bytes
     from hilprune.surgery.counting import macs_and_params
+    from hilprune.surgery.reconstruct import reconstruct
     from hilprune.train import evaluate, recalibrate_bn
     from hilprune.train.bn_recalib import BN_BATCH_SIZE
     from search.export import finetune_distilled
@@ -144,16 +179,25 @@ def run_peer(
     t0 = time.perf_counter()
     measured: dict[float, float] = {}
 
+    def graph(model: Any) -> bytes:
+        onnx_bytes = to_onnx_bytes(model, input_shape)
+        if int8_scheme is None:
+            return onnx_bytes
+        from hwprofiler.quantization import Scheme, quantize_structure
+
+        return quantize_structure(onnx_bytes, Scheme.parse(int8_scheme))  # as the searches priced INT8 graphs
+
     def latency_at(ratio: float) -> float:
         if ratio not in measured:
-            measured[ratio] = live_in_frame(to_onnx_bytes(prune_global(dense, input_shape, ratio, round_to), input_shape))
+            measured[ratio] = live_in_frame(graph(prune_global(dense, input_shape, ratio, round_to)))
         return measured[ratio]
 
     cands = candidates(dense, input_shape, round_to)
     ratio, tried = bisect_budget(cands, latency_at, budget_ms)
-    model = prune_global(dense, input_shape, ratio, round_to)
+    model, removed = prune_global_tracked(dense, input_shape, ratio, round_to)
     search_wall = time.perf_counter() - t0
     macs, _ = macs_and_params(model, torch.randn(1, *input_shape))
+    refitted = reconstruct(model, dense, data.train.x[:refit_images], removed, seed=seed) if refit_images else []
     recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=seed)
     val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)
     t1 = time.perf_counter()
@@ -162,17 +206,31 @@ def run_peer(
         ft, _ = finetune_distilled(model, data, input_shape, dataset, finetune_epochs, lr, seed, False, teacher=dense)
         steps = int(ft.steps)
         model.cpu().eval()
+    latency_ms, test_after = measured[ratio], evaluate(model, data.test)
+    shipped, scheme, fp32_test = "fp32", None, None
+    if int8_scheme is not None:
+        from hilprune.quantize import quantize_for_device
+
+        outcome = quantize_for_device(to_onnx_bytes(model, input_shape), data, device or "ort-cpu-1t")
+        if outcome.int8_bytes is not None:
+            shipped, scheme, fp32_test = "int8", outcome.scheme.name if outcome.scheme else None, test_after
+            test_after = float(outcome.int8_test_accuracy if outcome.int8_test_accuracy is not None else test_after)
+        latency_ms = live_in_frame(outcome.shipped)  # the shipped graph, with its real scales
     return PeerResult(
         ratio=ratio,
-        latency_ms=measured[ratio],
-        meets_budget=within_budget(measured[ratio], budget_ms),
+        latency_ms=latency_ms,
+        meets_budget=within_budget(latency_ms, budget_ms),
         macs=int(macs),
         val_accuracy=val_before,
         test_accuracy_before_finetune=test_before,
-        test_accuracy=evaluate(model, data.test),
+        test_accuracy=test_after,
         finetune_steps=steps,
         tried=tried,
         architectures=len(cands),
         search_wall_s=round(search_wall, 1),
         finetune_wall_s=round(time.perf_counter() - t1, 1),
+        refitted=len(refitted),
+        shipped=shipped,
+        scheme=scheme,
+        fp32_test_accuracy=fp32_test,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.tp_global import MAX_RATIO, bisect_budget, candidates, prune_global
+from bench.tp_global import MAX_RATIO, bisect_budget, candidates, prune_global, prune_global_tracked, run_peer
 
 # (ratio, MACs), most MACs first, and a latency that falls with MACs
 CANDS = [(0.0, 1000), (0.1, 800), (0.3, 600), (0.5, 400), (0.7, 200)]
@@ -24,7 +24,7 @@ def latency_of(ratio: float) -> float:
 def test_bisection_finds_the_candidate_with_most_macs_that_meets_the_budget(budget_ms: float, expected: float) -> None:
     ratio, tried = bisect_budget(CANDS, latency_of, budget_ms)
     assert ratio == expected
-    assert len(tried) <= 1 + 3  # the smallest first, then log2(5) steps
+    assert len(tried) <= 2 + 3  # the fewest MACs first, then the most, then log2(5) steps
     assert tried[0][0] == CANDS[-1][0]
 
 
@@ -35,6 +35,13 @@ def test_a_budget_below_the_fewest_macs_falls_back_to_the_fastest_measured() -> 
     assert ratio == 0.5 and [r for r, _ in tried] == [0.7, 0.5]
     ratio, tried = bisect_budget(CANDS, lat.__getitem__, 0.1)
     assert ratio == 0.5 and len(tried) == len(CANDS)  # none meets it: the fastest of those measured
+
+
+def test_an_unpruned_architecture_that_meets_the_budget_wins_though_light_pruning_misses() -> None:
+    # an INT8 graph: the unpruned one is fast, lightly pruned ones (odd widths for its kernels) slower
+    lat = {0.0: 0.5, 0.1: 0.7, 0.3: 0.65, 0.5: 0.4, 0.7: 0.3}
+    ratio, tried = bisect_budget(CANDS, lat.__getitem__, 0.55)
+    assert ratio == 0.0 and [r for r, _ in tried] == [0.7, 0.0]
 
 
 def test_bisection_never_returns_an_untried_candidate() -> None:
@@ -60,3 +67,68 @@ def test_global_pruner_removes_channels_and_candidates_are_distinct() -> None:
     macs = [m for _, m in cands]
     assert macs == sorted(macs, reverse=True) and len(cands) > 1
     assert cands[0][0] == 0.0 and all(0.0 <= r <= MAX_RATIO for r, _ in cands)
+
+
+def test_tracked_pruning_names_every_removed_output_channel_in_dense_indexing() -> None:
+    import torch
+
+    from hilprune.models import resolve_model
+
+    spec = resolve_model("digits-cnn", "digits")
+    dense = spec.build()
+    pruned, removed = prune_global_tracked(dense, spec.input_shape, 0.5, round_to=1)
+    dense_convs = {n: m for n, m in dense.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    lost = {n: dense_convs[n].out_channels - p.out_channels for n, p in pruned.named_modules() if n in dense_convs}
+    for name, conv in dense_convs.items():
+        idxs = removed.get(name, set())
+        assert len(idxs) == lost[name]
+        assert all(0 <= i < conv.out_channels for i in idxs)
+    assert sum(lost.values()) > 0
+
+
+def test_the_int8_peer_is_refitted_fine_tuned_and_shipped_as_the_export_ships_a_pick() -> None:
+    """The device's latency is stood in by the graph's size (the bisection is logic); the
+    quantization runs onnxruntime for real, as `hilprune export --precision int8` does."""
+    from hilprune.data import load_dataset
+    from hilprune.models import resolve_model
+
+    spec = resolve_model("digits-cnn", "digits")
+    dense = spec.build()
+    data = load_dataset("digits")
+    sizes: list[int] = []
+
+    def size_in_frame(onnx_bytes: bytes) -> float:
+        sizes.append(len(onnx_bytes))
+        return len(onnx_bytes) / 1e6
+
+    from hwprofiler.quantization import Scheme, quantize_structure
+
+    dense_int8 = quantize_structure(_onnx(dense, spec.input_shape), Scheme.parse("qdq-u8s8"))
+    budget = 0.6 * len(dense_int8) / 1e6  # the INT8 graphs are what the peer is judged by
+    res = run_peer(
+        dense,
+        data,
+        spec.input_shape,
+        "digits",
+        size_in_frame,
+        budget,
+        finetune_epochs=0.2,
+        seed=0,
+        round_to=1,
+        refit_images=32,
+        int8_scheme="qdq-u8s8",
+        device="ort-cpu-1t",
+    )
+    assert res.refitted > 0
+    assert res.ratio > 0 and res.macs > 0
+    assert res.shipped in ("int8", "fp32")
+    assert 0.0 <= res.test_accuracy <= 1.0 and res.finetune_steps > 0
+    if res.shipped == "int8":
+        assert res.scheme is not None and res.fp32_test_accuracy is not None
+    assert res.latency_ms == sizes[-1] / 1e6  # judged by the shipped graph, measured last
+
+
+def _onnx(model: object, input_shape: tuple[int, int, int]) -> bytes:
+    from hilprune.export import to_onnx_bytes
+
+    return to_onnx_bytes(model, input_shape)
