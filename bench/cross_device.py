@@ -4,7 +4,7 @@ searched for another? (Here: onnxruntime vs OpenVINO on the same CPU.)
     python bench/cross_device.py [--models resnet20,resnet56,mobilenetv2] [--devices ort-cpu-1t,ov-cpu-1t]
                                  [--budget 0.5] [--agents uniform,random,ppo] [--evals 60]
                                  [--latency-source hybrid] [--round-to 1] [--finetune-epochs 1]
-                                 [--repeats 3] [--seed 0] [--results-name cross_device]
+                                 [--repeats 3] [--seed 0] [--precision fp32] [--results-name cross_device]
                                  [--quick] [--no-doc] [--markdown-only]
 
 Per model (Fashion-MNIST; digits-cnn on digits):
@@ -20,6 +20,11 @@ Per model (Fashion-MNIST; digits-cnn on digits):
 4. the matrix: each device's policy measured on every device, paired with that device's dense
    model (`hwprofiler.measure_paired`, A B B A windows), `--repeats` times interleaved over all
    cells; latency = median ratio x that device's dense latency.
+
+`--precision int8` (or `mixed`) searches width and precision on each device (`hilprune search
+--precision`: the INT8 scheme each search prices is the one that device's own precision table found
+fastest) and exports with `--precision auto`, which chooses the scheme again on that device; the matrix
+then measures each device's shipped graph (INT8 where its export kept a scheme) on every device.
 
 Target, per model and device D (the other device O): D's policy is at least as good on D as O's:
 at least 10% lower latency on D, or at least 1 point more test accuracy at equal latency (within
@@ -76,7 +81,7 @@ def search_args(model: str, device: str, run_dir: Path, args: argparse.Namespace
         "--device",
         device,
         "--precision",
-        "fp32",  # the runtimes compared on float models, as measured
+        args.precision,  # fp32: the runtimes compared on float models; int8/mixed: width and precision
         "--budget",
         args.budget,
         "--agent",
@@ -103,7 +108,7 @@ def run_device_search(model: str, device: str, run_dir: Path, args: argparse.Nam
         model=model,
         dataset=dataset_of(model),
         device=device,
-        precision="fp32",
+        precision=args.precision,
         budgets=[args.budget],
         agents=args.agents.split(","),
         evals=args.evals,
@@ -128,7 +133,7 @@ def export_best(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     from search.job import load_run_job
 
     out = run_dir / f"export-ft{args.finetune_epochs:g}"
-    common = dict(finetune_epochs=args.finetune_epochs, seed=args.seed, progress=False)
+    common: dict[str, Any] = dict(finetune_epochs=args.finetune_epochs, seed=args.seed, progress=False, precision="auto")
     try:
         res = export_run(run_dir, args.budget, out, **common)
         res["reached_budget"] = True
@@ -156,19 +161,26 @@ def dense_latencies(dense_onnx: bytes, devices: list[str], repeats: int) -> dict
 
 
 def matrix(policies: dict[str, bytes], dense_onnx: bytes, devices: list[str], repeats: int) -> dict[str, dict[str, Any]]:
-    """policy (searched for) -> device -> ratios to that device's dense model, measured paired."""
+    """policy (searched for) -> device -> ratios to that device's dense model, measured paired; a
+    graph a device's runtime cannot run (an INT8 format it does not read) gets its `error` instead."""
     import hwprofiler
 
     cells: dict[str, dict[str, Any]] = {p: {d: {"ratios": []} for d in devices} for p in policies}
     for rep in range(repeats):
         for p, onnx_bytes in policies.items():
             for d in devices:
-                pair = hwprofiler.measure_paired(onnx_bytes, dense_onnx, d, cache=False)
+                if "error" in cells[p][d]:
+                    continue
+                try:
+                    pair = hwprofiler.measure_paired(onnx_bytes, dense_onnx, d, cache=False)
+                except hwprofiler.InvalidModelError as exc:
+                    cells[p][d]["error"] = str(exc).splitlines()[0]
+                    continue
                 cells[p][d]["ratios"].append(float(pair.ratio))
         print(f"  matrix: round {rep + 1}/{repeats} done", flush=True)
     for row in cells.values():
         for cell in row.values():
-            cell["ratio"] = statistics.median(cell["ratios"])
+            cell["ratio"] = statistics.median(cell["ratios"]) if cell["ratios"] else None
     return cells
 
 
@@ -190,10 +202,17 @@ def kept_summary(policy_path: str) -> dict[str, Any]:
     kept = [int(g["channels_after"]) for g in groups]
     return {
         "kept": kept,
+        "int8_groups": sum(g.get("precision") == "int8" for g in groups),
         "odd_groups": sum(k % 2 for k in kept),
         "x16_groups": sum(k % 16 == 0 for k in kept),
         "groups": len(kept),
     }
+
+
+def same_deployment(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two devices' exports are one deployment: the same widths, shipped alike (fp32, or
+    INT8 in the same scheme; older results recorded neither and shipped fp32)."""
+    return a["kept"] == b["kept"] and (a.get("shipped"), a.get("scheme")) == (b.get("shipped"), b.get("scheme"))
 
 
 def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -210,7 +229,10 @@ def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[
     searched: dict[str, dict[str, Any]] = {}
     onnx: dict[str, bytes] = {}
     for d in devices:
-        run_dir = OUT / f"{model}-{d}-{wtag}-{args.latency_source}-r{args.round_to}"
+        run_dir = OUT / (
+            f"{model}-{d}-{wtag}-{args.latency_source}-r{args.round_to}"
+            + ("" if args.precision == "fp32" else f"-{args.precision}")
+        )
         search = run_device_search(model, d, run_dir, args)
         exp = export_best(run_dir, args)
         onnx[d] = Path(exp["onnx"]).read_bytes()
@@ -230,21 +252,26 @@ def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[
             "test_accuracy_before_finetune": exp["test_accuracy_before_finetune"],
             "dense_test_accuracy": exp["dense_test_accuracy"],
             "policy": exp["policy"],
+            "shipped": exp.get("precision", "fp32"),
+            "scheme": exp.get("scheme"),
             **kept_summary(exp["policy"]),
         }
     cells = matrix(onnx, dense_onnx, devices, args.repeats)
     for row in cells.values():
         for d, cell in row.items():
-            cell["ms"] = cell["ratio"] * dense[d]["ms"]
-            cell["speedup"] = 1.0 / cell["ratio"]
+            if cell["ratio"] is not None:
+                cell["ms"] = cell["ratio"] * dense[d]["ms"]
+                cell["speedup"] = 1.0 / cell["ratio"]
     targets = []
     for d in devices:
         for o in devices:
             if o == d:
                 continue
             row = {"model": model, "device": d, "other": o}
-            if searched[d]["kept"] == searched[o]["kept"]:
+            if same_deployment(searched[d], searched[o]):
                 row |= {"met": None, "why": "both searches found the same policy"}
+            elif "ms" not in cells[o][d]:
+                row |= {"met": True, "why": f"the other's graph does not run here ({cells[o][d].get('error')})"}
             else:
                 met, why = verdict(
                     cells[d][d]["ms"], cells[o][d]["ms"], searched[d]["test_accuracy"], searched[o]["test_accuracy"]
@@ -269,9 +296,12 @@ def markdown(res: dict[str, Any]) -> str:
 
     a = res["args"]
     devs = a["devices"].split(",")
+    int8 = a.get("precision", "fp32") != "fp32"
     lines = [
         f"## Cross-device policies: {' vs '.join(f'`{d}`' for d in devs)} (budget {a['budget']} of each device's dense "
-        f"latency, agents {a['agents']}, {a['evals']} evaluations each, latency source {a['latency_source']})"
+        f"latency, agents {a['agents']}, {a['evals']} evaluations each, latency source {a['latency_source']}"
+        + ("" if a.get("precision", "fp32") == "fp32" else f", `--precision {a['precision']}`")
+        + ")"
         + (" — QUICK RUN" if a.get("quick") else "")
         + "\n",
         header(res["machine"]),
@@ -291,7 +321,15 @@ def markdown(res: dict[str, Any]) -> str:
         f"(fine-tuned {a['finetune_epochs']:g} epoch(s), the same for every policy; test accuracy). The matrix measures every "
         "policy on every device paired with that device's dense model (A B B A windows); ms = median ratio x the device's "
         f"dense latency ({a['repeats']} repeat(s)). Target: on each device its own policy has at least 10% lower latency than "
-        "the other device's policy, or at least 1 point more test accuracy at equal latency (within 10%).\n"
+        "the other device's policy, or at least 1 point more test accuracy at equal latency (within 10%)."
+        + (
+            f" Searched with `--precision {a['precision']}` and exported with `--precision auto`: each export chose its "
+            "INT8 scheme on its own device (each scheme timed there against fp32, the fastest that keeps validation "
+            "accuracy), and the matrix measures each shipped graph as it is on every device."
+            if int8
+            else ""
+        )
+        + "\n"
     )
     lines += [
         "### Dense latency",
@@ -306,15 +344,20 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "### Each device's policy",
         "",
-        "| model | searched for | budget (ms) | trial | reached budget | groups odd / x16 | test acc. before / after fine-tune | dense test acc. |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | searched for | budget (ms) | trial | reached budget | groups odd / x16 | "
+        + ("shipped | " if int8 else "")
+        + "test acc. before / after fine-tune | dense test acc. |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if int8 else ""),
     ]
     for m in res["models"]:
         for d in devs:
             s = m["searched"][d]
+            shipped = f"{s.get('shipped', 'fp32')}" + (f" ({s['scheme']})" if s.get("scheme") else "")
             lines.append(
                 f"| {m['model']} | {d} | {s['budget_ms']:.3f} | {s['agent']}:{s['trial']} | {'yes' if s['reached_budget'] else '**no**'} | "
-                f"{s['odd_groups']} / {s['x16_groups']} of {s['groups']} | {100 * s['test_accuracy_before_finetune']:.1f}% / "
+                f"{s['odd_groups']} / {s['x16_groups']} of {s['groups']} | "
+                + (f"{shipped} | " if int8 else "")
+                + f"{100 * s['test_accuracy_before_finetune']:.1f}% / "
                 f"{100 * s['test_accuracy']:.1f}% | {100 * s['dense_test_accuracy']:.1f}% |"
             )
     lines += [
@@ -329,7 +372,9 @@ def markdown(res: dict[str, Any]) -> str:
             row = m["matrix"][p]
             cells = " | ".join(
                 (
-                    f"**{row[d]['ms']:.3f}** ({row[d]['speedup']:.2f}x)"
+                    "does not run"
+                    if "ms" not in row[d]
+                    else f"**{row[d]['ms']:.3f}** ({row[d]['speedup']:.2f}x)"
                     if d == p
                     else f"{row[d]['ms']:.3f} ({row[d]['speedup']:.2f}x)"
                 )
@@ -370,6 +415,12 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=float, default=1.0, help="the same short fine-tune for every exported policy")
     ap.add_argument("--repeats", type=int, default=3, help="fresh dense measurements and matrix rounds")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--precision",
+        choices=("fp32", "int8", "mixed"),
+        default="fp32",
+        help="the searches' precision (default fp32; int8/mixed: width and precision, exported with --precision auto)",
+    )
     ap.add_argument("--results-name", default="cross_device", help="bench/results/<name>.json and the docs section's name")
     ap.add_argument("--quick", action="store_true", help="digits-cnn, uniform+random, 3 evaluations, 1 repeat: the pipeline only")
     ap.add_argument("--no-doc", action="store_true")

@@ -1,0 +1,43 @@
+"""bench/cross_device.py's judgement: when two devices' exports are one deployment, the verdict per
+cell, and a shipped graph that one runtime cannot run (real onnxruntime and OpenVINO)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cross_device import matrix, same_deployment, verdict
+
+
+def _searched(kept: list[int], shipped: str | None = None, scheme: str | None = None) -> dict:
+    out: dict = {"kept": kept}
+    if shipped is not None:
+        out |= {"shipped": shipped, "scheme": scheme}
+    return out
+
+
+def test_one_deployment_needs_the_same_widths_shipped_in_the_same_precision_and_scheme() -> None:
+    assert same_deployment(_searched([8, 16]), _searched([8, 16]))  # older results: fp32, nothing recorded
+    assert same_deployment(_searched([8, 16], "int8", "qdq-u8s8"), _searched([8, 16], "int8", "qdq-u8s8"))
+    assert not same_deployment(_searched([8, 16], "int8", "qdq-u8s8"), _searched([8, 16], "fp32"))
+    assert not same_deployment(_searched([8, 16], "int8", "qdq-u8s8"), _searched([8, 16], "int8", "qdq-s8s8"))
+    assert not same_deployment(_searched([8, 16], "fp32"), _searched([8, 24], "fp32"))
+
+
+def test_verdict_wants_ten_percent_lower_latency_or_a_point_more_at_equal_latency() -> None:
+    assert verdict(0.89, 1.0, 0.90, 0.90)[0]
+    assert not verdict(0.95, 1.0, 0.90, 0.90)[0]
+    assert verdict(1.05, 1.0, 0.915, 0.90)[0]
+    assert not verdict(1.2, 1.0, 0.95, 0.90)[0]
+
+
+def test_a_graph_one_runtime_cannot_read_is_reported_not_measured() -> None:
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'hilprune[openvino]'")
+    from hwprofiler.quantization import Scheme, quantize_structure
+    from hwprofiler.testing import tiny_cnn
+
+    dense = tiny_cnn().SerializeToString()
+    qop = quantize_structure(dense, Scheme.parse("qop-u8s8"))  # QOperator: onnxruntime runs it, OpenVINO does not
+    cells = matrix({"ort-cpu-1t": qop}, dense, ["ort-cpu-1t", "ov-cpu-1t"], repeats=1)
+    on_ort, on_ov = cells["ort-cpu-1t"]["ort-cpu-1t"], cells["ort-cpu-1t"]["ov-cpu-1t"]
+    assert on_ort["ratio"] is not None and on_ort["ratio"] > 0 and "error" not in on_ort
+    assert on_ov["ratio"] is None and on_ov["error"]
