@@ -150,10 +150,8 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, int]]:
 # Settings that make two runs' rows comparable: rows of cells an earlier run measured with the same
 # ones are kept in the results (and the table) when a later run adds other cells.
 SAME_SETTINGS = ("evals", "proxy", "latency_source", "round_to", "finetune_epochs", "device", "agents", "skip_finetune", "peer")
-DEFAULTS_BEFORE = {
-    "precision": "fp32",
-    "remove_blocks": "",
-}  # settings earlier results did not record, at the value they ran with
+# Settings earlier results did not record, at the value they ran with.
+DEFAULTS_BEFORE = {"precision": "fp32", "remove_blocks": ""}
 
 
 def earlier_rows(name: str, args: argparse.Namespace, todo: list[tuple[str, str, int]]) -> tuple[list, dict]:
@@ -909,8 +907,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{_pm(a['wall_s'], a['wall_s_std'], a['wall_s_n'], 1, 0)} |"
         )
     lines.append(
-        "\n*val acc (proxy)*: the pick's accuracy by the search's proxy on the validation subset (tp-global's: after BN "
-        "recalibration alone, it has no proxy); *live ms*: the pick's "
+        "\n*val acc (proxy)*: the pick's accuracy by the search's proxy on the validation subset (tp-global's: after "
+        + ("least-squares refitting and BN recalibration" if _peer_refits(rows) else "BN recalibration alone")
+        + ", it has no proxy); *live ms*: the pick's "
         "live latency in the job's frame when it was picked; *speedup (export)*: dense over the exported model's live "
         "latency, measured again at export"
         + (
