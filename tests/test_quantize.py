@@ -161,7 +161,12 @@ def test_close_schemes_are_timed_head_to_head_and_noise_in_their_fp32_pairs_does
     int8_ms["qop-u8s8"] = 0.70  # really 5% faster: it wins head to head
     again = select_scheme(SCHEMES, timing, lambda s: 0.9, 0.9, compare=compare)
     assert again.chosen is not None and again.chosen.scheme.name == "qop-u8s8"
-    assert next(t for t in again.trials if t.scheme.name == "qdq-u8s8").verdict == "slower than the chosen scheme"
+    lost = next(t for t in again.trials if t.scheme.name == "qdq-u8s8")
+    assert lost.verdict == f"qop-u8s8 beat it head to head (in {0.70 / 0.737:.3f}x its time)"
+    int8_ms["qop-u8s8"] = 0.737 * 0.969  # within the fp32 pairs' tie, but just past it head to head
+    close = select_scheme(SCHEMES, timing, lambda s: 0.9, 0.9, compare=compare)
+    assert close.chosen is not None and close.chosen.scheme.name == "qop-u8s8"
+    assert "beat it head to head" in next(t for t in close.trials if t.scheme.name == "qdq-u8s8").verdict
 
 
 def test_selection_keeps_fp32_when_nothing_is_fast_enough_or_accurate_enough():

@@ -161,6 +161,8 @@ def _head_to_head(eligible: list[Trial], compare: Callable[[Scheme, Scheme], flo
 
 
 def _not_chosen(t: Trial, chosen: Trial, tie: float) -> str:
+    if chosen.versus is not None and chosen.versus[0] == t.scheme.name:  # a later candidate beat it head to head
+        return f"{chosen.scheme.name} beat it head to head (in {chosen.versus[1]:.3f}x its time)"
     if t.versus is not None and t.versus[0] == chosen.scheme.name:
         vs, r = t.versus
         if r < 1.0 + tie:
