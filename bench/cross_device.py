@@ -402,6 +402,8 @@ def markdown(res: dict[str, Any]) -> str:
 
 # --- main -----------------------------------------------------------------------------------------
 def main() -> None:
+    from envs.precision import MODES
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet20,resnet56,mobilenetv2")
     ap.add_argument("--devices", default="ort-cpu-1t,ov-cpu-1t")
@@ -417,7 +419,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--precision",
-        choices=("fp32", "int8", "mixed"),
+        choices=MODES,
         default="fp32",
         help="the searches' precision (default fp32; int8/mixed: width and precision, exported with --precision auto)",
     )
