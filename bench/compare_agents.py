@@ -976,8 +976,9 @@ def _extra_settings(args: dict[str, Any], sep: str) -> str:
 
 
 def _peer_refits(rows: list[dict[str, Any]]) -> bool:
-    """Whether this run's peer was refitted by least squares (runs before it was not)."""
-    return any((r.get("peer") or {}).get("refitted") for r in rows)
+    """Whether this run's peer went through the least-squares refit (runs before it did not record
+    `refitted`; 0 layers where its architecture lost no channels)."""
+    return any("refitted" in (r.get("peer") or {}) for r in rows)
 
 
 def _agent_order(a: str) -> int:
