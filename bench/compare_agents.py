@@ -423,7 +423,7 @@ def results_cell(
     if args.peer:
         scheme = None
         if args.precision != "fp32":  # the scheme the agents' searches priced INT8 graphs in
-            marked = [policy_of(r) for recs in records.values() for r in recs if r.policy]
+            marked = (policy_of(r) for recs in records.values() for r in recs if r.policy)
             scheme = next((live.scheme(p) for p in marked if p.int8_groups()), "qdq-u8s8")
         rows.append(peer_row(run_dir, job, spec, dense_ms, budget_ms, live, exports, rows[0], args, scheme))
     return rows
@@ -874,7 +874,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         + (
             "; its architecture is judged by its INT8 graph and its fine-tuned model quantized as the export quantizes "
             "an agent's pick"
-            if args.get("precision", "fp32") != "fp32"
+            if _quantized(args)
             else ""
         )
         + "; its *evals* are its live measurements.\n"
@@ -896,7 +896,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             after = (after + "; " if ft_acc is not None else "") + f"no pick meets the budget live in {none} seed(s)"
         speed = _pm(a["export_speedup"], a["export_speedup_std"], a["export_speedup_n"], 1, 2)
         if speed != "-":
-            speed += "x" + (f" ({a['int8_shipped']}/{a['exported']} INT8)" if args.get("precision", "fp32") != "fp32" else "")
+            speed += "x" + (f" ({a['int8_shipped']}/{a['exported']} INT8)" if _quantized(args) else "")
         lines.append(
             f"| {a['model']} | {a['weights']} | {a['budget']:g} ({_pm(a['budget_ms'], None, 1, 1, 3)}) | {a['agent']} | {a['seeds']} | "
             f"{a['evaluations']:.0f} | "
@@ -914,7 +914,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "latency, measured again at export"
         + (
             " (of the shipped graph: INT8 where the export kept a scheme, with how many picks shipped INT8)"
-            if args.get("precision", "fp32") != "fp32"
+            if _quantized(args)
             else ""
         )
         + ". Mean ± sample std over seeds (no ± with one seed)."
@@ -962,15 +962,20 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _quantized(args: dict[str, Any]) -> bool:
+    """Whether a run searched precision too (results from before the option ran fp32)."""
+    return args.get("precision", "fp32") != "fp32"
+
+
 def _extra_flags(args: dict[str, Any]) -> str:
     """The search flags beyond the protocol's defaults (precision, blocks), as `hilprune search` takes them."""
-    out = "" if args.get("precision", "fp32") == "fp32" else f" --precision {args['precision']}"
+    out = f" --precision {args['precision']}" if _quantized(args) else ""
     return out + (f" --remove-blocks {args['remove_blocks']}" if args.get("remove_blocks") else "")
 
 
 def _extra_settings(args: dict[str, Any], sep: str) -> str:
     """The same, for the section's title."""
-    parts = [] if args.get("precision", "fp32") == "fp32" else [f"precision {args['precision']}"]
+    parts = [f"precision {args['precision']}"] if _quantized(args) else []
     parts += [f"{args['remove_blocks']} residual blocks removed"] if args.get("remove_blocks") else []
     return "".join(sep + p for p in parts)
 

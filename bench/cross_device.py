@@ -300,7 +300,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         f"## Cross-device policies: {' vs '.join(f'`{d}`' for d in devs)} (budget {a['budget']} of each device's dense "
         f"latency, agents {a['agents']}, {a['evals']} evaluations each, latency source {a['latency_source']}"
-        + ("" if a.get("precision", "fp32") == "fp32" else f", `--precision {a['precision']}`")
+        + (f", `--precision {a['precision']}`" if int8 else "")
         + ")"
         + (" — QUICK RUN" if a.get("quick") else "")
         + "\n",
