@@ -176,6 +176,8 @@ def run_peer(
     from hilprune.train.bn_recalib import BN_BATCH_SIZE
     from search.export import finetune_distilled
 
+    if int8_scheme is not None and device is None:
+        raise ValueError("run_peer: int8_scheme needs the device whose export chooses the shipped scheme")
     t0 = time.perf_counter()
     measured: dict[float, float] = {}
 
@@ -211,7 +213,7 @@ def run_peer(
     if int8_scheme is not None:
         from hilprune.quantize import quantize_for_device
 
-        outcome = quantize_for_device(to_onnx_bytes(model, input_shape), data, device or "ort-cpu-1t")
+        outcome = quantize_for_device(to_onnx_bytes(model, input_shape), data, device)
         if outcome.int8_bytes is not None:
             shipped, scheme, fp32_test = "int8", outcome.scheme.name if outcome.scheme else None, test_after
             test_after = float(outcome.int8_test_accuracy if outcome.int8_test_accuracy is not None else test_after)

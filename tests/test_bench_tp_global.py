@@ -132,3 +132,11 @@ def _onnx(model: object, input_shape: tuple[int, int, int]) -> bytes:
     from hilprune.export import to_onnx_bytes
 
     return to_onnx_bytes(model, input_shape)
+
+
+def test_an_int8_peer_without_a_device_is_refused_before_any_work() -> None:
+    def never_measured(onnx_bytes: bytes) -> float:
+        raise AssertionError("nothing may be measured")
+
+    with pytest.raises(ValueError, match="needs the device"):
+        run_peer(None, None, (1, 8, 8), "digits", never_measured, 1.0, finetune_epochs=0.0, seed=0, int8_scheme="qdq-u8s8")
