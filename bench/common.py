@@ -59,6 +59,18 @@ def header(info: dict[str, Any]) -> str:
     )
 
 
+def load_line(load: dict[str, float], cores: int, own_processes: int = 1) -> str:
+    """The docs' line on the 1-minute load at a run's start and end; it warns only when the load exceeds
+    the run's own worker processes by half a process (another process then shared the CPU)."""
+    busy = max(load.values()) > own_processes + 0.5
+    return (
+        f"Load average (1 min) at start {load['start']:.2f}, at end {load['end']:.2f} on {cores} cores"
+        + (f" (this run's own {own_processes} worker processes count in it)" if own_processes > 1 else "")
+        + (": **other processes shared the CPU, so live latencies are inflated and noisy**" if busy else "")
+        + ".\n"
+    )
+
+
 def write_section(name: str, markdown: str) -> None:
     """Replace (or append) the section between `<!-- name:start -->` and `<!-- name:end -->`."""
     BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)

@@ -700,7 +700,8 @@ def targets(agg: list[dict[str, Any]]) -> list[dict[str, Any]]:
             sp = p.get("export_speedup")
             t |= {
                 "measured": f"PPO {100 * p['test_accuracy_finetuned']:.2f}, dense {100 * p['dense_test_accuracy']:.2f}: "
-                f"{d:+.2f} points at {sp:.2f}x live ({p['test_accuracy_finetuned_n']} of {p['seeds']} seed(s) fine-tuned)",
+                f"{d:+.2f} points at {f'{sp:.2f}x' if sp is not None else 'an unmeasured speedup'} live "
+                f"({p['test_accuracy_finetuned_n']} of {p['seeds']} seed(s) fine-tuned)",
                 "met": bool(d >= -NEAR_DENSE_POINTS and sp is not None and sp >= 2.0),
                 "weights": p["weights"],
                 "seeds": p["seeds"],
@@ -801,7 +802,7 @@ def _pm(m: float | None, sd: float | None, n: int, scale: float = 1.0, digits: i
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    from bench.common import header
+    from bench.common import header, load_line
 
     args = meta["args"]
     agg = aggregate(rows)
@@ -820,15 +821,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         )
     if meta.get("note"):
         lines.append(meta["note"] + "\n")
+    n_cells = len({(r["model"], r["budget"], r["seed"]) for r in rows})
     load = meta.get("loadavg")
     if load:
-        busy = max(load.values()) > 1.5
-        lines.append(
-            f"Load average (1 min) at start {load['start']:.2f}, at end {load['end']:.2f} on {meta['machine']['cores']} cores"
-            + (": **other processes shared the CPU, so live latencies are inflated and noisy**" if busy else "")
-            + ".\n"
-        )
-    n_cells = len({(r["model"], r["budget"], r["seed"]) for r in rows})
+        own = max(1, min(int(args.get("jobs") or 1), n_cells))
+        lines.append(load_line(load, meta["machine"]["cores"], own))
     if quick:
         lines.append(
             f"**This is a `--quick` run, not the benchmark's protocol:** {args['models']}, budget(s) "
@@ -1072,6 +1069,11 @@ def main() -> None:
     if args.markdown_only:
         rows = json.loads((RESULTS / f"{name}.json").read_text())
         meta = json.loads((RESULTS / f"{name}.meta.json").read_text())
+        if not meta["args"].get("proxy"):
+            raise SystemExit(
+                f"error: {name} ran under the earlier protocol (agents judged before fine-tuning); "
+                "its docs section stays as it was written, this template does not render it"
+            )
         meta["targets"] = targets(aggregate(rows))  # the current rules, on the recorded rows
         write_json(f"{name}.meta", meta)
         write_section(name, markdown(rows, meta))

@@ -292,7 +292,7 @@ def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[
 
 # --- markdown -------------------------------------------------------------------------------------
 def markdown(res: dict[str, Any]) -> str:
-    from bench.common import header
+    from bench.common import header, load_line
 
     a = res["args"]
     devs = a["devices"].split(",")
@@ -308,12 +308,7 @@ def markdown(res: dict[str, Any]) -> str:
     ]
     load = res.get("loadavg") or {}
     if load:
-        busy = max(load.values()) > 1.5
-        lines.append(
-            f"Load average (1 min) at start {load['start']:.2f}, at end {load['end']:.2f} on {res['machine']['cores']} cores"
-            + (": **other processes shared the CPU, so live latencies are inflated and noisy**" if busy else "")
-            + ".\n"
-        )
+        lines.append(load_line(load, res["machine"]["cores"]))
     if a.get("quick"):
         lines.append("Quick run (`--quick`): it checks the pipeline; its numbers say nothing about the devices.\n")
     lines.append(

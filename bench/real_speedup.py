@@ -269,7 +269,7 @@ def speedups(it: dict[str, Any], dense: dict[str, Any]) -> None:
 
 # --- markdown -----------------------------------------------------------------------------------
 def markdown(res: dict[str, Any]) -> str:
-    from bench.common import header
+    from bench.common import header, load_line
 
     a = res["args"]
     d = res["dense"]
@@ -282,15 +282,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(res["note"] + "\n")
     load = res.get("loadavg") or {}
     if load:
-        lines.append(
-            f"Load average (1 min) at start {load['start']:.2f}, at end {load['end']:.2f} on {res['machine']['cores']} cores"
-            + (
-                ": **other processes shared the CPU, so live latencies are inflated and noisy**"
-                if max(load.values()) > 1.5
-                else ""
-            )
-            + ".\n"
-        )
+        lines.append(load_line(load, res["machine"]["cores"]))
     lines.append(
         f"Dense {a['model']} ({res['weights']}): {d['macs'] / 1e6:.2f} M MACs, LUT {d['lut_ms']:.3f} ms, live {d['live_ms']:.3f} ms "
         f"(fresh runs {', '.join(f'{x:.3f}' for x in d['live_runs_ms'])}). Every policy below is pruned, exported to ONNX "
