@@ -291,6 +291,20 @@ def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[
 
 
 # --- markdown -------------------------------------------------------------------------------------
+def other_fits_budget(model_res: dict[str, Any], device: str, other: str) -> str:
+    """Whether the policy searched for `other` meets `device`'s budget: the budget as a fraction of the
+    dense latency its search measured, against the other's matrix ratio on `device` (both paired with dense)."""
+    from hilprune.budget import within_budget
+
+    cell = model_res["matrix"][other][device]
+    if cell.get("ratio") is None:
+        return "does not run"
+    own = model_res["searched"][device]
+    fraction = own["budget_ms"] / own["search_dense_ms"]
+    verdict = "yes" if within_budget(cell["ratio"], fraction) else "**no**"
+    return f"{verdict} ({cell['ratio']:.3f} of dense, budget {fraction:.3f})"
+
+
 def markdown(res: dict[str, Any]) -> str:
     from bench.common import header, load_line
 
@@ -376,7 +390,13 @@ def markdown(res: dict[str, Any]) -> str:
                 for d in devs
             )
             lines.append(f"| {m['model']} | {p} | {cells} | {100 * m['searched'][p]['test_accuracy']:.1f}% |")
-    lines += ["", "### Targets", "", "| model | on device | own policy vs the other's | target met |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "### Targets",
+        "",
+        "| model | on device | own policy vs the other's | the other's policy within this device's budget | target met |",
+        "|---|---|---|---|---|",
+    ]
     met = total = 0
     for m in res["models"]:
         for t in m["targets"]:
@@ -384,7 +404,8 @@ def markdown(res: dict[str, Any]) -> str:
                 total += 1
                 met += int(t["met"])
             mark = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
-            lines.append(f"| {t['model']} | {t['device']} | {t['why']} | {mark} |")
+            fits = other_fits_budget(m, t["device"], t["other"])
+            lines.append(f"| {t['model']} | {t['device']} | {t['why']} | {fits} | {mark} |")
     lines.append(f"\nTarget met in **{met}/{total}** cells where the two devices' policies differ.")
     lines.append(
         f"\nTotal wall time: {res['total_wall_s'] / 60:.1f} min. Search runs and exports: `runs/bench/cross_device/`; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cross_device import matrix, same_deployment, verdict
+from bench.cross_device import matrix, other_fits_budget, same_deployment, verdict
 
 
 def _searched(kept: list[int], shipped: str | None = None, scheme: str | None = None) -> dict:
@@ -21,6 +21,16 @@ def test_one_deployment_needs_the_same_widths_shipped_in_the_same_precision_and_
     assert not same_deployment(_searched([8, 16], "int8", "qdq-u8s8"), _searched([8, 16], "fp32"))
     assert not same_deployment(_searched([8, 16], "int8", "qdq-u8s8"), _searched([8, 16], "int8", "qdq-s8s8"))
     assert not same_deployment(_searched([8, 16], "fp32"), _searched([8, 24], "fp32"))
+
+
+def test_the_other_policy_is_held_to_this_devices_budget_as_a_fraction_of_its_dense_latency() -> None:
+    res = {
+        "searched": {"a": {"budget_ms": 0.40, "search_dense_ms": 1.0}, "b": {"budget_ms": 0.25, "search_dense_ms": 0.5}},
+        "matrix": {"b": {"a": {"ratio": 0.433}}, "a": {"b": {"ratio": 0.45}, "c": {"ratio": None}}},
+    }
+    assert other_fits_budget(res, "a", "b").startswith("**no**")  # 0.433 of dense against 0.40
+    assert other_fits_budget(res, "b", "a").startswith("yes")  # 0.45 against 0.25/0.5 = 0.50
+    assert other_fits_budget(res, "c", "a") == "does not run"
 
 
 def test_verdict_wants_ten_percent_lower_latency_or_a_point_more_at_equal_latency() -> None:
