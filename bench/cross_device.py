@@ -56,6 +56,8 @@ DATASETS = {"digits-cnn": "digits"}  # every other model: Fashion-MNIST
 LATENCY_BETTER = 0.90  # own policy's latency at most 90% of the other's ...
 EQUAL_LATENCY = 1.10  # ... or within 10% of it (equal) with at least ACCURACY_POINTS more accuracy
 ACCURACY_POINTS = 1.0
+DEFAULT_BUDGET = "0.5"  # of each device's own dense latency
+DEFAULT_AGENTS = "uniform,random,ppo"
 
 
 def dataset_of(model: str) -> str:
@@ -97,6 +99,18 @@ def search_args(model: str, device: str, run_dir: Path, args: argparse.Namespace
         "--out",
         str(run_dir),
     ]
+
+
+def run_dir_name(model: str, device: str, wtag: str, args: argparse.Namespace) -> str:
+    """One search's directory: every setting that steers its trials is in the name, so a rerun under other
+    settings starts afresh (`hilprune search` resumes across budgets and agents by design). The default
+    budget and agents are left out, so older run directories still resume."""
+    return (
+        f"{model}-{device}-{wtag}-{args.latency_source}-r{args.round_to}"
+        + ("" if args.precision == "fp32" else f"-{args.precision}")
+        + ("" if args.budget == DEFAULT_BUDGET else f"-b{args.budget}")
+        + ("" if args.agents == DEFAULT_AGENTS else "-" + args.agents.replace(",", "_"))
+    )
 
 
 def run_device_search(model: str, device: str, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -229,10 +243,7 @@ def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[
     searched: dict[str, dict[str, Any]] = {}
     onnx: dict[str, bytes] = {}
     for d in devices:
-        run_dir = OUT / (
-            f"{model}-{d}-{wtag}-{args.latency_source}-r{args.round_to}"
-            + ("" if args.precision == "fp32" else f"-{args.precision}")
-        )
+        run_dir = OUT / run_dir_name(model, d, wtag, args)
         search = run_device_search(model, d, run_dir, args)
         exp = export_best(run_dir, args)
         onnx[d] = Path(exp["onnx"]).read_bytes()
@@ -423,8 +434,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet20,resnet56,mobilenetv2")
     ap.add_argument("--devices", default="ort-cpu-1t,ov-cpu-1t")
-    ap.add_argument("--budget", default="0.5", help="fraction of each device's own dense latency")
-    ap.add_argument("--agents", default="uniform,random,ppo")
+    ap.add_argument("--budget", default=DEFAULT_BUDGET, help="fraction of each device's own dense latency")
+    ap.add_argument("--agents", default=DEFAULT_AGENTS)
     ap.add_argument("--evals", type=int, default=60, help="evaluations per agent and device")
     ap.add_argument("--latency-source", default="hybrid", choices=["lut", "live", "hybrid"])
     ap.add_argument(

@@ -51,3 +51,18 @@ def test_a_graph_one_runtime_cannot_read_is_reported_not_measured() -> None:
     on_ort, on_ov = cells["ort-cpu-1t"]["ort-cpu-1t"], cells["ort-cpu-1t"]["ov-cpu-1t"]
     assert on_ort["ratio"] is not None and on_ort["ratio"] > 0 and "error" not in on_ort
     assert on_ov["ratio"] is None and on_ov["error"]
+
+
+def test_a_run_directory_names_every_setting_that_steers_its_trials() -> None:
+    import argparse
+
+    from bench.cross_device import DEFAULT_AGENTS, DEFAULT_BUDGET, run_dir_name
+
+    base = {"latency_source": "hybrid", "round_to": 8, "precision": "fp32", "budget": DEFAULT_BUDGET, "agents": DEFAULT_AGENTS}
+    default = run_dir_name("resnet20", "ov-cpu-1t", "w1", argparse.Namespace(**base))
+    assert default == "resnet20-ov-cpu-1t-w1-hybrid-r8"  # what earlier runs were named: they still resume
+    names = {
+        run_dir_name("resnet20", "ov-cpu-1t", "w1", argparse.Namespace(**(base | change)))
+        for change in ({"budget": "0.4"}, {"agents": "uniform,random,tpe"}, {"precision": "int8"}, {"round_to": 1})
+    }
+    assert len(names) == 4 and default not in names
