@@ -290,6 +290,8 @@ def results_cell(
 
     job = load_run_job(run_dir)
     dense = read_dense(run_dir)
+    if dense is None:
+        raise SystemExit(f"error: {run_dir} has no readable dense.json; rerun this cell's search")
     budget_ms = float(dense["budgets_ms"][budget])
     dense_ms = float(dense["latency_ms"])
     records = store.load_records(store.open_storage(job.storage_url), job.name)
@@ -675,7 +677,7 @@ def targets(agg: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     def versus(model: str, b: float, other: str, margin: float, label: str) -> None:
         p, q = by.get((model, b, "ppo")), by.get((model, b, other))
-        t = {"target": f"PPO >= {label}" + (f" + {margin:g} point(s)" if margin else "") + f", {model} at {b:g}"}
+        t: dict[str, Any] = {"target": f"PPO >= {label}" + (f" + {margin:g} point(s)" if margin else "") + f", {model} at {b:g}"}
         if p and p.get("could_not_run"):
             t |= {"measured": f"the job could not search: {p['could_not_run']}", "met": None}
         else:
@@ -692,7 +694,7 @@ def targets(agg: list[dict[str, Any]]) -> list[dict[str, Any]]:
         p = by.get((model, b, "ppo"))
         if not p or b > NEAR_DENSE_MAX_BUDGET or p.get("could_not_run"):
             continue
-        t = {
+        t: dict[str, Any] = {
             "target": f"PPO's pick (>= 2x live) fine-tuned within {NEAR_DENSE_POINTS} point of dense test accuracy, {model} at {b:g}"
         }
         if p["test_accuracy_finetuned"] is not None and p.get("dense_test_accuracy") is not None:
@@ -737,6 +739,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
         run_dir = Path(first["run_dir"])
         job = load_run_job(run_dir)
         dense = read_dense(run_dir)
+        if dense is None:
+            continue  # a cell whose search left no dense.json has nothing to plot
         records = store.load_records(store.open_storage(job.storage_url), job.name)
         bms = float(dense["budgets_ms"][f"{budget:g}"])
         for agent in agents:
@@ -1067,8 +1071,8 @@ def main() -> None:
     name = args.results_name
 
     if args.markdown_only:
-        rows = json.loads((RESULTS / f"{name}.json").read_text())
-        meta = json.loads((RESULTS / f"{name}.meta.json").read_text())
+        rows: list[dict[str, Any]] = json.loads((RESULTS / f"{name}.json").read_text())
+        meta: dict[str, Any] = json.loads((RESULTS / f"{name}.meta.json").read_text())
         if not meta["args"].get("proxy"):
             raise SystemExit(
                 f"error: {name} ran under the earlier protocol (agents judged before fine-tuning); "
@@ -1144,7 +1148,7 @@ def main() -> None:
         write_json(name, kept + done)  # after every job: a long run shows its progress
         return kept + done
 
-    rows: list[dict[str, Any]] = []
+    rows = []
     if args.jobs == 1:
         for cell in todo:
             print(
@@ -1165,7 +1169,7 @@ def main() -> None:
                 cell = futures[fut]
                 rows = collect(cell, fut.result())
                 print(f"[{time.perf_counter() - t_start:6.0f} s] done {cell[0]} budget {cell[1]} seed {cell[2]}", flush=True)
-    meta: dict[str, Any] = {
+    meta = {
         "machine": info,
         "args": vars(args),
         "dense": dense,

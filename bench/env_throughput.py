@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -52,6 +53,7 @@ def run_one(model: str, source: str, args: argparse.Namespace) -> dict:
     setup_s = time.perf_counter() - t0
     lut_at_start = len(ev.lut)
     env = gym.make("hilprune/LayerPrune-v0", evaluator=ev, budget=args.budget, reward="constrained")
+    base: Any = env.unwrapped  # the hilprune env under gymnasium's checking wrappers
     env.action_space.seed(args.seed)
     totals = dict.fromkeys(PHASES, 0.0)
     walls, cpus, accs, within, cached = [], [], [], 0, 0
@@ -67,7 +69,7 @@ def run_one(model: str, source: str, args: argparse.Namespace) -> dict:
         wall, cpu = time.perf_counter() - t, time.process_time() - c
         if ep < args.warmup:
             continue
-        res = env.unwrapped.last_result
+        res = base.last_result
         walls.append(wall)
         cpus.append(cpu)
         for k, v in res.phases.items():
@@ -100,7 +102,7 @@ def run_one(model: str, source: str, args: argparse.Namespace) -> dict:
         "kernel_map": ev.kmap_ok,
         "dense_accuracy": ev.dense_accuracy,
         "dense_latency_ms": ev.dense_latency_ms,
-        "budget_ms": env.unwrapped.budget_ms,
+        "budget_ms": base.budget_ms,
         "mean_accuracy": float(np.mean(accs)) if accs else float("nan"),
         "within_budget_lut": within,
         "cache_hits": cached,

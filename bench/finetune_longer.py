@@ -136,6 +136,8 @@ def markdown(res: dict[str, Any]) -> str:
     lines.append("")
     for agent in dict.fromkeys(r["agent"] for r in res["rows"]):
         m, sd, n = mean_std([100 * r["test_accuracy"] for r in res["rows"] if r["agent"] == agent])
+        if m is None:
+            continue
         lines.append(
             f"- {agent}: **{m:.2f}{f' ± {sd:.2f}' if n > 1 else ''}%** after {a['epochs']:g} epochs over "
             f"{n} seed(s), {m - 100 * dense:+.2f} points from dense."

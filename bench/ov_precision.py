@@ -69,7 +69,7 @@ def one_model(model: str, rounds: int, test_size: int) -> dict[str, Any]:
     test = load_dataset(DATASET).test.subset(test_size)
     x, y = test.x.numpy(), test.y.numpy()
     pred_f32, pred_bf16 = predictions(data, f32, x), predictions(data, bf16, x)
-    row = {
+    row: dict[str, Any] = {
         "model": model,
         "f32_ms": min(times["f32"]),
         "bf16_ms": min(times["bf16"]),

@@ -68,11 +68,10 @@ def uniform_policies(ev: Any, budgets: dict[str, float]) -> dict[str, tuple[tupl
 
     ctx = SearchContext(
         ev,
-        list(budgets.values()),
+        [ev.resolve_budget(label) for label in budgets],
         storage=optuna.storages.InMemoryStorage(),
         job_name="real_speedup",
         out_dir=OUT,
-        budget_labels=list(budgets),
     )
     agent = UniformAgent()
     out = {}
@@ -155,6 +154,8 @@ def searched_by_search(
         flush=True,
     )
     dense = read_dense(out_dir)
+    if dense is None:
+        raise SystemExit(f"error: the short search left no readable dense.json in {out_dir}")
     records = store.load_records(store.open_storage(job.storage_url), job.name)
     recs = [r for rs in records.values() for r in rs]
     out = {}
@@ -405,7 +406,7 @@ def main() -> None:
     )
     lut_before = ev.lut.measured
     labels = parse_budgets(args.budgets)
-    budgets = {b: ev.budget_ms(b) for b in labels}
+    budgets = {b: ev.resolve_budget(b).ms for b in labels}
     device = hwprofiler.load_device(args.device)
     OUT.mkdir(parents=True, exist_ok=True)
 
