@@ -147,6 +147,8 @@ def search_precision(
     best = next(r for r in table["schemes"] if r["name"] == table["best"])
     chosen = Scheme(best["format"], best["activations"], bool(best["per_channel"]), bool(best["reduce_range"]))
     why = f"{chosen.name}: the fastest scheme on {table.get('device')} ({REFERENCE}: {1 / float(best['ratio']):.2f}x fp32)"
+    if table.get("settled") is False:
+        why += f"; an unsettled table, its fp32 timings {float(table['fp32_spread']):.2f}x apart"
     return SearchPrecision(mode, chosen, mode, why, int(calibration_size))
 
 

@@ -167,6 +167,46 @@ def test_the_precision_table_is_measured_once_per_fingerprint_and_follows_the_de
     assert slow["keeps_fp32"] and slow["best"] == "fp32" and all(r["ratio"] > 1 for r in slow["schemes"])
 
 
+def _fp32_slowed_on(monkeypatch, slow_calls: set[int], factor: float = 5.0) -> None:
+    """The real paired measurement on the simulated device, with the fp32 reference of the listed
+    calls (1-based, in the order the table measures its schemes) taken in a slow window."""
+    import hwprofiler.precision as precision
+
+    real, calls = precision.measure_paired, [0]
+
+    def measure(model, reference, device, **kw):
+        pair = real(model, reference, device, **kw)
+        calls[0] += 1
+        if calls[0] in slow_calls:
+            slowed = replace(pair.reference, latency_ms=pair.reference.latency_ms * factor)
+            return replace(pair, reference=slowed, ratio=pair.ratio / factor)
+        return pair
+
+    monkeypatch.setattr(precision, "measure_paired", measure)
+
+
+def test_a_table_whose_fp32_timings_disagree_is_measured_again(monkeypatch):
+    from hwprofiler.precision import measure_precisions
+
+    n = len(candidate_schemes({}))
+    _fp32_slowed_on(monkeypatch, {2})  # qdq-s8s8's fp32 partner ran slow in the first attempt only
+    table = measure_precisions(sim(run_us=3.0))
+    assert table["attempts"] == 2 and table["settled"] and table["fp32_spread"] <= 1.25
+    assert table["best"] == "qdq-u8s8"  # not the scheme the slow window made look 5x faster
+    assert n == len(table["schemes"])
+
+
+def test_a_table_that_never_settles_is_flagged_and_not_trusted_from_the_cache(monkeypatch):
+    n = len(candidate_schemes({}))
+    _fp32_slowed_on(monkeypatch, {2, n + 2, 2 * n + 2})  # qdq-s8s8's partner, in all three attempts
+    dev = sim(run_us=4.0)
+    first = precision_table(dev)
+    assert first["attempts"] == 3 and first["settled"] is False and first["fp32_spread"] == pytest.approx(5.0, rel=0.01)
+    again = precision_table(dev)  # the cached table is unsettled: measured afresh, the slow window gone
+    assert not again["cached"] and again["settled"] and again["attempts"] == 1 and again["best"] == "qdq-u8s8"
+    assert precision_table(dev)["cached"]
+
+
 def test_a_lut_times_int8_kernels_so_the_kernel_sum_prices_an_int8_network(quantized):
     dev = sim()
     p = hwprofiler.runtimes.simulated.params(dev)

@@ -55,7 +55,8 @@ def _best(table: dict[str, Any] | None) -> str:
     if table["keeps_fp32"]:
         return "fp32 (INT8 is slower)"
     best = next(r for r in table["schemes"] if r["name"] == table["best"])
-    return f"int8 {best['name']} ({1 / best['ratio']:.2f}x)"
+    unsettled = " unsettled" if table.get("settled") is False else ""
+    return f"int8 {best['name']} ({1 / best['ratio']:.2f}x{unsettled})"
 
 
 def _print_precisions(rows: list[dict[str, Any]]) -> None:
@@ -73,6 +74,9 @@ def _print_precisions(rows: list[dict[str, Any]]) -> None:
                 continue
             verdict = "faster than fp32" if s["faster"] else "not faster: fp32 kept" if table["keeps_fp32"] else "not faster"
             lines.append([r["name"], s["name"], f"{s['int8_ms']:.4g} / {s['fp32_ms']:.4g}", f"{1 / s['ratio']:.2f}x", verdict])
+        if table.get("settled") is False:
+            why = f"unsettled: fp32 timings {table['fp32_spread']:.2f}x apart; --remeasure when the machine is idle"
+            lines.append([r["name"], "-", "-", "-", why])
     print_table(f"precisions ({REFERENCE}; INT8 paired with fp32)", ["device", "scheme", "INT8 / fp32 ms", "speedup", ""], lines)
 
 
