@@ -11,12 +11,14 @@ model reaches with some room): `--policies` random policies whose LUT latency (t
 per-group prune profile (relative intensities uniform in [0.2, 1.8]) scaled by bisection onto
 the budget, so candidates differ in where they prune, not in how fast they are.
 
-Each candidate is scored by every proxy in `--proxies` through `PolicyEvaluator.evaluate(fidelity=...)`
-(val subset of 1000 images, one torch thread; ``ls+kd:40`` is kd:40 after least-squares
-reconstruction of the pruned layers on 64 train images, ``ls:N+...`` on N: `envs.fidelity`), then fine-tuned by the reference: BN
-recalibration, `--ref-steps` steps (or `--ref-epochs` epochs) of distillation from the dense
-model with a cosine schedule (`hilprune.train.distill.finetune_kd`, what `hilprune export` runs),
-and its accuracy on `--test-size` images of the test split. Per proxy: Spearman rho against the
+Each candidate is scored by every proxy in `--proxies` through
+`PolicyEvaluator.evaluate(fidelity=...)` (val subset of 1000 images, one torch thread; ``ls+kd:40``
+is kd:40 after least-squares reconstruction of the pruned layers on 64 train images, ``ls:N+...`` on
+N: `envs.fidelity`), then fine-tuned by the reference, what `hilprune export` runs: a least-squares
+refit of the pruned layers on `--ref-refit` train images (export's default, 64; 0 skips it, as runs
+before the option did), BN recalibration, `--ref-steps` steps (or `--ref-epochs` epochs) of
+distillation from the dense model with a cosine schedule (`hilprune.train.distill.finetune_kd`), and
+its accuracy on `--test-size` images of the test split. Per proxy: Spearman rho against the
 reference, a bootstrap 90% interval over the candidates, the regret of its top pick (reference
 points lost against the best candidate), and its cost per candidate: the median seconds, on one
 core, of scoring it from scratch (surgery, BN, the distillation steps, val accuracy; the dense
@@ -49,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from envs.fidelity import DEFAULT_LS_IMAGES  # noqa: E402  (after the path: the bench runs as a script)
 
 DEFAULT_CELLS = "resnet20@0.5,resnet20@0.3,resnet56@0.4,mobilenetv2@auto"
 DEFAULT_PROXIES = "bn:10,bn:40,bn:100,kd:20,kd:40,kd:80"
@@ -146,7 +150,10 @@ def reference(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace,
     from hilprune.train.distill import KDConfig, finetune_kd
 
     t0 = time.perf_counter()
-    model = ev.surgeon.apply(ev.policy(ratios), count=False).model
+    policy = ev.policy(ratios)
+    model = ev.surgeon.apply(policy, count=False).model
+    if args.ref_refit:  # as `hilprune export` starts its fine-tune
+        ev.surgeon.refit(model, policy, data.train.x[: args.ref_refit], seed=ev.seed)
     recalibrate_bn(model, ev.train, ev.bn_batches, batch_size=ev.bn_batch_size, seed=ev.seed)
     cfg = KDConfig(lr=args.ref_lr, batch_size=args.ref_batch)
     steps = args.ref_steps if args.ref_steps else None
@@ -242,7 +249,9 @@ REFERENCE_KEYS = (
     "tolerance",
     "round_to",
     "seed",
+    "ref_refit",
 )
+OLD_REFERENCE = {"ref_refit": 0}  # what results files written before a setting existed ran with
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -333,8 +342,14 @@ def markdown(res: dict[str, Any]) -> str:
             if any("+" in p for p in s["proxies"].split(","))
             else ". "
         )
-        + "Reference: BN recalibration, "
-        f"then {ref} of distillation (batch {s['ref_batch']}, lr {s['ref_lr']} cosine), accuracy on "
+        + "Reference: "
+        + (
+            f"least-squares refit of the pruned layers on {s['ref_refit']} train images (what `hilprune export` does "
+            "first), BN recalibration, "
+            if s.get("ref_refit")
+            else "BN recalibration, "
+        )
+        + f"then {ref} of distillation (batch {s['ref_batch']}, lr {s['ref_lr']} cosine), accuracy on "
         f"{s['test_size'] or 'all'} test images. ρ: Spearman against the reference, [5th, 95th] percentile of a bootstrap "
         "over the policies; regret: reference points the proxy's top pick loses to the best policy; cost: median seconds per "
         "candidate from scratch on one core (the teacher's logits, computed once per step for all candidates, not counted), "
@@ -402,6 +417,13 @@ def main() -> None:
     ap.add_argument("--ref-epochs", type=float, default=1.0)
     ap.add_argument("--ref-batch", type=int, default=128)
     ap.add_argument("--ref-lr", type=float, default=0.01)
+    ap.add_argument(
+        "--ref-refit",
+        type=int,
+        default=DEFAULT_LS_IMAGES,
+        help="train images on which the reference refits the pruned layers by least squares before BN recalibration, "
+        f"as `hilprune export` does by default ({DEFAULT_LS_IMAGES}); 0: no refit (the reference of runs before it existed)",
+    )
     ap.add_argument("--test-size", type=int, default=0, help="test images for the reference (0: all)")
     ap.add_argument("--val-size", type=int, default=1000)
     ap.add_argument("--device", default="ort-cpu-1t")
@@ -450,7 +472,7 @@ def main() -> None:
         args.reused = json.loads((RESULTS / f"{args.reuse or args.candidates_from}.json").read_text())
         keep = REFERENCE_KEYS if args.reuse else ("policies", "device", "tolerance", "round_to")
         for k in keep:
-            setattr(args, k, args.reused["settings"][k])
+            setattr(args, k, args.reused["settings"].get(k, OLD_REFERENCE.get(k)))
         args.cells = ",".join(c for c in args.cells.split(",") if c.strip() in args.reused["cells"]) or ",".join(
             args.reused["cells"]
         )

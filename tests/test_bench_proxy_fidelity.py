@@ -71,3 +71,35 @@ def test_a_run_stopped_early_is_ranked_on_its_finished_policies_and_says_so():
     assert "### resnet56" not in markdown(res)
     cell["rows"], cell["summary"] = table, summarize(table, ["kd:40"])  # a finished run: no such line
     assert "Partial" not in markdown(res) and "### resnet56 @ 0.4" in markdown(res)
+
+
+def test_the_reference_refits_by_least_squares_as_the_export_does_unless_told_not_to(monkeypatch):
+    import argparse
+
+    from bench.proxy_fidelity import reference
+    from envs.evaluator import PolicyEvaluator
+    from hilprune.data import load_dataset
+
+    ev = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=100, proxy="bn")
+    data = load_dataset("digits")
+    real, calls = ev.surgeon.refit, []
+
+    def refit(model, policy, images, seed=0):
+        calls.append(len(images))
+        return real(model, policy, images, seed=seed)
+
+    monkeypatch.setattr(ev.surgeon, "refit", refit)
+    ratios = [0.5] * ev.n_groups
+    args = argparse.Namespace(ref_refit=16, ref_lr=0.01, ref_batch=32, ref_epochs=1.0, ref_steps=3, seed=0, test_size=100)
+    refitted = reference(ev, data, ratios, args)
+    assert calls == [16] and refitted["steps"] == 3 and 0.0 <= refitted["test_accuracy"] <= 1.0
+    args.ref_refit = 0
+    reference(ev, data, ratios, args)
+    assert calls == [16]  # no refit the second time
+    settings = dict(policies=16, device="sim-cpu", tolerance=0.05, round_to=8, val_size=1000, proxies="kd:40", ref_steps=0,
+                    ref_epochs=1.0, ref_batch=128, ref_lr=0.01, test_size=0, ref_refit=64)  # fmt: skip
+    machine = {"command": "c", "cpu": "cpu", "cores": 2, "python": "3", "versions": {}, "date": "d"}
+    res = {"settings": settings, "machine": machine, "device_title": "`sim-cpu`", "cells": {}}
+    assert "Reference: least-squares refit of the pruned layers on 64 train images" in markdown(res)
+    settings["ref_refit"] = 0
+    assert "Reference: BN recalibration, then" in markdown(res)
