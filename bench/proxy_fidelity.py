@@ -329,7 +329,8 @@ def markdown(res: dict[str, Any]) -> str:
     ref = f"{s['ref_steps']} steps" if s["ref_steps"] else f"{s['ref_epochs']:g} epoch(s)"
     lines = [
         f"## Proxy fidelity: which accuracy proxy ranks same-latency policies like fine-tuning ({res['device_title']}"
-        f"{'' if s.get('bn_after_kd', True) else '; kd rungs without BN recalibration after distilling'})\n",
+        f"{'' if s.get('bn_after_kd', True) else '; kd rungs without BN recalibration after distilling'}"
+        f"{'; the reference refits by least squares first, as the export does' if s.get('ref_refit') else ''})\n",
         header(res["machine"]),
         f"Per cell, {s['policies']} random policies whose LUT latency on `{s['device']}` is within ±{s['tolerance']:.0%} of the "
         f"budget (a random per-group prune profile scaled onto the budget; round_to {s['round_to']}). Proxies: val accuracy on "
