@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
                 help="Accuracy proxy each policy is scored by: bn (BN recalibration), bn:N (on N batches), kd:N (then N steps "
                 "of distillation from the dense model) or a ladder bn:10,kd:20,kd:80; tpe and nsga2 climb the ladder with "
                 "successive halving. A leading ls (ls:N) first refits the layers that lost input channels by least squares "
-                "on N train images (64), e.g. ls,kd:40 [default: kd:40, or the run directory's].",
+                "on N train images (64), as the export does before its fine-tune [default: ls,kd:40, or the run directory's].",
             ),
         ] = None,
         precision: Annotated[
