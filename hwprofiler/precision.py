@@ -122,7 +122,7 @@ def measure_precisions(
     if spread > SETTLED:
         log.warning(
             "INT8 schemes on %s: the fp32 reference took times %.2fx apart within one table in each of %d attempts "
-            "(the machine is busy?); the ranking below may be noise, run `hilprune devices --remeasure` when it is idle",
+            "(a busy machine?), so its ranking may be noise; run `hilprune devices --remeasure` when the machine is idle",
             spec.name,
             spread,
             tried,
