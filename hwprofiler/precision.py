@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -110,15 +111,12 @@ def measure_precisions(
     schemes = schemes if schemes is not None else candidate_schemes(fp)
     ref = reference_model(spec.batch)
     rows: list[dict[str, Any]] = []
-    tried = 0
-    while tried < max(1, int(attempts)):
+    spread, tried = math.inf, 0
+    while tried < max(1, int(attempts)) and spread > SETTLED:
         tried += 1
         attempt = _measure_once(spec, schemes, ref)
-        if not rows or fp32_spread(attempt) < fp32_spread(rows):
-            rows = attempt
-        if fp32_spread(rows) <= SETTLED:
-            break
-    spread = fp32_spread(rows)
+        if fp32_spread(attempt) < spread:  # keep the attempt that agrees with itself best
+            rows, spread = attempt, fp32_spread(attempt)
     if spread > SETTLED:
         log.warning(
             "INT8 schemes on %s: the fp32 reference took times %.2fx apart within one table in each of %d attempts "
