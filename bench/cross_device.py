@@ -4,15 +4,17 @@ searched for another? (Here: onnxruntime vs OpenVINO on the same CPU.)
     python bench/cross_device.py [--models resnet20,resnet56,mobilenetv2] [--devices ort-cpu-1t,ov-cpu-1t]
                                  [--budget 0.5] [--agents uniform,random,ppo] [--evals 60]
                                  [--latency-source hybrid] [--round-to 1] [--finetune-epochs 1]
-                                 [--repeats 3] [--seed 0] [--precision fp32] [--results-name cross_device]
+                                 [--repeats 3] [--seed 0] [--precision fp32] [--proxy ls,kd:40]
+                                 [--results-name cross_device]
                                  [--quick] [--no-doc] [--markdown-only]
 
 Per model (Fashion-MNIST; digits-cnn on digits):
 
 1. dense latency on each device (`--repeats` fresh measurements, median);
 2. per device, `hilprune search` (the same job the CLI runs: `--agents`, `--evals` per agent,
-   `--latency-source`, `--round-to`) at a budget of `--budget` of *that device's* dense latency, under
-   runs/bench/cross_device/; a rerun continues the searches;
+   `--latency-source`, `--round-to`, `--proxy`) at a budget of `--budget` of *that device's* dense latency,
+   under runs/bench/cross_device/; a rerun continues the searches, each under the proxy it started with
+   (results record it since `--proxy` exists; earlier runs used hilprune search's default of their day);
 3. per device, its best policy: `hilprune export` (`search.export.export_run`): the most accurate
    trial that meets the budget live, fine-tuned for `--finetune-epochs` (the same for every policy),
    test accuracy. When no trial meets the budget, the lowest-latency trial (the lowest the search
@@ -98,7 +100,7 @@ def search_args(model: str, device: str, run_dir: Path, args: argparse.Namespace
         str(args.seed),
         "--out",
         str(run_dir),
-    ]
+    ] + (["--proxy", args.proxy] if getattr(args, "proxy", None) else [])
 
 
 def run_dir_name(model: str, device: str, wtag: str, args: argparse.Namespace) -> str:
@@ -110,7 +112,13 @@ def run_dir_name(model: str, device: str, wtag: str, args: argparse.Namespace) -
         + ("" if args.precision == "fp32" else f"-{args.precision}")
         + ("" if args.budget == DEFAULT_BUDGET else f"-b{args.budget}")
         + ("" if args.agents == DEFAULT_AGENTS else "-" + args.agents.replace(",", "_"))
+        + (f"-p{proxy_tag(args.proxy)}" if getattr(args, "proxy", None) else "")
     )
+
+
+def proxy_tag(proxy: str) -> str:
+    """A proxy ladder as a file-name part: ls,kd:40 -> ls_kd40."""
+    return proxy.replace(",", "_").replace(":", "").replace("+", "-")
 
 
 def run_device_search(model: str, device: str, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -130,12 +138,13 @@ def run_device_search(model: str, device: str, run_dir: Path, args: argparse.Nam
         out=str(run_dir),
         latency_source=args.latency_source,
         round_to=args.round_to,
+        proxy=args.proxy,  # None: a resumed run directory keeps its own, a new one gets hilprune search's default
     )
     t0 = time.perf_counter()
     outcome = run_search(job, progress=False)
     dense = read_dense(run_dir) or {}
     print(f"  search {model} on {device}: {time.perf_counter() - t0:.0f} s -> {run_dir}", flush=True)
-    return {"dense": dense, "failed": dict(outcome.failed), "wall_s": time.perf_counter() - t0}
+    return {"dense": dense, "failed": dict(outcome.failed), "wall_s": time.perf_counter() - t0, "proxy": job.proxy}
 
 
 def export_best(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -248,9 +257,11 @@ def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[
         exp = export_best(run_dir, args)
         onnx[d] = Path(exp["onnx"]).read_bytes()
         job_dense = search["dense"]
+        searched_as = argparse.Namespace(**(vars(args) | {"proxy": search["proxy"]}))  # the proxy its trials had
         searched[d] = {
             "run_dir": str(run_dir),
-            "command": "hilprune " + " ".join(search_args(model, d, run_dir, args)),
+            "command": "hilprune " + " ".join(search_args(model, d, run_dir, searched_as)),
+            "proxy": search["proxy"],  # the one its trials were scored with (resumed directories keep theirs)
             "budget_ms": float(job_dense["budgets_ms"][parse_budgets(args.budget)[0]]),
             "search_dense_ms": float(job_dense["latency_ms"]),
             "failed_agents": search["failed"],
@@ -322,9 +333,11 @@ def markdown(res: dict[str, Any]) -> str:
     a = res["args"]
     devs = a["devices"].split(",")
     int8 = a.get("precision", "fp32") != "fp32"
+    proxies = sorted({str(s.get("proxy")) for m in res["models"] for s in m["searched"].values()})
     lines = [
         f"## Cross-device policies: {' vs '.join(f'`{d}`' for d in devs)} (budget {a['budget']} of each device's dense "
         f"latency, agents {a['agents']}, {a['evals']} evaluations each, latency source {a['latency_source']}"
+        + ("" if proxies == ["None"] else f", proxy {' / '.join(f'`{p}`' for p in proxies)}")  # None: not recorded then
         + (f", `--precision {a['precision']}`" if int8 else "")
         + ")"
         + (" — QUICK RUN" if a.get("quick") else "")
@@ -444,6 +457,12 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=float, default=1.0, help="the same short fine-tune for every exported policy")
     ap.add_argument("--repeats", type=int, default=3, help="fresh dense measurements and matrix rounds")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--proxy",
+        default=None,
+        help="the searches' accuracy proxy (default: hilprune search's, ls,kd:40; a resumed run directory keeps its own). "
+        "Set, it names the run directories, so a rerun under another proxy starts afresh",
+    )
     ap.add_argument(
         "--precision",
         choices=MODES,

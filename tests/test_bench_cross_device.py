@@ -63,6 +63,26 @@ def test_a_run_directory_names_every_setting_that_steers_its_trials() -> None:
     assert default == "resnet20-ov-cpu-1t-w1-hybrid-r8"  # what earlier runs were named: they still resume
     names = {
         run_dir_name("resnet20", "ov-cpu-1t", "w1", argparse.Namespace(**(base | change)))
-        for change in ({"budget": "0.4"}, {"agents": "uniform,random,tpe"}, {"precision": "int8"}, {"round_to": 1})
+        for change in (
+            {"budget": "0.4"},
+            {"agents": "uniform,random,tpe"},
+            {"precision": "int8"},
+            {"round_to": 1},
+            {"proxy": "kd:40"},
+            {"proxy": "ls,kd:40"},
+        )
     }
-    assert len(names) == 4 and default not in names
+    assert len(names) == 6 and default not in names
+    assert run_dir_name("resnet20", "ov-cpu-1t", "w1", argparse.Namespace(**(base | {"proxy": None}))) == default
+
+
+def test_the_search_command_it_records_names_the_proxy_its_trials_were_scored_with(tmp_path) -> None:
+    import argparse
+
+    from bench.cross_device import search_args
+
+    base = {"precision": "fp32", "budget": "0.5", "agents": "uniform", "evals": 3, "latency_source": "lut"}
+    base |= {"round_to": 8, "seed": 0}
+    with_proxy = search_args("resnet20", "ort-cpu-1t", tmp_path, argparse.Namespace(**base, proxy="ls,kd:40"))
+    assert with_proxy[-2:] == ["--proxy", "ls,kd:40"]
+    assert "--proxy" not in search_args("resnet20", "ort-cpu-1t", tmp_path, argparse.Namespace(**base, proxy=None))
