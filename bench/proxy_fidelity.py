@@ -3,7 +3,7 @@
     python bench/proxy_fidelity.py [--cells resnet20@0.5,resnet20@0.3,resnet56@0.4,mobilenetv2@auto] [--policies 16]
         [--proxies bn:10,bn:40,bn:100,kd:20,kd:40,kd:80] [--ref-steps N | --ref-epochs 1] [--ref-batch 128]
         [--ref-lr 0.01] [--test-size N] [--device ort-cpu-1t] [--tolerance 0.05] [--round-to 8] [--seed 0]
-        [--ref-again] [--reuse NAME | --candidates-from NAME] [--quick] [--results-name proxy_fidelity] [--no-doc] [--markdown-only]
+        [--ref-again | --ref-seeds N] [--reuse NAME | --candidates-from NAME] [--quick] [--results-name proxy_fidelity] [--no-doc] [--markdown-only]
 
 Per cell (model@budget on Fashion-MNIST; `@auto` is the lowest tenth of the dense latency the
 model reaches with some room): `--policies` random policies whose LUT latency (the evaluator's
@@ -27,6 +27,10 @@ teacher's logits are computed once per step for every candidate and not counted)
 `--ref-again` fine-tunes each candidate's reference a second time with another seed: the ρ of
 that second reference against the first is how far the reference repeats, the ceiling any proxy
 can reach against it; each proxy is also ranked against the mean of the two references.
+`--ref-seeds N` (N >= 3) runs N reference seeds: each proxy is then also ranked against the mean of
+all N, and a row `references, half vs half` ranks the mean of the last N/2 against the mean of the
+first N/2 (how far a mean of N/2 repeats: a mean of N repeats better still). With `--reuse`, the
+references that file holds are kept and only the missing seeds are fine-tuned.
 
 `--candidates-from NAME` scores the candidates of another run (its results file) under this run's
 reference (a longer one, say): that run's reference accuracies are then ranked like a proxy (a
@@ -58,6 +62,7 @@ DEFAULT_CELLS = "resnet20@0.5,resnet20@0.3,resnet56@0.4,mobilenetv2@auto"
 DEFAULT_PROXIES = "bn:10,bn:40,bn:100,kd:20,kd:40,kd:80"
 AGAIN = "reference again"  # the summary's row for the repeated reference (`--ref-again`)
 EARLIER = "earlier reference"  # the summary's row for the reference of the run named by `--candidates-from`
+HALVES = "references, half vs half"  # the summary's row for the mean of the last N/2 seeds against the first N/2
 TARGET_RHO, TARGET_S = 0.8, 10.0  # the issue's target for the default proxy (per resnet20 candidate, one core)
 MIN_PARTIAL = 6  # policies a stopped run needs before its section ranks them
 
@@ -142,10 +147,10 @@ def score_candidate(ev: Any, ratios: list[float], proxies: list[str]) -> dict[st
     return {"proxies": out, "lut_ms": result.lut_latency_ms, "macs": result.macs, "key": list(result.key())}
 
 
-def reference(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace, again: bool = False) -> dict[str, Any]:
-    """The reference fine-tune of one candidate and its test accuracy (`again`: the same fine-tune
-    with another seed, i.e. another order of batches and augmentations: how far the reference
-    itself repeats)."""
+def reference(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace, k: int = 1) -> dict[str, Any]:
+    """The reference fine-tune of one candidate and its test accuracy; `k` > 1: the same fine-tune
+    with the k-th seed, i.e. another order of batches and augmentations: how far the reference
+    itself repeats."""
     from hilprune.train import evaluate, recalibrate_bn
     from hilprune.train.distill import KDConfig, finetune_kd
 
@@ -158,16 +163,22 @@ def reference(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace,
     cfg = KDConfig(lr=args.ref_lr, batch_size=args.ref_batch)
     steps = args.ref_steps if args.ref_steps else None
     ft = finetune_kd(
-        model, ev.surgeon.dense, data, epochs=args.ref_epochs, steps=steps, lr=args.ref_lr, seed=args.seed + (2000 if again else 1000),
+        model, ev.surgeon.dense, data, epochs=args.ref_epochs, steps=steps, lr=args.ref_lr, seed=args.seed + 1000 * k,
         device="cpu", progress=False, cfg=cfg, val=False,
     )  # fmt: skip
     test = data.test.subset(args.test_size or None)  # 0: all of it
     return {"test_accuracy": evaluate(model, test, batch_size=500), "steps": ft.steps, "wall_s": time.perf_counter() - t0}
 
 
+def complete_references(kept: list[dict[str, Any]], n: int, fine_tune: Any) -> list[dict[str, Any]]:
+    """The first `n` reference seeds of a candidate: those already run (`kept`, in seed order), then
+    `fine_tune(k)` for each missing seed k (1-based), so a rerun with more seeds pays only for them."""
+    return kept[:n] + [fine_tune(k) for k in range(len(kept) + 1, n + 1)]
+
+
 def earlier_reference(row: dict[str, Any]) -> dict[str, Any]:
-    """Another run's reference for one candidate (the mean of its two where it ran `--ref-again`)."""
-    refs = [row["reference"]] + ([row["reference_again"]] if "reference_again" in row else [])
+    """Another run's reference for one candidate (the mean of its seeds where it ran more than one)."""
+    refs = references(row)
     return {
         "test_accuracy": sum(r["test_accuracy"] for r in refs) / len(refs),
         "wall_s": sum(r["wall_s"] for r in refs),
@@ -200,16 +211,24 @@ def bootstrap_rho(a: list[float], b: list[float], n: int = 2000, seed: int = 0) 
     return (float(np.percentile(vals, 5)), float(np.percentile(vals, 95))) if vals else (float("nan"), float("nan"))
 
 
+def references(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A candidate's reference fine-tunes in seed order (`reference`, `reference_again`, `reference_more`)."""
+    return [row["reference"]] + ([row["reference_again"]] if "reference_again" in row else []) + row.get("reference_more", [])
+
+
 def summarize(rows: list[dict[str, Any]], proxies: list[str]) -> dict[str, Any]:
     """Per proxy: rho against the reference, its interval, the regret of its pick and its cost.
-    Where every row has a second reference (`--ref-again`), also rho against the mean of the two
-    references (less noisy), and a row `reference again`: how well the reference ranks itself,
-    the ceiling any proxy can reach against it."""
+    Where every row has a second reference (`--ref-again`), also rho against the mean of all the
+    references (less noisy; `rho_both`, over `refs_in_mean` of them), and a row `reference again`:
+    how well the reference ranks itself, the ceiling any proxy can reach against it. With four or
+    more, a row `references, half vs half` (the mean of the last half against the first half)."""
     import statistics
 
     ref = [r["reference"]["test_accuracy"] for r in rows]
     again = [r["reference_again"]["test_accuracy"] for r in rows] if all("reference_again" in r for r in rows) else None
-    both = [(a + b) / 2 for a, b in zip(ref, again)] if again else None
+    n_refs = min(len(references(r)) for r in rows)
+    accs = [[x["test_accuracy"] for x in references(r)[:n_refs]] for r in rows]
+    both = [statistics.fmean(a) for a in accs] if again else None
     scored: dict[str, tuple[list[float], float]] = {
         p: ([r["proxies"][p]["accuracy"] for r in rows], statistics.median(r["proxies"][p]["cost_s"] for r in rows))
         for p in proxies
@@ -234,6 +253,21 @@ def summarize(rows: list[dict[str, Any]], proxies: list[str]) -> dict[str, Any]:
         }
         if both and p not in (AGAIN, EARLIER):
             out[p]["rho_both"] = spearman(acc, both)
+            out[p]["refs_in_mean"] = n_refs
+    if n_refs >= 4:
+        half = n_refs // 2
+        first = [statistics.fmean(a[:half]) for a in accs]
+        last = [statistics.fmean(a[half : 2 * half]) for a in accs]
+        lo, hi = bootstrap_rho(last, first)
+        pick = max(range(len(rows)), key=lambda i: (last[i], -i))
+        out[HALVES] = {
+            "rho": spearman(last, first),
+            "rho_ci90": [lo, hi],
+            "regret_pts": 100 * (max(first) - first[pick]),  # against the first half's mean, unlike the rows above
+            "cost_s": statistics.median(sum(x["wall_s"] for x in references(r)[half : 2 * half]) for r in rows),
+            "mean_accuracy": statistics.fmean(last),
+            "refs_in_mean": half,
+        }
     return out
 
 
@@ -257,6 +291,8 @@ OLD_REFERENCE = {"ref_refit": 0}  # what results files written before a setting 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = (*REFERENCE_KEYS, "proxies", "val_size", "bn_after_kd", "reuse", "ref_again")
     out = {k: getattr(args, k) for k in keys}
+    if args.ref_seeds > 2:  # absent otherwise, so earlier results files still resume
+        out["ref_seeds"] = args.ref_seeds
     if args.candidates_from:  # absent otherwise, so earlier results files still resume
         out["candidates_from"] = args.candidates_from
     return out
@@ -301,16 +337,20 @@ def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any
             continue
         t = time.perf_counter()
         row = {"index": i, "ratios": ratios} | score_candidate(ev, ratios, proxies)
-        row["reference"] = reused[i]["reference"] if args.reuse else reference(ev, data, ratios, args)
+        kept = references(reused[i]) if args.reuse else []  # the seeds that file ran, in order
+        refs = complete_references(kept, args.ref_seeds, lambda k: reference(ev, data, ratios, args, k))  # noqa: B023
+        row["reference"] = refs[0]
         if args.candidates_from:
             row["earlier_reference"] = earlier_reference(reused[i])
-        if args.ref_again:
-            row["reference_again"] = reference(ev, data, ratios, args, again=True)
+        if len(refs) > 1:
+            row["reference_again"] = refs[1]
+        if len(refs) > 2:
+            row["reference_more"] = refs[2:]
         row["wall_s"] = time.perf_counter() - t
         entry["rows"].append(row)
         accs = " ".join(f"{p} {100 * row['proxies'][p]['accuracy']:.1f}" for p in proxies)
-        if args.ref_again:
-            accs += f" | again {100 * row['reference_again']['test_accuracy']:.2f}"
+        if len(refs) > 1:
+            accs += " | again " + " ".join(f"{100 * x['test_accuracy']:.2f}" for x in refs[1:])
         print(
             f"{cell} #{i}: MACs {row['macs'] / ev.dense_macs:.1%}, LUT {row['lut_ms']:.4g} ms | {accs} | "
             f"reference {100 * row['reference']['test_accuracy']:.2f} ({row['wall_s']:.0f} s)",
@@ -361,7 +401,14 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(
             "`reference again`: the same reference fine-tune with another seed (another order of batches and augmentations), "
             "ranked against the first: how far the reference repeats, so the highest ρ any proxy can reach against it (its "
-            "cost column is its seconds per policy). ρ (both refs): each proxy against the mean of the two references.\n"
+            "cost column is its seconds per policy). "
+            + (
+                f"ρ (mean of refs): each proxy against the mean of the {s['ref_seeds']} reference seeds; `{HALVES}`: the mean of "
+                f"the last {s['ref_seeds'] // 2} seeds ranked against the mean of the first {s['ref_seeds'] // 2} (its regret is "
+                "against the first half, its cost the seconds of its half).\n"
+                if s.get("ref_seeds", 2) > 2
+                else "ρ (both refs): each proxy against the mean of the two references.\n"
+            )
         )
     if s.get("candidates_from"):
         lines.append(
@@ -372,7 +419,7 @@ def markdown(res: dict[str, Any]) -> str:
     if s.get("reuse"):
         lines.append(
             f"Candidates and reference accuracies reused from `bench/results/{s['reuse']}.json`: only the proxies"
-            + (" and the second reference" if s.get("ref_again") else "")
+            + (" and the reference seeds that file lacks" if s.get("ref_again") else "")
             + " were run in this run.\n"
         )
     for entry in res["cells"].values():
@@ -392,7 +439,7 @@ def markdown(res: dict[str, Any]) -> str:
             + f"{len(rows)} policies, MACs {min(macs):.1%}–{max(macs):.1%} of dense; reference test accuracy "
             f"{min(refs):.2f}–{max(refs):.2f}% (mean {sum(refs) / len(refs):.2f}), {ref_s:.0f} s per policy.\n",
             "| proxy | Spearman ρ | 90% interval | regret of its pick (points) | mean val acc % | s per candidate |"
-            + (" ρ (both refs) |" if both else ""),
+            + ((" ρ (mean of refs) |" if s.get("ref_seeds", 2) > 2 else " ρ (both refs) |") if both else ""),
             "|---|---|---|---|---|---|" + ("---|" if both else ""),
         ]
         for p, v in summary.items():
@@ -451,12 +498,23 @@ def main() -> None:
         "--ref-again",
         action="store_true",
         help="fine-tune every candidate's reference a second time with another seed: how far the reference repeats "
-        "(the ceiling of any proxy's rho), and each proxy's rho against the mean of the two",
+        "(the ceiling of any proxy's rho), and each proxy's rho against the mean of the two (--ref-seeds 2)",
+    )
+    ap.add_argument(
+        "--ref-seeds",
+        type=int,
+        default=1,
+        help="reference fine-tunes per candidate, each with its own seed: each proxy's rho against their mean, and the "
+        "mean of the last half against the first (with --reuse, the seeds that file holds are kept)",
     )
     ap.add_argument("--note", default="", help="a paragraph for the docs section (what was and was not run)")
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from the results file")
     args = ap.parse_args()
+    if args.ref_seeds < 1:
+        ap.error("--ref-seeds: at least 1")
+    args.ref_seeds = max(args.ref_seeds, 2 if args.ref_again else 1)
+    args.ref_again = args.ref_seeds > 1
     if args.quick:
         preset(
             ap, args, cells="resnet20@0.5", policies=4, proxies="bn:10,kd:10", ref_steps=20, ref_batch=64, test_size=1000,

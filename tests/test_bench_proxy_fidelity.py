@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from bench.proxy_fidelity import AGAIN, EARLIER, MIN_PARTIAL, earlier_reference, markdown, spearman, summarize
+from bench.proxy_fidelity import (
+    AGAIN,
+    EARLIER,
+    HALVES,
+    MIN_PARTIAL,
+    complete_references,
+    earlier_reference,
+    markdown,
+    spearman,
+    summarize,
+)
 
 
 def rows(proxy: list[float], ref: list[float], again: list[float] | None = None) -> list[dict]:
@@ -33,6 +43,43 @@ def test_the_second_reference_is_ranked_against_the_first_and_proxies_against_th
     assert s["kd:40"]["rho"] == pytest.approx(spearman(proxy, ref))
     assert s["kd:40"]["rho_both"] == pytest.approx(spearman(proxy, [(a + b) / 2 for a, b in zip(ref, again)]))
     assert s["kd:40"]["rho_both"] > s["kd:40"]["rho"]  # the mean of the references follows the proxy better here
+
+
+def test_four_reference_seeds_rank_each_proxy_against_their_mean_and_one_half_against_the_other():
+    proxy = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    seeds = [
+        [0.60, 0.70, 0.65, 0.80, 0.75, 0.85],
+        [0.62, 0.61, 0.72, 0.79, 0.83, 0.80],
+        [0.58, 0.66, 0.70, 0.74, 0.81, 0.88],
+        [0.64, 0.69, 0.61, 0.83, 0.78, 0.86],
+    ]
+    table = rows(proxy, seeds[0], seeds[1])
+    for i, row in enumerate(table):
+        row["reference_more"] = [{"test_accuracy": seeds[k][i], "wall_s": 10.0 * k} for k in (2, 3)]
+    s = summarize(table, ["kd:40"])
+    mean4 = [sum(seeds[k][i] for k in range(4)) / 4 for i in range(len(proxy))]
+    assert s["kd:40"]["rho_both"] == pytest.approx(spearman(proxy, mean4)) and s["kd:40"]["refs_in_mean"] == 4
+    first = [(seeds[0][i] + seeds[1][i]) / 2 for i in range(len(proxy))]
+    last = [(seeds[2][i] + seeds[3][i]) / 2 for i in range(len(proxy))]
+    assert s[HALVES]["rho"] == pytest.approx(spearman(last, first)) and s[HALVES]["refs_in_mean"] == 2
+    assert s[HALVES]["cost_s"] == pytest.approx(50.0)  # the seconds of the half it ranks
+    assert s[AGAIN]["rho"] == pytest.approx(spearman(seeds[1], seeds[0]))  # the second seed against the first, as before
+    del table[0]["reference_more"]  # one policy with two seeds: the mean is over the two every policy has
+    s = summarize(table, ["kd:40"])
+    assert HALVES not in s and s["kd:40"]["refs_in_mean"] == 2
+
+
+def test_more_reference_seeds_fine_tune_only_the_seeds_a_reused_run_lacks():
+    asked: list[int] = []
+
+    def fine_tune(k: int) -> dict:
+        asked.append(k)
+        return {"test_accuracy": k / 10}
+
+    kept = [{"test_accuracy": 0.11}, {"test_accuracy": 0.22}]
+    refs = complete_references(kept, 4, fine_tune)
+    assert asked == [3, 4] and [r["test_accuracy"] for r in refs] == [0.11, 0.22, 0.3, 0.4]
+    assert complete_references(kept, 1, fine_tune) == kept[:1] and asked == [3, 4]
 
 
 def test_an_earlier_runs_reference_is_ranked_against_this_one_like_a_proxy():
