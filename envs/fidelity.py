@@ -13,8 +13,9 @@ from the BN-recalibrated model, kd:40 ranked 16 same-latency resnet20 policies a
 its fine-tune, and against that reference (sections proxy_fidelity_refit4_r56 / refit6_r20, ranked
 against the mean of four and six seeds of it, since one seed repeats at only 0.54-0.56) kd:40 falls
 to 0.32 on resnet56@0.4 and 0.27 on resnet20@0.35, while ``ls,kd:40`` ranks at 0.82 and 0.81
-(``ls,bn:10``: 0.49 and 0.52). So the default proxy refits first, as the export does; its ladder's
-cheap rung is then ls+bn:10.
+(``ls,bn:10``: 0.49 and 0.52), though on resnet20@0.5 candidates that differ more in MACs it ranks
+at 0.65 and ``ls,bn:10`` at 0.91 (proxy_fidelity_refit4_r20_05). So the default proxy refits first,
+as the export does; its ladder's cheap rung is then ls+bn:10.
 
 A proxy is written as one fidelity (``bn``, ``bn:40``, ``kd:40``) or a comma-separated ladder of
 them (``bn:10,kd:20,kd:80``). A ladder always starts with a ``bn`` rung (added when not written:
