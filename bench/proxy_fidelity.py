@@ -216,6 +216,22 @@ def references(row: dict[str, Any]) -> list[dict[str, Any]]:
     return [row["reference"]] + ([row["reference_again"]] if "reference_again" in row else []) + row.get("reference_more", [])
 
 
+def ranking(acc: list[float], ref: list[float], cost: float) -> dict[str, Any]:
+    """How `acc` ranks the candidates against `ref`: rho, its bootstrap interval, the regret (in
+    points of `ref`) of its top pick, its cost and its mean."""
+    import statistics
+
+    lo, hi = bootstrap_rho(acc, ref)
+    pick = max(range(len(acc)), key=lambda i: (acc[i], -i))
+    return {
+        "rho": spearman(acc, ref),
+        "rho_ci90": [lo, hi],
+        "regret_pts": 100 * (max(ref) - ref[pick]),
+        "cost_s": cost,
+        "mean_accuracy": statistics.fmean(acc),
+    }
+
+
 def summarize(rows: list[dict[str, Any]], proxies: list[str]) -> dict[str, Any]:
     """Per proxy: rho against the reference, its interval, the regret of its pick and its cost.
     Where every row has a second reference (`--ref-again`), also rho against the mean of all the
@@ -224,17 +240,16 @@ def summarize(rows: list[dict[str, Any]], proxies: list[str]) -> dict[str, Any]:
     more, a row `references, half vs half` (the mean of the last half against the first half)."""
     import statistics
 
-    ref = [r["reference"]["test_accuracy"] for r in rows]
-    again = [r["reference_again"]["test_accuracy"] for r in rows] if all("reference_again" in r for r in rows) else None
-    n_refs = min(len(references(r)) for r in rows)
+    n_refs = min(len(references(r)) for r in rows)  # the seeds every candidate has
     accs = [[x["test_accuracy"] for x in references(r)[:n_refs]] for r in rows]
-    both = [statistics.fmean(a) for a in accs] if again else None
+    ref = [a[0] for a in accs]
+    both = [statistics.fmean(a) for a in accs] if n_refs > 1 else None
     scored: dict[str, tuple[list[float], float]] = {
         p: ([r["proxies"][p]["accuracy"] for r in rows], statistics.median(r["proxies"][p]["cost_s"] for r in rows))
         for p in proxies
     }
-    if again:
-        scored[AGAIN] = (again, statistics.median(r["reference_again"]["wall_s"] for r in rows))
+    if n_refs > 1:
+        scored[AGAIN] = ([a[1] for a in accs], statistics.median(r["reference_again"]["wall_s"] for r in rows))
     if all("earlier_reference" in r for r in rows):
         scored[EARLIER] = (
             [r["earlier_reference"]["test_accuracy"] for r in rows],
@@ -242,32 +257,15 @@ def summarize(rows: list[dict[str, Any]], proxies: list[str]) -> dict[str, Any]:
         )
     out: dict[str, Any] = {}
     for p, (acc, cost) in scored.items():
-        lo, hi = bootstrap_rho(acc, ref)
-        pick = max(range(len(rows)), key=lambda i: (acc[i], -i))
-        out[p] = {
-            "rho": spearman(acc, ref),
-            "rho_ci90": [lo, hi],
-            "regret_pts": 100 * (max(ref) - ref[pick]),
-            "cost_s": cost,
-            "mean_accuracy": statistics.fmean(acc),
-        }
+        out[p] = ranking(acc, ref, cost)
         if both and p not in (AGAIN, EARLIER):
-            out[p]["rho_both"] = spearman(acc, both)
-            out[p]["refs_in_mean"] = n_refs
+            out[p] |= {"rho_both": spearman(acc, both), "refs_in_mean": n_refs}
     if n_refs >= 4:
         half = n_refs // 2
         first = [statistics.fmean(a[:half]) for a in accs]
         last = [statistics.fmean(a[half : 2 * half]) for a in accs]
-        lo, hi = bootstrap_rho(last, first)
-        pick = max(range(len(rows)), key=lambda i: (last[i], -i))
-        out[HALVES] = {
-            "rho": spearman(last, first),
-            "rho_ci90": [lo, hi],
-            "regret_pts": 100 * (max(first) - first[pick]),  # against the first half's mean, unlike the rows above
-            "cost_s": statistics.median(sum(x["wall_s"] for x in references(r)[half : 2 * half]) for r in rows),
-            "mean_accuracy": statistics.fmean(last),
-            "refs_in_mean": half,
-        }
+        cost = statistics.median(sum(x["wall_s"] for x in references(r)[half : 2 * half]) for r in rows)
+        out[HALVES] = ranking(last, first, cost) | {"refs_in_mean": half}  # its regret: against the first half's mean
     return out
 
 

@@ -115,8 +115,9 @@ def measure_precisions(
     while tried < max(1, int(attempts)) and spread > SETTLED:
         tried += 1
         attempt = _measure_once(spec, schemes, ref)
-        if fp32_spread(attempt) < spread:  # keep the attempt that agrees with itself best
-            rows, spread = attempt, fp32_spread(attempt)
+        attempt_spread = fp32_spread(attempt)
+        if attempt_spread < spread:  # keep the attempt that agrees with itself best
+            rows, spread = attempt, attempt_spread
     if spread > SETTLED:
         log.warning(
             "INT8 schemes on %s: the fp32 reference took times %.2fx apart within one table in each of %d attempts "
