@@ -452,7 +452,7 @@ def peer_row(
     key = f"{PEER}@{args.finetune_epochs:g}"
     res = exports.get(key)
     if res is None:
-        data = load_dataset(job.dataset, job.data_dir, job.val_size)
+        data = load_dataset(job.dataset, job.data_dir)  # the search's splits (job.val_size is a subset of val)
         res = run_peer(
             spec.build(),
             data,

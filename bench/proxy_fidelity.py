@@ -283,12 +283,20 @@ REFERENCE_KEYS = (
     "seed",
     "ref_refit",
 )
-OLD_REFERENCE = {"ref_refit": 0}  # what results files written before a setting existed ran with
+OLD_REFERENCE = {"ref_refit": 0, "ls_ridge": 1e-3}  # what results files written before a setting existed ran with
+
+
+def ls_ridge() -> float:
+    """The ridge every least-squares refit (``ls`` proxies, the reference's refit) runs with."""
+    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
+
+    return float(DEFAULT_RIDGE)
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = (*REFERENCE_KEYS, "proxies", "val_size", "bn_after_kd", "reuse", "ref_again")
     out = {k: getattr(args, k) for k in keys}
+    out["ls_ridge"] = ls_ridge()  # the code's, not an option: a results file refitted with another does not resume
     if args.ref_seeds > 2:  # absent otherwise, so earlier results files still resume
         out["ref_seeds"] = args.ref_seeds
     if args.candidates_from:  # absent otherwise, so earlier results files still resume
@@ -338,7 +346,7 @@ def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any
         kept = references(reused[i]) if args.reuse else []  # the seeds that file ran, in order
         refs = complete_references(kept, args.ref_seeds, lambda k: reference(ev, data, ratios, args, k))  # noqa: B023
         row["reference"] = refs[0]
-        if args.candidates_from:
+        if args.candidates_from and i in reused:  # a partial run's candidates: only those it fine-tuned
             row["earlier_reference"] = earlier_reference(reused[i])
         if len(refs) > 1:
             row["reference_again"] = refs[1]
@@ -365,6 +373,7 @@ def markdown(res: dict[str, Any]) -> str:
 
     s = res["settings"]
     ref = f"{s['ref_steps']} steps" if s["ref_steps"] else f"{s['ref_epochs']:g} epoch(s)"
+    ridge = s.get("ls_ridge", OLD_REFERENCE["ls_ridge"])
     lines = [
         f"## Proxy fidelity: which accuracy proxy ranks same-latency policies like fine-tuning ({res['device_title']}"
         f"{'' if s.get('bn_after_kd', True) else '; kd rungs without BN recalibration after distilling'}"
@@ -377,14 +386,14 @@ def markdown(res: dict[str, Any]) -> str:
         f"{'then BN recalibrated again' if s.get('bn_after_kd', True) else 'no BN recalibration after distilling'})"
         + (
             "; `ls+` first refits every layer that lost input channels by least squares, in forward order, to reproduce "
-            "the dense layer's outputs on 64 train images (`ls:N+`: N images). "
+            f"the dense layer's outputs on 64 train images (`ls:N+`: N images; ridge {ridge:g}). "
             if any("+" in p for p in s["proxies"].split(","))
             else ". "
         )
         + "Reference: "
         + (
-            f"least-squares refit of the pruned layers on {s['ref_refit']} train images (what `hilprune export` does "
-            "first), BN recalibration, "
+            f"least-squares refit of the pruned layers on {s['ref_refit']} train images, ridge {ridge:g} (what "
+            "`hilprune export` does first), BN recalibration, "
             if s.get("ref_refit")
             else "BN recalibration, "
         )
@@ -528,6 +537,12 @@ def main() -> None:
     if args.reuse or args.candidates_from:  # the other run's candidates (and, with --reuse, its reference settings)
         args.reused = json.loads((RESULTS / f"{args.reuse or args.candidates_from}.json").read_text())
         keep = REFERENCE_KEYS if args.reuse else ("policies", "device", "tolerance", "round_to")
+        theirs = args.reused["settings"].get("ls_ridge", OLD_REFERENCE["ls_ridge"])
+        if args.reuse and theirs != ls_ridge() and args.reused["settings"].get("ref_refit"):
+            ap.error(
+                f"{args.reuse}'s references refitted with ridge {theirs:g}, this code refits with {ls_ridge():g}: "
+                "use --candidates-from to fine-tune them again"
+            )
         for k in keep:
             setattr(args, k, args.reused["settings"].get(k, OLD_REFERENCE.get(k)))
         args.cells = ",".join(c for c in args.cells.split(",") if c.strip() in args.reused["cells"]) or ",".join(

@@ -252,6 +252,7 @@ def export_run(
     from hilprune.models import resolve_model
     from hilprune.policy import Policy
     from hilprune.surgery import Surgeon, save_pruned
+    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
     from hilprune.train import evaluate, recalibrate_bn
     from hilprune.train.bn_recalib import BN_BATCH_SIZE
 
@@ -283,7 +284,7 @@ def export_run(
         raise HilpruneError(f"{run_dir}: no finished trials yet")
 
     spec = resolve_model(job.model, job.dataset, job.input_shape, job.num_classes, job.checkpoint)
-    data = load_dataset(job.dataset, job.data_dir, job.val_size)
+    data = load_dataset(job.dataset, job.data_dir)  # the search's splits: job.val_size is a subset of its val split
     dense_model = spec.build()
     surgeon = Surgeon(
         dense_model, spec.input_shape, spec.identity(), importance=job.importance,
@@ -380,8 +381,14 @@ def export_run(
         "budget": label,
         "budget_ms": budget_ms,
         "pick": pick_info,
-        "accuracy_before_finetune": {"val": val_before, "test": test_before, "search_val": rec.accuracy},
+        "accuracy_before_finetune": {
+            "val": val_before,
+            "test": test_before,
+            "search_val": rec.accuracy,
+            "val_images": len(data.val),
+        },
         "least_squares_images": reconstruct,
+        "least_squares_ridge": DEFAULT_RIDGE if reconstruct else None,
         "accuracy_after_finetune": {"val": val_after, "test": test_after},
         "dense_accuracy": {"test": dense_test, "val": dense.get("accuracy")},
         "finetune": {
@@ -440,6 +447,7 @@ def export_run(
         "val_accuracy": val_after,
         "test_accuracy_before_finetune": test_before,
         "least_squares_images": reconstruct,
+        "least_squares_ridge": DEFAULT_RIDGE if reconstruct else None,
         "dense_test_accuracy": dense_test,
         "dense_latency_ms": dense_live,
         "budget": label,
@@ -541,8 +549,10 @@ def _live_line(m: dict[str, Any]) -> str:
     return line
 
 
-def _ls_note(images: int | None) -> str:
-    return f"layers refitted by least squares on {images} train images, then " if images else ""
+def _ls_note(images: int | None, ridge: float | None) -> str:
+    if not images:
+        return ""
+    return f"layers refitted by least squares on {images} train images{f' (ridge {ridge:g})' if ridge else ''}, then "
 
 
 def model_card(job: Any, rec: TrialRecord, policy: Any, spec: Any, diff: float | None, wall_s: float) -> str:
@@ -574,7 +584,7 @@ Found by agent `{rec.agent}` (trial {rec.number} of study `{m["source"]["study"]
 | predicted latency (LUT, fp32) | {f"{pred:.4g} ms" if pred is not None else "-"} |
 | test accuracy | {test_int8}**{acc_a["test"]:.4f}** after fine-tuning, {acc_b["test"]:.4f} before (dense {m["dense_accuracy"]["test"]:.4f}) |
 | validation accuracy | {acc_a["val"]:.4f} after, {acc_b["val"]:.4f} before (the search saw {acc_b["search_val"]:.4f}) |
-| fine-tuning | {_ls_note(m.get("least_squares_images"))}{ft_line} |
+| fine-tuning | {_ls_note(m.get("least_squares_images"), m.get("least_squares_ridge"))}{ft_line} |
 | MACs | {macs} |
 | input shape | {list(spec.input_shape)} (batch 1, fixed), {spec.num_classes} classes |
 | ONNX | opset 17, max abs difference to torch {diff if diff is not None else float("nan"):.2e} |

@@ -13,6 +13,7 @@ budgets = ["0.5", "1.2ms"]      # fractions of the dense model's live latency, o
 agents = ["uniform", "random", "ppo"]
 evals = 40                      # per agent, in total (resume continues up to this)
 seed = 0
+val_size = 5000                 # val images each evaluation scores on (default: all of Fashion-MNIST's val split)
 latency_source = "lut"          # lut | live | hybrid  (the latency each trial is judged by)
 proxy = "ls,kd:40"              # accuracy proxy: bn, bn:N, kd:N, a ladder bn:10,kd:20,kd:80; ls first refits (envs.fidelity)
 precision = "int8"              # fp32 | int8 | mixed: the graph each policy is judged as (envs.precision)
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.errors import EnvConfigError
-from envs.fidelity import DEFAULT_PROXY, LEGACY_PROXY, canonical_proxy
+from envs.fidelity import DEFAULT_PROXY, DEFAULT_VAL_SIZE, LEGACY_PROXY, LEGACY_VAL_SIZE, canonical_proxy
 from hilprune.budget import parse_budgets
 from hilprune.errors import HilpruneError
 
@@ -107,7 +108,7 @@ class Job:
     agents: list[str] = field(default_factory=lambda: list(DEFAULT_AGENTS))
     evals: int = 20
     seed: int = 0
-    val_size: int | None = None
+    val_size: int | None = None  # None: the run directory's (a resumed job keeps it), else DEFAULT_VAL_SIZE
     latency_source: str = "lut"
     proxy: str | None = None  # None: the run directory's (a resumed job keeps its proxy), else envs.fidelity.DEFAULT_PROXY
     reward: str = "constrained"
@@ -239,6 +240,15 @@ def _proxy(job: Job) -> str:
         raise HilpruneError(f"--proxy: {exc}") from None
 
 
+def _val_size(job: Job) -> int:
+    """Val images each evaluation scores on; unset: the run directory's (a resumed job keeps it), or the default."""
+    size = job.val_size
+    if size is None:
+        existing = Path(str(job.out)) / JOB_FILE
+        size = load_run_job(existing.parent).val_size if existing.is_file() else DEFAULT_VAL_SIZE
+    return int(size)
+
+
 def _precision(job: Job) -> str:
     """The job's precision; unset: the run directory's (a resumed job keeps it), or the default."""
     from envs.precision import MODES as PRECISIONS
@@ -304,6 +314,8 @@ def _validate(job: Job) -> Job:
         raise HilpruneError("--evals must be at least 1")
     if job.workers < 1:
         raise HilpruneError("--workers must be at least 1")
+    if job.val_size is not None and job.val_size < 1:
+        raise HilpruneError("--val-size must be at least 1")
     if not 0 < job.max_ratio < 1:
         raise HilpruneError("max_ratio must be in (0, 1)")
     if job.latency_source not in LATENCY_SOURCES:
@@ -337,6 +349,7 @@ def _validate(job: Job) -> Job:
         job.out = str(Path("runs") / job.name)
     job.out = str(Path(str(job.out)).expanduser().resolve())
     job.proxy = _proxy(job)
+    job.val_size = _val_size(job)
     job.precision = _precision(job)
     if job.storage:
         st = str(job.storage)
@@ -358,6 +371,7 @@ def load_run_job(run_dir: str | Path) -> Job:
     data.setdefault("out", str(run_dir.resolve()))
     data.setdefault("proxy", LEGACY_PROXY)  # runs from before proxies were scored by BN recalibration alone
     data.setdefault("precision", LEGACY_PRECISION)
+    data.setdefault("val_size", LEGACY_VAL_SIZE)  # runs from before the default was the whole val split
     model = data.pop("model", None)
     if not model:
         raise HilpruneError(f"{path}: no model")

@@ -71,6 +71,16 @@ def test_least_squares_reconstruction_refits_the_layers_that_lost_inputs(ev: Pol
     assert reconstruct(pruned, dense, images, removed) == names
     after = errors(pruned)
     assert all(after[n] < 0.5 * before[n] for n in names), (before, after)
+    # the ridge bounds the refitted weights (an unbounded refit doubled mobilenetv2's weight norm and a
+    # fine-tune from it diverged): a stronger ridge never gives a layer larger weights
+    loose = ev.surgeon.apply(policy, count=False).model
+    reconstruct(loose, dense, images, removed, ridge=1e-6)
+    norms = {
+        m: {n: float(dict(net.named_modules())[n].weight.detach().norm()) for n in names}
+        for m, net in (("loose", loose), ("default", pruned))
+    }
+    assert all(norms["default"][n] <= norms["loose"][n] + 1e-6 for n in names), norms
+    assert sum(norms["default"].values()) < sum(norms["loose"].values())
     assert reconstructable(ev.surgeon.apply(ev.policy([0.0] * len(POLICY)), count=False).model, dense) == []
 
     refit = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=300, proxy="ls:64,bn:10")

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 EVALS = 4
 BUDGET = "0.5"  # of dense on the simulated device: the same on every machine
 PROXY = "kd:5"  # a short distillation rung: the job field and flag end to end, at little cost
+VAL_SIZE = 200  # of digits' 360 val images: the search scores on a subset, export on the whole split
 TRIAL_ATTRS = {
     "macs",
     "params",
@@ -75,6 +76,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
                 str(out),
                 "--proxy",
                 PROXY,
+                "--val-size",
+                str(VAL_SIZE),
                 "--precision",
                 "fp32",  # widths alone: the float path end to end (INT8 searches: tests/test_search_precision.py)
                 "--no-progress",
@@ -235,12 +238,15 @@ def test_export_refits_by_least_squares_unless_told_not_to(
     from hilprune.models import resolve_model
     from hilprune.policy import Policy
     from hilprune.surgery import load_pruned
+    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
 
     out, _ = run
     common = ["export", str(out), "--budget", BUDGET, "--finetune-epochs", "0", "--precision", "fp32", "--json"]
     plain = run_cli(capsys, *common, "--reconstruct", "0", "--out", str(tmp_path / "plain"))
     refit = run_cli(capsys, *common, "--out", str(tmp_path / "ls"))
     assert plain["least_squares_images"] == 0 and refit["least_squares_images"] == 64  # the default
+    metrics = Policy.load(refit["policy"]).metrics
+    assert metrics["least_squares_ridge"] == DEFAULT_RIDGE and metrics["accuracy_before_finetune"]["val_images"] == 360
     assert refit["trial"] == plain["trial"] and refit["agent"] == plain["agent"]
     assert Policy.load(refit["policy"]).metrics["least_squares_images"] == 64
     assert "refitted by least squares on 64 train images" in (tmp_path / "ls" / "MODEL_CARD.md").read_text()

@@ -76,10 +76,30 @@ def test_job_proxy_default_legacy_and_resume(tmp_path: Path) -> None:
         check_compatible(resolve_job(None, model="digits-cnn", dataset="digits", out=str(old), proxy="kd:40"), load_run_job(old))
 
 
+def test_job_val_size_default_legacy_and_resume(tmp_path: Path) -> None:
+    from envs.fidelity import DEFAULT_VAL_SIZE, LEGACY_VAL_SIZE
+
+    job = resolve_job(None, model="digits-cnn", dataset="digits", out=str(tmp_path / "new"))
+    assert job.val_size == DEFAULT_VAL_SIZE and job.identity()["val_size"] == DEFAULT_VAL_SIZE
+    job.write()
+    assert load_run_job(job.out).val_size == DEFAULT_VAL_SIZE  # recorded, so a later default cannot change it
+    assert resolve_job(None, model="digits-cnn", dataset="digits", out=str(tmp_path / "x"), val_size=300).val_size == 300
+    # A run directory from before the default was the whole val split scored on the first 1000 images:
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "job.toml").write_text(f'model = "digits-cnn"\ndataset = "digits"\nname = "old"\nout = "{old}"\n')
+    resumed = resolve_job(None, model="digits-cnn", dataset="digits", out=str(old), name="old")
+    assert resumed.val_size == load_run_job(old).val_size == LEGACY_VAL_SIZE
+    check_compatible(resumed, load_run_job(old))  # continuing it without --val-size keeps its subset
+    with pytest.raises(HilpruneError, match="val_size"):
+        check_compatible(resolve_job(None, model="digits-cnn", dataset="digits", out=str(old), val_size=5000), load_run_job(old))
+
+
 @pytest.mark.parametrize(
     "flags, match",
     [
         ({}, "--model"),
+        ({"model": "digits-cnn", "dataset": "digits", "val_size": 0}, "--val-size"),
         ({"model": "digits-cnn", "agents": ["nope"]}, "unknown agent"),
         ({"model": "digits-cnn"}, "--dataset"),
         ({"model": "digits-cnn", "latency_source": "x"}, "latency-source"),

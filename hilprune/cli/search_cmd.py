@@ -133,7 +133,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         seed: Annotated[int | None, typer.Option("--seed", help="Random seed [default: 0].")] = None,
         val_size: Annotated[
-            int | None, typer.Option("--val-size", help="Validation images per evaluation [default: the evaluator's].")
+            int | None,
+            typer.Option(
+                "--val-size",
+                help="Validation images each evaluation scores on (the first ones of the val split) "
+                "[default: 5000, all of Fashion-MNIST's; a resumed run keeps its own].",
+            ),
         ] = None,
         latency_source: Annotated[
             str | None,
