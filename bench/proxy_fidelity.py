@@ -12,7 +12,7 @@ per-group prune profile (relative intensities uniform in [0.2, 1.8]) scaled by b
 the budget, so candidates differ in where they prune, not in how fast they are.
 
 Each candidate is scored by every proxy in `--proxies` through
-`PolicyEvaluator.evaluate(fidelity=...)` (val subset of 1000 images, one torch thread; ``ls+kd:40``
+`PolicyEvaluator.evaluate(fidelity=...)` (val subset `--val-size`, hilprune's default 5000; one torch thread; ``ls+kd:40``
 is kd:40 after least-squares reconstruction of the pruned layers on 64 train images, ``ls:N+...`` on
 N: `envs.fidelity`), then fine-tuned by the reference, what `hilprune export` runs: a least-squares
 refit of the pruned layers on `--ref-refit` train images (export's default, 64; 0 skips it, as runs
@@ -56,7 +56,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from envs.fidelity import DEFAULT_LS_IMAGES  # noqa: E402  (after the path: the bench runs as a script)
+from envs.fidelity import DEFAULT_LS_IMAGES, DEFAULT_VAL_SIZE  # noqa: E402  (after the path: the bench runs as a script)
 
 DEFAULT_CELLS = "resnet20@0.5,resnet20@0.3,resnet56@0.4,mobilenetv2@auto"
 DEFAULT_PROXIES = "bn:10,bn:40,bn:100,kd:20,kd:40,kd:80"
@@ -480,7 +480,7 @@ def main() -> None:
         f"as `hilprune export` does by default ({DEFAULT_LS_IMAGES}); 0: no refit (the reference of runs before it existed)",
     )
     ap.add_argument("--test-size", type=int, default=0, help="test images for the reference (0: all)")
-    ap.add_argument("--val-size", type=int, default=1000)
+    ap.add_argument("--val-size", type=int, default=DEFAULT_VAL_SIZE, help="val images each proxy scores on (hilprune's default)")
     ap.add_argument("--device", default="ort-cpu-1t")
     ap.add_argument("--tolerance", type=float, default=0.05)
     ap.add_argument("--round-to", type=int, default=8)
