@@ -3,14 +3,14 @@
     python bench/compare_agents.py [--full | --quick] [--models resnet20,resnet56] [--budgets 0.5,0.3]
                                    [--agents uniform,random,tpe,ppo] [--evals 60] [--seeds N]
                                    [--finetune-epochs 0.25] [--skip-finetune] [--no-peer] [--jobs 2]
-                                   [--latency-source hybrid] [--round-to 8] [--proxy kd:40] [--precision fp32]
+                                   [--latency-source hybrid] [--round-to 8] [--proxy ls,kd:40] [--precision fp32]
                                    [--results-name compare_agents_ft] [--out-dir runs/bench/compare_agents_ft]
                                    [--no-doc] [--markdown-only]
 
 Protocol (the accuracy-proxy issue's). resnet20 at budgets 0.5 and 0.3 of the dense model's live
 latency and resnet56 at 0.4, 3 seeds each, 60 evaluations per agent (uniform stops early when it has
 nothing new to try), the search settings the README recommends (`--latency-source hybrid
---round-to 8`) and the accuracy proxy `kd:40` (`hilprune search`'s default until ls,kd:40). Each (model, budget, seed)
+--round-to 8`) and `hilprune search`'s accuracy proxy (`ls,kd:40`; runs before compare_agents_ls used kd:40). Each (model, budget, seed)
 is one search job, run through the same code as `hilprune search` (`search.runner.run_search`, one
 call per agent so each agent's wall time is its own) in `<out-dir>/<model>-b<budget>-s<seed>-...`;
 rerunning the same command resumes it (a larger `--evals` extends it).
@@ -994,6 +994,7 @@ def _agent_order(a: str) -> int:
 
 # --- main ---------------------------------------------------------------------------------------
 def main() -> None:
+    from envs.fidelity import DEFAULT_PROXY
     from envs.precision import MODES
     from search.pick import DEFAULT_TIE_BREAK, TIE_BREAKS
 
@@ -1035,9 +1036,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--proxy",
-        default="kd:40",
-        help="the searches' accuracy proxy (default kd:40, the protocol of the runs in docs/benchmarks.md; hilprune "
-        "search's default is now ls,kd:40, and bn:10 was this benchmark's before)",
+        default=DEFAULT_PROXY,
+        help=f"the searches' accuracy proxy (default {DEFAULT_PROXY}, hilprune search's; runs in docs/benchmarks.md "
+        "record theirs: kd:40 until compare_agents_ls, bn:10 before the accuracy-proxy issue)",
     )
     ap.add_argument(
         "--no-peer", dest="peer", action="store_false", help="leave out Torch-Pruning's global pruner (bench.tp_global)"
@@ -1055,7 +1056,10 @@ def main() -> None:
         help="the export rule's tie break (hilprune export --tie-break; accuracy: the rule before)",
     )
     ap.add_argument(
-        "--val-size", type=int, default=None, help="validation images per evaluation (default: the evaluator's, 1000)"
+        "--val-size",
+        type=int,
+        default=None,
+        help="validation images per evaluation (default: hilprune search's, 5000; a resumed run keeps its own)",
     )
     ap.add_argument(
         "--out-dir", default=None, help="run directories (default: runs/bench/compare_agents; -quick, -full for --quick, --full)"
