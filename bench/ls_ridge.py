@@ -58,6 +58,7 @@ def run_cell(cell: str, source: str, args: argparse.Namespace, res: dict[str, An
         val_size=args.val_size, proxy="bn:10",
     )  # fmt: skip
     data = load_dataset("fashion-mnist")
+    val = data.val.subset(args.val_size)  # what the evaluator's val_size keeps
     images = data.train.x[:LS_IMAGES]
     dense_norm = weight_norm(ev.surgeon.dense)
     entry = res["cells"].setdefault(cell, {"source": source, "dense_norm": dense_norm, "rows": []})
@@ -71,13 +72,13 @@ def run_cell(cell: str, source: str, args: argparse.Namespace, res: dict[str, An
             t0 = time.perf_counter()
             net = ev.surgeon.apply(policy, count=False).model
             reconstruct(net, ev.surgeon.dense, images, removed, ridge=ridge, seed=0)
-            recalibrate_bn(net, ev.train, 10, batch_size=25, seed=0)
-            before, norm = evaluate(net, ev.val), weight_norm(net)
+            recalibrate_bn(net, data.train, 10, batch_size=25, seed=0)
+            before, norm = evaluate(net, val), weight_norm(net)
             cfg = KDConfig(lr=args.lr, batch_size=64)
             finetune_kd(
                 net, ev.surgeon.dense, data, steps=args.steps, lr=args.lr, cfg=cfg, progress=False, val=False, device="cpu"
             )
-            after = evaluate(net, ev.val)
+            after = evaluate(net, val)
             row = {"index": i, "ridge": ridge, "before": before, "after": after, "norm_ratio": norm / dense_norm}
             entry["rows"].append(row | {"wall_s": time.perf_counter() - t0})
             print(
