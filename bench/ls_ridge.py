@@ -82,7 +82,7 @@ def run_cell(cell: str, source: str, args: argparse.Namespace, res: dict[str, An
             row = {"index": i, "ridge": ridge, "before": before, "after": after, "norm_ratio": norm / dense_norm}
             entry["rows"].append(row | {"wall_s": time.perf_counter() - t0})
             print(
-                f"{cell} #{i} ridge {ridge:g}: before {before:.3f}, |W|/dense {norm / dense_norm:.2f}, after {after:.3f}",
+                f"{cell} #{i} ridge {ridge:g}: before {before:.3f}, ‖W‖/dense {norm / dense_norm:.2f}, after {after:.3f}",
                 flush=True,
             )
             save()
@@ -97,9 +97,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"refitted by least squares on {LS_IMAGES} train images with the ridge of the row (relative to the mean diagonal of "
         "the normal equations), BN recalibrated (10 x 25 images), then fine-tuned by "
         f"{s['steps']} steps of distillation from the dense model (batch 64, lr {s['lr']} cosine). *before* / *after*: val "
-        f"accuracy on {s['val_size']} images before and after that fine-tune, mean (worst) over the policies; |W| / dense: "
+        f"accuracy on {s['val_size']} images before and after that fine-tune, mean (worst) over the policies; ‖W‖ / dense: "
         "the norm of all conv and linear weights against the dense model's.\n",
-        "| cell | ridge | before % | after % | after − before | |W| / dense |",
+        "| cell | ridge | before % | after % | after − before | ‖W‖ / dense |",
         "|---|---|---|---|---|---|",
     ]
     for cell, entry in res["cells"].items():
