@@ -10,12 +10,11 @@ A policy's accuracy before real fine-tuning can be estimated at several costs (c
 Measured (bench/proxy_fidelity.py, docs/benchmarks.md): against accuracy after a longer fine-tune
 from the BN-recalibrated model, kd:40 ranked 16 same-latency resnet20 policies at Spearman rho
 0.87-0.92 (bn:10 0.61-0.71). But `hilprune export` refits the pruned layers by least squares before
-its fine-tune, and against that reference (sections proxy_fidelity_refit4_r56 / refit6_r20, ranked
-against the mean of four and six seeds of it, since one seed repeats at only 0.54-0.56) kd:40 falls
-to 0.32 on resnet56@0.4 and 0.27 on resnet20@0.35, while ``ls,kd:40`` ranks at 0.82 and 0.81
-(``ls,bn:10``: 0.49 and 0.52), though on resnet20@0.5 candidates that differ more in MACs it ranks
-at 0.65 and ``ls,bn:10`` at 0.91 (proxy_fidelity_refit4_r20_05). So the default proxy refits first,
-as the export does; its ladder's cheap rung is then ls+bn:10.
+its fine-tune, and against that reference (refit with ridge 0.1, 150 distillation steps, ranked
+against the mean of its seeds; sections proxy_fidelity_ridge_*) ``ls,kd:40`` ranks at 0.88 on
+resnet20@0.35, 0.94 on resnet20@0.5, 0.84 on mobilenetv2@0.4 and 0.73 on resnet56@0.4, where one
+reference seed repeats another at only 0.47; kd:40 at 0.57, 0.78, 0.78 and 0.27. So the default proxy
+refits first, as the export does; its ladder's cheap rung is then ls+bn:10 (0.70, 0.77, 0.87, 0.53).
 
 A proxy is written as one fidelity (``bn``, ``bn:40``, ``kd:40``) or a comma-separated ladder of
 them (``bn:10,kd:20,kd:80``). A ladder always starts with a ``bn`` rung (added when not written:
