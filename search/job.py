@@ -228,12 +228,18 @@ def resolve_job(job_file: str | Path | None = None, **flags: Any) -> Job:
     return _validate(job)
 
 
+def _kept(job: Job, name: str, default: Any) -> Any:
+    """A job field as given; unset: what the run directory's job recorded (a resumed job keeps it), or `default`."""
+    value = getattr(job, name)
+    if value is None:
+        existing = Path(str(job.out)) / JOB_FILE if job.out else None
+        value = getattr(load_run_job(existing.parent), name) if existing is not None and existing.is_file() else default
+    return value
+
+
 def _proxy(job: Job) -> str:
     """The job's accuracy proxy as its full ladder; unset: the run directory's, or the default."""
-    proxy = job.proxy
-    if proxy is None:
-        existing = Path(str(job.out)) / JOB_FILE if job.out else None
-        proxy = load_run_job(existing.parent).proxy if existing is not None and existing.is_file() else DEFAULT_PROXY
+    proxy = _kept(job, "proxy", DEFAULT_PROXY)
     try:
         return canonical_proxy(str(proxy))
     except EnvConfigError as exc:
@@ -242,21 +248,14 @@ def _proxy(job: Job) -> str:
 
 def _val_size(job: Job) -> int:
     """Val images each evaluation scores on; unset: the run directory's (a resumed job keeps it), or the default."""
-    size = job.val_size
-    if size is None:
-        existing = Path(str(job.out)) / JOB_FILE
-        size = load_run_job(existing.parent).val_size if existing.is_file() else DEFAULT_VAL_SIZE
-    return int(size)
+    return int(_kept(job, "val_size", DEFAULT_VAL_SIZE))
 
 
 def _precision(job: Job) -> str:
     """The job's precision; unset: the run directory's (a resumed job keeps it), or the default."""
     from envs.precision import MODES as PRECISIONS
 
-    precision = job.precision
-    if precision is None:
-        existing = Path(str(job.out)) / JOB_FILE
-        precision = load_run_job(existing.parent).precision if existing.is_file() else DEFAULT_PRECISION
+    precision = _kept(job, "precision", DEFAULT_PRECISION)
     if precision not in PRECISIONS:
         raise HilpruneError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return str(precision)
