@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.errors import EnvConfigError
-from envs.fidelity import DEFAULT_PROXY, DEFAULT_VAL_SIZE, LEGACY_PROXY, LEGACY_VAL_SIZE, canonical_proxy
+from envs.fidelity import DEFAULT_PROXY, DEFAULT_VAL_SIZE, LEGACY_PROXY, LEGACY_VAL_SIZE, canonical_proxy, split_reconstruct
 from hilprune.budget import parse_budgets
 from hilprune.errors import HilpruneError
 
@@ -52,6 +52,9 @@ DEFAULT_AGENTS = ("uniform", "random")
 # same fine-tune (docs/benchmarks.md, search_precision).
 DEFAULT_PRECISION = "int8"
 LEGACY_PRECISION = "fp32"  # run directories from before --precision
+# The least-squares refit's ridge (hilprune.surgery.reconstruct.DEFAULT_RIDGE) that run directories
+# from before it was recorded were scored with. It is not an option: a search refits with today's.
+LEGACY_LS_RIDGE = 0.001
 
 # Fields that define what a job's trials mean: changing one of them on an existing run
 # directory would mix incomparable trials, so it is refused. Budgets, agents, evals and
@@ -67,6 +70,7 @@ IDENTITY_FIELDS = (
     "latency_source",
     "proxy",
     "precision",
+    "ls_ridge",
     "max_ratio",
     "round_to",
     "importance",
@@ -113,6 +117,7 @@ class Job:
     proxy: str | None = None  # None: the run directory's (a resumed job keeps its proxy), else envs.fidelity.DEFAULT_PROXY
     reward: str = "constrained"
     precision: str | None = None  # fp32 | int8 | mixed (envs.precision); None: the run directory's, else DEFAULT_PRECISION
+    ls_ridge: float | None = None  # recorded, not set: the refit's ridge when the proxy refits ("ls"), else None
     out: str = ""
     storage: str | None = None
     workers: int = 1
@@ -261,6 +266,18 @@ def _precision(job: Job) -> str:
     return str(precision)
 
 
+def _ls_ridge(proxy: str, ridge: float | None = None) -> float | None:
+    """The refit ridge a proxy's trials are scored with: None when it does not refit; else `ridge`,
+    or the one hilprune refits with today (a search cannot continue trials refitted with another)."""
+    if not split_reconstruct(proxy)[0]:
+        return None
+    if ridge is not None:
+        return float(ridge)
+    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
+
+    return DEFAULT_RIDGE
+
+
 def _remove_blocks(value: Any) -> str | None:
     """`remove_blocks` in one form: None (none), a count ("6") or block names ("layer3.7,layer2.8")."""
     if value is None or isinstance(value, bool):
@@ -350,6 +367,7 @@ def _validate(job: Job) -> Job:
     job.proxy = _proxy(job)
     job.val_size = _val_size(job)
     job.precision = _precision(job)
+    job.ls_ridge = _ls_ridge(job.proxy)
     if job.storage:
         st = str(job.storage)
         if "://" not in st:
@@ -371,6 +389,7 @@ def load_run_job(run_dir: str | Path) -> Job:
     data.setdefault("proxy", LEGACY_PROXY)  # runs from before proxies were scored by BN recalibration alone
     data.setdefault("precision", LEGACY_PRECISION)
     data.setdefault("val_size", LEGACY_VAL_SIZE)  # runs from before the default was the whole val split
+    data["ls_ridge"] = _ls_ridge(str(data["proxy"]), data.get("ls_ridge", LEGACY_LS_RIDGE))
     model = data.pop("model", None)
     if not model:
         raise HilpruneError(f"{path}: no model")
@@ -392,6 +411,11 @@ def check_compatible(new: Job, old: Job) -> None:
     diff = [k for k in IDENTITY_FIELDS if _norm(a[k]) != _norm(b[k])]
     if diff:
         detail = "; ".join(f"{k}: {b[k]!r} -> {a[k]!r}" for k in diff)
+        if diff == ["ls_ridge"]:
+            raise HilpruneError(
+                f"{new.out} holds trials refitted by least squares with ridge {b['ls_ridge']!r}, and this hilprune "
+                f"refits with {a['ls_ridge']!r}: their accuracies are not comparable; use another --out"
+            )
         raise HilpruneError(
             f"{new.out} holds a job with other settings ({detail}); use another --out, or the same settings to continue it"
         )

@@ -95,6 +95,31 @@ def test_job_val_size_default_legacy_and_resume(tmp_path: Path) -> None:
         check_compatible(resolve_job(None, model="digits-cnn", dataset="digits", out=str(old), val_size=5000), load_run_job(old))
 
 
+def test_job_records_the_refit_ridge_and_refuses_to_mix_ridges(tmp_path: Path) -> None:
+    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
+    from search.job import LEGACY_LS_RIDGE
+
+    job = resolve_job(None, model="digits-cnn", dataset="digits", out=str(tmp_path / "new"), proxy="ls,kd:40")
+    assert job.ls_ridge == DEFAULT_RIDGE != LEGACY_LS_RIDGE and job.identity()["ls_ridge"] == DEFAULT_RIDGE
+    job.write()
+    assert load_run_job(job.out).ls_ridge == DEFAULT_RIDGE  # recorded, so a later default cannot change it
+    check_compatible(resolve_job(None, model="digits-cnn", dataset="digits", out=job.out), load_run_job(job.out))
+    # A proxy that does not refit has no ridge, recorded or not:
+    assert resolve_job(None, model="digits-cnn", dataset="digits", out=str(tmp_path / "bn"), proxy="kd:40").ls_ridge is None
+    # A run directory that refitted before the ridge was recorded refitted with the old one, and cannot be continued:
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "job.toml").write_text(f'model = "digits-cnn"\ndataset = "digits"\nname = "old"\nout = "{old}"\nproxy = "ls:64,bn:10,kd:40"\n')
+    assert load_run_job(old).ls_ridge == LEGACY_LS_RIDGE
+    with pytest.raises(HilpruneError, match=r"ridge 0\.001.*use another --out"):
+        check_compatible(resolve_job(None, model="digits-cnn", dataset="digits", out=str(old), name="old"), load_run_job(old))
+    # ...while an old one scored by BN recalibration alone continues as before:
+    bn = tmp_path / "oldbn"
+    bn.mkdir()
+    (bn / "job.toml").write_text(f'model = "digits-cnn"\ndataset = "digits"\nname = "oldbn"\nout = "{bn}"\n')
+    check_compatible(resolve_job(None, model="digits-cnn", dataset="digits", out=str(bn), name="oldbn"), load_run_job(bn))
+
+
 @pytest.mark.parametrize(
     "flags, match",
     [
