@@ -109,7 +109,9 @@ def test_job_records_the_refit_ridge_and_refuses_to_mix_ridges(tmp_path: Path) -
     # A run directory that refitted before the ridge was recorded refitted with the old one, and cannot be continued:
     old = tmp_path / "old"
     old.mkdir()
-    (old / "job.toml").write_text(f'model = "digits-cnn"\ndataset = "digits"\nname = "old"\nout = "{old}"\nproxy = "ls:64,bn:10,kd:40"\n')
+    (old / "job.toml").write_text(
+        f'model = "digits-cnn"\ndataset = "digits"\nname = "old"\nout = "{old}"\nproxy = "ls:64,bn:10,kd:40"\n'
+    )
     assert load_run_job(old).ls_ridge == LEGACY_LS_RIDGE
     with pytest.raises(HilpruneError, match=r"ridge 0\.001.*use another --out"):
         check_compatible(resolve_job(None, model="digits-cnn", dataset="digits", out=str(old), name="old"), load_run_job(old))
