@@ -266,16 +266,9 @@ def _precision(job: Job) -> str:
     return str(precision)
 
 
-def _ls_ridge(proxy: str, ridge: float | None = None) -> float | None:
-    """The refit ridge a proxy's trials are scored with: None when it does not refit; else `ridge`,
-    or the one hilprune refits with today (a search cannot continue trials refitted with another)."""
-    if not split_reconstruct(proxy)[0]:
-        return None
-    if ridge is not None:
-        return float(ridge)
-    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
-
-    return DEFAULT_RIDGE
+def _ls_ridge(proxy: str, ridge: float) -> float | None:
+    """The refit ridge a proxy's trials are scored with: `ridge`, or None when the proxy does not refit."""
+    return float(ridge) if split_reconstruct(proxy)[0] else None
 
 
 def _remove_blocks(value: Any) -> str | None:
@@ -367,7 +360,9 @@ def _validate(job: Job) -> Job:
     job.proxy = _proxy(job)
     job.val_size = _val_size(job)
     job.precision = _precision(job)
-    job.ls_ridge = _ls_ridge(job.proxy)
+    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
+
+    job.ls_ridge = _ls_ridge(job.proxy, DEFAULT_RIDGE)  # not an option: a search refits with today's ridge
     if job.storage:
         st = str(job.storage)
         if "://" not in st:
