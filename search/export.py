@@ -228,6 +228,7 @@ def export_run(
     schemes: list[Any] | None = None,
     reconstruct: int | None = None,
     tie_break: str = DEFAULT_TIE_BREAK,
+    ridge: float | None = None,
 ) -> dict[str, Any]:
     """Export the best policy of `run_dir` for `budget` to `out`; returns what `--json` prints.
 
@@ -235,7 +236,8 @@ def export_run(
     BN recalibration and fine-tuning (`hilprune.surgery.reconstruct`; 0: none); None: the search
     proxy's ``ls:N``, else `DEFAULT_LS_IMAGES` (on the same pick and a half-epoch fine-tune it added
     0.7 and 1.5 points of test accuracy on resnet20 and resnet56; after 6 epochs, none:
-    docs/benchmarks.md, "reconstruct_export", "finetune_longer_ls").
+    docs/benchmarks.md, "reconstruct_export", "finetune_longer_ls"). `ridge`: the refit's ridge; None
+    chooses it among search.ridge.RIDGES by a short distillation probe on the validation split.
 
     `precision="int8"` quantizes it for the job's device (`accuracy_tolerance` is a fraction of
     validation accuracy, `schemes` a list of hwprofiler.quantization.Scheme or None for all);
@@ -256,6 +258,8 @@ def export_run(
     from hilprune.train import evaluate, recalibrate_bn
     from hilprune.train.bn_recalib import BN_BATCH_SIZE
 
+    from .ridge import choose_ridge
+
     torch.set_num_threads(1)
     run_dir = Path(run_dir)
     out = Path(out)
@@ -266,6 +270,8 @@ def export_run(
     check_tie_break(tie_break)
     if reconstruct is not None and reconstruct < 0:
         raise HilpruneError(f"--reconstruct must be >= 0 train images, got {reconstruct}")
+    if ridge is not None and not ridge > 0:
+        raise HilpruneError(f"--ridge must be 'auto' or a number > 0, got {ridge}")
     job = load_run_job(run_dir)
     if reconstruct is None:
         reconstruct = split_reconstruct(job.proxy or LEGACY_PROXY)[0] or DEFAULT_LS_IMAGES
@@ -298,7 +304,8 @@ def export_run(
         return Policy.from_dict(r.policy, source=f"trial {r.ref}")
 
     t0 = time.perf_counter()
-    steps = ExportSteps(progress, total=6 + (precision == "int8"))
+    probing = bool(reconstruct) and ridge is None and finetune_epochs > 0  # the ridge chosen by a probe
+    steps = ExportSteps(progress, total=6 + (precision == "int8") + probing)
     steps.next("picking the trial (live latency of the candidates, paired with the dense model)")
     pick_info: dict[str, Any] = {"tie_break": None, "trial_option": trial}
     if trial is not None:
@@ -314,15 +321,27 @@ def export_run(
     policy = policy_of(rec)
     if precision == "auto":
         precision = "int8" if policy.int8_groups() else "fp32"
-        steps.total = 6 + (precision == "int8")
-    steps.next(f"pruning {rec.ref}{', refitting by least squares' if reconstruct else ''} and recalibrating BN")
-    result = surgeon.apply(policy)
-    model = result.model
-    if reconstruct:
-        surgeon.refit(model, policy, data.train.x[:reconstruct], seed=job.seed)
+        steps.total = 6 + (precision == "int8") + probing
     if bn_batches is None:  # as the search's first rung did, so 'val before fine-tune' matches it
         bn_batches = parse_ladder(job.proxy or LEGACY_PROXY)[1]
-    recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=job.seed)
+    ft_seed = job.seed if seed is None else seed
+
+    def prepared(ridge: float | None) -> Any:
+        """The pruned model, refitted with `ridge` (when the export refits) and BN-recalibrated."""
+        model = surgeon.apply(policy).model
+        if reconstruct:
+            surgeon.refit(model, policy, data.train.x[:reconstruct], seed=job.seed, ridge=ridge)
+        recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=job.seed)
+        return model
+
+    choice = None
+    if probing:
+        steps.next(f"choosing the least-squares ridge for {rec.ref} (a short distillation from each)")
+        choice = choose_ridge(prepared, dense_model, data, lr=lr, seed=ft_seed, prefer=DEFAULT_RIDGE)
+        ridge = choice.ridge
+    ridge = (ridge or DEFAULT_RIDGE) if reconstruct else None
+    steps.next(f"pruning {rec.ref}{f', refitting by least squares (ridge {ridge:g})' if ridge else ''} and recalibrating BN")
+    model = prepared(ridge)
     val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)
     ft, distillation = None, None
     steps.next(
@@ -338,7 +357,7 @@ def export_run(
             job.dataset,
             finetune_epochs,
             lr,
-            job.seed if seed is None else seed,
+            ft_seed,
             progress,
             teacher=dense_model,
         )
@@ -388,7 +407,8 @@ def export_run(
             "val_images": len(data.val),
         },
         "least_squares_images": reconstruct,
-        "least_squares_ridge": DEFAULT_RIDGE if reconstruct else None,
+        "least_squares_ridge": ridge,
+        "least_squares_ridge_probe": choice.to_dict() if choice else None,
         "accuracy_after_finetune": {"val": val_after, "test": test_after},
         "dense_accuracy": {"test": dense_test, "val": dense.get("accuracy")},
         "finetune": {
@@ -447,7 +467,8 @@ def export_run(
         "val_accuracy": val_after,
         "test_accuracy_before_finetune": test_before,
         "least_squares_images": reconstruct,
-        "least_squares_ridge": DEFAULT_RIDGE if reconstruct else None,
+        "least_squares_ridge": ridge,
+        "least_squares_ridge_probe": choice.to_dict() if choice else None,
         "dense_test_accuracy": dense_test,
         "dense_latency_ms": dense_live,
         "budget": label,
@@ -549,10 +570,14 @@ def _live_line(m: dict[str, Any]) -> str:
     return line
 
 
-def _ls_note(images: int | None, ridge: float | None) -> str:
+def _ls_note(images: int | None, ridge: float | None, probe: dict[str, Any] | None = None) -> str:
     if not images:
         return ""
-    return f"layers refitted by least squares on {images} train images{f' (ridge {ridge:g})' if ridge else ''}, then "
+    how = ""
+    if ridge and probe:
+        scores = ", ".join(f"{r}: {100 * a:.1f}%" for r, a in probe["scores"].items())
+        how = f", chosen by val accuracy after {probe['steps']} distillation steps from each ({scores})"
+    return f"layers refitted by least squares on {images} train images{f' (ridge {ridge:g}{how})' if ridge else ''}, then "
 
 
 def model_card(job: Any, rec: TrialRecord, policy: Any, spec: Any, diff: float | None, wall_s: float) -> str:
@@ -584,7 +609,7 @@ Found by agent `{rec.agent}` (trial {rec.number} of study `{m["source"]["study"]
 | predicted latency (LUT, fp32) | {f"{pred:.4g} ms" if pred is not None else "-"} |
 | test accuracy | {test_int8}**{acc_a["test"]:.4f}** after fine-tuning, {acc_b["test"]:.4f} before (dense {m["dense_accuracy"]["test"]:.4f}) |
 | validation accuracy | {acc_a["val"]:.4f} after, {acc_b["val"]:.4f} before (the search saw {acc_b["search_val"]:.4f}) |
-| fine-tuning | {_ls_note(m.get("least_squares_images"), m.get("least_squares_ridge"))}{ft_line} |
+| fine-tuning | {_ls_note(m.get("least_squares_images"), m.get("least_squares_ridge"), m.get("least_squares_ridge_probe"))}{ft_line} |
 | MACs | {macs} |
 | input shape | {list(spec.input_shape)} (batch 1, fixed), {spec.num_classes} classes |
 | ONNX | opset 17, max abs difference to torch {diff if diff is not None else float("nan"):.2e} |

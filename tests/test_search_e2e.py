@@ -178,6 +178,7 @@ def test_export_matches_torch_and_reports_test_accuracy(
     from hilprune.models import resolve_model
     from hilprune.policy import Policy
     from hilprune.surgery import load_pruned
+    from search.ridge import PROBE_STEPS, RIDGES
 
     out, summary = run
     res = run_cli(
@@ -209,6 +210,11 @@ def test_export_matches_torch_and_reports_test_accuracy(
         "device_fingerprint",
     } <= set(m)
     assert m["accuracy_after_finetune"]["test"] == res["test_accuracy"]
+    # --ridge auto (the default): each candidate ridge refitted and distilled briefly, the best kept
+    probe = m["least_squares_ridge_probe"]
+    assert set(probe["scores"]) == {f"{r:g}" for r in RIDGES} and probe["steps"] == PROBE_STEPS
+    assert probe["scores"][f"{m['least_squares_ridge']:g}"] == max(probe["scores"].values())
+    assert f"after {PROBE_STEPS} distillation steps from each" in (tmp_path / "exp" / "MODEL_CARD.md").read_text()
     # the default tie break: the pick is the most accurate trial or one within the margin of it (search.pick)
     assert m["pick"] == res["pick"] and res["pick"]["tie_break"] == "macs" and res["pick"]["ties"] >= 1
     assert m["accuracy_before_finetune"]["search_val"] >= res["pick"]["most_accurate_val"] - res["pick"]["tie_margin"] - 1e-9
@@ -258,6 +264,14 @@ def test_export_refits_by_least_squares_unless_told_not_to(
     capsys.readouterr()
     assert main([*common, "--reconstruct", "-1", "--out", str(tmp_path / "bad")]) != 0
     assert "--reconstruct must be >= 0" in capsys.readouterr().err
+    # with no fine-tune there is nothing for a probe to rank: auto refits with the default ridge (above);
+    # a ridge given is used as it is, without a probe
+    given = run_cli(capsys, *common, "--ridge", "0.01", "--out", str(tmp_path / "given"))
+    assert given["least_squares_ridge"] == 0.01 and given["least_squares_ridge_probe"] is None
+    assert metrics["least_squares_ridge_probe"] is None
+    assert main([*common, "--ridge", "nope", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "--ridge must be 'auto' or a number > 0" in err and "Traceback" not in err
 
 
 def _free_port() -> int:

@@ -306,6 +306,15 @@ def register(app: typer.Typer) -> None:
                 "fine-tuning (0: none) [default: the search proxy's ls:N, else 64].",
             ),
         ] = None,
+        ridge: Annotated[
+            str,
+            typer.Option(
+                "--ridge",
+                help="The least-squares refit's ridge (relative to the mean diagonal of its normal equations): a number, "
+                "or auto: each of 0.001, 0.01 and 0.1 refitted and distilled for 40 steps, the best on 2000 validation "
+                "images kept (no single ridge suits every model: docs/benchmarks.md, export_ridge).",
+            ),
+        ] = "auto",
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
         precision: Annotated[
             str,
@@ -327,6 +336,8 @@ def register(app: typer.Typer) -> None:
         keeping the most MACs (--tie-break). --precision int8 then quantizes it with the scheme the job's device runs
         fastest whose validation accuracy holds."""
         from search.export import export_run
+        from search.pick import DEFAULT_TIE_BREAK
+        from search.ridge import parse_ridge
 
         from .int8_output import check_precision, print_quantization, quantize_options
 
@@ -337,7 +348,7 @@ def register(app: typer.Typer) -> None:
             budget,
             out,
             trial=trial,
-            **({"tie_break": tie_break} if tie_break else {}),
+            tie_break=tie_break or DEFAULT_TIE_BREAK,
             finetune_epochs=finetune_epochs,
             lr=lr,
             progress=not no_progress and not json_out,
@@ -346,6 +357,7 @@ def register(app: typer.Typer) -> None:
             accuracy_tolerance=opts.tolerance if opts else TOLERANCE,
             schemes=list(opts.schemes) if opts and opts.schemes else None,
             reconstruct=reconstruct,
+            ridge=parse_ridge(ridge),
         )
         if json_out:
             print_json(res)

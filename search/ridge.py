@@ -1,0 +1,95 @@
+"""The least-squares refit's ridge for one export, chosen by a short distillation probe.
+
+No single ridge suits every pruned model. At 0.1 (hilprune.surgery.reconstruct.DEFAULT_RIDGE) the
+refit keeps weights near the dense model's norm, and a fine-tune from it ended highest on resnet56
+and mobilenetv2 at width-only policies (bench/ls_ridge.py). On resnet20 with 3 residual blocks
+removed, the same pick exported with 0.25 epoch of distillation scored 88.4% test from ridge 0.001,
+87.8% from 0.01, 85.3% from 0.1 and 85.6% with no refit at all (docs/benchmarks.md, "export_ridge").
+The accuracy right after the refit does not tell them apart (on mobilenetv2 it favoured 0.001,
+the worst after fine-tuning), so each candidate ridge is refitted, BN-recalibrated and distilled
+for a few steps, and the one with the best validation accuracy is kept for the real fine-tune.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hilprune.errors import HilpruneError
+
+RIDGES = (0.001, 0.01, 0.1)  # the range bench/ls_ridge.py found useful: 1 underfits everywhere
+PROBE_STEPS = 40  # distillation steps per candidate (batch 128, cosine from the export's lr)
+PROBE_VAL = 2000  # validation images each candidate is scored on
+
+
+@dataclass
+class RidgeChoice:
+    """The ridge kept and what each candidate scored after the probe (val accuracy in [0, 1])."""
+
+    ridge: float
+    scores: dict[float, float] = field(default_factory=dict)
+    steps: int = PROBE_STEPS
+    val_images: int = PROBE_VAL
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ridge": self.ridge,
+            "scores": {f"{r:g}": round(a, 4) for r, a in self.scores.items()},
+            "steps": self.steps,
+            "val_images": self.val_images,
+            "wall_s": round(self.wall_s, 2),
+        }
+
+
+def parse_ridge(text: str | float | None) -> float | None:
+    """``auto`` (or None): chosen by the probe; otherwise a ridge > 0 (HilpruneError: one line)."""
+    if text is None or (isinstance(text, str) and text.strip().lower() == "auto"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise HilpruneError(f"--ridge must be 'auto' or a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise HilpruneError(f"--ridge must be 'auto' or a number > 0, got {text!r}")
+    return value
+
+
+def choose_ridge(
+    refitted: Callable[[float], Any],
+    teacher: Any,
+    data: Any,
+    *,
+    lr: float,
+    seed: int,
+    ridges: Sequence[float] = RIDGES,
+    steps: int = PROBE_STEPS,
+    val_images: int = PROBE_VAL,
+    prefer: float | None = None,
+) -> RidgeChoice:
+    """Score each ridge: `refitted(ridge)` returns a fresh pruned model refitted with it and BN
+    recalibrated; it is distilled from `teacher` for `steps` steps (seeded, so every candidate sees
+    the same batches) and scored on the first `val_images` of the validation split. Ties go to
+    `prefer` (the default ridge), then to the larger ridge."""
+    from hilprune.train import KDConfig, evaluate, finetune_kd
+
+    if not ridges:
+        raise ValueError("choose_ridge needs at least one ridge")
+    t0 = time.perf_counter()
+    val = data.val.subset(val_images)
+    scores: dict[float, float] = {}
+    for ridge in ridges:
+        model = refitted(ridge)
+        try:
+            finetune_kd(model, teacher, data, steps=steps, lr=lr, seed=seed, progress=False, cfg=KDConfig(lr=lr, batch_size=128), val=False)
+        finally:
+            model.cpu()
+            teacher.cpu().eval()
+        scores[ridge] = evaluate(model, val)
+    best = max(scores, key=lambda r: (scores[r], r == prefer, r))
+    return RidgeChoice(best, scores, steps, len(val), time.perf_counter() - t0)
+
+
+__all__ = ["PROBE_STEPS", "PROBE_VAL", "RIDGES", "RidgeChoice", "choose_ridge", "parse_ridge"]
