@@ -2,7 +2,7 @@
 
     python bench/finetune_longer.py [--rows bench/results/compare_agents.json] [--model resnet20] [--budget 0.5]
                                     [--agents uniform,ppo] [--seeds 0,1,2] [--epochs 6] [--lr 0.01] [--jobs 2] [--no-doc]
-                                    [--markdown-only]
+                                    [--markdown-only [--note TEXT]]
 
 `bench/compare_agents.py` fine-tunes every agent's pick for 0.25 epoch (what fits its default
 run); the issue's target (within 0.3 point of dense at resnet20@0.5) is about a model after real
@@ -148,6 +148,8 @@ def markdown(res: dict[str, Any]) -> str:
         "searched for (a fraction of the dense latency measured when that job started). "
         f"Models: `runs/bench/{a.get('results_name', 'finetune_longer')}/`."
     )
+    if res.get("note"):
+        lines += ["", res["note"]]
     return "\n".join(lines)
 
 
@@ -166,12 +168,15 @@ def main() -> None:
     ap.add_argument(
         "--markdown-only", action="store_true", help="rewrite the docs section from bench/results/<results-name>.json"
     )
+    ap.add_argument(
+        "--note", default="", help="with --markdown-only: a paragraph saying what the run shows (kept in the results)"
+    )
     args = ap.parse_args()
 
     from bench.common import RESULTS, machine, rewrite_section, write_json, write_section
 
     if args.markdown_only:
-        rewrite_section(args.results_name, markdown)
+        rewrite_section(args.results_name, markdown, args.note)
         return
 
     rows_path = Path(args.rows) if args.rows else RESULTS / "compare_agents.json"

@@ -20,7 +20,8 @@ from typing import Any
 from hilprune.errors import HilpruneError
 
 RIDGES = (0.001, 0.01, 0.1)  # the range bench/ls_ridge.py found useful: 1 underfits everywhere
-PROBE_STEPS = 40  # distillation steps per candidate (batch 128, cosine from the export's lr)
+PROBE_STEPS = 40  # distillation steps per candidate, cosine from the export's lr: bench/ls_ridge.py's probe
+PROBE_BATCH = 64  # images per step, as in bench/ls_ridge.py and the search's kd rungs
 PROBE_VAL = 2000  # validation images each candidate is scored on
 
 
@@ -83,7 +84,8 @@ def choose_ridge(
     for ridge in ridges:
         model = refitted(ridge)
         try:
-            finetune_kd(model, teacher, data, steps=steps, lr=lr, seed=seed, progress=False, cfg=KDConfig(lr=lr, batch_size=128), val=False)
+            cfg = KDConfig(lr=lr, batch_size=PROBE_BATCH)
+            finetune_kd(model, teacher, data, steps=steps, lr=lr, seed=seed, progress=False, cfg=cfg, val=False)
         finally:
             model.cpu()
             teacher.cpu().eval()
@@ -92,4 +94,4 @@ def choose_ridge(
     return RidgeChoice(best, scores, steps, len(val), time.perf_counter() - t0)
 
 
-__all__ = ["PROBE_STEPS", "PROBE_VAL", "RIDGES", "RidgeChoice", "choose_ridge", "parse_ridge"]
+__all__ = ["PROBE_BATCH", "PROBE_STEPS", "PROBE_VAL", "RIDGES", "RidgeChoice", "choose_ridge", "parse_ridge"]

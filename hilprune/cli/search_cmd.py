@@ -311,7 +311,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--ridge",
                 help="The least-squares refit's ridge (relative to the mean diagonal of its normal equations): a number, "
-                "or auto: each of 0.001, 0.01 and 0.1 refitted and distilled for 40 steps, the best on 2000 validation "
+                "or auto: each of 0.001, 0.01 and 0.1 refitted and distilled for 40 steps of 64 images, the best on 2000 validation "
                 "images kept (no single ridge suits every model: docs/benchmarks.md, export_ridge).",
             ),
         ] = "auto",
