@@ -182,7 +182,9 @@ class Surgeon:
         plan = layer_plan(self._candidates, self.selection(validate_policy(policy, self.groups, self.identity)))
         return {name: set(idxs) for (name, handler), idxs in plan.items() if self.graph.is_out_channel_pruning_fn(handler)}
 
-    def refit(self, pruned: nn.Module, policy: Policy, images: torch.Tensor, seed: int = 0, ridge: float | None = None) -> list[str]:
+    def refit(
+        self, pruned: nn.Module, policy: Policy, images: torch.Tensor, seed: int = 0, ridge: float | None = None
+    ) -> list[str]:
         """Refit, in place, the layers of `pruned` (this surgeon's `apply(policy)`) that lost input
         channels to reproduce the dense layers' outputs on `images` (`surgery.reconstruct`; `ridge`
         None: its DEFAULT_RIDGE); returns the names refitted."""
