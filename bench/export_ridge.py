@@ -37,7 +37,8 @@ def _say(msg: str) -> None:
 
 
 def find_pick(spec: str) -> dict[str, Any]:
-    """The compare_agents row named by ``RESULTS.json:AGENT:SEED``, its run_dir made absolute."""
+    """The compare_agents row named by ``RESULTS.json:AGENT:SEED``, its run_dir made absolute; the trial
+    is the one compare_agents fine-tuned (the export rule's pick, `trial_live_rule`, where the row has one)."""
     from hilprune.errors import HilpruneError
 
     path, agent, seed = spec.rsplit(":", 2)
@@ -50,7 +51,7 @@ def find_pick(spec: str) -> dict[str, Any]:
                 "pick": f"{results.stem}:{agent}:{seed}",
                 "model": row["model"],
                 "budget": str(row["budget"]),
-                "trial": f"{agent}:{row['trial']}",
+                "trial": f"{agent}:{row.get('trial_live_rule', row['trial'])}",
                 "run_dir": str(checkout / row["run_dir"]),
             }
     raise HilpruneError(f"{spec}: no {agent} row of seed {seed} with a trial in {results}")

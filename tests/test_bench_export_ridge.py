@@ -28,7 +28,8 @@ def test_a_pick_names_its_row_and_its_run_directory_in_that_checkout(tmp_path: P
     results = tmp_path / "bench" / "results" / "cmp.json"
     results.parent.mkdir(parents=True)
     rows = [
-        {"agent": "ppo", "seed": 1, "trial": 7, "model": "resnet20", "budget": 0.5, "run_dir": "runs/x/s1"},
+        {"agent": "ppo", "seed": 1, "trial": 9, "trial_live_rule": 7, "model": "resnet20", "budget": 0.5, "run_dir": "runs/x/s1"},
+        {"agent": "tpe", "seed": 1, "trial": 3, "model": "resnet20", "budget": 0.5, "run_dir": "runs/x/s1"},
         {"agent": "tp-global", "seed": 1, "trial": None, "model": "resnet20", "budget": 0.5, "run_dir": None},
     ]
     results.write_text(json.dumps(rows))
@@ -40,6 +41,7 @@ def test_a_pick_names_its_row_and_its_run_directory_in_that_checkout(tmp_path: P
         "trial": "ppo:7",
         "run_dir": str(tmp_path / "runs/x/s1"),
     }
+    assert find_pick(f"{results}:tpe:1")["trial"] == "tpe:3"  # a row from before the export rule: the search's pick
     for missing in ("ppo:0", "tp-global:1"):  # no such seed; the peer has no trial to export
         with pytest.raises(HilpruneError, match="no .* row of seed"):
             find_pick(f"{results}:{missing}")
