@@ -107,15 +107,13 @@ def markdown(res: dict[str, Any]) -> str:
             return f"{bold}{100 * e['test_after']:.2f}%{bold} ({100 * e['test_before']:.1f})"
 
         probe = auto["probe"] if auto else None
-        scores = ", ".join(f"{k}: {100 * v:.1f}" for k, v in probe["scores"].items()) if probe else "-"
+        choice, cost = "-", "-"
+        if auto and probe:
+            choice = f"{auto['ridge']:g} (" + ", ".join(f"{k}: {100 * v:.1f}" for k, v in probe["scores"].items()) + ")"
+            cost = str(probe["wall_s"])
         speed = next((e["speedup"] for e in ex.values() if e), 0.0)
-        lines.append(
-            f"| {r['pick']} | {r['model']}@{r['budget']} | {speed:.2f}x | {cell('none')} | {cell('ridge 0.001')} "
-            f"| {cell('ridge 0.01')} | {cell('ridge 0.1')} | {auto['ridge']:g} ({scores}) | {probe['wall_s'] if probe else '-'} |"
-            if auto
-            else f"| {r['pick']} | {r['model']}@{r['budget']} | {speed:.2f}x | {cell('none')} | {cell('ridge 0.001')} "
-            f"| {cell('ridge 0.01')} | {cell('ridge 0.1')} | - | - |"
-        )
+        ridges = " | ".join(cell(k) for k in ("none", "ridge 0.001", "ridge 0.01", "ridge 0.1"))
+        lines.append(f"| {r['pick']} | {r['model']}@{r['budget']} | {speed:.2f}x | {ridges} | {choice} | {cost} |")
     lines += ["", "Bold: the ridge auto chose (its export is the one run with auto)."]
     if res.get("note"):
         lines += ["", res["note"]]
