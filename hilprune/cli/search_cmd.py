@@ -312,7 +312,7 @@ def register(app: typer.Typer) -> None:
                 "--ridge",
                 help="The least-squares refit's ridge (relative to the mean diagonal of its normal equations): a number, "
                 "or auto: each of 0.001, 0.01 and 0.1 refitted and distilled for 40 steps of 64 images, the best on 2000 validation "
-                "images kept (no single ridge suits every model: docs/benchmarks.md, export_ridge).",
+                "images kept (no single ridge suits every model: docs/benchmarks.md, export_ridge); with --finetune-epochs 0, 0.1.",
             ),
         ] = "auto",
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
