@@ -36,6 +36,11 @@ def _say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def ridge_key(ridge: float) -> str:
+    """The exports' key of a fixed ridge (auto's choice is looked up under it too)."""
+    return f"ridge {ridge:g}"
+
+
 def find_pick(spec: str) -> dict[str, Any]:
     """The compare_agents row named by ``RESULTS.json:AGENT:SEED``, its run_dir made absolute; the trial
     is the one compare_agents fine-tuned (the export rule's pick, `trial_live_rule`, where the row has one)."""
@@ -79,6 +84,7 @@ def export_one(pick: dict[str, Any], name: str, ridge: float | None, reconstruct
 
 def markdown(res: dict[str, Any]) -> str:
     from bench.common import header
+    from search.ridge import RIDGES
 
     lines = [
         "## The export's least-squares ridge: fixed, or chosen by a short probe (export_ridge)",
@@ -99,7 +105,7 @@ def markdown(res: dict[str, Any]) -> str:
         auto = ex.get("auto")
 
         def cell(key: str, ex: dict[str, Any] = ex, auto: dict[str, Any] | None = auto) -> str:
-            chosen = auto is not None and key == f"ridge {auto['ridge']:g}"
+            chosen = auto is not None and key == ridge_key(auto["ridge"])
             e = ex.get(key) or (auto if chosen else None)
             if e is None:
                 return "-"
@@ -112,7 +118,7 @@ def markdown(res: dict[str, Any]) -> str:
             choice = f"{auto['ridge']:g} (" + ", ".join(f"{k}: {100 * v:.1f}" for k, v in probe["scores"].items()) + ")"
             cost = str(probe["wall_s"])
         speed = next((e["speedup"] for e in ex.values() if e), 0.0)
-        ridges = " | ".join(cell(k) for k in ("none", "ridge 0.001", "ridge 0.01", "ridge 0.1"))
+        ridges = " | ".join(cell(k) for k in ("none", *(ridge_key(r) for r in RIDGES)))
         lines.append(f"| {r['pick']} | {r['model']}@{r['budget']} | {speed:.2f}x | {ridges} | {choice} | {cost} |")
     lines += ["", "Bold: the ridge auto chose (its export is the one run with auto)."]
     if res.get("note"):
@@ -122,25 +128,25 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    from bench.common import machine, rewrite_section, write_json, write_section
+    from bench.common import RESULTS, machine, rewrite_section, write_json, write_section
     from search.ridge import RIDGES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--picks", default="", help="RESULTS.json:AGENT:SEED, comma-separated (compare_agents rows)")
     ap.add_argument("--finetune-epochs", type=float, default=0.25, help="the same for every export (compare_agents': 0.25)")
     ap.add_argument("--results-name", default="export_ridge")
-    ap.add_argument("--note", default="")
+    ap.add_argument("--note", default="", help="what the run shows (kept in the results; with --markdown-only too)")
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--markdown-only", action="store_true")
     args = ap.parse_args()
     if args.markdown_only:
-        rewrite_section(args.results_name, markdown)
+        rewrite_section(args.results_name, markdown, args.note)
         return 0
     if not args.picks:
         ap.error("--picks is required (RESULTS.json:AGENT:SEED, comma-separated)")
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.ERROR)
-    saved = ROOT / "bench" / "results" / f"{args.results_name}.json"
+    saved = RESULTS / f"{args.results_name}.json"
     earlier = json.loads(saved.read_text()) if saved.is_file() else {}
     res: dict[str, Any] = {
         "name": args.results_name,
@@ -155,10 +161,10 @@ def main() -> int:
         row = done.get(pick["pick"]) or pick | {"exports": {}}
         res["rows"].append(row)
         runs: list[tuple[str, float | None, int | None]] = [("auto", None, None)]
-        runs += [(f"ridge {r:g}", r, None) for r in RIDGES] + [("none", None, 0)]
+        runs += [(ridge_key(r), r, None) for r in RIDGES] + [("none", None, 0)]
         for key, ridge, reconstruct in runs:
             auto = row["exports"].get("auto")
-            if key in row["exports"] or (auto is not None and key == f"ridge {auto['ridge']:g}"):
+            if key in row["exports"] or (auto is not None and key == ridge_key(auto["ridge"])):
                 continue
             _say(f"{pick['pick']} {pick['trial']}: export, {key}, {args.finetune_epochs:g} epoch(s)")
             row["exports"][key] = e = export_one(pick, key.replace(" ", ""), ridge, reconstruct, args.finetune_epochs)
