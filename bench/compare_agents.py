@@ -154,7 +154,19 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, int]]:
 # ones are kept in the results (and the table) when a later run adds other cells.
 SAME_SETTINGS = ("evals", "proxy", "latency_source", "round_to", "finetune_epochs", "device", "agents", "skip_finetune", "peer")
 # Settings earlier results did not record, at the value they ran with.
-DEFAULTS_BEFORE = {"precision": "fp32", "remove_blocks": ""}
+DEFAULTS_BEFORE = {"precision": "fp32", "remove_blocks": "", "ridge": "0.1"}
+
+
+def ridge_tag(ridge: str) -> str:
+    """What an export's cache key adds for `--ridge` (nothing for 0.1, the ridge every export
+    refitted with before `--ridge auto`, so earlier run directories keep their exports)."""
+    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
+    from search.ridge import parse_ridge
+
+    value = parse_ridge(ridge)
+    if value == DEFAULT_RIDGE:
+        return ""
+    return "~ridge=auto" if value is None else f"~ridge={value:g}"
 
 
 def earlier_rows(name: str, args: argparse.Namespace, todo: list[tuple[str, str, int]]) -> tuple[list, dict]:
@@ -285,10 +297,12 @@ def results_cell(
     from hilprune.models import resolve_model
     from hilprune.policy import Policy
     from hilprune.surgery import Surgeon
+    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
     from search import store
     from search.export import LiveLatency, export_run
     from search.job import load_run_job
     from search.report import best_within
+    from search.ridge import parse_ridge
     from search.runner import read_dense
 
     job = load_run_job(run_dir)
@@ -379,8 +393,8 @@ def results_cell(
             row["error"] = row["error"] or "no trial meets the budget live"
         elif not args.skip_finetune:  # the pick that meets the budget live is the one fine-tuned and compared
             pick = picked.record
-            key = f"{agent}:{pick.number}@{args.finetune_epochs:g}"
-            pkey = f"{','.join(map(str, policy_of(pick).key()))}@{args.finetune_epochs:g}"
+            key = f"{agent}:{pick.number}@{args.finetune_epochs:g}{ridge_tag(args.ridge)}"
+            pkey = f"{','.join(map(str, policy_of(pick).key()))}@{args.finetune_epochs:g}{ridge_tag(args.ridge)}"
             res = exports.get(key) or exports.get(pkey)  # the same policy fine-tunes to the same model (same seed)
             if res is None:
                 w0 = time.perf_counter()
@@ -392,6 +406,7 @@ def results_cell(
                     finetune_epochs=args.finetune_epochs,
                     progress=False,
                     precision="auto",  # a pick marked INT8 ships INT8, as `hilprune export` does by default for it
+                    ridge=parse_ridge(args.ridge),
                 )
                 res = {
                     k: res[k]
@@ -404,7 +419,12 @@ def results_cell(
                         "val_accuracy",
                         "meets_budget",
                     )
-                } | {"precision": res.get("precision", "fp32"), "scheme": res.get("scheme")}
+                } | {
+                    "precision": res.get("precision", "fp32"),
+                    "scheme": res.get("scheme"),
+                    "ridge": res.get("least_squares_ridge"),
+                    "ridge_probe": res.get("least_squares_ridge_probe"),
+                }
                 res |= {"wall_s": time.perf_counter() - w0, "agent": agent, "trial": pick.number}
                 exports[key] = exports[pkey] = res
                 _write(run_dir / EXPORT_FILE, exports)
@@ -423,6 +443,7 @@ def results_cell(
                 "dense_test_accuracy": res["dense_test_accuracy"],
                 "shipped": res.get("precision", "fp32"),
                 "scheme": res.get("scheme"),
+                "ridge": res.get("ridge", DEFAULT_RIDGE),  # exports cached before --ridge refitted with 0.1
             }
         rows.append(row)
     if args.peer:
@@ -451,8 +472,11 @@ def peer_row(
     from bench.tp_global import run_peer
     from envs.fidelity import DEFAULT_LS_IMAGES, LEGACY_PROXY, split_reconstruct
     from hilprune.data import load_dataset
+    from search.ridge import parse_ridge
 
     key = f"{PEER}@{args.finetune_epochs:g}"
+    earlier = exports.get(key)  # the same architecture refitted with another ridge: its bisection holds
+    key += ridge_tag(args.ridge)
     res = exports.get(key)
     if res is None:
         data = load_dataset(job.dataset, job.data_dir)  # the search's splits (job.val_size is a subset of val)
@@ -469,6 +493,8 @@ def peer_row(
             refit_images=split_reconstruct(job.proxy or LEGACY_PROXY)[0] or DEFAULT_LS_IMAGES,  # as export_run refits
             int8_scheme=int8_scheme,
             device=job.device,
+            ridge=parse_ridge(args.ridge),
+            bisected=(earlier["ratio"], earlier["tried"], earlier["architectures"]) if earlier else None,
         ).to_dict()
         exports[key] = res
         _write(run_dir / EXPORT_FILE, exports)
@@ -851,6 +877,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         if args.get("skip_finetune")
         else f"{args['finetune_epochs']:g} epoch of distillation from the dense model (batch 128, lr 0.01 cosine, T 4, "
         "alpha 0.9, seed = the job's seed): the same steps for every agent and the peer"
+        + _ridge_words(args.get("ridge"))
     )
     lines.append(
         "**Protocol.** Each (model, budget, seed) is one `hilprune search` job (`search.runner.run_search`, one call per "
@@ -984,6 +1011,22 @@ def _extra_settings(args: dict[str, Any], sep: str) -> str:
     return "".join(sep + p for p in parts)
 
 
+def _ridge_words(ridge: str | None) -> str:
+    """How the refit before the fine-tune chose its ridge (`--ridge`), for the protocol (runs
+    before the option did not record it: nothing is said)."""
+    from search.ridge import PROBE_STEPS, RIDGES, parse_ridge
+
+    if ridge is None:
+        return ""
+    value = parse_ridge(ridge)
+    if value is None:
+        return (
+            f", after a least-squares refit whose ridge is chosen per pick among {', '.join(f'{r:g}' for r in RIDGES)} by a "
+            f"{PROBE_STEPS}-step distillation probe scored on validation images (`--ridge auto`, as `hilprune export`)"
+        )
+    return f", after a least-squares refit with ridge {value:g}"
+
+
 def _peer_refits(rows: list[dict[str, Any]]) -> bool:
     """Whether this run's peer went through the least-squares refit (runs before it did not record
     `refitted`; 0 layers where its architecture lost no channels)."""
@@ -1053,6 +1096,12 @@ def main() -> None:
     )
     ap.add_argument("--live-candidates", type=int, default=10, help="trials measured live per agent for the export rule")
     ap.add_argument(
+        "--ridge",
+        default="auto",
+        help="the least-squares refit's ridge for every export and the peer (hilprune export --ridge; default auto: "
+        "chosen per pick by a short distillation probe; runs before it refitted with 0.1)",
+    )
+    ap.add_argument(
         "--tie-break",
         choices=TIE_BREAKS,
         default=DEFAULT_TIE_BREAK,
@@ -1075,6 +1124,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from bench.common import RESULTS, ROOT, preset, write_json, write_section
+    from hilprune.errors import HilpruneError
+    from search.ridge import parse_ridge
+
+    try:
+        parse_ridge(args.ridge)
+    except HilpruneError as exc:
+        ap.error(str(exc))
 
     name = args.results_name
 

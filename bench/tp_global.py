@@ -8,9 +8,10 @@ that ratio (see `candidates`), so every distinct architecture it makes on a 0.01
 MACs and bisected to the one with the most MACs whose ONNX export meets the budget live on the
 device: timed paired with the dense model and put in the job's frame, the way `hilprune export`
 judges an agent's pick. That model is then refitted by least squares (the layers that lost input
-channels, on the same train images `hilprune export` uses), BN-recalibrated and fine-tuned exactly as
-`hilprune export` fine-tunes an agent's pick (same epochs, batch, schedule, teacher and seed), so the
-two are compared at equal fine-tuning steps.
+channels, on the same train images `hilprune export` uses, the ridge chosen by the same short
+distillation probe unless one is given), BN-recalibrated and fine-tuned exactly as `hilprune export`
+fine-tunes an agent's pick (same epochs, batch, schedule, teacher and seed), so the two are compared
+at equal fine-tuning steps.
 
 With `int8_scheme` (a search run with `--precision int8`), every architecture is judged by its INT8
 graph in that scheme (the one the agents' searches priced), and the fine-tuned model is quantized as
@@ -52,6 +53,8 @@ class PeerResult:
     shipped: str = "fp32"  # or "int8"
     scheme: str | None = None  # the INT8 scheme shipped
     fp32_test_accuracy: float | None = None  # the fine-tuned model before quantization
+    ridge: float | None = None  # the refit's ridge (None: no refit)
+    ridge_probe: dict[str, Any] | None = None  # search.ridge.RidgeChoice.to_dict() when a probe chose it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,18 +166,26 @@ def run_peer(
     refit_images: int = 0,
     int8_scheme: str | None = None,
     device: str | None = None,
+    ridge: float | None = None,
+    bisected: tuple[float, list[Any], int] | None = None,
 ) -> PeerResult:
     """Find the global ratio whose export meets the budget live, then refit, recalibrate BN and
-    fine-tune (and quantize, with `int8_scheme`, for `device`) as export does."""
+    fine-tune (and quantize, with `int8_scheme`, for `device`) as export does.
+
+    `ridge`: the refit's; None chooses it as `hilprune export --ridge auto` does (a short
+    distillation probe per candidate when there is a fine-tune, else the default). `bisected`:
+    (ratio, tried, architectures) of an earlier run on the same dense model, device and budget;
+    the pruner is deterministic, so its answer is reused rather than measured again."""
     import torch
 
     from hilprune.budget import within_budget
     from hilprune.export import to_onnx_bytes
     from hilprune.surgery.counting import macs_and_params
-    from hilprune.surgery.reconstruct import reconstruct
+    from hilprune.surgery.reconstruct import DEFAULT_RIDGE, reconstruct
     from hilprune.train import evaluate, recalibrate_bn
     from hilprune.train.bn_recalib import BN_BATCH_SIZE
     from search.export import finetune_distilled
+    from search.ridge import choose_ridge
 
     if int8_scheme is not None and device is None:
         raise ValueError("run_peer: int8_scheme needs the device whose export chooses the shipped scheme")
@@ -194,13 +205,33 @@ def run_peer(
             measured[ratio] = live_in_frame(graph(prune_global(dense, input_shape, ratio, round_to)))
         return measured[ratio]
 
-    cands = candidates(dense, input_shape, round_to)
-    ratio, tried = bisect_budget(cands, latency_at, budget_ms)
-    model, removed = prune_global_tracked(dense, input_shape, ratio, round_to)
+    if bisected is None:
+        cands = candidates(dense, input_shape, round_to)
+        ratio, tried = bisect_budget(cands, latency_at, budget_ms)
+        architectures = len(cands)
+    else:
+        ratio, tried, architectures = bisected[0], [tuple(t) for t in bisected[1]], bisected[2]
+        measured[ratio] = dict(tried).get(ratio) or latency_at(ratio)
+    pruned, removed = prune_global_tracked(dense, input_shape, ratio, round_to)
     search_wall = time.perf_counter() - t0
-    macs, _ = macs_and_params(model, torch.randn(1, *input_shape))
-    refitted = reconstruct(model, dense, data.train.x[:refit_images], removed, seed=seed) if refit_images else []
-    recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=seed)
+    macs, _ = macs_and_params(pruned, torch.randn(1, *input_shape))
+    refitted: list[str] = []
+
+    def prepared(r: float | None) -> Any:
+        """The pruned model refitted with ridge `r` (when it refits) and BN-recalibrated."""
+        nonlocal refitted
+        model = copy.deepcopy(pruned)
+        if refit_images and r is not None:
+            refitted = reconstruct(model, dense, data.train.x[:refit_images], removed, ridge=r, seed=seed)
+        recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=seed)
+        return model
+
+    choice = None
+    if refit_images and ridge is None and finetune_epochs > 0:  # as search.export chooses it
+        choice = choose_ridge(prepared, dense, data, lr=lr, seed=seed, prefer=DEFAULT_RIDGE)
+        ridge = choice.ridge
+    ridge = (ridge or DEFAULT_RIDGE) if refit_images else None
+    model = prepared(ridge)
     val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)
     t1 = time.perf_counter()
     steps = 0
@@ -228,11 +259,13 @@ def run_peer(
         test_accuracy=test_after,
         finetune_steps=steps,
         tried=tried,
-        architectures=len(cands),
+        architectures=architectures,
         search_wall_s=round(search_wall, 1),
         finetune_wall_s=round(time.perf_counter() - t1, 1),
         refitted=len(refitted),
         shipped=shipped,
         scheme=scheme,
         fp32_test_accuracy=fp32_test,
+        ridge=ridge,
+        ridge_probe=choice.to_dict() if choice else None,
     )

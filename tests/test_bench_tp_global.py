@@ -140,3 +140,65 @@ def test_an_int8_peer_without_a_device_is_refused_before_any_work() -> None:
 
     with pytest.raises(ValueError, match="needs the device"):
         run_peer(None, None, (1, 8, 8), "digits", never_measured, 1.0, finetune_epochs=0.0, seed=0, int8_scheme="qdq-u8s8")
+
+
+def test_a_peer_reusing_an_earlier_bisection_measures_nothing_and_chooses_its_ridge_by_probe() -> None:
+    """compare_agents reruns the peer with another `--ridge` on the bisection it already measured;
+    with `ridge=None` the refit's ridge is chosen as `hilprune export --ridge auto` chooses it."""
+    from hilprune.data import load_dataset
+    from hilprune.models import resolve_model
+    from search.ridge import RIDGES
+
+    spec = resolve_model("digits-cnn", "digits")
+    dense = spec.build()
+    data = load_dataset("digits")
+
+    def never_measured(onnx_bytes: bytes) -> float:
+        raise AssertionError("the earlier bisection's latency must be reused")
+
+    tried = [[0.7, 0.2], [0.3, 0.45]]  # as read back from JSON
+    res = run_peer(
+        dense,
+        data,
+        spec.input_shape,
+        "digits",
+        never_measured,
+        0.5,
+        finetune_epochs=0.1,
+        seed=0,
+        round_to=1,
+        refit_images=32,
+        bisected=(0.3, tried, 7),
+    )
+    assert res.ratio == 0.3 and res.latency_ms == 0.45 and res.meets_budget
+    assert res.tried == [(0.7, 0.2), (0.3, 0.45)] and res.architectures == 7
+    assert res.refitted > 0 and res.ridge in RIDGES
+    assert res.ridge_probe is not None and set(res.ridge_probe["scores"]) == {f"{r:g}" for r in RIDGES}
+    assert res.ridge_probe["ridge"] == res.ridge
+    fixed = run_peer(
+        dense,
+        data,
+        spec.input_shape,
+        "digits",
+        never_measured,
+        0.5,
+        finetune_epochs=0.1,
+        seed=0,
+        round_to=1,
+        refit_images=32,
+        bisected=(0.3, tried, 7),
+        ridge=0.01,
+    )
+    assert fixed.ridge == 0.01 and fixed.ridge_probe is None
+
+
+def test_compare_agents_keys_exports_by_ridge_so_earlier_ones_are_not_reused_for_another() -> None:
+    from bench.compare_agents import ridge_tag
+
+    assert ridge_tag("0.1") == ""  # what every export refitted with before --ridge: earlier caches hold
+    assert ridge_tag("auto") == "~ridge=auto"
+    assert ridge_tag("0.001") == "~ridge=0.001"
+    from hilprune.errors import HilpruneError
+
+    with pytest.raises(HilpruneError, match="--ridge"):
+        ridge_tag("-1")
