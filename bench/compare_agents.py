@@ -153,18 +153,19 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, int]]:
 # Settings that make two runs' rows comparable: rows of cells an earlier run measured with the same
 # ones are kept in the results (and the table) when a later run adds other cells.
 SAME_SETTINGS = ("evals", "proxy", "latency_source", "round_to", "finetune_epochs", "device", "agents", "skip_finetune", "peer")
-# Settings earlier results did not record, at the value they ran with.
-DEFAULTS_BEFORE = {"precision": "fp32", "remove_blocks": "", "ridge": "0.1"}
+# Settings earlier results did not record, at the value they ran with (the ridge varied with the
+# run directory's era: such rows are never kept beside rows of a run that chose one).
+DEFAULTS_BEFORE = {"precision": "fp32", "remove_blocks": "", "ridge": "not recorded"}
 
 
-def ridge_tag(ridge: str) -> str:
-    """What an export's cache key adds for `--ridge` (nothing for 0.1, the ridge every export
-    refitted with before `--ridge auto`, so earlier run directories keep their exports)."""
-    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
+def ridge_tag(ridge: str, before: float | None) -> str:
+    """What an export's cache key adds for `--ridge`: nothing for `before`, the ridge the exports of
+    a run directory refitted with before `--ridge` existed (its job's `ls_ridge`: the search's
+    proxy and the export shared one ridge then), so earlier run directories keep their exports."""
     from search.ridge import parse_ridge
 
     value = parse_ridge(ridge)
-    if value == DEFAULT_RIDGE:
+    if value is not None and value == before:
         return ""
     return "~ridge=auto" if value is None else f"~ridge={value:g}"
 
@@ -297,7 +298,6 @@ def results_cell(
     from hilprune.models import resolve_model
     from hilprune.policy import Policy
     from hilprune.surgery import Surgeon
-    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
     from search import store
     from search.export import LiveLatency, export_run
     from search.job import load_run_job
@@ -393,8 +393,8 @@ def results_cell(
             row["error"] = row["error"] or "no trial meets the budget live"
         elif not args.skip_finetune:  # the pick that meets the budget live is the one fine-tuned and compared
             pick = picked.record
-            key = f"{agent}:{pick.number}@{args.finetune_epochs:g}{ridge_tag(args.ridge)}"
-            pkey = f"{','.join(map(str, policy_of(pick).key()))}@{args.finetune_epochs:g}{ridge_tag(args.ridge)}"
+            key = f"{agent}:{pick.number}@{args.finetune_epochs:g}{ridge_tag(args.ridge, job.ls_ridge)}"
+            pkey = f"{','.join(map(str, policy_of(pick).key()))}@{args.finetune_epochs:g}{ridge_tag(args.ridge, job.ls_ridge)}"
             res = exports.get(key) or exports.get(pkey)  # the same policy fine-tunes to the same model (same seed)
             if res is None:
                 w0 = time.perf_counter()
@@ -443,7 +443,7 @@ def results_cell(
                 "dense_test_accuracy": res["dense_test_accuracy"],
                 "shipped": res.get("precision", "fp32"),
                 "scheme": res.get("scheme"),
-                "ridge": res.get("ridge", DEFAULT_RIDGE),  # exports cached before --ridge refitted with 0.1
+                "ridge": res.get("ridge", job.ls_ridge),  # exports cached before --ridge: the job's ridge
             }
         rows.append(row)
     if args.peer:
@@ -476,7 +476,7 @@ def peer_row(
 
     key = f"{PEER}@{args.finetune_epochs:g}"
     earlier = exports.get(key)  # the same architecture refitted with another ridge: its bisection holds
-    key += ridge_tag(args.ridge)
+    key += ridge_tag(args.ridge, job.ls_ridge)
     res = exports.get(key)
     if res is None:
         data = load_dataset(job.dataset, job.data_dir)  # the search's splits (job.val_size is a subset of val)
@@ -876,8 +876,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "not fine-tuned (--skip-finetune)"
         if args.get("skip_finetune")
         else f"{args['finetune_epochs']:g} epoch of distillation from the dense model (batch 128, lr 0.01 cosine, T 4, "
-        "alpha 0.9, seed = the job's seed): the same steps for every agent and the peer"
-        + _ridge_words(args.get("ridge"))
+        "alpha 0.9, seed = the job's seed): the same steps for every agent and the peer" + _ridge_words(args.get("ridge"))
     )
     lines.append(
         "**Protocol.** Each (model, budget, seed) is one `hilprune search` job (`search.runner.run_search`, one call per "
@@ -1128,7 +1127,7 @@ def main() -> None:
     from search.ridge import parse_ridge
 
     try:
-        parse_ridge(args.ridge)
+        parse_ridge(args.ridge)  # a bad value stops here, in one line, before any search
     except HilpruneError as exc:
         ap.error(str(exc))
 

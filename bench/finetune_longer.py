@@ -89,6 +89,7 @@ def export_one(row: dict[str, Any], epochs: float, out_root: Path, lr: float = D
         "test_accuracy": res["test_accuracy"],
         "test_accuracy_before_finetune": res["test_accuracy_before_finetune"],
         "least_squares_images": res.get("least_squares_images", 0),
+        "least_squares_ridge": res.get("least_squares_ridge"),  # chosen by the export's probe (--ridge auto)
         "dense_test_accuracy": res["dense_test_accuracy"],
         "latency_ms": res["latency_ms"],
         "dense_latency_ms": res["dense_latency_ms"],
@@ -96,6 +97,14 @@ def export_one(row: dict[str, Any], epochs: float, out_root: Path, lr: float = D
         "wall_s": time.perf_counter() - t0,
         "out": str(out),
     }
+
+
+def _ridge(row: dict[str, Any]) -> str:
+    """The refit's ridge for a row: recorded since `--ridge auto`; rows before it were refitted
+    with the ridge of their day (0.001, then 0.1 from 2026-11-30), which they did not record."""
+    if row.get("least_squares_ridge") is not None:
+        return f"{row['least_squares_ridge']:g}"
+    return "not recorded" if row.get("least_squares_images") else "-"
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -121,14 +130,15 @@ def markdown(res: dict[str, Any]) -> str:
         )
         + "), test split. The issue's target: within "
         "0.3 point of the dense model's test accuracy at resnet20@0.5.\n",
-        "| agent | seed | trial | val acc % (proxy) | test % before FT | test % after the short FT (epochs) | test % after "
-        f"{a['epochs']:g} epochs | Δ dense | live ms (job's budget) | wall min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| agent | seed | trial | val acc % (proxy) | refit ridge | test % before FT | test % after the short FT (epochs) | "
+        f"test % after {a['epochs']:g} epochs | Δ dense | live ms (job's budget) | wall min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
         d = 100 * (r["test_accuracy"] - r["dense_test_accuracy"])
         lines.append(
-            f"| {r['agent']} | {r['seed']} | {r['trial']} | {100 * r['val_accuracy']:.2f} | {100 * r['test_accuracy_before_finetune']:.2f} | "
+            f"| {r['agent']} | {r['seed']} | {r['trial']} | {100 * r['val_accuracy']:.2f} | {_ridge(r)} | "
+            f"{100 * r['test_accuracy_before_finetune']:.2f} | "
             f"{100 * r['test_accuracy_short']:.2f} ({r['short_epochs']:g}) | **{100 * r['test_accuracy']:.2f}** | {d:+.2f} | "
             f"{r['latency_ms']:.3f} ({r['budget_ms']:.3f}) | {r['wall_s'] / 60:.1f} |"
         )

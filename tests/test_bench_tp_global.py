@@ -195,10 +195,14 @@ def test_a_peer_reusing_an_earlier_bisection_measures_nothing_and_chooses_its_ri
 def test_compare_agents_keys_exports_by_ridge_so_earlier_ones_are_not_reused_for_another() -> None:
     from bench.compare_agents import ridge_tag
 
-    assert ridge_tag("0.1") == ""  # what every export refitted with before --ridge: earlier caches hold
-    assert ridge_tag("auto") == "~ridge=auto"
-    assert ridge_tag("0.001") == "~ridge=0.001"
+    # exports cached before --ridge refitted with the job's own ridge: they are kept for it alone
+    assert ridge_tag("0.1", 0.1) == ""
+    assert ridge_tag("0.001", 0.001) == ""
+    assert ridge_tag("0.1", 0.001) == "~ridge=0.1"
+    assert ridge_tag("auto", 0.1) == "~ridge=auto"
+    assert ridge_tag("auto", None) == "~ridge=auto"
+    assert ridge_tag("0.001", 0.1) == "~ridge=0.001"
     from hilprune.errors import HilpruneError
 
     with pytest.raises(HilpruneError, match="--ridge"):
-        ridge_tag("-1")
+        ridge_tag("-1", 0.1)
