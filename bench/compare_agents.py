@@ -2,7 +2,7 @@
 
     python bench/compare_agents.py [--full | --quick] [--models resnet20,resnet56] [--budgets 0.5,0.3]
                                    [--agents uniform,random,tpe,ppo] [--evals 60] [--seeds N]
-                                   [--finetune-epochs 0.25] [--skip-finetune] [--no-peer] [--jobs 2]
+                                   [--finetune-epochs 0.25] [--ridge auto] [--skip-finetune] [--no-peer] [--jobs 2]
                                    [--latency-source hybrid] [--round-to 8] [--proxy ls,kd:40] [--precision fp32]
                                    [--results-name compare_agents_ft] [--out-dir runs/bench/compare_agents_ft]
                                    [--no-doc] [--markdown-only]
@@ -18,8 +18,10 @@ rerunning the same command resumes it (a larger `--evals` extends it).
 Per agent and job, the pick is the rule of `hilprune export`: the most accurate trial (by the proxy)
 whose *live* latency, paired with the dense model, meets the budget. It is exported by
 `search.export.export_run` with `--finetune-epochs` of distillation from the dense model (the same
-steps, lr and seed for every agent), and its TEST accuracy after that fine-tune is what the targets
-compare. Beside the agents stands the peer a user would pick instead, `tp-global`
+steps, lr and seed for every agent), after the least-squares refit with `--ridge` (default auto:
+chosen per pick by the export's short distillation probe, as `hilprune export` does), and its TEST
+accuracy after that fine-tune is what the targets compare. Exports are kept in each run directory by
+pick, epochs and ridge, so a rerun with another `--ridge` re-exports without searching again. Beside the agents stands the peer a user would pick instead, `tp-global`
 (`bench/tp_global.py`): Torch-Pruning's global magnitude pruner with round_to 8, its ratio searched
 until its export meets the budget live, fine-tuned the same way (`--no-peer` leaves it out).
 
