@@ -21,9 +21,11 @@ whose *live* latency, paired with the dense model, meets the budget. It is expor
 steps, lr and seed for every agent), after the least-squares refit with `--ridge` (default auto:
 chosen per pick by the export's short distillation probe, as `hilprune export` does), and its TEST
 accuracy after that fine-tune is what the targets compare. Exports are kept in each run directory by
-pick, epochs and ridge, so a rerun with another `--ridge` re-exports without searching again. Beside the agents stands the peer a user would pick instead, `tp-global`
-(`bench/tp_global.py`): Torch-Pruning's global magnitude pruner with round_to 8, its ratio searched
-until its export meets the budget live, fine-tuned the same way (`--no-peer` leaves it out).
+pick, epochs and ridge, so a rerun with another `--ridge` re-exports without searching again.
+Beside the agents stands the peer a user would pick instead, `tp-global` (`bench/tp_global.py`):
+Torch-Pruning's global magnitude pruner with round_to 8, its ratio searched until its export meets
+the budget live, refitted and fine-tuned the same way (`--no-peer` leaves it out; a rerun with
+another `--ridge` keeps its bisection).
 
 `--precision int8` (or `mixed`) searches width and precision together (`hilprune search --precision`)
 and exports each pick with `--precision auto`, so a pick marked INT8 ships INT8 in the scheme chosen by
@@ -476,9 +478,9 @@ def peer_row(
     from hilprune.data import load_dataset
     from search.ridge import parse_ridge
 
-    key = f"{PEER}@{args.finetune_epochs:g}"
-    earlier = exports.get(key)  # the same architecture refitted with another ridge: its bisection holds
-    key += ridge_tag(args.ridge, job.ls_ridge)
+    base = f"{PEER}@{args.finetune_epochs:g}"
+    key = base + ridge_tag(args.ridge, job.ls_ridge)
+    earlier = exports.get(base) if key != base else None  # refitted with another ridge: its bisection holds
     res = exports.get(key)
     if res is None:
         data = load_dataset(job.dataset, job.data_dir)  # the search's splits (job.val_size is a subset of val)
@@ -526,7 +528,7 @@ def peer_row(
         "export_speedup": dense_ms / res["latency_ms"],
         "macs": res["macs"],
         "evaluations": len(res["tried"]),
-        "wall_s": res["search_wall_s"],
+        "wall_s": (earlier or res)["search_wall_s"],  # the bisection's cost where it was measured
         "peer": res,
         "shipped": res.get("shipped", "fp32"),
         "scheme": res.get("scheme"),
