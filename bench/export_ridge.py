@@ -12,7 +12,8 @@ same seeded `--finetune-epochs` of distillation from the refitted model, so a fi
 auto's choice repeats auto's result exactly and is not run again (a row kept from an earlier run
 may hold both). Reported: test accuracy (all 10,000 Fashion-MNIST test
 images) before and after the fine-tune, and what the probe scored and cost. Results are written
-after every export; a rerun skips the exports already in bench/results/<results-name>.json.
+after every export; a rerun skips the exports already in bench/results/<results-name>.json, and
+the rows of picks it does not name are kept (with the same --finetune-epochs), so picks can be added.
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ def find_pick(spec: str) -> dict[str, Any]:
                 "run_dir": str(checkout / row["run_dir"]),
             }
     raise HilpruneError(f"{spec}: no {agent} row of seed {seed} with a trial in {results}")
+
+
+def table_rows(earlier: dict[str, Any], picks: list[dict[str, Any]], epochs: float) -> dict[str, dict[str, Any]]:
+    """The table's rows by pick: an earlier run's rows stay (a run adds picks to the table) when they
+    were fine-tuned for the same `epochs`; a pick named again resumes its row, a new one starts empty."""
+    rows = {r["pick"]: r for r in earlier.get("rows", []) if earlier.get("finetune_epochs") == epochs}
+    for pick in picks:
+        rows.setdefault(pick["pick"], pick | {"exports": {}})
+    return rows
 
 
 def export_one(pick: dict[str, Any], name: str, ridge: float | None, reconstruct: int | None, epochs: float) -> dict[str, Any]:
@@ -155,11 +165,11 @@ def main() -> int:
         "note": args.note or earlier.get("note", ""),
         "rows": [],
     }
-    done = {r["pick"]: r for r in earlier.get("rows", []) if earlier.get("finetune_epochs") == args.finetune_epochs}
-    for spec in [p.strip() for p in args.picks.split(",") if p.strip()]:
-        pick = find_pick(spec)
-        row = done.get(pick["pick"]) or pick | {"exports": {}}
-        res["rows"].append(row)
+    picks = [find_pick(spec) for spec in (p.strip() for p in args.picks.split(",")) if spec]
+    rows = table_rows(earlier, picks, args.finetune_epochs)
+    res["rows"] = list(rows.values())
+    for pick in picks:
+        row = rows[pick["pick"]]
         runs: list[tuple[str, float | None, int | None]] = [("auto", None, None)]
         runs += [(ridge_key(r), r, None) for r in RIDGES] + [("none", None, 0)]
         for key, ridge, reconstruct in runs:

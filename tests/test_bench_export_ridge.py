@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.export_ridge import find_pick, markdown
+from bench.export_ridge import find_pick, markdown, table_rows
 from hilprune.errors import HilpruneError
 
 
@@ -68,3 +68,15 @@ def test_the_table_shows_auto_in_the_column_of_the_ridge_it_chose() -> None:
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[3:7] == ["85.57% (50.0)", "**88.38%** (50.0)", "87.81% (50.0)", "85.33% (50.0)"]
     assert cells[7] == "0.001 (0.001: 80.0, 0.01: 79.0, 0.1: 70.0)" and cells[8] == "12.0"
+
+
+def test_a_run_adds_its_picks_to_the_earlier_table_and_resumes_the_ones_it_names_again() -> None:
+    done = {"pick": "cmp:uniform:0", "exports": {"auto": _export(0.01, 0.88)}}
+    other = {"pick": "cmp:ppo:0", "exports": {"auto": _export(0.1, 0.91)}}
+    earlier = {"finetune_epochs": 0.25, "rows": [done, other]}
+    new = {"pick": "cmp:ppo:1", "model": "resnet20", "budget": "0.3", "trial": "ppo:25", "run_dir": "r"}
+    rows = table_rows(earlier, [{"pick": "cmp:uniform:0"}, new], 0.25)
+    assert list(rows) == ["cmp:uniform:0", "cmp:ppo:0", "cmp:ppo:1"]
+    assert rows["cmp:uniform:0"] is done and rows["cmp:ppo:0"] is other  # resumed and kept, not started again
+    assert rows["cmp:ppo:1"] == new | {"exports": {}}
+    assert list(table_rows(earlier, [new], 1.0)) == ["cmp:ppo:1"]  # rows of another fine-tune length are not mixed in
