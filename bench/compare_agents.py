@@ -397,8 +397,8 @@ def results_cell(
             row["error"] = row["error"] or "no trial meets the budget live"
         elif not args.skip_finetune:  # the pick that meets the budget live is the one fine-tuned and compared
             pick = picked.record
-            key = f"{agent}:{pick.number}@{args.finetune_epochs:g}{ridge_tag(args.ridge, job.ls_ridge)}"
-            pkey = f"{','.join(map(str, policy_of(pick).key()))}@{args.finetune_epochs:g}{ridge_tag(args.ridge, job.ls_ridge)}"
+            tag = f"@{args.finetune_epochs:g}{ridge_tag(args.ridge, job.ls_ridge)}"
+            key, pkey = f"{agent}:{pick.number}{tag}", f"{','.join(map(str, policy_of(pick).key()))}{tag}"
             res = exports.get(key) or exports.get(pkey)  # the same policy fine-tunes to the same model (same seed)
             if res is None:
                 w0 = time.perf_counter()
@@ -1102,7 +1102,7 @@ def main() -> None:
         "--ridge",
         default="auto",
         help="the least-squares refit's ridge for every export and the peer (hilprune export --ridge; default auto: "
-        "chosen per pick by a short distillation probe; runs before it refitted with 0.1)",
+        "chosen per pick by a short distillation probe; runs before it refitted with their search job's ridge)",
     )
     ap.add_argument(
         "--tie-break",
