@@ -5,6 +5,8 @@ digits-cnn, where it must physically remove channels and give distinct architect
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bench.tp_global import MAX_RATIO, bisect_budget, candidates, prune_global, prune_global_tracked, run_peer
@@ -157,38 +159,20 @@ def test_a_peer_reusing_an_earlier_bisection_measures_nothing_and_chooses_its_ri
         raise AssertionError("the earlier bisection's latency must be reused")
 
     tried = [[0.7, 0.2], [0.3, 0.45]]  # as read back from JSON
-    res = run_peer(
-        dense,
-        data,
-        spec.input_shape,
-        "digits",
-        never_measured,
-        0.5,
-        finetune_epochs=0.1,
-        seed=0,
-        round_to=1,
-        refit_images=32,
-        bisected=(0.3, tried, 7),
-    )
+
+    def peer(ridge: float | None) -> Any:
+        return run_peer(
+            dense, data, spec.input_shape, "digits", never_measured, 0.5,
+            finetune_epochs=0.1, seed=0, round_to=1, refit_images=32, bisected=(0.3, tried, 7), ridge=ridge,
+        )  # fmt: skip
+
+    res = peer(None)
     assert res.ratio == 0.3 and res.latency_ms == 0.45 and res.meets_budget
     assert res.tried == [(0.7, 0.2), (0.3, 0.45)] and res.architectures == 7
     assert res.refitted > 0 and res.ridge in RIDGES
     assert res.ridge_probe is not None and set(res.ridge_probe["scores"]) == {f"{r:g}" for r in RIDGES}
     assert res.ridge_probe["ridge"] == res.ridge
-    fixed = run_peer(
-        dense,
-        data,
-        spec.input_shape,
-        "digits",
-        never_measured,
-        0.5,
-        finetune_epochs=0.1,
-        seed=0,
-        round_to=1,
-        refit_images=32,
-        bisected=(0.3, tried, 7),
-        ridge=0.01,
-    )
+    fixed = peer(0.01)
     assert fixed.ridge == 0.01 and fixed.ridge_probe is None
 
 
