@@ -1011,6 +1011,7 @@ def _extra_settings(args: dict[str, Any], sep: str) -> str:
     """The same, for the section's title."""
     parts = [f"precision {args['precision']}"] if _quantized(args) else []
     parts += [f"{args['remove_blocks']} residual blocks removed"] if args.get("remove_blocks") else []
+    parts += [f"export ridge {args['ridge']}"] if args.get("ridge") else []  # recorded since --ridge
     return "".join(sep + p for p in parts)
 
 
