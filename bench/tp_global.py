@@ -181,11 +181,11 @@ def run_peer(
     from hilprune.budget import within_budget
     from hilprune.export import to_onnx_bytes
     from hilprune.surgery.counting import macs_and_params
-    from hilprune.surgery.reconstruct import DEFAULT_RIDGE, reconstruct
+    from hilprune.surgery.reconstruct import reconstruct
     from hilprune.train import evaluate, recalibrate_bn
     from hilprune.train.bn_recalib import BN_BATCH_SIZE
     from search.export import finetune_distilled
-    from search.ridge import choose_ridge
+    from search.ridge import settle_ridge
 
     if int8_scheme is not None and device is None:
         raise ValueError("run_peer: int8_scheme needs the device whose export chooses the shipped scheme")
@@ -226,11 +226,9 @@ def run_peer(
         recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=seed)
         return model
 
-    choice = None
-    if refit_images and ridge is None and finetune_epochs > 0:  # as search.export chooses it
-        choice = choose_ridge(prepared, dense, data, lr=lr, seed=seed, prefer=DEFAULT_RIDGE)
-        ridge = choice.ridge
-    ridge = (ridge or DEFAULT_RIDGE) if refit_images else None
+    ridge, choice = settle_ridge(  # as search.export settles it
+        prepared, dense, data, ridge=ridge, refits=bool(refit_images), finetune_epochs=finetune_epochs, lr=lr, seed=seed
+    )
     model = prepared(ridge)
     val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)
     t1 = time.perf_counter()

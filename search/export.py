@@ -254,11 +254,10 @@ def export_run(
     from hilprune.models import resolve_model
     from hilprune.policy import Policy
     from hilprune.surgery import Surgeon, save_pruned
-    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
     from hilprune.train import evaluate, recalibrate_bn
     from hilprune.train.bn_recalib import BN_BATCH_SIZE
 
-    from .ridge import choose_ridge
+    from .ridge import probes, settle_ridge
 
     torch.set_num_threads(1)
     run_dir = Path(run_dir)
@@ -304,7 +303,7 @@ def export_run(
         return Policy.from_dict(r.policy, source=f"trial {r.ref}")
 
     t0 = time.perf_counter()
-    probing = bool(reconstruct) and ridge is None and finetune_epochs > 0  # the ridge chosen by a probe
+    probing = probes(bool(reconstruct), ridge, finetune_epochs)  # the ridge chosen by a probe
     steps = ExportSteps(progress, total=6 + (precision == "int8") + probing)
     steps.next("picking the trial (live latency of the candidates, paired with the dense model)")
     pick_info: dict[str, Any] = {"tie_break": None, "trial_option": trial}
@@ -334,12 +333,11 @@ def export_run(
         recalibrate_bn(model, data.train, batches=bn_batches, batch_size=BN_BATCH_SIZE, seed=job.seed)
         return model
 
-    choice = None
     if probing:
         steps.next(f"choosing the least-squares ridge for {rec.ref} (a short distillation from each)")
-        choice = choose_ridge(prepared, dense_model, data, lr=lr, seed=ft_seed, prefer=DEFAULT_RIDGE)
-        ridge = choice.ridge
-    ridge = (ridge or DEFAULT_RIDGE) if reconstruct else None
+    ridge, choice = settle_ridge(
+        prepared, dense_model, data, ridge=ridge, refits=bool(reconstruct), finetune_epochs=finetune_epochs, lr=lr, seed=ft_seed
+    )
     steps.next(f"pruning {rec.ref}{f', refitting by least squares (ridge {ridge:g})' if ridge else ''} and recalibrating BN")
     model = prepared(ridge)
     val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)

@@ -95,4 +95,43 @@ def choose_ridge(
     return RidgeChoice(best, scores, steps, len(val), time.perf_counter() - t0)
 
 
-__all__ = ["PROBE_BATCH", "PROBE_STEPS", "PROBE_VAL", "RIDGES", "RidgeChoice", "choose_ridge", "parse_ridge"]
+def probes(refits: bool, ridge: float | None, finetune_epochs: float) -> bool:
+    """Whether an export's ridge is chosen by the probe: it refits, no ridge was given, and a
+    fine-tune follows (the probe ranks ridges by what a short fine-tune makes of them)."""
+    return refits and ridge is None and finetune_epochs > 0
+
+
+def settle_ridge(
+    refitted: Callable[[float], Any],
+    teacher: Any,
+    data: Any,
+    *,
+    ridge: float | None,
+    refits: bool,
+    finetune_epochs: float,
+    lr: float,
+    seed: int,
+) -> tuple[float | None, RidgeChoice | None]:
+    """The ridge an export refits with, as `hilprune export --ridge` settles it (and the probe's
+    choice when it ran): the given one, else the probe's (`probes`), else DEFAULT_RIDGE; None
+    when nothing is refitted. `bench/tp_global.py` settles its peer's ridge the same way."""
+    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
+
+    choice = None
+    if probes(refits, ridge, finetune_epochs):
+        choice = choose_ridge(refitted, teacher, data, lr=lr, seed=seed, prefer=DEFAULT_RIDGE)
+        ridge = choice.ridge
+    return ((ridge or DEFAULT_RIDGE) if refits else None), choice
+
+
+__all__ = [
+    "PROBE_BATCH",
+    "PROBE_STEPS",
+    "PROBE_VAL",
+    "RIDGES",
+    "RidgeChoice",
+    "choose_ridge",
+    "parse_ridge",
+    "probes",
+    "settle_ridge",
+]
