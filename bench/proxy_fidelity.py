@@ -2,7 +2,8 @@
 
     python bench/proxy_fidelity.py [--cells resnet20@0.5,resnet20@0.3,resnet56@0.4,mobilenetv2@auto] [--policies 16]
         [--proxies bn:10,bn:40,bn:100,kd:20,kd:40,kd:80] [--ref-steps N | --ref-epochs 1] [--ref-batch 128]
-        [--ref-lr 0.01] [--test-size N] [--device ort-cpu-1t] [--tolerance 0.05] [--round-to 8] [--seed 0]
+        [--ref-lr 0.01] [--ref-ridge auto|R] [--remove-blocks N] [--test-size N] [--device ort-cpu-1t]
+        [--tolerance 0.05] [--round-to 8] [--seed 0]
         [--ref-again | --ref-seeds N] [--reuse NAME | --candidates-from NAME] [--quick] [--results-name proxy_fidelity] [--no-doc] [--markdown-only]
 
 Per cell (model@budget on Fashion-MNIST; `@auto` is the lowest tenth of the dense latency the
@@ -14,9 +15,11 @@ the budget, so candidates differ in where they prune, not in how fast they are.
 Each candidate is scored by every proxy in `--proxies` through
 `PolicyEvaluator.evaluate(fidelity=...)` (val subset `--val-size`, hilprune's default 5000; one torch thread; ``ls+kd:40``
 is kd:40 after least-squares reconstruction of the pruned layers on 64 train images, ``ls:N+...`` on
-N: `envs.fidelity`), then fine-tuned by the reference, what `hilprune export` runs: a least-squares
-refit of the pruned layers on `--ref-refit` train images (export's default, 64; 0 skips it, as runs
-before the option did), BN recalibration, `--ref-steps` steps (or `--ref-epochs` epochs) of
+N: `envs.fidelity`; ``ls/R+...`` refits with ridge R instead of the surgery's default), then
+fine-tuned by the reference, what `hilprune export` runs: a least-squares refit of the pruned layers
+on `--ref-refit` train images (export's default, 64; 0 skips it, as runs before the option did) with
+`--ref-ridge` (default the surgery's; ``auto``: the ridge `hilprune export`'s probe picks for that
+candidate, as the export now does), BN recalibration, `--ref-steps` steps (or `--ref-epochs` epochs) of
 distillation from the dense model with a cosine schedule (`hilprune.train.distill.finetune_kd`), and
 its accuracy on `--test-size` images of the test split. Per proxy: Spearman rho against the
 reference, a bootstrap 90% interval over the candidates, the regret of its top pick (reference
@@ -31,6 +34,9 @@ can reach against it; each proxy is also ranked against the mean of the two refe
 all N, and a row `references, half vs half` ranks the mean of the last N/2 against the mean of the
 first N/2 (how far a mean of N/2 repeats: a mean of N repeats better still). With `--reuse`, the
 references that file holds are kept and only the missing seeds are fine-tuned.
+
+`--remove-blocks N` removes N residual blocks whole before the candidates are sampled, as `hilprune
+search --remove-blocks N` does (the N least harmful): the cells that widths alone cannot reach.
 
 `--candidates-from NAME` scores the candidates of another run (its results file) under this run's
 reference (a longer one, say): that run's reference accuracies are then ranked like a proxy (a
@@ -115,12 +121,25 @@ def proxy_list(text: str) -> list[str]:
 
 
 # --- one candidate ----------------------------------------------------------------------------------
-def split_proxy(proxy: str) -> tuple[int, str]:
-    """A bench proxy ``[ls[:N]+]fidelity`` -> (least-squares images, 0 for none; the fidelity)."""
+def split_proxy(proxy: str) -> tuple[int, float | None, str]:
+    """A bench proxy ``[ls[:N][/R]+]fidelity`` -> (least-squares images, 0 for none; the refit's
+    ridge R, None for the surgery's default; the fidelity). ``ls/0.001+kd:40``: the search's
+    proxy refitted with the ridge the export's probe picks where blocks are removed."""
     from envs.fidelity import split_reconstruct
 
     head, plus, tail = proxy.partition("+")
-    return (split_reconstruct(head)[0], tail) if plus else (0, proxy)
+    if not plus:
+        return 0, None, proxy
+    ls, slash, ridge = head.partition("/")
+    if not slash:
+        return split_reconstruct(ls)[0], None, tail
+    try:
+        value = float(ridge)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise SystemExit(f"proxy {proxy!r}: the ridge after '/' must be a number > 0, got {ridge!r}")
+    return split_reconstruct(ls)[0], value, tail
 
 
 def score_candidate(ev: Any, ratios: list[float], proxies: list[str]) -> dict[str, Any]:
@@ -130,36 +149,64 @@ def score_candidate(ev: Any, ratios: list[float], proxies: list[str]) -> dict[st
 
     out: dict[str, Any] = {}
     result = None
-    plain = ev.reconstruct_images
+    plain = ev.reconstruct_images, ev.reconstruct_ridge
+    refits = {split_proxy(p)[:2] for p in proxies}  # (images, ridge): one evaluator state each
     try:
-        for images in sorted({split_proxy(p)[0] for p in proxies}):
-            ev.reconstruct_images = images
+        for images, ridge in sorted(refits, key=lambda r: (r[0], r[1] or 0.0)):
+            ev.reconstruct_images, ev.reconstruct_ridge = images, ridge
             ev.clear_cache()
-            mine = [p for p in proxies if split_proxy(p)[0] == images]
-            for p in sorted(mine, key=lambda p: parse_fidelity(split_proxy(p)[1], ev.bn_batches)):
-                fid = str(ev.fidelity(split_proxy(p)[1]))
+            mine = [p for p in proxies if split_proxy(p)[:2] == (images, ridge)]
+            for p in sorted(mine, key=lambda p: parse_fidelity(split_proxy(p)[2], ev.bn_batches)):
+                fid = str(ev.fidelity(split_proxy(p)[2]))
                 result = ev.evaluate(ratios, fidelity=fid, live=False)
                 out[p] = {"accuracy": result.accuracy_at(fid), "cost_s": result.rung_cost_s[fid]}
     finally:
-        ev.reconstruct_images = plain
+        ev.reconstruct_images, ev.reconstruct_ridge = plain
         ev.clear_cache()
     assert result is not None
     return {"proxies": out, "lut_ms": result.lut_latency_ms, "macs": result.macs, "key": list(result.key())}
 
 
-def reference(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace, k: int = 1) -> dict[str, Any]:
+def prepared(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace, ridge: float | None) -> Any:
+    """A candidate as `hilprune export` starts its fine-tune: pruned, refitted by least squares on
+    `--ref-refit` train images with `ridge` (None: the surgery's default), BN-recalibrated."""
+    from hilprune.train import recalibrate_bn
+
+    policy = ev.policy(ratios)
+    model = ev.surgeon.apply(policy, count=False).model
+    if args.ref_refit:
+        ev.surgeon.refit(model, policy, data.train.x[: args.ref_refit], seed=ev.seed, ridge=ridge)
+    recalibrate_bn(model, ev.train, ev.bn_batches, batch_size=ev.bn_batch_size, seed=ev.seed)
+    return model
+
+
+def reference_ridge(ev: Any, data: Any, ratios: list[float], args: argparse.Namespace) -> dict[str, Any]:
+    """The ridge the reference refits a candidate with: `--ref-ridge` when given (or the surgery's
+    default), else (``auto``) what `hilprune export`'s probe picks for it (`search.ridge.settle_ridge`,
+    the export's seed rule: `--seed`); with the probe's scores and seconds."""
+    from search.ridge import settle_ridge
+
+    if args.ref_ridge != "auto":
+        return {"ridge": float(args.ref_ridge) if args.ref_ridge else ls_ridge()}
+    t0 = time.perf_counter()
+    ridge, choice = settle_ridge(
+        lambda r: prepared(ev, data, ratios, args, r), ev.surgeon.dense, data, ridge=None, refits=bool(args.ref_refit),
+        finetune_epochs=1.0, lr=args.ref_lr, seed=args.seed,
+    )  # fmt: skip
+    return {"ridge": ridge, "probe": choice.to_dict() if choice else None, "wall_s": time.perf_counter() - t0}
+
+
+def reference(
+    ev: Any, data: Any, ratios: list[float], args: argparse.Namespace, k: int = 1, ridge: float | None = None
+) -> dict[str, Any]:
     """The reference fine-tune of one candidate and its test accuracy; `k` > 1: the same fine-tune
     with the k-th seed, i.e. another order of batches and augmentations: how far the reference
-    itself repeats."""
-    from hilprune.train import evaluate, recalibrate_bn
+    itself repeats. `ridge`: its least-squares refit's (None: the surgery's default)."""
+    from hilprune.train import evaluate
     from hilprune.train.distill import KDConfig, finetune_kd
 
     t0 = time.perf_counter()
-    policy = ev.policy(ratios)
-    model = ev.surgeon.apply(policy, count=False).model
-    if args.ref_refit:  # as `hilprune export` starts its fine-tune
-        ev.surgeon.refit(model, policy, data.train.x[: args.ref_refit], seed=ev.seed)
-    recalibrate_bn(model, ev.train, ev.bn_batches, batch_size=ev.bn_batch_size, seed=ev.seed)
+    model = prepared(ev, data, ratios, args, ridge)  # as `hilprune export` starts its fine-tune
     cfg = KDConfig(lr=args.ref_lr, batch_size=args.ref_batch)
     steps = args.ref_steps if args.ref_steps else None
     ft = finetune_kd(
@@ -283,7 +330,8 @@ REFERENCE_KEYS = (
     "seed",
     "ref_refit",
 )
-OLD_REFERENCE = {"ref_refit": 0, "ls_ridge": 1e-3}  # what results files written before a setting existed ran with
+# what results files written before a setting existed ran with
+OLD_REFERENCE = {"ref_refit": 0, "ls_ridge": 1e-3, "ref_ridge": None, "remove_blocks": 0}
 
 
 def ls_ridge() -> float:
@@ -301,6 +349,10 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         out["ref_seeds"] = args.ref_seeds
     if args.candidates_from:  # absent otherwise, so earlier results files still resume
         out["candidates_from"] = args.candidates_from
+    if args.ref_ridge is not None:  # likewise
+        out["ref_ridge"] = args.ref_ridge
+    if args.remove_blocks:  # likewise
+        out["remove_blocks"] = args.remove_blocks
     return out
 
 
@@ -316,7 +368,7 @@ def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any
     t0 = time.perf_counter()
     ev = PolicyEvaluator(
         model, dataset="fashion-mnist", device=args.device, round_to=args.round_to, val_size=args.val_size, seed=args.seed,
-        proxy="bn:10", bn_after_kd=args.bn_after_kd,
+        proxy="bn:10", bn_after_kd=args.bn_after_kd, remove_blocks=args.remove_blocks,
     )  # fmt: skip
     data = load_dataset("fashion-mnist")
     budget = auto_budget(ev) if budget_text == "auto" else float(budget_text)
@@ -335,6 +387,7 @@ def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any
         dense_latency_ms=ev.dense_latency_ms,
         dense_accuracy=ev.dense_accuracy,
         dense_macs=ev.dense_macs,
+        removed_blocks=list(ev.removed_blocks),
         setup_s=time.perf_counter() - t0,
     )
     done = {r["index"] for r in entry["rows"]}
@@ -344,7 +397,12 @@ def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any
         t = time.perf_counter()
         row = {"index": i, "ratios": ratios} | score_candidate(ev, ratios, proxies)
         kept = references(reused[i]) if args.reuse else []  # the seeds that file ran, in order
-        refs = complete_references(kept, args.ref_seeds, lambda k: reference(ev, data, ratios, args, k))  # noqa: B023
+        if args.reuse and "reference_ridge" in reused[i]:  # every seed of a candidate refits with one ridge
+            row["reference_ridge"] = reused[i]["reference_ridge"]
+        elif len(kept) < args.ref_seeds and args.ref_refit:
+            row["reference_ridge"] = reference_ridge(ev, data, ratios, args)
+        ridge = row.get("reference_ridge", {}).get("ridge")
+        refs = complete_references(kept, args.ref_seeds, lambda k: reference(ev, data, ratios, args, k, ridge))  # noqa: B023
         row["reference"] = refs[0]
         if args.candidates_from and i in reused:  # a partial run's candidates: only those it fine-tuned
             row["earlier_reference"] = earlier_reference(reused[i])
@@ -355,6 +413,8 @@ def run_cell(cell: str, args: argparse.Namespace, res: dict[str, Any], save: Any
         row["wall_s"] = time.perf_counter() - t
         entry["rows"].append(row)
         accs = " ".join(f"{p} {100 * row['proxies'][p]['accuracy']:.1f}" for p in proxies)
+        if ridge is not None:
+            accs += f" | ref ridge {ridge:g}"
         if len(refs) > 1:
             accs += " | again " + " ".join(f"{100 * x['test_accuracy']:.2f}" for x in refs[1:])
         print(
@@ -374,6 +434,13 @@ def markdown(res: dict[str, Any]) -> str:
     s = res["settings"]
     ref = f"{s['ref_steps']} steps" if s["ref_steps"] else f"{s['ref_epochs']:g} epoch(s)"
     ridge = s.get("ls_ridge", OLD_REFERENCE["ls_ridge"])
+    ref_ridge = s.get("ref_ridge")
+    ref_ridge_text = (
+        "the ridge `hilprune export`'s probe picks for that candidate (`search.ridge`: 40 distillation steps from each of "
+        "0.001, 0.01 and 0.1, the best on 2000 val images)"
+        if ref_ridge == "auto"
+        else f"ridge {ref_ridge if ref_ridge is not None else ridge:g}"
+    )
     lines = [
         f"## Proxy fidelity: which accuracy proxy ranks same-latency policies like fine-tuning ({res['device_title']}"
         f"{'' if s.get('bn_after_kd', True) else '; kd rungs without BN recalibration after distilling'}"
@@ -386,13 +453,13 @@ def markdown(res: dict[str, Any]) -> str:
         f"{'then BN recalibrated again' if s.get('bn_after_kd', True) else 'no BN recalibration after distilling'})"
         + (
             "; `ls+` first refits every layer that lost input channels by least squares, in forward order, to reproduce "
-            f"the dense layer's outputs on 64 train images (`ls:N+`: N images; ridge {ridge:g}). "
+            f"the dense layer's outputs on 64 train images (`ls:N+`: N images; ridge {ridge:g}, `ls/R+`: ridge R). "
             if any("+" in p for p in s["proxies"].split(","))
             else ". "
         )
         + "Reference: "
         + (
-            f"least-squares refit of the pruned layers on {s['ref_refit']} train images, ridge {ridge:g} (what "
+            f"least-squares refit of the pruned layers on {s['ref_refit']} train images, {ref_ridge_text} (what "
             "`hilprune export` does first), BN recalibration, "
             if s.get("ref_refit")
             else "BN recalibration, "
@@ -439,9 +506,23 @@ def markdown(res: dict[str, Any]) -> str:
         macs = [r["macs"] / entry["dense_macs"] for r in rows]
         ref_s = sorted(r["reference"]["wall_s"] for r in rows)[len(rows) // 2]
         both = any("rho_both" in v for v in summary.values())
+        blocks = entry.get("removed_blocks") or []
+        chosen = [r["reference_ridge"]["ridge"] for r in rows if "probe" in r.get("reference_ridge", {})]
         lines += [
-            f"### {entry['model']} @ {entry['budget']:g} ({entry['budget_ms']:.4g} ms; dense {entry['dense_latency_ms']:.4g} ms, "
-            f"val {100 * entry['dense_accuracy']:.1f}%)\n",
+            f"### {entry['model']} @ {entry['budget']:g}{f', {len(blocks)} blocks removed' if blocks else ''} "
+            f"({entry['budget_ms']:.4g} ms; dense {entry['dense_latency_ms']:.4g} ms, val {100 * entry['dense_accuracy']:.1f}%)\n",
+            (
+                f"Blocks removed whole first (the least harmful, as `hilprune search --remove-blocks` picks them): {', '.join(blocks)}. "
+                if blocks
+                else ""
+            )
+            + (
+                "The probe's ridge for the reference: "
+                + ", ".join(f"{r:g} for {chosen.count(r)}" for r in sorted(set(chosen)))
+                + f" of {len(chosen)} policies.\n"
+                if chosen
+                else ""
+            ),
             (f"**Partial: the run stopped after {len(rows)} of its {len(entry['candidates'])} policies.** " if partial else "")
             + f"{len(rows)} policies, MACs {min(macs):.1%}–{max(macs):.1%} of dense; reference test accuracy "
             f"{min(refs):.2f}–{max(refs):.2f}% (mean {sum(refs) / len(refs):.2f}), {ref_s:.0f} s per policy.\n",
@@ -478,6 +559,19 @@ def main() -> None:
         default=DEFAULT_LS_IMAGES,
         help="train images on which the reference refits the pruned layers by least squares before BN recalibration, "
         f"as `hilprune export` does by default ({DEFAULT_LS_IMAGES}); 0: no refit (the reference of runs before it existed)",
+    )
+    ap.add_argument(
+        "--ref-ridge",
+        default=None,
+        help="the ridge of the reference's least-squares refit: a number, or auto (per candidate, what `hilprune "
+        "export`'s probe picks: search.ridge); default: the surgery's (0.1)",
+    )
+    ap.add_argument(
+        "--remove-blocks",
+        type=int,
+        default=0,
+        help="residual blocks removed whole before the candidates are sampled, as `hilprune search --remove-blocks N` "
+        "removes them (the N least harmful)",
     )
     ap.add_argument("--test-size", type=int, default=0, help="test images for the reference (0: all)")
     ap.add_argument("--val-size", type=int, default=DEFAULT_VAL_SIZE, help="val images each proxy scores on (hilprune's default)")
@@ -521,6 +615,15 @@ def main() -> None:
     if args.ref_seeds < 1:
         ap.error("--ref-seeds: at least 1")
     args.ref_seeds = max(args.ref_seeds, 2 if args.ref_again else 1)
+    if args.remove_blocks < 0:
+        ap.error("--remove-blocks: a count >= 0")
+    if args.ref_ridge is not None and args.ref_ridge != "auto":
+        from search.ridge import parse_ridge
+
+        try:
+            args.ref_ridge = parse_ridge(args.ref_ridge)
+        except Exception as exc:  # HilpruneError: one line
+            ap.error(str(exc).replace("--ridge", "--ref-ridge"))
     args.ref_again = args.ref_seeds > 1
     if args.quick:
         preset(
@@ -536,7 +639,11 @@ def main() -> None:
         ap.error("--reuse and --candidates-from exclude each other (the first keeps the other run's reference)")
     if args.reuse or args.candidates_from:  # the other run's candidates (and, with --reuse, its reference settings)
         args.reused = json.loads((RESULTS / f"{args.reuse or args.candidates_from}.json").read_text())
-        keep = REFERENCE_KEYS if args.reuse else ("policies", "device", "tolerance", "round_to")
+        keep = (
+            (*REFERENCE_KEYS, "ref_ridge", "remove_blocks")
+            if args.reuse
+            else ("policies", "device", "tolerance", "round_to", "remove_blocks")
+        )
         theirs = args.reused["settings"].get("ls_ridge", OLD_REFERENCE["ls_ridge"])
         if args.reuse and theirs != ls_ridge() and args.reused["settings"].get("ref_refit"):
             ap.error(

@@ -234,6 +234,7 @@ class PolicyEvaluator:
         self.importance = importance
         self.ladder, self.bn_batches = parse_ladder(proxy, int(bn_batches))
         self.reconstruct_images = split_reconstruct(proxy)[0]  # `ls:N`: refit by least squares first
+        self.reconstruct_ridge: float | None = None  # that refit's ridge; None: the surgery's DEFAULT_RIDGE (benches vary it)
         self.proxy = canonical_proxy(proxy, int(bn_batches))
         self.kd = kd or KDConfig()
         self.bn_after_kd = bool(bn_after_kd)
@@ -905,7 +906,10 @@ class PolicyEvaluator:
             phases["surgery"] = time.perf_counter() - t
             if self.reconstruct_images:
                 t = time.perf_counter()
-                self.surgeon.refit(res.model, policy, self._split("train").x[: self.reconstruct_images], seed=self.seed)
+                self.surgeon.refit(
+                    res.model, policy, self._split("train").x[: self.reconstruct_images], seed=self.seed,
+                    ridge=self.reconstruct_ridge,
+                )  # fmt: skip
                 phases["ls"] = time.perf_counter() - t
             t = time.perf_counter()
             recalibrate_bn(res.model, self._split("train"), bn_n, batch_size=self.bn_batch_size, seed=self.seed)

@@ -131,9 +131,9 @@ def test_the_reference_refits_by_least_squares_as_the_export_does_unless_told_no
     data = load_dataset("digits")
     real, calls = ev.surgeon.refit, []
 
-    def refit(model, policy, images, seed=0):
+    def refit(model, policy, images, seed=0, ridge=None):
         calls.append(len(images))
-        return real(model, policy, images, seed=seed)
+        return real(model, policy, images, seed=seed, ridge=ridge)
 
     monkeypatch.setattr(ev.surgeon, "refit", refit)
     ratios = [0.5] * ev.n_groups
@@ -150,3 +150,69 @@ def test_the_reference_refits_by_least_squares_as_the_export_does_unless_told_no
     assert "Reference: least-squares refit of the pruned layers on 64 train images" in markdown(res)
     settings["ref_refit"] = 0
     assert "Reference: BN recalibration, then" in markdown(res)
+
+
+def test_a_proxy_may_name_its_refits_ridge_and_each_ridge_refits_on_its_own():
+    """``ls/R+kd:40`` scores the search's proxy with another ridge (the export's probe picks 0.001 or
+    0.01 where blocks are removed): the evaluator refits with R for it and with its default for the
+    plain ``ls+``, and is left as it was."""
+    from bench.proxy_fidelity import score_candidate, split_proxy
+    from envs.evaluator import PolicyEvaluator
+
+    assert split_proxy("ls/0.001+kd:40") == (64, 0.001, "kd:40")
+    assert split_proxy("ls:32+bn:10") == (32, None, "bn:10")
+    assert split_proxy("kd:40") == (0, None, "kd:40")
+    for bad in ("ls/0+kd:40", "ls/x+kd:40", "ls/-1+bn:10"):
+        with pytest.raises(SystemExit, match="ridge after '/' must be a number > 0"):
+            split_proxy(bad)
+
+    ev = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=100, proxy="bn")
+    real, ridges = ev.surgeon.refit, []
+
+    def refit(model, policy, images, seed=0, ridge=None):
+        ridges.append(ridge)
+        return real(model, policy, images, seed=seed, ridge=ridge)
+
+    ev.surgeon.refit = refit
+    out = score_candidate(ev, [0.5] * ev.n_groups, ["bn:10", "ls+bn:10", "ls/0.001+bn:10", "ls/0.001+kd:2"])
+    assert set(out["proxies"]) == {"bn:10", "ls+bn:10", "ls/0.001+bn:10", "ls/0.001+kd:2"}
+    assert ridges == [None, 0.001]  # one refit per (images, ridge); kd:2 continues from its bn rung
+    assert ev.reconstruct_images == 0 and ev.reconstruct_ridge is None
+
+
+def test_the_reference_ridge_is_the_given_one_or_the_exports_probe_and_shows_in_the_cell():
+    import argparse
+
+    from bench.proxy_fidelity import markdown, reference_ridge
+    from envs.evaluator import PolicyEvaluator
+    from hilprune.data import load_dataset
+    from search.ridge import RIDGES
+
+    ev = PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", val_size=100, proxy="bn")
+    data = load_dataset("digits")
+    ratios = [0.5] * ev.n_groups
+    args = argparse.Namespace(ref_refit=16, ref_lr=0.01, seed=0, ref_ridge=0.01)
+    assert reference_ridge(ev, data, ratios, args) == {"ridge": 0.01}
+    args.ref_ridge = None  # the surgery's default
+    from hilprune.surgery.reconstruct import DEFAULT_RIDGE
+
+    assert reference_ridge(ev, data, ratios, args) == {"ridge": DEFAULT_RIDGE}
+    args.ref_ridge = "auto"
+    chosen = reference_ridge(ev, data, ratios, args)
+    assert chosen["ridge"] in RIDGES and set(chosen["probe"]["scores"]) == {f"{r:g}" for r in RIDGES}
+    assert chosen["probe"]["scores"][f"{chosen['ridge']:g}"] == max(chosen["probe"]["scores"].values())
+
+    table = rows([0.1 * i for i in range(8)], [0.1 * i for i in range(8)])
+    for r, ridge in zip(table, [0.001] * 5 + [0.1] * 3):
+        r["reference_ridge"] = {"ridge": ridge, "probe": {}}
+        r["reference"] |= {"wall_s": 1.0}
+        r["macs"] = 500
+    settings = dict(policies=8, device="sim-cpu", tolerance=0.05, round_to=8, val_size=1000, proxies="kd:40", ref_steps=150,
+                    ref_epochs=1.0, ref_batch=64, ref_lr=0.01, test_size=0, ref_refit=64, ref_ridge="auto")  # fmt: skip
+    machine = {"command": "c", "cpu": "cpu", "cores": 2, "python": "3", "versions": {}, "date": "d"}
+    cell = dict(model="resnet20", budget=0.3, budget_ms=0.2, dense_latency_ms=0.6, dense_accuracy=0.93, dense_macs=1000,
+                candidates=[[0.5]] * 8, rows=table, removed_blocks=["layer1.2", "layer2.2", "layer3.1"])  # fmt: skip
+    text = markdown({"settings": settings, "machine": machine, "device_title": "`sim-cpu`", "cells": {"r": cell}})
+    assert "### resnet20 @ 0.3, 3 blocks removed (" in text
+    assert "layer1.2, layer2.2, layer3.1" in text and "0.001 for 5, 0.1 for 3 of 8 policies" in text
+    assert "the ridge `hilprune export`'s probe picks for that candidate" in text
