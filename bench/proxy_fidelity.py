@@ -190,7 +190,7 @@ def reference_ridge(ev: Any, data: Any, ratios: list[float], args: argparse.Name
         return {"ridge": float(args.ref_ridge) if args.ref_ridge else ls_ridge()}
     t0 = time.perf_counter()
     ridge, choice = settle_ridge(
-        lambda r: prepared(ev, data, ratios, args, r), ev.surgeon.dense, data, ridge=None, refits=bool(args.ref_refit),
+        lambda r: prepared(ev, data, ratios, args, r), ev.surgeon.full, data, ridge=None, refits=bool(args.ref_refit),
         finetune_epochs=1.0, lr=args.ref_lr, seed=args.seed,
     )  # fmt: skip
     return {"ridge": ridge, "probe": choice.to_dict() if choice else None, "wall_s": time.perf_counter() - t0}
@@ -210,7 +210,7 @@ def reference(
     cfg = KDConfig(lr=args.ref_lr, batch_size=args.ref_batch)
     steps = args.ref_steps if args.ref_steps else None
     ft = finetune_kd(
-        model, ev.surgeon.dense, data, epochs=args.ref_epochs, steps=steps, lr=args.ref_lr, seed=args.seed + 1000 * k,
+        model, ev.surgeon.full, data, epochs=args.ref_epochs, steps=steps, lr=args.ref_lr, seed=args.seed + 1000 * k,
         device="cpu", progress=False, cfg=cfg, val=False,
     )  # fmt: skip
     test = data.test.subset(args.test_size or None)  # 0: all of it

@@ -216,3 +216,37 @@ def test_the_reference_ridge_is_the_given_one_or_the_exports_probe_and_shows_in_
     assert "### resnet20 @ 0.3, 3 blocks removed (" in text
     assert "layer1.2, layer2.2, layer3.1" in text and "0.001 for 5, 0.1 for 3 of 8 policies" in text
     assert "the ridge `hilprune export`'s probe picks for that candidate" in text
+
+
+def test_with_blocks_removed_the_reference_distils_from_the_model_as_given(monkeypatch):
+    """The export's teacher is the dense model with all its blocks; the surgeon's `dense` (the
+    model without the removed blocks, never fine-tuned) would teach the candidates its own errors."""
+    import argparse
+    import types
+
+    import hilprune.train.distill
+    import search.ridge
+    from bench.proxy_fidelity import reference, reference_ridge
+    from envs.evaluator import PolicyEvaluator
+    from hilprune.data import load_dataset
+
+    ev = PolicyEvaluator("resnet20", dataset="digits", device="sim-cpu", proxy="bn:2", val_size=120, lock=False, remove_blocks=1)
+    assert ev.surgeon.full is not ev.surgeon.dense
+    teachers = []
+
+    def finetune_kd(model, teacher, data, **kw):
+        teachers.append(teacher)
+        return types.SimpleNamespace(steps=0)
+
+    def settle_ridge(refitted, teacher, data, **kw):
+        teachers.append(teacher)
+        return 0.01, None
+
+    monkeypatch.setattr(hilprune.train.distill, "finetune_kd", finetune_kd)
+    monkeypatch.setattr(search.ridge, "settle_ridge", settle_ridge)
+    args = argparse.Namespace(ref_refit=16, ref_lr=0.01, ref_batch=32, ref_epochs=1.0, ref_steps=3, seed=0, test_size=50,
+                              ref_ridge="auto")  # fmt: skip
+    ratios = [0.25] * ev.n_groups
+    assert reference_ridge(ev, load_dataset("digits"), ratios, args)["ridge"] == 0.01
+    reference(ev, load_dataset("digits"), ratios, args, ridge=0.01)
+    assert len(teachers) == 2 and all(t is ev.surgeon.full for t in teachers)
