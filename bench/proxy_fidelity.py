@@ -459,8 +459,8 @@ def markdown(res: dict[str, Any]) -> str:
         )
         + "Reference: "
         + (
-            f"least-squares refit of the pruned layers on {s['ref_refit']} train images, {ref_ridge_text} (what "
-            "`hilprune export` does first), BN recalibration, "
+            f"least-squares refit of the pruned layers on {s['ref_refit']} train images (what `hilprune export` does "
+            f"first; {ref_ridge_text}), BN recalibration, "
             if s.get("ref_refit")
             else "BN recalibration, "
         )

@@ -15,6 +15,9 @@ against the mean of its seeds; sections proxy_fidelity_ridge_*) ``ls,kd:40`` ran
 resnet20@0.35, 0.94 on resnet20@0.5, 0.84 on mobilenetv2@0.4 and 0.73 on resnet56@0.4, where one
 reference seed repeats another at only 0.47; kd:40 at 0.57, 0.78, 0.78 and 0.27. So the default proxy
 refits first, as the export does; its ladder's cheap rung is then ls+bn:10 (0.70, 0.77, 0.87, 0.53).
+With 3 blocks of resnet20 removed (at 0.3; proxy_fidelity_blocks_r20_03) it ranks at 0.85 against
+a reference refitted with the ridge the export's probe picks there (0.001); refitting the proxy with
+0.001 too ranked at 0.92, inside the same bootstrap interval, so the proxy keeps the surgery's ridge.
 
 A proxy is written as one fidelity (``bn``, ``bn:40``, ``kd:40``) or a comma-separated ladder of
 them (``bn:10,kd:20,kd:80``). A ladder always starts with a ``bn`` rung (added when not written:
