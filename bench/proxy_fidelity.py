@@ -335,7 +335,8 @@ OLD_REFERENCE = {"ref_refit": 0, "ls_ridge": 1e-3, "ref_ridge": None, "remove_bl
 
 
 def ls_ridge() -> float:
-    """The ridge every least-squares refit (``ls`` proxies, the reference's refit) runs with."""
+    """The surgery's default ridge: the ``ls`` proxies' and the reference's refit unless a proxy
+    names its own (``ls/R+``) or `--ref-ridge` is given."""
     from hilprune.surgery.reconstruct import DEFAULT_RIDGE
 
     return float(DEFAULT_RIDGE)
@@ -508,21 +509,18 @@ def markdown(res: dict[str, Any]) -> str:
         both = any("rho_both" in v for v in summary.values())
         blocks = entry.get("removed_blocks") or []
         chosen = [r["reference_ridge"]["ridge"] for r in rows if "probe" in r.get("reference_ridge", {})]
+        about = (
+            f"Blocks removed whole first (the least harmful, as `hilprune search --remove-blocks` picks them): {', '.join(blocks)}. "
+            if blocks
+            else ""
+        )
+        if chosen:
+            picked = ", ".join(f"{r:g} for {chosen.count(r)}" for r in sorted(set(chosen)))
+            about += f"The probe's ridge for the reference: {picked} of {len(chosen)} policies."
         lines += [
             f"### {entry['model']} @ {entry['budget']:g}{f', {len(blocks)} blocks removed' if blocks else ''} "
             f"({entry['budget_ms']:.4g} ms; dense {entry['dense_latency_ms']:.4g} ms, val {100 * entry['dense_accuracy']:.1f}%)\n",
-            (
-                f"Blocks removed whole first (the least harmful, as `hilprune search --remove-blocks` picks them): {', '.join(blocks)}. "
-                if blocks
-                else ""
-            )
-            + (
-                "The probe's ridge for the reference: "
-                + ", ".join(f"{r:g} for {chosen.count(r)}" for r in sorted(set(chosen)))
-                + f" of {len(chosen)} policies.\n"
-                if chosen
-                else ""
-            ),
+            *([about.strip() + "\n"] if about else []),
             (f"**Partial: the run stopped after {len(rows)} of its {len(entry['candidates'])} policies.** " if partial else "")
             + f"{len(rows)} policies, MACs {min(macs):.1%}–{max(macs):.1%} of dense; reference test accuracy "
             f"{min(refs):.2f}–{max(refs):.2f}% (mean {sum(refs) / len(refs):.2f}), {ref_s:.0f} s per policy.\n",
