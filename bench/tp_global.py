@@ -227,7 +227,14 @@ def run_peer(
         return model
 
     ridge, choice = settle_ridge(  # as search.export settles it
-        prepared, dense, data, ridge=ridge, refits=bool(refit_images), finetune_epochs=finetune_epochs, lr=lr, seed=seed
+        prepared,
+        dense,
+        data,
+        ridge=ridge,
+        refits=bool(refit_images) and any(removed.values()),
+        finetune_epochs=finetune_epochs,
+        lr=lr,
+        seed=seed,
     )
     model = prepared(ridge)
     val_before, test_before = evaluate(model, data.val), evaluate(model, data.test)

@@ -233,7 +233,8 @@ def export_run(
     """Export the best policy of `run_dir` for `budget` to `out`; returns what `--json` prints.
 
     `reconstruct`: train images on which the pruned layers are refitted by least squares before
-    BN recalibration and fine-tuning (`hilprune.surgery.reconstruct`; 0: none); None: the search
+    BN recalibration and fine-tuning (`hilprune.surgery.reconstruct`; 0: none, as for a pick that
+    removes no channel, where no layer lost inputs and no ridge is probed); None: the search
     proxy's ``ls:N``, else `DEFAULT_LS_IMAGES` (on the same pick and a half-epoch fine-tune it added
     0.7 and 1.5 points of test accuracy on resnet20 and resnet56; after 6 epochs, none:
     docs/benchmarks.md, "reconstruct_export", "finetune_longer_ls"). `ridge`: the refit's ridge; None
@@ -318,9 +319,12 @@ def export_run(
         rec, live_before, pick_info = picked.record, picked.live_ms, picked.to_dict()
 
     policy = policy_of(rec)
+    if reconstruct and not any(surgeon.removed_out_channels(policy).values()):
+        reconstruct = 0  # no layer loses input channels: nothing to refit, and no ridge to probe for
+        probing = False
     if precision == "auto":
         precision = "int8" if policy.int8_groups() else "fp32"
-        steps.total = 6 + (precision == "int8") + probing
+    steps.total = 6 + (precision == "int8") + probing
     if bn_batches is None:  # as the search's first rung did, so 'val before fine-tune' matches it
         bn_batches = parse_ladder(job.proxy or LEGACY_PROXY)[1]
     ft_seed = job.seed if seed is None else seed

@@ -274,6 +274,26 @@ def test_export_refits_by_least_squares_unless_told_not_to(
     assert "--ridge must be 'auto' or a number > 0" in err and "Traceback" not in err
 
 
+def test_export_of_a_pick_that_removes_no_channel_neither_refits_nor_probes(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """At the dense latency, uniform's first trial keeps every channel (INT8 alone can meet a budget
+    so): no layer loses inputs, so the refit and the ridge probe before the fine-tune are skipped."""
+    from hilprune.policy import Policy
+
+    out = tmp_path / "dense-budget"
+    search = ["search", "-m", "digits-cnn", "-d", "digits", "--device", "sim-cpu", "--budget", "1.0", "--agent", "uniform"]
+    assert main([*search, "--evals", "1", "--proxy", "bn", "--val-size", "100", "--out", str(out)]) == 0
+    res = run_cli(
+        capsys, "export", str(out), "--budget", "1.0", "--trial", "uniform:0", "--finetune-epochs", "0.05",
+        "--precision", "fp32", "--out", str(tmp_path / "exp"), "--json",
+    )  # fmt: skip
+    policy = Policy.load(res["policy"])
+    assert all(g.channels_after == g.channels_before for g in policy.groups)  # the trial prunes nothing
+    assert res["least_squares_images"] == 0 and res["least_squares_ridge"] is None
+    assert res["least_squares_ridge_probe"] is None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

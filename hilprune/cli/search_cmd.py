@@ -303,7 +303,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--reconstruct",
                 help="Train images on which the layers that lost input channels are refitted by least squares before "
-                "fine-tuning (0: none) [default: the search proxy's ls:N, else 64].",
+                "fine-tuning (0: none; a pick that removes no channel has none to refit) [default: the search proxy's ls:N, "
+                "else 64].",
             ),
         ] = None,
         ridge: Annotated[
