@@ -126,6 +126,8 @@ def split_proxy(proxy: str) -> tuple[int, float | None, str]:
     ridge R, None for the surgery's default; the fidelity). ``ls/0.001+kd:40``: the search's
     proxy refitted with the ridge the export's probe picks where blocks are removed."""
     from envs.fidelity import split_reconstruct
+    from hilprune.errors import HilpruneError
+    from search.ridge import parse_ridge
 
     head, plus, tail = proxy.partition("+")
     if not plus:
@@ -134,10 +136,10 @@ def split_proxy(proxy: str) -> tuple[int, float | None, str]:
     if not slash:
         return split_reconstruct(ls)[0], None, tail
     try:
-        value = float(ridge)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
+        value = parse_ridge(ridge)  # None for "auto": a proxy names a number
+    except HilpruneError:
+        value = None
+    if value is None:
         raise SystemExit(f"proxy {proxy!r}: the ridge after '/' must be a number > 0, got {ridge!r}")
     return split_reconstruct(ls)[0], value, tail
 
@@ -616,11 +618,12 @@ def main() -> None:
     if args.remove_blocks < 0:
         ap.error("--remove-blocks: a count >= 0")
     if args.ref_ridge is not None and args.ref_ridge != "auto":
+        from hilprune.errors import HilpruneError
         from search.ridge import parse_ridge
 
         try:
             args.ref_ridge = parse_ridge(args.ref_ridge)
-        except Exception as exc:  # HilpruneError: one line
+        except HilpruneError as exc:  # one line
             ap.error(str(exc).replace("--ridge", "--ref-ridge"))
     args.ref_again = args.ref_seeds > 1
     if args.quick:
