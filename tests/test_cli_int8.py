@@ -12,11 +12,16 @@ import numpy as np
 import onnx
 import pytest
 
+import hwprofiler
 from hilprune.cli.main import main
 from hilprune.export import ort_session
 from hilprune.policy import Policy
+from hwprofiler.quantization import candidate_schemes
 
 DIGITS = ["--model", "digits-cnn", "--dataset", "digits"]
+# The simulated device's schemes: its INT8 graphs run on this host for their accuracy, so they carry
+# 7-bit weights (-rr) where this host's CPU lacks VNNI (hwprofiler.quantization.needs_reduce_range).
+QDQ_U8, QDQ_S8, QOP_U8, QOP_S8 = (s.name for s in candidate_schemes({}))
 
 
 def run_json(capsys: pytest.CaptureFixture, args: list[str]) -> dict:
@@ -38,7 +43,7 @@ def test_prune_int8_writes_the_chosen_int8_graph_and_the_fp32_one(tmp_path: Path
     args = ["prune", *DIGITS, "--policy", str(policy), "--out", str(out), "--precision", "int8", "--device", "sim-cpu"]
     report = run_json(capsys, [*args, "--calibration-size", "32", "--json"])
     q = report["quantization"]
-    assert report["precision"] == "int8" and q["scheme"]["name"] == "qdq-u8s8"
+    assert report["precision"] == "int8" and q["scheme"]["name"] == QDQ_U8
     assert "QuantizeLinear" in _ops(out / "model.onnx") and "QuantizeLinear" not in _ops(out / "model.fp32.onnx")
     logits = ort_session((out / "model.onnx").read_bytes()).run(None, {"input": np.zeros((1, 1, 8, 8), np.float32)})[0]
     assert logits.shape == (1, 10)
@@ -46,7 +51,7 @@ def test_prune_int8_writes_the_chosen_int8_graph_and_the_fp32_one(tmp_path: Path
     assert q["calibration"]["images"] == 32 and q["calibration"]["split"] == "train"
     assert abs(q["accuracy"]["int8"]["test"] - q["accuracy"]["fp32"]["test"]) <= 0.02
     saved = Policy.load(out / "policy.json")
-    assert saved.metrics["quantization"]["scheme"] == "qdq-u8s8" and saved.metrics["quantization"]["precision"] == "int8"
+    assert saved.metrics["quantization"]["scheme"] == QDQ_U8 and saved.metrics["quantization"]["precision"] == "int8"
 
 
 def test_prune_int8_without_a_dataset_is_one_line_of_error(tmp_path: Path, capsys) -> None:
@@ -72,20 +77,20 @@ def search_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_export_int8_ships_the_int8_graph_with_its_model_card(search_run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "export"
     args = ["export", str(search_run), "--budget", "0.5", "--finetune-epochs", "0.5", "--out", str(out)]
-    res = run_json(capsys, [*args, "--precision", "int8", "--schemes", "qdq-u8s8,qop-u8s8,qdq-s8s8", "--json"])
-    assert res["precision"] == "int8" and res["scheme"] == "qdq-u8s8"
-    assert [c["name"] for c in res["quantization"]["candidates"]] == ["qdq-u8s8", "qop-u8s8", "qdq-s8s8"]
+    res = run_json(capsys, [*args, "--precision", "int8", "--schemes", f"{QDQ_U8},{QOP_U8},{QDQ_S8}", "--json"])
+    assert res["precision"] == "int8" and res["scheme"] == QDQ_U8
+    assert [c["name"] for c in res["quantization"]["candidates"]] == [QDQ_U8, QOP_U8, QDQ_S8]
     assert "QuantizeLinear" in _ops(out / "model.onnx") and (out / "model.fp32.onnx").is_file()
     assert res["test_accuracy"] == res["quantization"]["accuracy"]["int8"]["test"]
     assert res["latency_ms"] < res["fp32_latency_ms"] and res["meets_budget"]  # INT8 only makes it faster
     card = (out / "MODEL_CARD.md").read_text()
-    assert "## Precision" in card and "qdq-u8s8" in card and "train" in card and "| qdq-s8s8 |" in card
+    assert "## Precision" in card and QDQ_U8 in card and "train" in card and f"| {QDQ_S8} |" in card
     policy = Policy.load(out / "policy.json")
-    assert policy.metrics["precision"] == "int8" and policy.metrics["quantization"]["scheme"]["name"] == "qdq-u8s8"
+    assert policy.metrics["precision"] == "int8" and policy.metrics["quantization"]["scheme"]["name"] == QDQ_U8
     fp32 = run_json(capsys, [*args[:-1], str(tmp_path / "fp32"), "--precision", "fp32", "--json"])
     assert fp32["precision"] == "fp32" and "quantization" not in fp32 and not (tmp_path / "fp32" / "model.fp32.onnx").exists()
     # the search judged its policies as INT8 graphs (--precision int8, its default): export follows it
-    auto = run_json(capsys, [*args[:-1], str(tmp_path / "auto"), "--schemes", "qdq-u8s8", "--json"])
+    auto = run_json(capsys, [*args[:-1], str(tmp_path / "auto"), "--schemes", QDQ_U8, "--json"])
     assert Policy.load(tmp_path / "auto" / "policy.json").int8_groups() and "quantization" in auto
 
 
@@ -93,8 +98,8 @@ def test_devices_reports_the_precisions_each_device_runs_fast(capsys) -> None:
     out = run_json(capsys, ["devices", "--json"])
     sim = next(d for d in out["devices"] if d["name"] == "sim-cpu")
     table = sim["precision"]
-    assert table["best"] == "qdq-u8s8" and not table["keeps_fp32"]
-    assert {r["name"] for r in table["schemes"]} == {"qdq-u8s8", "qdq-s8s8", "qop-u8s8", "qop-s8s8"}
+    assert table["best"] == QDQ_U8 and not table["keeps_fp32"]
+    assert {r["name"] for r in table["schemes"]} == {QDQ_U8, QDQ_S8, QOP_U8, QOP_S8}
     again = run_json(capsys, ["devices", "--json"])
     assert next(d for d in again["devices"] if d["name"] == "sim-cpu")["precision"]["cached"]
     remeasured = run_json(capsys, ["devices", "--remeasure", "--json"])
@@ -115,7 +120,8 @@ def test_prune_int8_on_openvino_chooses_among_the_schemes_openvino_runs(tmp_path
     args = ["prune", *DIGITS, "--policy", str(policy), "--out", str(out), "--precision", "int8", "--device", "ov-cpu-1t"]
     q = run_json(capsys, [*args, "--calibration-size", "32", "--json"])["quantization"]
     by_name = {c["name"]: c for c in q["candidates"]}
-    assert set(by_name) == {"qdq-u8s8", "qdq-s8s8", "qop-u8s8", "qop-s8s8"}
+    ov_cpu = hwprofiler.fingerprint(hwprofiler.load_device("ov-cpu-1t"))  # -rr names where this CPU lacks VNNI
+    assert set(by_name) == {s.name for s in candidate_schemes(ov_cpu)}
     for c in by_name.values():  # each was either timed on OpenVINO against fp32 or failed with a reason
         assert (c["verdict"] == "failed") == (c["int8_ms"] is None) == bool(c["error"])
     assert any(c["int8_ms"] is not None for c in by_name.values())
