@@ -85,6 +85,7 @@ def calibrate(
                 live = measure_onnx(data, device, cache=False).latency_ms
         else:
             live = measure_onnx(data, device, cache=False).latency_ms
-        predictor.observe(kernels, live, save=False)
+        predictor.observe(kernels, live, save=False, refit=False)
+    predictor.refit()  # once, on every run (the same correction as refitting after each)
     predictor.lut.save()
     return todo

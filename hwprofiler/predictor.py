@@ -280,13 +280,18 @@ class Predictor:
         device = self.lut.device
         return self.predict(device_kernels(model, device) if device is not None else kernels_from_onnx(model))
 
-    def observe(self, kernels: Sequence[KernelSpec], live_ms: float, save: bool = True) -> None:
-        """Record a live latency of the network made of `kernels` and refit the correction."""
+    def observe(self, kernels: Sequence[KernelSpec], live_ms: float, save: bool = True, refit: bool = True) -> None:
+        """Record a live latency of the network made of `kernels` and refit the correction.
+
+        `refit=False` defers the refit to the caller (a batch of observations, then one `refit`):
+        each refit chooses its model by leave-one-out fits, so refitting after each of n runs costs
+        O(n^2) solves where one refit at the end gives the same correction."""
         if not (live_ms > 0 and math.isfinite(live_ms)):
             raise ValueError(f"live_ms must be a positive number, got {live_ms}")
         record = self.features(kernels) | {"live_ms": float(live_ms), "time": time.time(), "scope": self.scope}
         self.lut.add_observation(record)
-        self.refit()
+        if refit:
+            self.refit()
         if save:
             self.lut.save()
 

@@ -164,3 +164,21 @@ def test_layouts_are_read_from_onnxruntime_not_assumed(tmp_path) -> None:
         sum(convs[i].cout * 8 * 8 for i in range(len(convs) - 1) if layouts[i] != layouts[i + 1]) / 1e6
     )  # each switch reorders the tensor the earlier kernel wrote
     assert transition_melems(convs, layouts) == pytest.approx(expected)
+
+
+def test_observations_refitted_once_give_the_correction_of_refitting_after_each(tmp_path):
+    """hilprune.calibrate defers the refit to the end of its runs (the O(n^2) leave-one-out fits)."""
+    dev = fast_device()
+    nets = [kernels_from_onnx(tiny_cnn(c=c, c2=c2, hw=hw)) for c, c2, hw in VARIANTS]
+    table = LUT(dev, tmp_path / "lut.json")
+    for kernels in nets:
+        table.fill(kernels, progress=False, save=False)
+    table.save()  # both predictors price from the same kernel times
+    each, once = Predictor(LUT.load(tmp_path / "lut.json", dev)), Predictor(LUT.load(tmp_path / "lut.json", dev))
+    for i, kernels in enumerate(nets):
+        live = 1.2 * each.kernel_sum(kernels) + 0.01 * i  # the same made-up live time for both
+        each.observe(kernels, live, save=False)
+        once.observe(kernels, live, save=False, refit=False)
+    assert once.correction.n == 0 and each.correction.n == len(nets)  # deferred: not refitted yet
+    once.refit()
+    assert once.coefficients == pytest.approx(each.coefficients)

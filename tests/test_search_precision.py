@@ -18,9 +18,9 @@ from envs.precision import search_precision
 from hilprune.data import load_dataset
 from hilprune.export import to_onnx_bytes
 from hilprune.quantize import TrainCalibration, fp32_nodes
-from hwprofiler.quantization import Quantizer, Scheme
+from hwprofiler.quantization import Quantizer, Scheme, candidate_schemes
 
-SCHEME = "qdq-u8s8"
+SCHEME = candidate_schemes({})[0].name  # sim-cpu's qdq-u8s8 (-rr: 7-bit weights where this host lacks VNNI)
 
 
 def sim(**options) -> hwprofiler.DeviceSpec:

@@ -22,26 +22,36 @@ REPO = Path(__file__).resolve().parents[1]
 AGENTS = ("uniform", "random", "tpe", "ppo")
 
 
-def search(out: Path) -> dict[str, list[tuple]]:
+EVALS = 4
+
+
+def start(out: Path) -> subprocess.Popen:
+    """`hilprune search` in its own process (both searches run at once: sim-cpu times nothing)."""
     cmd = [sys.executable, "-m", "hilprune", "search", "-m", "digits-cnn", "-d", "digits", "--device", "sim-cpu"]
-    cmd += ["--budget", "0.5,0.7", "--agent", ",".join(AGENTS), "--evals", "6", "--seed", "3", "--out", str(out)]
+    cmd += ["--budget", "0.5,0.7", "--agent", ",".join(AGENTS), "--evals", str(EVALS), "--seed", "3", "--out", str(out)]
     cmd += ["--latency-source", "hybrid", "--proxy", "bn", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1", HWPROFILER_CACHE=str(out.parent / f"{out.name}-hwcache"))
-    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def records(out: Path, run: subprocess.Popen) -> dict[str, list[tuple]]:
+    _, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err[-3000:]
     job = load_run_job(out)
-    records = store.load_records(store.open_storage(job.storage_url, cache=False), job.name)
+    recs = store.load_records(store.open_storage(job.storage_url, cache=False), job.name)
     return {
         agent: [
-            (r.number, r.accuracy, r.latency_ms, r.lut_latency_ms, r.live_ratio, tuple(sorted(r.ratios().items()))) for r in recs
+            (r.number, r.accuracy, r.latency_ms, r.lut_latency_ms, r.live_ratio, tuple(sorted(r.ratios().items()))) for r in rs
         ]
-        for agent, recs in records.items()
+        for agent, rs in recs.items()
     }
 
 
 @pytest.mark.slow
 def test_a_seeded_search_repeats_exactly(tmp_path: Path) -> None:
-    first, second = search(tmp_path / "a"), search(tmp_path / "b")
-    assert set(first) == set(AGENTS) and all(len(first[a]) == 6 for a in AGENTS)
+    a, b = tmp_path / "a", tmp_path / "b"
+    runs = start(a), start(b)
+    first, second = records(a, runs[0]), records(b, runs[1])
+    assert set(first) == set(AGENTS) and all(len(first[a]) == EVALS for a in AGENTS)
     assert first == second
     assert any(r[4] is not None for recs in first.values() for r in recs)  # hybrid: some live (paired) measurements
