@@ -12,9 +12,11 @@ Per model (Fashion-MNIST; digits-cnn on digits):
 
 1. dense latency on each device (`--repeats` fresh measurements, median);
 2. per device, `hilprune search` (the same job the CLI runs: `--agents`, `--evals` per agent,
-   `--latency-source`, `--round-to`, `--proxy`) at a budget of `--budget` of *that device's* dense latency,
-   under runs/bench/cross_device/; a rerun continues the searches, each under the proxy it started with
-   (results record it since `--proxy` exists; earlier runs used hilprune search's default of their day);
+   `--latency-source`, `--round-to`, `--proxy`) at a budget of `--budget` of *that device's* dense latency
+   (where the device's lookup table says pruning cannot reach it, at the lowest budget it can: the
+   fraction hilprune's budget error names, and the table says so), under runs/bench/cross_device/;
+   a rerun continues the searches, each under the proxy it started with (results record it since
+   `--proxy` exists; earlier runs used hilprune search's default of their day);
 3. per device, its best policy: `hilprune export` (`search.export.export_run`): the most accurate
    trial that meets the budget live, fine-tuned for `--finetune-epochs` (the same for every policy),
    test accuracy. When no trial meets the budget, the lowest-latency trial (the lowest the search
@@ -240,7 +242,7 @@ def same_deployment(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[str, Any]:
     from bench.compare_agents import weights_of
-    from hilprune.budget import parse_budgets
+    from hilprune.budget import BudgetError, lowest_budget, parse_budgets
     from hilprune.export import to_onnx_bytes
     from hilprune.models import resolve_model
 
@@ -252,17 +254,30 @@ def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[
     searched: dict[str, dict[str, Any]] = {}
     onnx: dict[str, bytes] = {}
     for d in devices:
+        dargs = args
         run_dir = OUT / run_dir_name(model, d, wtag, args)
-        search = run_device_search(model, d, run_dir, args)
-        exp = export_best(run_dir, args)
+        try:
+            search = run_device_search(model, d, run_dir, args)
+        except BudgetError as exc:
+            if exc.floor is None:
+                raise
+            dargs = argparse.Namespace(**(vars(args) | {"budget": lowest_budget(exc.floor)}))
+            print(
+                f"  {model} on {d}: budget {args.budget} cannot be met; searching at {dargs.budget}, the lowest it can reach",
+                flush=True,
+            )
+            run_dir = OUT / run_dir_name(model, d, wtag, dargs)
+            search = run_device_search(model, d, run_dir, dargs)
+        exp = export_best(run_dir, dargs)
         onnx[d] = Path(exp["onnx"]).read_bytes()
         job_dense = search["dense"]
-        searched_as = argparse.Namespace(**(vars(args) | {"proxy": search["proxy"]}))  # the proxy its trials had
+        searched_as = argparse.Namespace(**(vars(dargs) | {"proxy": search["proxy"]}))  # the proxy its trials had
         searched[d] = {
             "run_dir": str(run_dir),
             "command": "hilprune " + " ".join(search_args(model, d, run_dir, searched_as)),
             "proxy": search["proxy"],  # the one its trials were scored with (resumed directories keep theirs)
-            "budget_ms": float(job_dense["budgets_ms"][parse_budgets(args.budget)[0]]),
+            "budget": dargs.budget,  # args.budget, or the lowest this device can reach when that cannot be met
+            "budget_ms": float(job_dense["budgets_ms"][parse_budgets(dargs.budget)[0]]),
             "search_dense_ms": float(job_dense["latency_ms"]),
             "failed_agents": search["failed"],
             "search_wall_s": search["wall_s"],
@@ -386,8 +401,10 @@ def markdown(res: dict[str, Any]) -> str:
         for d in devs:
             s = m["searched"][d]
             shipped = f"{s.get('shipped', 'fp32')}" + (f" ({s['scheme']})" if s.get("scheme") else "")
+            raised = s.get("budget", a["budget"]) != a["budget"]  # this device could not reach --budget
+            budget = f"{s['budget_ms']:.3f}" + (f" ({s['budget']} of dense, the lowest it can reach)" if raised else "")
             lines.append(
-                f"| {m['model']} | {d} | {s['budget_ms']:.3f} | {s['agent']}:{s['trial']} | {'yes' if s['reached_budget'] else '**no**'} | "
+                f"| {m['model']} | {d} | {budget} | {s['agent']}:{s['trial']} | {'yes' if s['reached_budget'] else '**no**'} | "
                 f"{s['odd_groups']} / {s['x16_groups']} of {s['groups']} | "
                 + (f"{shipped} | " if int8 else "")
                 + f"{100 * s['test_accuracy_before_finetune']:.1f}% / "

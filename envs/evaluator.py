@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hilprune.budget import Budget, BudgetError, resolve_budget, within_budget
+from hilprune.budget import Budget, BudgetError, lowest_budget, resolve_budget, within_budget
 from hilprune.data.bundle import Split
 from hilprune.errors import HilpruneError, PolicyError
 from hilprune.policy import Policy, channels_after, validate_policy
@@ -493,8 +493,9 @@ class PolicyEvaluator:
                 raise BudgetError(
                     f"budget {b.label} ({b.ms:.4g} ms) cannot be met: pruning every group at max_ratio={self.max_ratio} "
                     f"still takes {floor:.4g} ms on {self.device.name} by the LUT (dense: {self.dense_latency_ms:.4g} ms "
-                    f"live); raise the budget to at least {floor / self.dense_latency_ms:.2f} of the dense latency, "
-                    f"or raise --max-ratio{self._blocks_hint()}"
+                    f"live); raise the budget to at least {lowest_budget(floor / self.dense_latency_ms)} of the dense latency, "
+                    f"or raise --max-ratio{self._blocks_hint()}",
+                    floor=floor / self.dense_latency_ms,
                 )
         return b
 

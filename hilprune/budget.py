@@ -25,7 +25,19 @@ _MS = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)ms$")
 
 
 class BudgetError(HilpruneError):
-    """A latency budget that cannot be read, or cannot be met."""
+    """A latency budget that cannot be read, or cannot be met. `floor`: where the budget cannot be met,
+    the lowest fraction of the dense latency that can (None when unknown), for a caller that settles
+    for the lowest reachable budget instead of stopping."""
+
+    def __init__(self, message: str, *, floor: float | None = None) -> None:
+        super().__init__(message)
+        self.floor = floor
+
+
+def lowest_budget(floor: float) -> str:
+    """The lowest fractional budget label that can be met, from the fraction of dense a model cannot go
+    below (BudgetError.floor): rounded *up* to a hundredth, so that the label offered is one that works."""
+    return _fmt(math.ceil(round(float(floor) * 100, 9)) / 100)
 
 
 def within_budget(latency_ms: float, budget_ms: float) -> bool:

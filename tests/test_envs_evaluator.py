@@ -13,7 +13,7 @@ import torch
 
 from envs.errors import BudgetError, EnvConfigError
 from envs.evaluator import EvalResult, PolicyEvaluator
-from hilprune.budget import Budget
+from hilprune.budget import Budget, lowest_budget
 from hilprune.errors import HilpruneError, PolicyError
 
 USER_MODEL = str(Path(__file__).parent / "fixtures_envs" / "user_cnn.py") + ":build"
@@ -126,8 +126,13 @@ def test_lut_prices_are_judged_in_the_dense_references_frame() -> None:
     assert r.latency_kind == "lut" and r.lut_latency_ms == pytest.approx(raw)
     assert r.latency_ms == pytest.approx(raw * ev.lut_scale) and ev.dense_latency_for(r) == ev.dense_latency_ms
     # The floor as a fraction still binds: a budget just under it is refused, just over it accepted.
-    with pytest.raises(BudgetError):
+    with pytest.raises(BudgetError) as exc:
         ev.check_budget(floor_fraction * 0.99)
+    # The error carries the floor, and the label it offers (rounded up) is one that can be met.
+    assert exc.value.floor == pytest.approx(floor_fraction)
+    offered = lowest_budget(exc.value.floor)
+    assert f"at least {offered} of the dense latency" in str(exc.value)
+    assert float(offered) >= floor_fraction and ev.check_budget(offered).label == offered
     assert ev.check_budget(floor_fraction * 1.01).fraction == pytest.approx(floor_fraction * 1.01, rel=1e-4)
 
 

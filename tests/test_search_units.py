@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hilprune.budget import parse_budget, parse_budgets
+from hilprune.budget import lowest_budget, parse_budget, parse_budgets
 from hilprune.errors import HilpruneError
 from search import store
 from search.agents import REGISTRY, make_agent
@@ -24,6 +24,12 @@ def test_budgets_parse_fractions_and_milliseconds() -> None:
     for bad in ("2", "0", "fast", "-1ms", "0ms"):
         with pytest.raises(HilpruneError):
             parse_budget(bad)
+
+
+def test_lowest_budget_rounds_the_floor_up() -> None:
+    """The budget offered when one cannot be met is never below the floor (0.5706 is not met by 0.57)."""
+    assert [lowest_budget(f) for f in (0.5706, 0.57, 0.57 + 1e-12, 0.001)] == ["0.58", "0.57", "0.57", "0.01"]
+    assert parse_budget(lowest_budget(0.5706)) == "0.58"
 
 
 def test_job_from_toml_and_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
