@@ -4,7 +4,7 @@ searched for another? (Here: onnxruntime vs OpenVINO on the same CPU.)
     python bench/cross_device.py [--models resnet20,resnet56,mobilenetv2] [--devices ort-cpu-1t,ov-cpu-1t]
                                  [--budget 0.5] [--agents uniform,random,ppo] [--evals 60]
                                  [--latency-source hybrid] [--round-to 1] [--finetune-epochs 1]
-                                 [--repeats 3] [--seed 0] [--precision fp32] [--proxy ls,kd:40]
+                                 [--repeats 3] [--seed 0] [--precision fp32] [--proxy ls,kd:40] [--remove-blocks N]
                                  [--results-name cross_device]
                                  [--quick] [--no-doc] [--markdown-only]
 
@@ -24,6 +24,10 @@ Per model (Fashion-MNIST; digits-cnn on digits):
 4. the matrix: each device's policy measured on every device, paired with that device's dense
    model (`hwprofiler.measure_paired`, A B B A windows), `--repeats` times interleaved over all
    cells; latency = median ratio x that device's dense latency.
+
+`--remove-blocks N` has every device's search remove N residual blocks whole first (the N least
+harmful by validation accuracy, as `hilprune search --remove-blocks` chooses them), then search the
+widths of what is left: on a runtime whose per-layer cost dominates, depth is what pays.
 
 `--precision int8` (or `mixed`) searches width and precision on each device (`hilprune search
 --precision`: the INT8 scheme each search prices is the one that device's own precision table found
@@ -79,31 +83,35 @@ def _quiet() -> None:
 # --- the search and the export of one device's policy ---------------------------------------------
 def search_args(model: str, device: str, run_dir: Path, args: argparse.Namespace) -> list[str]:
     """The `hilprune search` command line this bench runs (as a list)."""
-    return [
-        "search",
-        "-m",
-        model,
-        "-d",
-        dataset_of(model),
-        "--device",
-        device,
-        "--precision",
-        args.precision,  # fp32: the runtimes compared on float models; int8/mixed: width and precision
-        "--budget",
-        args.budget,
-        "--agent",
-        args.agents,
-        "--evals",
-        str(args.evals),
-        "--latency-source",
-        args.latency_source,
-        "--round-to",
-        str(args.round_to),
-        "--seed",
-        str(args.seed),
-        "--out",
-        str(run_dir),
-    ] + (["--proxy", args.proxy] if getattr(args, "proxy", None) else [])
+    return (
+        [
+            "search",
+            "-m",
+            model,
+            "-d",
+            dataset_of(model),
+            "--device",
+            device,
+            "--precision",
+            args.precision,  # fp32: the runtimes compared on float models; int8/mixed: width and precision
+            "--budget",
+            args.budget,
+            "--agent",
+            args.agents,
+            "--evals",
+            str(args.evals),
+            "--latency-source",
+            args.latency_source,
+            "--round-to",
+            str(args.round_to),
+            "--seed",
+            str(args.seed),
+            "--out",
+            str(run_dir),
+        ]
+        + (["--proxy", args.proxy] if getattr(args, "proxy", None) else [])
+        + (["--remove-blocks", args.remove_blocks] if getattr(args, "remove_blocks", None) else [])
+    )
 
 
 def run_dir_name(model: str, device: str, wtag: str, args: argparse.Namespace) -> str:
@@ -116,6 +124,7 @@ def run_dir_name(model: str, device: str, wtag: str, args: argparse.Namespace) -
         + ("" if args.budget == DEFAULT_BUDGET else f"-b{args.budget}")
         + ("" if args.agents == DEFAULT_AGENTS else "-" + args.agents.replace(",", "_"))
         + (f"-p{proxy_tag(args.proxy)}" if getattr(args, "proxy", None) else "")
+        + (f"-blocks{args.remove_blocks.replace(',', '_')}" if getattr(args, "remove_blocks", None) else "")
     )
 
 
@@ -142,6 +151,7 @@ def run_device_search(model: str, device: str, run_dir: Path, args: argparse.Nam
         latency_source=args.latency_source,
         round_to=args.round_to,
         proxy=args.proxy,  # None: a resumed run directory keeps its own, a new one gets hilprune search's default
+        remove_blocks=getattr(args, "remove_blocks", None) or None,
     )
     t0 = time.perf_counter()
     outcome = run_search(job, progress=False)
@@ -353,6 +363,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"latency, agents {a['agents']}, {a['evals']} evaluations each, latency source {a['latency_source']}"
         + ("" if proxies == ["None"] else f", proxy {' / '.join(f'`{p}`' for p in proxies)}")  # None: not recorded then
         + (f", `--precision {a['precision']}`" if int8 else "")
+        + (f", residual blocks removed first: {a['remove_blocks']}" if a.get("remove_blocks") else "")
         + ")"
         + (" — QUICK RUN" if a.get("quick") else "")
         + "\n",
@@ -484,6 +495,12 @@ def main() -> None:
         choices=MODES,
         default="fp32",
         help="the searches' precision (default fp32; int8/mixed: width and precision, exported with --precision auto)",
+    )
+    ap.add_argument(
+        "--remove-blocks",
+        default=None,
+        help="residual blocks every device's search removes whole first, a count or names (hilprune search "
+        "--remove-blocks): depth, where the budget is out of reach of widths alone on a device",
     )
     ap.add_argument("--results-name", default="cross_device", help="bench/results/<name>.json and the docs section's name")
     ap.add_argument("--quick", action="store_true", help="digits-cnn, uniform+random, 3 evaluations, 1 repeat: the pipeline only")

@@ -70,9 +70,10 @@ def test_a_run_directory_names_every_setting_that_steers_its_trials() -> None:
             {"round_to": 1},
             {"proxy": "kd:40"},
             {"proxy": "ls,kd:40"},
+            {"remove_blocks": "3"},
         )
     }
-    assert len(names) == 6 and default not in names
+    assert len(names) == 7 and default not in names
     assert run_dir_name("resnet20", "ov-cpu-1t", "w1", argparse.Namespace(**(base | {"proxy": None}))) == default
 
 
@@ -86,3 +87,5 @@ def test_the_search_command_it_records_names_the_proxy_its_trials_were_scored_wi
     with_proxy = search_args("resnet20", "ort-cpu-1t", tmp_path, argparse.Namespace(**base, proxy="ls,kd:40"))
     assert with_proxy[-2:] == ["--proxy", "ls,kd:40"]
     assert "--proxy" not in search_args("resnet20", "ort-cpu-1t", tmp_path, argparse.Namespace(**base, proxy=None))
+    blocks = search_args("resnet20", "ort-cpu-1t", tmp_path, argparse.Namespace(**base, proxy=None, remove_blocks="3"))
+    assert blocks[-2:] == ["--remove-blocks", "3"]
