@@ -290,7 +290,11 @@ class PolicyEvaluator:
                 spec = hwprofiler.load_device(device)
             except hwprofiler.DeviceError as exc:
                 raise EnvConfigError(str(exc)) from None
-            self.precision = search_precision(precision, spec, int8_scheme, int8_calibration)
+            from hilprune.export import to_onnx_bytes
+
+            # the schemes timed on this model's own dense graph: a reference conv stack can rank them the other way round
+            dense_onnx = to_onnx_bytes(self.surgeon.dense, self.input_shape, batch=spec.batch)
+            self.precision = search_precision(precision, spec, int8_scheme, int8_calibration, model=dense_onnx)
         scheme = self.precision.scheme
         self.latency = PolicyLatency(
             self.surgeon,

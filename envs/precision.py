@@ -117,10 +117,16 @@ class SearchPrecision:
 
 
 def search_precision(
-    mode: str, device: Any, scheme: str | None = None, calibration_size: int = PROXY_CALIBRATION
+    mode: str,
+    device: Any,
+    scheme: str | None = None,
+    calibration_size: int = PROXY_CALIBRATION,
+    model: bytes | None = None,
 ) -> SearchPrecision:
     """The precision a search runs at on `device`: `mode` as asked, with the scheme the device's
-    precision table found fastest (or `scheme` when named); fp32 where the device keeps it."""
+    precision table found fastest (or `scheme` when named); fp32 where the device keeps it. With
+    `model` (the search's dense fp32 ONNX graph), the table times the schemes on that model: a
+    reference conv stack can rank them the other way round (hwprofiler.precision)."""
     if mode not in MODES:
         raise EnvConfigError(f"unknown precision {mode!r}; choose one of {', '.join(MODES)}")
     if mode == "fp32":
@@ -136,17 +142,18 @@ def search_precision(
     from hwprofiler.precision import REFERENCE, precision_table
 
     try:
-        table = precision_table(device)
+        table = precision_table(device, model=model)
     except Exception as exc:  # a device that cannot time the reference (its runtime failed): onnxruntime's usual scheme
         log.warning("could not time INT8 schemes on %s (%s): using qdq-u8s8", getattr(device, "name", device), exc)
         return SearchPrecision(mode, Scheme(), mode, f"qdq-u8s8 (schemes not timed: {exc})", int(calibration_size))
+    reference = table.get("reference", REFERENCE)
     if table.get("keeps_fp32"):
-        why = f"no INT8 scheme ran faster than fp32 on {table.get('device')} ({REFERENCE}): the device keeps fp32"
+        why = f"no INT8 scheme ran faster than fp32 on {table.get('device')} ({reference}): the device keeps fp32"
         log.warning("--precision %s: %s", mode, why)
         return SearchPrecision("fp32", None, mode, why)
     best = next(r for r in table["schemes"] if r["name"] == table["best"])
     chosen = Scheme(best["format"], best["activations"], bool(best["per_channel"]), bool(best["reduce_range"]))
-    why = f"{chosen.name}: the fastest scheme on {table.get('device')} ({REFERENCE}: {1 / float(best['ratio']):.2f}x fp32)"
+    why = f"{chosen.name}: the fastest scheme on {table.get('device')} ({reference}: {1 / float(best['ratio']):.2f}x fp32)"
     if table.get("settled") is False:
         why += f"; an unsettled table, its fp32 timings {float(table['fp32_spread']):.2f}x apart"
     return SearchPrecision(mode, chosen, mode, why, int(calibration_size))

@@ -1,4 +1,5 @@
-"""Which precisions a device runs fast: each INT8 scheme timed against fp32 on a reference conv stack.
+"""Which precisions a device runs fast: each INT8 scheme timed against fp32 on a reference conv stack,
+or on the model a search will quantize.
 
 Measured once per device fingerprint and kept in `<cache>/precision/<fingerprint_id>.json`. The
 reference is four 3x3 convs (64 channels, 16x16, Relu): a residual-network stage at batch 1,
@@ -6,6 +7,11 @@ large enough that the kernels, not the quantize/dequantize at its ends, decide. 
 is measured paired with the fp32 graph (`measure_paired`), so the ratios of one table are
 comparable. A scheme is worth trying on a network when it beat fp32 here; when none did, the
 device keeps fp32.
+
+The reference can mislead: on an Intel Xeon with AMX, QDQ S8S8 ran the reference 3.2x faster than
+fp32 and resnet20 (16-64 channels, residual adds) 1.8x *slower*, where U8S8 ran it 1.85x faster. So
+a search times the schemes on its own dense model (`precision_table(device, model=...)`), kept in
+`<cache>/precision/<fingerprint_id>-<model hash>.json`; `hilprune devices` shows the reference.
 
 The fp32 reference is timed once per scheme, so one table holds several measurements of the same
 graph. On a shared vCPU (or a 2-thread device with another process on the second core) they can
@@ -17,6 +23,7 @@ that is not settled is measured afresh on its next use rather than trusted forev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -24,6 +31,7 @@ import time
 from typing import Any
 
 import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hwprofiler.cache import atomic_write_json, default_cache_dir, file_lock
@@ -68,9 +76,17 @@ def reference_model(batch: int = 1) -> bytes:
     return model.SerializeToString()
 
 
-def _calibration(batch: int, n: int = 8) -> ArrayReader:
+def _calibration(model: bytes, n: int = 8) -> ArrayReader:
+    """Seeded random inputs for the model's first input (its static shape): scales for timing, not accuracy."""
+    inp = onnx.load_from_string(model).graph.input[0]
+    shape = [max(1, int(d.dim_value)) for d in inp.type.tensor_type.shape.dim]
     rng = np.random.default_rng(1)
-    return ArrayReader("x", (rng.standard_normal((batch, CHANNELS, HW, HW)).astype(np.float32) for _ in range(n)))
+    return ArrayReader(inp.name, (rng.standard_normal(shape).astype(np.float32) for _ in range(n)))
+
+
+def model_tag(model: bytes) -> str:
+    """A short content hash naming a model's own precision table."""
+    return hashlib.sha256(model).hexdigest()[:16]
 
 
 def fp32_spread(rows: list[dict[str, Any]]) -> float:
@@ -81,7 +97,7 @@ def fp32_spread(rows: list[dict[str, Any]]) -> float:
 
 def _measure_once(spec: DeviceSpec, schemes: list[Scheme], ref: bytes) -> list[dict[str, Any]]:
     rows = []
-    with Quantizer(ref, _calibration(spec.batch)) as quantizer:
+    with Quantizer(ref, _calibration(ref)) as quantizer:
         for scheme in schemes:
             try:
                 pair = measure_paired(quantizer.quantize(scheme), ref, spec, cache=False)
@@ -102,14 +118,19 @@ def _measure_once(spec: DeviceSpec, schemes: list[Scheme], ref: bytes) -> list[d
 
 
 def measure_precisions(
-    device: DeviceSpec | str, schemes: list[Scheme] | None = None, *, attempts: int = ATTEMPTS
+    device: DeviceSpec | str,
+    schemes: list[Scheme] | None = None,
+    *,
+    attempts: int = ATTEMPTS,
+    model: bytes | None = None,
 ) -> dict[str, Any]:
-    """Time every candidate scheme against fp32 on the reference (quantized here, measured on the
-    device), again while the table's own fp32 timings disagree (see the module docstring)."""
+    """Time every candidate scheme against fp32 on the reference, or on `model` (an fp32 ONNX graph
+    at the device's batch), quantized here and measured on the device, again while the table's own
+    fp32 timings disagree (see the module docstring)."""
     spec = load_device(device)
     fp = fingerprint(spec)
     schemes = schemes if schemes is not None else candidate_schemes(fp)
-    ref = reference_model(spec.batch)
+    ref = reference_model(spec.batch) if model is None else model
     rows: list[dict[str, Any]] = []
     spread, tried = math.inf, 0
     while tried < max(1, int(attempts)) and spread > SETTLED:
@@ -131,7 +152,7 @@ def measure_precisions(
         "format": FORMAT,
         "device": spec.name,
         "fingerprint_id": fingerprint_id(fp),
-        "reference": REFERENCE,
+        "reference": REFERENCE if model is None else f"the model itself ({model_tag(model)})",
         "schemes": rows,
         "best": faster[0]["name"] if faster else "fp32",
         "keeps_fp32": not faster,
@@ -142,11 +163,12 @@ def measure_precisions(
     }
 
 
-def precision_table(device: DeviceSpec | str, *, refresh: bool = False) -> dict[str, Any]:
-    """The device's precision table, measured on the first call for its fingerprint and cached."""
+def precision_table(device: DeviceSpec | str, *, refresh: bool = False, model: bytes | None = None) -> dict[str, Any]:
+    """The device's precision table on the reference, or on `model`: measured on the first call for
+    the device's fingerprint (and the model's bytes) and cached."""
     spec = load_device(device)
     fid = fingerprint_id(spec)
-    path = default_cache_dir() / "precision" / f"{fid}.json"
+    path = default_cache_dir() / "precision" / (f"{fid}.json" if model is None else f"{fid}-{model_tag(model)}.json")
     with file_lock(path.with_name(path.name + ".lock")):
         if not refresh and path.is_file():
             try:
@@ -156,6 +178,6 @@ def precision_table(device: DeviceSpec | str, *, refresh: bool = False) -> dict[
                     return data | {"cached": True}
             except (OSError, ValueError):
                 pass
-        data = measure_precisions(spec)
+        data = measure_precisions(spec, model=model)
         atomic_write_json(path, data)
     return data | {"cached": False}

@@ -171,6 +171,23 @@ def test_the_precision_table_is_measured_once_per_fingerprint_and_follows_the_de
     assert slow["keeps_fp32"] and slow["best"] == "fp32" and all(r["ratio"] > 1 for r in slow["schemes"])
 
 
+def test_a_model_gets_its_own_precision_table_timed_on_its_own_graph():
+    """A search times the schemes on its dense model, not the reference: its own cache entry and rows."""
+    from hwprofiler.precision import reference_model
+
+    model = tiny_cnn(c=16, c2=32, hw=16).SerializeToString()
+    reference = precision_table(sim())
+    own = precision_table(sim(), model=model)
+    assert not own["cached"] and precision_table(sim(), model=model)["cached"]
+    assert own["reference"].startswith("the model itself") and reference["reference"] != own["reference"]
+    assert {r["name"] for r in own["schemes"]} == {r["name"] for r in reference["schemes"]}
+    fp32_own = sorted(r["fp32_ms"] for r in own["schemes"])[0]
+    fp32_ref = sorted(r["fp32_ms"] for r in reference["schemes"])[0]
+    assert fp32_own != pytest.approx(fp32_ref, rel=0.05)  # another graph was timed
+    same = precision_table(sim(), model=reference_model(1))  # the reference graph given as a model: the same ranking
+    assert not same["cached"] and same["best"] == reference["best"]
+
+
 def _fp32_slowed_on(monkeypatch, slow_calls: set[int], factor: float = 5.0) -> None:
     """The real paired measurement on the simulated device, with the fp32 reference of the listed
     calls (1-based, in the order the table measures its schemes) taken in a slow window."""

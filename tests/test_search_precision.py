@@ -61,6 +61,7 @@ def test_the_search_quantizes_with_the_scheme_the_devices_table_found_fastest(mi
     assert mixed.precision.mode == "mixed"
     assert mixed.precision.scheme.name == table["best"] == SCHEME  # sim-cpu: S8S8 MACs are 3x slower
     assert SCHEME in mixed.describe()["precision"]["why"]
+    assert "the model itself" in mixed.describe()["precision"]["why"]  # timed on its own dense graph, not the reference
 
 
 def test_mixed_pricing_equals_the_kernels_of_the_real_quantized_export(mixed):

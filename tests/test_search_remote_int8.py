@@ -100,7 +100,8 @@ def test_an_int8_evaluator_on_a_remote_device_prices_the_int8_graph_the_server_s
     dev = hwprofiler.load_device(f"remote:{server.url}", token=TOKEN)
     ev = PolicyEvaluator("digits-cnn", "digits", device=dev, precision="int8", round_to=8, proxy="bn:10")
     scheme = ev.precision.scheme
-    table = precision_table(dev)  # cached: measured by the evaluator through the server
+    table = precision_table(dev, model=ev.dense_onnx)  # cached: the model's table, measured by the evaluator through the server
+    assert table["cached"] and table["reference"].startswith("the model itself")
     assert ev.precision.mode == "int8" and scheme.name == table["best"] and scheme.precision != "fp32"
     assert table["device"] == dev.name and "not timed" not in ev.precision.why
     assert ev.fingerprint_id == fingerprint_id(SIM)
@@ -143,7 +144,7 @@ def test_hilprune_search_and_export_int8_on_a_remote_device(server, tmp_path: Pa
     assert json.loads((run / "dense.json").read_text())["fingerprint_id"] == fid
     job = load_run_job(run)
     records = load_records(open_storage(job.storage_url), job.name)["uniform"]
-    best = precision_table(hwprofiler.load_device(remote))["best"]  # cached: the table the search chose from
+    best = records[0].policy["metrics"]["int8_scheme"]  # the scheme the search chose from its model's table
     assert len(records) == 3
     for r in records:
         assert {g["precision"] for g in r.policy["groups"]} == {"int8"}
