@@ -30,8 +30,8 @@ harmful by validation accuracy, as `hilprune search --remove-blocks` chooses the
 widths of what is left: on a runtime whose per-layer cost dominates, depth is what pays.
 
 `--precision int8` (or `mixed`) searches width and precision on each device (`hilprune search
---precision`: the INT8 scheme each search prices is the one that device's own precision table found
-fastest) and exports with `--precision auto`, which chooses the scheme again on that device; the matrix
+--precision`: the INT8 scheme each search prices is the one that ran the model's dense graph fastest
+on that device) and exports with `--precision auto`, which chooses the scheme again on that device; the matrix
 then measures each device's shipped graph (INT8 where its export kept a scheme) on every device.
 
 Target, per model and device D (the other device O): D's policy is at least as good on D as O's:
