@@ -63,7 +63,7 @@ from .fidelity import (
     parse_ladder,
     split_reconstruct,
 )
-from .latency import PolicyLatency
+from .latency import PolicyLatency, export_checked
 from .precision import MODES as PRECISIONS
 from .precision import PROXY_CALIBRATION, SearchPrecision, search_precision
 
@@ -283,6 +283,7 @@ class PolicyEvaluator:
 
         # --- the device: LUT, kernel map(s), dense live latency -------------------------------------
         self.precision: SearchPrecision = SearchPrecision()
+        dense_onnx: bytes | None = None  # exported here only when the precision needs it, then reused below
         if precision != "fp32":
             import hwprofiler
 
@@ -290,10 +291,8 @@ class PolicyEvaluator:
                 spec = hwprofiler.load_device(device)
             except hwprofiler.DeviceError as exc:
                 raise EnvConfigError(str(exc)) from None
-            from hilprune.export import to_onnx_bytes
-
             # the schemes timed on this model's own dense graph: a reference conv stack can rank them the other way round
-            dense_onnx = to_onnx_bytes(self.surgeon.dense, self.input_shape, batch=spec.batch)
+            dense_onnx = export_checked(self.surgeon.dense, self.input_shape, spec.batch)
             self.precision = search_precision(precision, spec, int8_scheme, int8_calibration, model=dense_onnx)
         scheme = self.precision.scheme
         self.latency = PolicyLatency(
@@ -310,6 +309,7 @@ class PolicyEvaluator:
             calibrate_progress=progress,
             int8_structure=self.precision.structure if scheme is not None else None,
             int8_name=scheme.name if scheme is not None else "int8",
+            dense_onnx=dense_onnx,
         )
         lat = self.latency  # fixed after construction: plain attributes for callers and tests
         self.device, self.fingerprint_id, self.fingerprint = lat.device, lat.fingerprint_id, lat.fingerprint

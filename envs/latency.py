@@ -66,7 +66,9 @@ class PolicyLatency:
         calibrate_progress: bool = True,
         int8_structure: Callable[[bytes], bytes] | None = None,
         int8_name: str = "int8",
+        dense_onnx: bytes | None = None,
     ) -> None:
+        """`dense_onnx`: the surgeon's dense graph as `export_checked` wrote it, when the caller has it."""
         import hwprofiler
 
         self.surgeon = surgeon
@@ -84,7 +86,9 @@ class PolicyLatency:
             raise EnvConfigError(str(exc)) from None
         self.fingerprint_id = hwprofiler.fingerprint_id(fp)
         self.fingerprint = dict(fp) | {"fingerprint_id": self.fingerprint_id}
-        self.dense_onnx = export_checked(surgeon.dense, self.input_shape, self.device.batch)  # the graph the groups index
+        if dense_onnx is None:
+            dense_onnx = export_checked(surgeon.dense, self.input_shape, self.device.batch)
+        self.dense_onnx = dense_onnx  # the graph the groups index
         # The reference live latencies are paired with and budgets are fractions of: the model as
         # given, which is the dense graph unless the surgeon removed residual blocks first.
         same = surgeon.full is surgeon.dense
