@@ -72,7 +72,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
     for name in list_devices():
         spec = load_device(name)
-        usable, status = get_runtime(spec.runtime).status()
+        usable, status = get_runtime(spec.runtime).status(spec)
         print(f"{name}\t{spec.runtime}\t{'ok' if usable else 'unusable'}: {status}\t{spec.description}")
     return 0
 

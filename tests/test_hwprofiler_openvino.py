@@ -27,9 +27,10 @@ from hwprofiler import (  # noqa: E402
     measure_paired,
 )
 from hwprofiler.client import ProfilerClient  # noqa: E402
+from hwprofiler.errors import DeviceError  # noqa: E402
 from hwprofiler.quantization import candidate_schemes  # noqa: E402
 from hwprofiler.runtimes import get_runtime  # noqa: E402
-from hwprofiler.runtimes.ov import compile_onnx  # noqa: E402
+from hwprofiler.runtimes.ov import capabilities, compile_onnx, unsupported_precision  # noqa: E402
 from hwprofiler.testing import residual_block, tiny_cnn  # noqa: E402
 
 DEVICE = "ov-cpu-1t"
@@ -57,14 +58,41 @@ def test_device_loads_fingerprints_and_measures() -> None:
     fp = fingerprint(dev)
     assert fp["runtime"] == "openvino" and fp["openvino"] == ov.__version__ and fp["cpu_model"]
     assert fp["openvino_config"] == {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    names = ("ov-cpu-1t", "ov-cpu-2t", "ov-cpu-1t-bf16", "ort-cpu-1t")
-    assert len({fingerprint_id(load_device(n)) for n in names}) == 4  # threads and inference precision are the device's
-    assert fingerprint(load_device("ov-cpu-1t-bf16"))["openvino_config"]["INFERENCE_PRECISION_HINT"] == "bf16"
+    names = ["ov-cpu-1t", "ov-cpu-2t", "ort-cpu-1t"] + (["ov-cpu-1t-bf16"] if "BF16" in capabilities() else [])
+    assert len({fingerprint_id(load_device(n)) for n in names}) == len(names)  # threads and precision are the device's
+    if "BF16" in capabilities():
+        assert fingerprint(load_device("ov-cpu-1t-bf16"))["openvino_config"]["INFERENCE_PRECISION_HINT"] == "bf16"
     usable, status = get_runtime("openvino").status()
     assert usable and status == f"OpenVINO {ov.__version__.split('-')[0]}"
     m = measure_onnx(tiny_cnn(), dev, cache=False)
     assert m.latency_ms > 0 and m.min_ms <= m.median_ms <= m.p90_ms and m.rounds == dev.policy.rounds
     assert m.latency_ms == m.min_ms  # the device's estimator
+
+
+def test_a_precision_the_cpu_lacks_is_refused_with_the_reason() -> None:
+    """bf16 on a CPU without bf16 units: OpenVINO emulates it (4.5x slower than f32 on an Ice Lake
+    Xeon) or runs f32, so the device is refused, on this machine's real capabilities."""
+    no_bf16 = ["WINOGRAD", "FP32", "INT8", "BIN", "EXPORT_IMPORT"]
+    why = unsupported_precision("ov-x", {"INFERENCE_PRECISION_HINT": "bf16"}, no_bf16)
+    assert why and "no native bf16" in why and "FP32, INT8" in why and "ov-cpu-1t" in why
+    assert unsupported_precision("ov-x", {"INFERENCE_PRECISION_HINT": "bf16"}, [*no_bf16, "BF16"]) is None
+    assert unsupported_precision("ov-x", {"INFERENCE_PRECISION_HINT": "f16"}, [*no_bf16, "BF16"])  # f16 needs FP16
+    assert unsupported_precision("ov-x", {"INFERENCE_PRECISION_HINT": "f32"}, no_bf16) is None
+    assert unsupported_precision("ov-x", {}, no_bf16) is None  # the default is f32
+    spec = load_device("ov-cpu-1t-bf16")
+    usable, status = get_runtime("openvino").status(spec)
+    if "BF16" in capabilities():
+        assert usable and measure_onnx(tiny_cnn(), spec, cache=False).latency_ms > 0
+    else:
+        assert not usable and "no native bf16" in status
+        with pytest.raises(DeviceError, match="no native bf16 .* use an f32 device"):
+            measure_onnx(tiny_cnn(), spec, cache=False)
+        with pytest.raises(DeviceError, match="no native bf16"):
+            fingerprint(spec)
+        from search.runner import check_device  # a search stops before it writes its run directory
+
+        with pytest.raises(DeviceError, match="no native bf16"):
+            check_device("ov-cpu-1t-bf16")
 
 
 def test_f32_inference_computes_what_onnxruntime_does() -> None:

@@ -13,13 +13,14 @@ from .options import CheckpointOpt, DatasetOpt, DeviceOpt, InputShapeOpt, JsonOp
 from .output import console, out, print_json, print_table
 
 
-def _device(name: str):  # -> hwprofiler.DeviceSpec
-    """The device, its runtime checked usable here (a missing OpenVINO is one line, not a traceback)."""
+def _device(name: str, check: bool = True):  # -> hwprofiler.DeviceSpec
+    """The device, its runtime checked usable here unless `check` is false (a missing OpenVINO, or
+    a precision this CPU lacks, is one line, not a traceback)."""
     import hwprofiler
 
     try:
         spec = hwprofiler.load_device(name)
-        if not spec.is_remote:
+        if check and not spec.is_remote:
             hwprofiler.fingerprint(spec)  # needs the runtime: says how to install a missing one
         return spec
     except hwprofiler.DeviceError as exc:
@@ -111,8 +112,10 @@ def register(app: typer.Typer) -> None:
 
         rows = []
         for name in [*hwprofiler.list_devices(), *(extra or [])]:
-            spec = _device(name)
-            usable, status = get_runtime(spec.runtime).status() if not spec.is_remote else (True, f"profiler at {spec.remote}")
+            spec = _device(name, check=False)  # an unusable device is listed with the reason
+            usable, status = (
+                get_runtime(spec.runtime).status(spec) if not spec.is_remote else (True, f"profiler at {spec.remote}")
+            )
             fp = hwprofiler.fingerprint(spec) if usable else {}
             fid = hwprofiler.fingerprint_id(fp) if usable else None
             row = {

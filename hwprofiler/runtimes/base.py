@@ -37,8 +37,9 @@ class Runtime(Protocol):
         """The runtime's TOML table, validated and with defaults filled; `DeviceError` names the mistake."""
         ...
 
-    def status(self) -> tuple[bool, str]:
-        """(usable here, one line: version, or how to install it)."""
+    def status(self, spec: DeviceSpec | None = None) -> tuple[bool, str]:
+        """(usable here, one line: version, or how to install it); with `spec`, also whether this
+        machine can run that device's settings."""
         ...
 
     def fingerprint(self, spec: DeviceSpec) -> dict[str, Any]:

@@ -156,7 +156,7 @@ class OnnxRuntime:
     def check_options(self, options: dict[str, Any], source: str) -> dict[str, Any]:
         return {}  # its settings are the spec's own fields (providers, threads, ...)
 
-    def status(self) -> tuple[bool, str]:
+    def status(self, spec: DeviceSpec | None = None) -> tuple[bool, str]:
         try:
             import onnxruntime as ort
         except ImportError:

@@ -6,7 +6,10 @@ device's `[openvino]` table holds OpenVINO's own compile properties (`INFERENCE_
 `PERFORMANCE_HINT`, ...), passed to `Core.compile_model` as written; the defaults are one
 thread, the LATENCY hint, and float32 inference (`INFERENCE_PRECISION_HINT = "f32"`: without it
 OpenVINO runs in bf16 on CPUs that have it, and the latency would no longer be that of the
-float32 model whose accuracy the search measures).
+float32 model whose accuracy the search measures). A device that asks for bf16 or f16 is refused
+on a CPU without native units for it (`unsupported_precision`): OpenVINO would then emulate the
+precision (4.5x slower than f32 on an Ice Lake Xeon, docs/benchmarks.md ov_precision_icelake) or
+quietly run f32, and either way the device would not be what its name says.
 
 OpenVINO is an optional extra: without it the device still loads and lists, and using it says
 how to install it.
@@ -46,6 +49,11 @@ OPTIONS: dict[str, Any] = {
     "CPU_DENORMALS_OPTIMIZATION": _BOOL,
 }
 DEFAULTS: dict[str, Any] = {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+# An inference precision -> the OPTIMIZATION_CAPABILITIES entry OpenVINO's CPU plugin reports where
+# the CPU runs it natively (AVX-512 BF16 or AMX for bf16; AVX-512 FP16 or AMX-FP16 for f16).
+NATIVE_CAPABILITY = {"bf16": "BF16", "f16": "FP16"}
+# Set only by bench/ov_precision.py, which times the emulated precision to show what the refusal avoids.
+allow_emulated_precision = False
 
 
 def _check_value(key: str, value: Any, source: str) -> None:
@@ -59,12 +67,34 @@ def _check_value(key: str, value: Any, source: str) -> None:
 
 
 def openvino(spec: DeviceSpec) -> Any:
-    """The openvino module, or one `DeviceError` saying how to install it."""
+    """The openvino module, or one `DeviceError` saying how to install it or why this CPU cannot
+    be the device."""
     try:
         import openvino as ov
     except ImportError:
         raise DeviceError(f"device {spec.name} needs OpenVINO: {INSTALL}") from None
+    problem = unsupported_precision(spec.name, spec.runtime_options, capabilities())
+    if problem and not allow_emulated_precision:
+        raise DeviceError(problem)
     return ov
+
+
+def capabilities() -> list[str]:
+    """What OpenVINO's CPU plugin says this CPU runs natively (FP32, INT8, BF16, FP16, ...)."""
+    return [str(c) for c in _core().get_property(OV_DEVICE, "OPTIMIZATION_CAPABILITIES")]
+
+
+def unsupported_precision(name: str, options: dict[str, Any], caps: list[str]) -> str | None:
+    """Why device `name` cannot run here: it asks for an inference precision that this CPU's
+    capabilities `caps` lack (OpenVINO would emulate it or run f32 instead); None when it can."""
+    hint = options.get("INFERENCE_PRECISION_HINT", DEFAULTS["INFERENCE_PRECISION_HINT"])
+    need = NATIVE_CAPABILITY.get(hint)
+    if need is None or need in caps:
+        return None
+    return (
+        f"device {name} runs OpenVINO in {hint}, but this CPU has no native {hint} (OpenVINO's CPU capabilities: "
+        f"{', '.join(caps)}), so OpenVINO would emulate it or run f32; use an f32 device such as ov-cpu-1t"
+    )
 
 
 @lru_cache(maxsize=1)
@@ -154,13 +184,17 @@ class OpenVinoRuntime:
             _check_value(key, value, source)
         return {**DEFAULTS, **options}
 
-    def status(self) -> tuple[bool, str]:
+    def status(self, spec: DeviceSpec | None = None) -> tuple[bool, str]:
         try:
             import openvino as ov
         except ImportError:
             return False, f"OpenVINO is not installed: {INSTALL}"
         if OV_DEVICE not in _core().available_devices:
             return False, f"OpenVINO {_short(ov.__version__)} has no {OV_DEVICE} device here"
+        if spec is not None:
+            hint = spec.runtime_options.get("INFERENCE_PRECISION_HINT")
+            if unsupported_precision(spec.name, spec.runtime_options, capabilities()):
+                return False, f"OpenVINO {_short(ov.__version__)}; no native {hint} on this CPU"
         return True, f"OpenVINO {_short(ov.__version__)}"
 
     def fingerprint(self, spec: DeviceSpec) -> dict[str, Any]:

@@ -206,7 +206,7 @@ class SimulatedRuntime:
         except TypeError as e:
             raise DeviceError(f"{source} [simulated]: {e}") from None
 
-    def status(self) -> tuple[bool, str]:
+    def status(self, spec: DeviceSpec | None = None) -> tuple[bool, str]:
         return True, f"simulated CPU (cost model v{MODEL_VERSION}, no hardware needed)"
 
     def fingerprint(self, spec: DeviceSpec) -> dict[str, Any]:
