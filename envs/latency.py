@@ -187,7 +187,9 @@ class PolicyLatency:
         transform = self.int8_structure if int8 else None
         what = "INT8 kernel map" if int8 else "kernel map"
         try:
-            kmap = KernelMap(self.surgeon, batch=self.device.batch, device=self.device, transform=transform)
+            kmap = KernelMap(
+                self.surgeon, batch=self.device.batch, device=self.device, transform=transform, dense_onnx=self.dense_onnx
+            )
         except Exception as exc:  # a graph the map cannot follow: fall back to surgery + export
             log.info("%s unavailable for %s (%s): LUT prices need an export per policy", what, self.name, exc)
             return

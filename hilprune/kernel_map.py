@@ -57,7 +57,10 @@ class KernelMap:
         batch: int = 1,
         device: DeviceSpec | str | None = None,
         transform: Callable[[bytes], bytes] | None = None,
+        dense_onnx: bytes | None = None,
     ) -> None:
+        """`dense_onnx`: the surgeon's dense model already exported at `batch`, when the caller has it
+        (the export costs seconds on a deep net)."""
         self.groups = surgeon.groups
         self.input_shape = tuple(surgeon.example.shape[1:])
         self.device = device  # whose runtime's fusions the kernels are (None: onnxruntime's)
@@ -65,7 +68,8 @@ class KernelMap:
         # precision keeps the graph's structure, so the channel ties hold for it too)
         self.transform = transform
         self.batch = batch
-        self.dense_onnx = to_onnx_bytes(surgeon.dense, self.input_shape, batch)  # the float graph, before `transform`
+        # the float graph, before `transform`
+        self.dense_onnx = dense_onnx if dense_onnx is not None else to_onnx_bytes(surgeon.dense, self.input_shape, batch)
         self.dense = self._kernels(self.dense_onnx, batch)
         cin: list[Channels] = [{} for _ in self.dense]
         cout: list[Channels] = [{} for _ in self.dense]

@@ -141,11 +141,14 @@ def measure_precisions(
             rows, spread = attempt, attempt_spread
     if spread > SETTLED:
         log.warning(
-            "INT8 schemes on %s: the fp32 reference took times %.2fx apart within one table in each of %d attempts "
-            "(a busy machine?), so its ranking may be noise; run `hilprune devices --remeasure` when the machine is idle",
+            "INT8 schemes on %s: the fp32 %s took times %.2fx apart within one table in each of %d attempts "
+            "(a busy machine?), so its ranking may be noise; a table this unsettled is not reused: the next %s "
+            "times the schemes again (best on an idle machine)",
             spec.name,
+            "reference" if model is None else "model",
             spread,
             tried,
+            "`hilprune devices`" if model is None else "search or export of this model",
         )
     faster = sorted((r for r in rows if r["faster"]), key=lambda r: r["ratio"])
     return {

@@ -37,6 +37,14 @@ def test_kernels_match_real_surgery(name: str, shape: tuple[int, int, int]) -> N
             assert kmap.kernels_for(ratios, round_to) == real
 
 
+def test_a_given_dense_export_is_the_one_the_map_reads() -> None:
+    """The latency model hands over the dense export it already checked; the map must read that graph."""
+    spec, surgeon, kmap = mapped("digits-cnn", (1, 8, 8))
+    given = to_onnx_bytes(surgeon.dense, spec.input_shape)
+    again = KernelMap(surgeon, device="sim-cpu", dense_onnx=given)
+    assert again.dense_onnx is given and again.dense == kmap.dense and again.ties == kmap.ties
+
+
 def test_reachable_covers_grid_policies() -> None:
     spec = resolve_model("digits-cnn", dataset="digits")
     surgeon = Surgeon(spec.build(), spec.input_shape, spec.identity())
