@@ -8,8 +8,8 @@ thread, the LATENCY hint, and float32 inference (`INFERENCE_PRECISION_HINT = "f3
 OpenVINO runs in bf16 on CPUs that have it, and the latency would no longer be that of the
 float32 model whose accuracy the search measures). A device that asks for bf16 or f16 is refused
 on a CPU without native units for it (`unsupported_precision`): OpenVINO would then emulate the
-precision (4.5x slower than f32 on an Ice Lake Xeon, docs/benchmarks.md ov_precision_icelake) or
-quietly run f32, and either way the device would not be what its name says.
+precision (bf16 ran the zoo models 2.4-4.0x slower than f32 on an Ice Lake Xeon, docs/benchmarks.md
+ov_precision_icelake) or quietly run f32, and either way the device would not be what its name says.
 
 OpenVINO is an optional extra: without it the device still loads and lists, and using it says
 how to install it.
@@ -79,9 +79,14 @@ def openvino(spec: DeviceSpec) -> Any:
     return ov
 
 
+@lru_cache(maxsize=1)
+def _capabilities() -> tuple[str, ...]:
+    return tuple(str(c) for c in _core().get_property(OV_DEVICE, "OPTIMIZATION_CAPABILITIES"))
+
+
 def capabilities() -> list[str]:
     """What OpenVINO's CPU plugin says this CPU runs natively (FP32, INT8, BF16, FP16, ...)."""
-    return [str(c) for c in _core().get_property(OV_DEVICE, "OPTIMIZATION_CAPABILITIES")]
+    return list(_capabilities())
 
 
 def unsupported_precision(name: str, options: dict[str, Any], caps: list[str]) -> str | None:
