@@ -167,6 +167,9 @@ class PolicyEvaluator:
         (onnxruntime where every evaluation exports the graph anyway, else torch; see `_choose_backend`)
     :param budgets: latency budgets (ms, fraction or ``"1.2ms"``) for the hybrid rule; envs add theirs
     :param hybrid_k: size of the best-k set of the hybrid rule
+    :param hybrid_margin: the hybrid rule also measures live a policy over a budget by the LUT by at
+        most this fraction when it is more accurate than every policy within that budget: a LUT
+        error of that size must not hide the best policy (24% on one INT8 policy, cross_device_icl_int8_r20)
     :param lut_path: LUT file (default: hwprofiler's per-fingerprint table in its cache dir)
     :param progress: show a progress bar while the device's predictor is calibrated (first use only)
     :param precision: ``fp32``, ``int8`` or ``mixed``: which graph a policy is judged as (`envs.precision`)
@@ -202,6 +205,7 @@ class PolicyEvaluator:
         eval_backend: str = "auto",
         budgets: Sequence[float | str | Budget] = (),
         hybrid_k: int = 5,
+        hybrid_margin: float = 0.3,
         lut_path: str | None = None,
         lock: bool = True,
         progress: bool = False,
@@ -241,6 +245,9 @@ class PolicyEvaluator:
         self.bn_batch_size = int(bn_batch_size)
         self.seed = int(seed)
         self.hybrid_k = int(hybrid_k)
+        if not 0 <= float(hybrid_margin) < 1:
+            raise EnvConfigError(f"hybrid_margin must be in [0, 1), got {hybrid_margin!r}")
+        self.hybrid_margin = float(hybrid_margin)
 
         # --- model, data, device ----------------------------------------------------------------
         self.spec = model if isinstance(model, ModelSpec) else resolve_model(model, dataset, input_shape, num_classes, checkpoint)
@@ -1048,7 +1055,9 @@ class PolicyEvaluator:
         return correct / max(1, len(y))
 
     def _wants_live(self, accuracy: float, lut_ms: float) -> bool:
-        """Hybrid rule: within a budget by the LUT, and would enter the best-k or the Pareto set.
+        """Hybrid rule: within a budget by the LUT, and would enter the best-k or the Pareto set; or
+        a near miss: over a budget by at most `hybrid_margin` by the LUT, and more accurate than every
+        policy within it (live then says which side of the budget it is on).
 
         Every point is compared by its LUT latency (one currency: a biased predictor must not
         make every new policy look faster than the live-measured ones), the budgets brought into
@@ -1056,15 +1065,18 @@ class PolicyEvaluator:
         if not math.isfinite(lut_ms):
             return True
         budgets = [b / self.lut_scale for b in self.budgets_ms] or [math.inf]
-        if not within_budget(lut_ms, max(budgets)):
-            return False
         acc = accuracy if math.isfinite(accuracy) else 0.0
-        if not any(a >= acc and lat <= lut_ms for a, lat in self._points):
-            return True  # not dominated: enters the Pareto set
+        if within_budget(lut_ms, max(budgets)):
+            if not any(a >= acc and lat <= lut_ms for a, lat in self._points):
+                return True  # not dominated: enters the Pareto set
+            for b in budgets:
+                if within_budget(lut_ms, b):
+                    accs = sorted((a for a, lat in self._points if lat <= b), reverse=True)
+                    if len(accs) < self.hybrid_k or acc > accs[self.hybrid_k - 1]:
+                        return True
         for b in budgets:
-            if within_budget(lut_ms, b):
-                accs = sorted((a for a, lat in self._points if lat <= b), reverse=True)
-                if len(accs) < self.hybrid_k or acc > accs[self.hybrid_k - 1]:
+            if not within_budget(lut_ms, b) and lut_ms <= b * (1 + self.hybrid_margin):
+                if all(acc > a for a, lat in self._points if lat <= b):
                     return True
         return False
 

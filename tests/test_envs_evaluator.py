@@ -174,6 +174,30 @@ def test_live_and_hybrid_sources() -> None:
     assert forced.live_latency_ms is not None
 
 
+def test_hybrid_measures_live_a_near_miss_that_beats_everything_within_the_budget() -> None:
+    """A LUT error of a few tens of percent must not hide the best policy: a policy the LUT puts a
+    little over a budget, more accurate than every policy within it, is measured live."""
+    hyb = PolicyEvaluator(
+        "digits-cnn", dataset="digits", device="sim-cpu", latency_source="hybrid", val_size=100, budgets=["100ms"], proxy="bn"
+    )
+    ratios = [0.3] * 4
+    lut = hyb.predict_latency(ratios)  # in the dense reference's frame, as the budgets are
+    hyb.budgets_ms = [lut / (1 + hyb.hybrid_margin / 2)]  # over the budget by half the margin
+    hyb._points = [(0.0, 1e-6)]  # within the budget, less accurate than anything
+    near = hyb.evaluate(ratios)
+    assert near.live_latency_ms is not None and near.latency_kind == "live"
+    rule = hyb._wants_live
+    lut_frame = lut / hyb.lut_scale
+    hyb._points = [(1.0, 1e-6)]  # something within the budget is more accurate: no live run
+    assert not rule(0.9, lut_frame)
+    hyb._points = [(0.5, 1e-6)]
+    assert rule(0.9, lut_frame)
+    hyb.budgets_ms = [lut / (1 + 2 * hyb.hybrid_margin)]  # over by twice the margin: the LUT decides
+    assert not rule(0.9, lut_frame)
+    with pytest.raises(EnvConfigError, match="hybrid_margin"):
+        PolicyEvaluator("digits-cnn", dataset="digits", device="sim-cpu", hybrid_margin=1.5)
+
+
 def test_live_times_cached_before_the_dense_reference_are_measured_again() -> None:
     """Budgets are fractions of the dense time an evaluator measures when it starts; a live time
     another run cached earlier (another load, another speed mode) must not be compared with it."""
