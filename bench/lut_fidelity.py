@@ -63,7 +63,7 @@ def main() -> None:
             rows,
             info,
             runs[0].get("load_at_start", float("nan")),
-            args.device,
+            runs[0].get("device", args.device),  # results older than the "device" field: --device names it
             "/".join(map(str, samples)),
             title_note=f", {info['cpu']}",
         )
@@ -88,7 +88,7 @@ def main() -> None:
                 flush=True,
             )
             rows.append(r | {"model": name, "input_shape": list(spec.input_shape)})
-            write_json(args.results, {"machine": info, "rows": rows, "load_at_start": load_at_start})  # after every row
+            write_json(args.results, {"machine": info, "device": args.device, "rows": rows, "load_at_start": load_at_start})
     if not args.no_doc:
         write_section(args.section, markdown(rows, info, load_at_start, args.device, str(args.samples)))
 
