@@ -819,7 +819,8 @@ class PolicyEvaluator:
                 and top
                 and (self.latency_source == "live" or (self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))
             ):
-                pair = self.latency.measure_paired(graph_bytes())
+                expected = lut / self.dense_lut_latency_ms if self.has_lut and math.isfinite(lut) else None
+                pair = self.latency.measure_paired(graph_bytes(), expected_ratio=expected)
                 if self.has_lut:  # in the predictor's own frame: the ratio times the reference's LUT price
                     self.latency.observe(kernels(), pair.ratio * self.dense_lut_latency_ms, quant=int8)
             return lut, pair
@@ -971,6 +972,7 @@ class PolicyEvaluator:
             "evaluations": self.n_evaluations,
             "cache_hits": self.n_cache_hits,
             "live_measurements": self.n_live,
+            "live_settled": self.latency.n_settled,  # live ratios measured again: they disagreed with the LUT by > 20%
             "lut_entries": len(self.lut),
             "lut_measured": self.lut.measured,
             "eval_backend": self.eval_backend,
