@@ -138,3 +138,24 @@ def write_json(name: str, obj: Any) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
     return path
+
+
+def add_output_options(ap: Any, name: str) -> None:
+    """A bench's output options: where its results go, and rewriting its docs section (`publish`)."""
+    ap.add_argument("--results-name", default=name, help="bench/results/<name>.json and the docs section's name")
+    ap.add_argument("--no-doc", action="store_true", help="write the JSON only")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from the JSON, measuring nothing")
+    ap.add_argument("--note", default="", help="with --markdown-only: the section's closing paragraph, kept in the JSON")
+
+
+def publish(args: Any, res: dict[str, Any], markdown: Any) -> None:
+    """The results JSON, the docs section unless --no-doc, and the section on stdout."""
+    write_json(args.results_name, res)
+    if not args.no_doc:
+        write_section(args.results_name, markdown(res))
+    print(markdown(res))
+
+
+def note_lines(res: dict[str, Any]) -> list[str]:
+    """The section's closing paragraph (`--note`), as markdown lines to append."""
+    return ["", res["note"]] if res.get("note") else []

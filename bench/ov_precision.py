@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import header, machine, rewrite_section, write_json, write_section  # noqa: E402
+from bench.common import add_output_options, header, machine, note_lines, publish, rewrite_section, write_json  # noqa: E402
 
 NAME = "ov_precision"
 DATASET = "fashion-mnist"
@@ -119,9 +119,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"{r['ort_ms'] / r['bf16_ms']:.2f}x | {100 * r['f32_acc']:.2f} → {100 * r['bf16_acc']:.2f}% | "
             f"{100 * r['agreement']:.2f}% |"
         )
-    if res.get("note"):
-        lines += ["", res["note"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + note_lines(res)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,10 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="resnet20,resnet56,mobilenetv2")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--test-size", type=int, default=2000)
-    ap.add_argument("--results-name", default=NAME, help="bench/results/<name>.json and the docs section's name")
-    ap.add_argument("--no-doc", action="store_true")
-    ap.add_argument("--markdown-only", action="store_true")
-    ap.add_argument("--note", default="", help="with --markdown-only: the section's closing paragraph, kept in the JSON")
+    add_output_options(ap, NAME)
     args = ap.parse_args(argv)
     if args.markdown_only:
         rewrite_section(args.results_name, markdown, note=args.note)
@@ -149,10 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for model in args.models.split(","):
         res["rows"].append(one_model(model, args.rounds, args.test_size))
-        write_json(args.results_name, res)
-    if not args.no_doc:
-        write_section(args.results_name, markdown(res))
-    print(markdown(res))
+        write_json(args.results_name, res)  # after every model
+    publish(args, res, markdown)
     return 0
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import header, machine, rewrite_section, write_json, write_section  # noqa: E402
+from bench.common import add_output_options, header, machine, note_lines, publish, rewrite_section  # noqa: E402
 
 NAME = "paired_precision"
 DATASET = "fashion-mnist"
@@ -129,9 +129,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {pair} | {s['median']:.3f} | {s['min']:.3f} – {s['max']:.3f} | {s['max_over_min']:.2f} | "
             f"{s['iqr_over_median']:.3f} | {s['rho_ratio_vs_reference_ms']:+.2f} |"
         )
-    if res.get("note"):
-        lines += ["", res["note"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + note_lines(res)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,19 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ratio", type=float, default=0.05, help="every group's prune ratio")
     ap.add_argument("--scheme", default="qdq-u8s8")
     ap.add_argument("--repeats", type=int, default=12)
-    ap.add_argument("--results-name", default=NAME)
-    ap.add_argument("--no-doc", action="store_true")
-    ap.add_argument("--markdown-only", action="store_true")
-    ap.add_argument("--note", default="", help="with --markdown-only: the section's closing paragraph, kept in the JSON")
+    add_output_options(ap, NAME)
     args = ap.parse_args(argv)
     if args.markdown_only:
         rewrite_section(args.results_name, markdown, note=args.note)
         return 0
-    res = run(args)
-    write_json(args.results_name, res)
-    if not args.no_doc:
-        write_section(args.results_name, markdown(res))
-    print(markdown(res))
+    publish(args, run(args), markdown)
     return 0
 
 
