@@ -31,7 +31,6 @@ import time
 from typing import Any
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hwprofiler.cache import atomic_write_json, default_cache_dir, file_lock
@@ -39,7 +38,7 @@ from hwprofiler.devices import DeviceSpec, load_device
 from hwprofiler.errors import InvalidModelError
 from hwprofiler.fingerprint import fingerprint, fingerprint_id
 from hwprofiler.measure import measure_paired
-from hwprofiler.quantization import ArrayReader, Quantizer, Scheme, candidate_schemes
+from hwprofiler.quantization import Quantizer, Scheme, candidate_schemes, random_reader
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +75,6 @@ def reference_model(batch: int = 1) -> bytes:
     return model.SerializeToString()
 
 
-def _calibration(model: bytes, n: int = 8) -> ArrayReader:
-    """Seeded random inputs for the model's first input (its static shape): scales for timing, not accuracy."""
-    inp = onnx.load_from_string(model).graph.input[0]
-    shape = [max(1, int(d.dim_value)) for d in inp.type.tensor_type.shape.dim]
-    rng = np.random.default_rng(1)
-    return ArrayReader(inp.name, (rng.standard_normal(shape).astype(np.float32) for _ in range(n)))
-
-
 def model_tag(model: bytes) -> str:
     """A short content hash naming a model's own precision table."""
     return hashlib.sha256(model).hexdigest()[:16]
@@ -97,7 +88,7 @@ def fp32_spread(rows: list[dict[str, Any]]) -> float:
 
 def _measure_once(spec: DeviceSpec, schemes: list[Scheme], ref: bytes) -> list[dict[str, Any]]:
     rows = []
-    with Quantizer(ref, _calibration(ref)) as quantizer:
+    with Quantizer(ref, random_reader(ref, n=8, seed=1)) as quantizer:
         for scheme in schemes:
             try:
                 pair = measure_paired(quantizer.quantize(scheme), ref, spec, cache=False)

@@ -113,6 +113,17 @@ class ArrayReader:
             yield item
 
 
+def random_reader(model: bytes, n: int = 1, seed: int = 0) -> ArrayReader:
+    """`n` seeded random inputs for `model`'s first input at its static shape (a free dimension
+    counts 1): ranges that fix a quantized graph's structure and timing, not its accuracy."""
+    import onnx
+
+    inp = onnx.load_from_string(model).graph.input[0]
+    dims = [max(1, int(d.dim_value)) for d in inp.type.tensor_type.shape.dim]
+    rng = np.random.default_rng(seed)
+    return ArrayReader(inp.name, [rng.standard_normal(dims).astype(np.float32) for _ in range(n)])
+
+
 def _reader_class() -> type:
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -204,10 +215,5 @@ def quantize_structure(model: bytes, scheme: Scheme, exclude: Sequence[str] = ()
     the tensor ranges, so a search prices a policy's INT8 graph without reading any data set (the
     graph is the same one quantize_static writes with real calibration; its scales are not).
     """
-    import onnx
-
-    inp = onnx.load_from_string(model).graph.input[0]
-    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim]
-    x = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
-    with Quantizer(model, ArrayReader(inp.name, [x]), exclude=exclude) as quantizer:
+    with Quantizer(model, random_reader(model), exclude=exclude) as quantizer:
         return quantizer.quantize(scheme)
