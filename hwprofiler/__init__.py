@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hwprofiler.devices import DeviceSpec, MeasurePolicy, list_devices, load_device
 from hwprofiler.errors import DeviceError, InvalidModelError, KernelError
-from hwprofiler.fingerprint import fingerprint, fingerprint_id
+from hwprofiler.fingerprint import fingerprint, fingerprint_id, usable_device
 from hwprofiler.fusion import device_kernel_nodes, device_kernels
 from hwprofiler.kernels import KernelSpec, build_kernel_model
 from hwprofiler.lut import LUT, open_lut
@@ -43,4 +43,5 @@ __all__ = [
     "measure_onnx",
     "measure_paired",
     "open_lut",
+    "usable_device",
 ]

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from hwprofiler.devices import DeviceSpec
+from hwprofiler.devices import DeviceSpec, load_device
 from hwprofiler.runtimes import get_runtime
 
 
@@ -36,6 +36,16 @@ def fingerprint(spec: DeviceSpec) -> dict[str, Any]:
 
         return dict(client_for(spec).device()["fingerprint"])
     return local_fingerprint(spec)
+
+
+def usable_device(device: DeviceSpec | str) -> DeviceSpec:
+    """The device, checked runnable on this host: a local device is fingerprinted, which needs its
+    runtime installed and the settings it asks for (OpenVINO bf16 needs bf16 units); `DeviceError`
+    says what is missing. A remote device is checked by its server."""
+    spec = load_device(device)
+    if not spec.is_remote:
+        local_fingerprint(spec)
+    return spec
 
 
 def fingerprint_id(fp: dict[str, Any] | DeviceSpec) -> str:

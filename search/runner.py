@@ -147,16 +147,6 @@ def check_agents(job: Job) -> None:
         load_factory(name)  # raises a one-line HilpruneError when the agent cannot be imported
 
 
-def check_device(name: str) -> None:
-    """A local device this machine cannot be (its runtime missing, or a precision the CPU lacks, as
-    OpenVINO bf16 without bf16 units) stops its search with the reason before anything is written."""
-    import hwprofiler
-
-    spec = hwprofiler.load_device(name)
-    if not spec.is_remote:
-        hwprofiler.fingerprint(spec)  # raises the runtime's DeviceError
-
-
 def run_search(job: Job, *, progress: bool = True, console: Console | None = None) -> RunOutcome:
     """Run (or continue) `job`; returns its summary (see search.report). Progress and messages go
     to `console` (default: stderr). A job of several devices runs once per device, each in its own
@@ -165,9 +155,11 @@ def run_search(job: Job, *, progress: bool = True, console: Console | None = Non
         return _run_devices(job, progress=progress, console=console)
     import torch
 
+    import hwprofiler
+
     torch.set_num_threads(1)
     console = console or stderr_console()
-    check_device(job.device)
+    hwprofiler.usable_device(job.device)  # a device this host cannot be stops the search before anything is written
     out = Path(job.out)
     with job_lock(out):
         prepare_job_dir(job)

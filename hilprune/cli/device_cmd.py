@@ -19,10 +19,7 @@ def _device(name: str, check: bool = True):  # -> hwprofiler.DeviceSpec
     import hwprofiler
 
     try:
-        spec = hwprofiler.load_device(name)
-        if check and not spec.is_remote:
-            hwprofiler.fingerprint(spec)  # needs the runtime: says how to install a missing one
-        return spec
+        return hwprofiler.usable_device(name) if check else hwprofiler.load_device(name)
     except hwprofiler.DeviceError as exc:
         raise HilpruneError(str(exc)) from None
 
