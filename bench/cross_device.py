@@ -196,24 +196,50 @@ def dense_latencies(dense_onnx: bytes, devices: list[str], repeats: int) -> dict
     return {d: {"ms": statistics.median(v), "runs_ms": v} for d, v in runs.items()}
 
 
-def matrix(policies: dict[str, bytes], dense_onnx: bytes, devices: list[str], repeats: int) -> dict[str, dict[str, Any]]:
+def matrix(
+    policies: dict[str, bytes],
+    dense_onnx: bytes,
+    devices: list[str],
+    repeats: int,
+    int8_schemes: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
     """policy (searched for) -> device -> ratios to that device's dense model, measured paired; a
-    graph a device's runtime cannot run (an INT8 format it does not read) gets its `error` instead."""
-    import hwprofiler
+    graph a device's runtime cannot run (an INT8 format it does not read) gets its `error` instead.
 
+    `int8_schemes`: policy -> scheme, for graphs INT8 in every layer. Their `ratios` go through the
+    dense graph in that scheme (hwprofiler.bridge, as the search and export time them); their
+    `direct_ratios` are paired with the fp32 dense model as well, to show what the bridge changed."""
+    import hwprofiler
+    from hwprofiler.bridge import PrecisionBridge
+    from hwprofiler.quantization import Scheme, quantize_structure
+
+    schemes = int8_schemes or {}
+    bridges: dict[tuple[str, str], PrecisionBridge] = {}
     cells: dict[str, dict[str, Any]] = {p: {d: {"ratios": []} for d in devices} for p in policies}
     for rep in range(repeats):
         for p, onnx_bytes in policies.items():
             for d in devices:
-                if "error" in cells[p][d]:
+                cell = cells[p][d]
+                if "error" in cell:
                     continue
                 try:
                     pair = hwprofiler.measure_paired(onnx_bytes, dense_onnx, d, cache=False)
+                    if p in schemes:
+                        key = (d, schemes[p])
+                        if key not in bridges:
+                            dense_q = quantize_structure(dense_onnx, Scheme.parse(schemes[p]))
+                            bridges[key] = PrecisionBridge.of(dense_onnx, dense_q, d)
+                        cell.setdefault("direct_ratios", []).append(float(pair.ratio))
+                        pair = bridges[key].measure(onnx_bytes, cache=False)
                 except hwprofiler.InvalidModelError as exc:
-                    cells[p][d]["error"] = str(exc).splitlines()[0]
+                    cell["error"] = str(exc).splitlines()[0]
                     continue
-                cells[p][d]["ratios"].append(float(pair.ratio))
+                cell["ratios"].append(float(pair.ratio))
         print(f"  matrix: round {rep + 1}/{repeats} done", flush=True)
+    for (d, scheme), bridge in bridges.items():
+        for p in policies:
+            if schemes.get(p) == scheme:
+                cells[p][d] |= bridge.summary()
     for row in cells.values():
         for cell in row.values():
             cell["ratio"] = statistics.median(cell["ratios"]) if cell["ratios"] else None
@@ -302,7 +328,12 @@ def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[
             "scheme": exp.get("scheme"),
             **kept_summary(exp["policy"]),
         }
-    cells = matrix(onnx, dense_onnx, devices, args.repeats)
+    whole_int8 = {
+        d: str(s["scheme"])
+        for d, s in searched.items()
+        if s["shipped"] == "int8" and s["scheme"] and s["int8_groups"] in (0, s["groups"])
+    }  # INT8 in every layer (a policy marking no group int8 exports all of it in INT8)
+    cells = matrix(onnx, dense_onnx, devices, args.repeats, whole_int8)
     for row in cells.values():
         for d, cell in row.items():
             if cell["ratio"] is not None:

@@ -820,7 +820,8 @@ class PolicyEvaluator:
                 and (self.latency_source == "live" or (self.latency_source == "hybrid" and self._wants_live(accuracy, lut)))
             ):
                 expected = lut / self.dense_lut_latency_ms if self.has_lut and math.isfinite(lut) else None
-                pair = self.latency.measure_paired(graph_bytes(), expected_ratio=expected)
+                bridged = policy.graph_precision() == "int8"  # paired with the dense INT8 graph (hwprofiler.bridge)
+                pair = self.latency.measure_paired(graph_bytes(), expected_ratio=expected, int8=bridged)
                 if self.has_lut:  # in the predictor's own frame: the ratio times the reference's LUT price
                     self.latency.observe(kernels(), pair.ratio * self.dense_lut_latency_ms, quant=int8)
             return lut, pair
@@ -973,6 +974,8 @@ class PolicyEvaluator:
             "cache_hits": self.n_cache_hits,
             "live_measurements": self.n_live,
             "live_settled": self.latency.n_settled,  # live ratios measured again: they disagreed with the LUT by > 20%
+            # all-INT8 graphs' ratios: to the dense INT8 graph, times this conversion (hwprofiler.bridge)
+            **self.latency.bridge_summary(),
             "lut_entries": len(self.lut),
             "lut_measured": self.lut.measured,
             "eval_backend": self.eval_backend,

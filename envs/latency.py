@@ -115,6 +115,7 @@ class PolicyLatency:
         self.int8_structure = int8_structure
         self.kmap_q: Any = None  # the all-INT8 graphs' kernel map (int8_structure given)
         self.kmap_q_ok = False
+        self._bridge: Any = None  # hwprofiler.bridge.PrecisionBridge, built when an INT8 graph is first measured
         self.lut_error: str | None = None
         self.dense_kernels: list[Any] | None = None
         reference_kernels: list[Any] | None = None
@@ -366,25 +367,55 @@ class PolicyLatency:
         self.n_live += 1
         return m
 
-    def measure_paired(self, onnx_bytes: bytes, expected_ratio: float | None = None) -> Any:
-        """A policy's graph timed interleaved with the dense graph (hwprofiler's
-        `PairedMeasurement`), under the device lock; cached like `measure`. With `expected_ratio`
-        (the LUT's), a ratio more than `SETTLE_DISAGREEMENT` away from it is measured
-        `SETTLE_REPEATS` times more and the measurement with the median ratio is returned."""
+    def measure_paired(self, onnx_bytes: bytes, expected_ratio: float | None = None, int8: bool = False) -> Any:
+        """A policy's graph timed interleaved with the dense graph, under the device lock; cached
+        like `measure`. Returns hwprofiler's `BridgedRatio`: `ratio` is to the fp32 reference.
+
+        `int8`: the graph is all INT8 (`int8_structure`'s scheme). It is then paired with the dense
+        graph in that scheme and carried over by the settled INT8/fp32 conversion
+        (`hwprofiler.bridge`): on a vCPU whose slow mode slows INT8 more than fp32, a direct INT8
+        against fp32 pair reads one mode or the other. With `expected_ratio` (the LUT's), a ratio
+        more than `SETTLE_DISAGREEMENT` away from it is measured `SETTLE_REPEATS` times more and
+        the measurement with the median ratio is returned."""
         import hwprofiler
+        from hwprofiler.bridge import BridgedRatio
+
+        def once(cache: bool) -> Any:
+            if int8:
+                return self.bridge().measure(onnx_bytes, cache=cache)
+            pair = hwprofiler.measure_paired(
+                onnx_bytes, self.reference_onnx, self.device, cache=cache, not_before=self.measured_since
+            )
+            return BridgedRatio(ratio=float(pair.ratio), pair=pair)
 
         with device_lock(self.fingerprint_id, self.lock):
-            pair = hwprofiler.measure_paired(onnx_bytes, self.reference_onnx, self.device, not_before=self.measured_since)
+            pair = once(cache=True)
             self.n_live += 1
             if expected_ratio is not None and expected_ratio > 0 and not pair.cached:
                 if abs(pair.ratio / expected_ratio - 1) > SETTLE_DISAGREEMENT:
                     pairs = [pair]
                     for _ in range(SETTLE_REPEATS):
-                        pairs.append(hwprofiler.measure_paired(onnx_bytes, self.reference_onnx, self.device, cache=False))
+                        pairs.append(once(cache=False))
                         self.n_live += 1
                     pair = sorted(pairs, key=lambda q: q.ratio)[len(pairs) // 2]
                     self.n_settled += 1
         return pair
+
+    def bridge(self) -> Any:
+        """The `hwprofiler.bridge.PrecisionBridge` that measures all-INT8 graphs (built at first use:
+        the dense reference quantized by `int8_structure`)."""
+        if self.int8_structure is None:
+            raise EnvConfigError("this latency model measures fp32 graphs only (no INT8 structure)")
+        if self._bridge is None:
+            from hwprofiler.bridge import PrecisionBridge
+
+            quantized = self.int8_structure(self.reference_onnx)
+            self._bridge = PrecisionBridge(self.reference_onnx, quantized, self.device, not_before=self.measured_since)
+        return self._bridge
+
+    def bridge_summary(self) -> dict[str, Any]:
+        """The INT8/fp32 conversion and its pairs' ratios; empty until an all-INT8 graph was measured."""
+        return self._bridge.summary() if self._bridge is not None else {}
 
     def _predictor(self, quant: bool) -> Any:
         if not quant:

@@ -96,13 +96,14 @@ class LiveLatency:
     """Live latency of pruned models on the job's device, in the job's dense reference frame, cached
     in the run directory by policy key.
 
-    Each model is timed interleaved with the dense model (hwprofiler.measure_paired) and reported
-    as ratio x the job's dense reference, as the search recorded its live trials, so the budget is
+    Each model is timed interleaved with the dense model (hwprofiler.measure_paired; an all-INT8
+    graph through the dense graph in its scheme, hwprofiler.bridge) and reported as ratio x the
+    job's dense reference, as the search recorded its live trials, so the budget is
     judged the same way; given `budget_ms`, a latency near it is settled by the median of several
     fresh measurements (`settle`). `dense` is the job's dense.json: its fingerprint keys the cache,
     and hwprofiler's cached pairs from before its dense reference was measured are measured again."""
 
-    FRAME = "paired"  # cache files of other frames (older versions) are not reused
+    FRAME = "paired+int8-bridge"  # cache files of other frames (older versions) are not reused
 
     def __init__(
         self,
@@ -129,23 +130,42 @@ class LiveLatency:
         usable = data.get("fingerprint_id") == self.fp_id and data.get("frame") == self.FRAME
         self.cache: dict[str, float] = data.get("latency_ms", {}) if usable else {}
         self.measurements: dict[str, int] = data.get("measurements", {}) if usable else {}
+        self.bridges: dict[str, Any] = {}  # scheme -> hwprofiler.bridge.PrecisionBridge
 
-    def measure_bytes(self, onnx_bytes: bytes, *, fresh: bool = False) -> Any:
-        """The paired measurement (hwprofiler's PairedMeasurement) of a graph against the dense one;
-        `fresh`: measured now, not read from hwprofiler's cache."""
+    def measure_bytes(self, onnx_bytes: bytes, *, fresh: bool = False, scheme: str | None = None) -> Any:
+        """The paired measurement of a graph against the dense one (hwprofiler's PairedMeasurement,
+        or BridgedRatio); `fresh`: measured now, not read from hwprofiler's cache. `scheme`: the
+        graph is all INT8 in that scheme, timed against the dense graph in it and carried over by
+        the INT8/fp32 conversion (hwprofiler.bridge), as the search timed it."""
         from hwprofiler import measure_paired
 
+        if scheme is not None:
+            return self.bridge(scheme).measure(onnx_bytes, cache=not fresh)
         return measure_paired(onnx_bytes, self.dense_onnx, self.device, cache=not fresh, not_before=self.not_before)
 
-    def settled(self, onnx_bytes: bytes, first_ratio: float | None = None) -> tuple[list[float], Any]:
+    def bridge(self, scheme: str) -> Any:
+        """The `hwprofiler.bridge.PrecisionBridge` for all-INT8 graphs in `scheme` (one per scheme)."""
+        if scheme not in self.bridges:
+            from hwprofiler.bridge import PrecisionBridge
+            from hwprofiler.quantization import Scheme, quantize_structure
+
+            quantized = quantize_structure(self.dense_onnx, Scheme.parse(scheme))
+            self.bridges[scheme] = PrecisionBridge.of(self.dense_onnx, quantized, self.device, not_before=self.not_before)
+        return self.bridges[scheme]
+
+    def settled(self, onnx_bytes: bytes, first_ratio: float | None = None, scheme: str | None = None) -> tuple[list[float], Any]:
         """A graph's paired ratios to the dense model (`settle`: one, or several when it lands near
         the budget), starting from `first_ratio` when one was measured already, and the first
-        PairedMeasurement taken here (None when none was)."""
+        measurement taken here (None when none was). `scheme`: as in `measure_bytes`."""
         pair = None
         if first_ratio is None:
-            pair = self.measure_bytes(onnx_bytes)
+            pair = self.measure_bytes(onnx_bytes, scheme=scheme)
             first_ratio = float(pair.ratio)
-        return settle(first_ratio, self.budget_ratio, lambda: self.measure_bytes(onnx_bytes, fresh=True).ratio), pair
+
+        def again() -> float:
+            return float(self.measure_bytes(onnx_bytes, fresh=True, scheme=scheme).ratio)
+
+        return settle(first_ratio, self.budget_ratio, again), pair
 
     def in_frame(self, onnx_bytes: bytes) -> float:
         """A graph's live latency in the job's dense reference frame (median ratio x reference ms)."""
@@ -176,7 +196,8 @@ class LiveLatency:
             from hwprofiler.quantization import Scheme
 
             graph = SearchPrecision("mixed", Scheme.parse(scheme)).structure(graph, policy)
-        ratios, _ = self.settled(graph, first)
+        bridged = scheme if policy.graph_precision() == "int8" else None
+        ratios, _ = self.settled(graph, first, scheme=bridged)
         self.cache[key] = statistics.median(ratios) * self.reference_ms
         self.measurements[key] = len(ratios)
         self._save()
@@ -376,16 +397,21 @@ def export_run(
     fp32_ratio = statistics.median(ratios)
     fp32_pair = pair
     quant = None
+    bridged: str | None = None  # the scheme an all-INT8 shipped graph was timed through (hwprofiler.bridge)
     if precision == "int8":
         steps.next(f"choosing the INT8 scheme on {job.device} (each timed against fp32)")
         quant = _quantize(exp.onnx_bytes, policy, data, job.device, calibration_size, accuracy_tolerance, schemes)
         if quant.int8_bytes is not None:
             (out / "model.fp32.onnx").write_bytes(exp.onnx_bytes)
             (out / "model.onnx").write_bytes(quant.int8_bytes)
-            ratios, pair = live.settled(quant.int8_bytes)  # the shipped graph, paired with the dense model
+            # The shipped graph against the dense model. Every layer INT8 (the policy marks none or
+            # all, `fp32_nodes`): through the dense graph in its scheme, as the search timed it.
+            whole_int8 = policy.graph_precision() != "mixed" and quant.scheme is not None
+            bridged = quant.scheme.name if whole_int8 else None
+            ratios, pair = live.settled(quant.int8_bytes, scheme=bridged)
     ratio = statistics.median(ratios)  # one paired measurement, or the median of several near the budget
     live_ms = ratio * live.reference_ms  # in the job's dense frame, as the budget is judged
-    dense_live = float(pair.reference.latency_ms)
+    dense_live = float(fp32_pair.reference.latency_ms)  # the fp32 dense model's (a bridged pair's reference is INT8)
     speedup = 1.0 / ratio
     shipped_test = quant.int8_test_accuracy if quant is not None and quant.int8_bytes is not None else test_after
     save_pruned(out / "pruned.pt", model, policy)
@@ -444,6 +470,8 @@ def export_run(
             "speedup": 1.0 / fp32_ratio,
         }
         policy.metrics["quantization"] = quant.to_dict()
+        if bridged is not None:  # the live ratio is to the dense INT8 graph times this conversion
+            policy.metrics["live_int8_conversion"] = live.bridge(bridged).summary()
     policy_path = policy.save(out / "policy.json")
     card = model_card(job, rec, policy, spec, exp.max_abs_diff, time.perf_counter() - t0)
     (out / "MODEL_CARD.md").write_text(card)

@@ -53,6 +53,18 @@ def test_a_graph_one_runtime_cannot_read_is_reported_not_measured() -> None:
     assert on_ov["ratio"] is None and on_ov["error"]
 
 
+def test_an_int8_graph_is_measured_through_the_dense_int8_graph_and_directly() -> None:
+    from hwprofiler.quantization import Scheme, quantize_structure
+    from hwprofiler.testing import tiny_cnn
+
+    dense = tiny_cnn().SerializeToString()
+    pruned_q = quantize_structure(tiny_cnn(c=8).SerializeToString(), Scheme.parse("qdq-u8s8"))
+    cells = matrix({"ort-cpu-1t": pruned_q}, dense, ["ort-cpu-1t"], repeats=2, int8_schemes={"ort-cpu-1t": "qdq-u8s8"})
+    cell = cells["ort-cpu-1t"]["ort-cpu-1t"]
+    assert len(cell["ratios"]) == len(cell["direct_ratios"]) == 2 and cell["ratio"] > 0
+    assert cell["int8_conversion"] > 0 and len(cell["int8_conversion_ratios"]) >= 3
+
+
 def test_a_run_directory_names_every_setting_that_steers_its_trials() -> None:
     import argparse
 

@@ -476,7 +476,7 @@ def test_export_live_rule_settles_a_search_measurement_near_the_budget(run: tupl
         def __init__(self, ratio: float) -> None:
             self.ratio = ratio
 
-    def scripted(onnx_bytes: bytes, *, fresh: bool = False) -> Pair:
+    def scripted(onnx_bytes: bytes, *, fresh: bool = False, scheme: str | None = None) -> Pair:
         readings.append(fresh)
         return Pair(0.98 * budget_ms / live.reference_ms)
 

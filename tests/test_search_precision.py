@@ -115,6 +115,33 @@ def test_marks_tell_policies_apart_and_an_int8_policy_is_scored_as_its_int8_grap
     assert mixed.evaluate(ratios).policy.graph_precision() == "int8"  # plain ratios in a mixed search: all INT8
 
 
+def test_an_all_int8_policy_is_timed_against_the_dense_int8_graph_and_converted(mixed):
+    """A vCPU's slow mode can slow INT8 more than fp32, so an INT8 graph's ratio to the fp32 model
+    reads one mode or the other: it is paired with the dense INT8 graph and carried over by the
+    conversion (hwprofiler.bridge). Mixed graphs stay paired with the fp32 model."""
+    from hwprofiler.bridge import FIRST_PAIRS
+
+    names = [g.name for g in mixed.groups]
+    ratios = [0.375] * len(names)
+    marks = {n: "fp32" if i == 0 else "int8" for i, n in enumerate(names)}
+    before = mixed.stats().get("int8_conversion_ratios", [])
+    part = mixed.evaluate(ratios, precision=marks, live=True)
+    assert part.policy.graph_precision() == "mixed" and part.latency_kind == "live"
+    assert mixed.stats().get("int8_conversion_ratios", []) == before  # not bridged
+    r = mixed.evaluate(ratios, precision="int8", live=True)
+    stats = mixed.stats()
+    assert r.policy.graph_precision() == "int8" and len(stats["int8_conversion_ratios"]) >= FIRST_PAIRS
+    bridge = mixed.latency.bridge()
+    assert bridge.reference == mixed.latency.reference_onnx
+    graph = mixed.precision.structure(
+        to_onnx_bytes(mixed.surgeon.apply(r.policy, count=False).model, mixed.input_shape), r.policy
+    )
+    to_int8 = hwprofiler.measure_paired(graph, bridge.reference_int8, mixed.device, cache=False).ratio
+    assert r.live_ratio == pytest.approx(to_int8 * stats["int8_conversion"])
+    # sim-cpu's times do not wander, so the bridge lands where the direct pair does
+    assert r.live_ratio == pytest.approx(hwprofiler.measure_paired(graph, bridge.reference, mixed.device, cache=False).ratio)
+
+
 def test_a_device_where_int8_is_slower_keeps_fp32():
     slow = sim(int8_gmacs=2.0, quant_ns=5.0)
     got = search_precision("mixed", slow)

@@ -1,0 +1,99 @@
+"""An INT8 graph's latency as a fraction of the fp32 dense model, measured across the precision gap
+in two steps that each hold while the vCPU changes speed.
+
+Paired windows cancel a slowdown that hits both graphs alike. On an Ice Lake Xeon vCPU a slow mode
+that came and went for minutes slowed INT8 graphs by about 1.65x and the fp32 dense graph by 1.35x
+(docs/benchmarks.md, paired_precision_icl): a pruned INT8 graph's ratio to the fp32 dense model
+read 0.49 in the fast mode and 0.61-0.81 in the slow one, while its ratio to the dense INT8 graph
+stayed within 0.92-0.98 in both. So an INT8 graph is paired with the dense graph in its own scheme,
+and that ratio is multiplied by the *conversion*: the dense INT8 graph's ratio to the dense fp32
+one, taken from the conversion pair in which both ran fastest (the machine's undisturbed mode;
+noise only adds time). Conversion pairs are taken at first use and then one more at most every
+`SPACING_S` while graphs are measured, up to `MAX_PAIRS`, so the fastest mode is found even when a
+measurement starts in a slow spell.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hwprofiler.devices import DeviceSpec, load_device
+from hwprofiler.measure import ModelLike, measure_paired, model_bytes
+from hwprofiler.measurement import PairedMeasurement
+
+FIRST_PAIRS = 3  # conversion pairs taken at first use
+SPACING_S = 30.0  # then one more per measured graph, at most this often ...
+MAX_PAIRS = 12  # ... until there are this many
+
+
+@dataclass(frozen=True)
+class BridgedRatio:
+    """A graph's latency over the fp32 reference's: `pair.ratio` (the graph against the dense INT8
+    graph) times `conversion` (dense INT8 over dense fp32) when `conversion` is not None, else the
+    pair's own ratio (the graph was paired with the fp32 reference directly)."""
+
+    ratio: float
+    pair: PairedMeasurement
+    conversion: float | None = None
+
+    @property
+    def model(self) -> Any:
+        """The graph's own `Measurement`."""
+        return self.pair.model
+
+    @property
+    def cached(self) -> bool:
+        return self.pair.cached
+
+
+@dataclass
+class PrecisionBridge:
+    """Measures INT8 graphs against `reference` (fp32) through `reference_int8` (the same model
+    quantized in the scheme the graphs use) on one device.
+
+    :param not_before: graph pairs cached before this time are measured again (`measure_paired`)
+    """
+
+    reference: bytes
+    reference_int8: bytes
+    device: DeviceSpec
+    not_before: float | None = None
+    conversions: list[PairedMeasurement] = field(default_factory=list)
+    _last: float = field(default=-float("inf"), repr=False)
+
+    @classmethod
+    def of(cls, reference: ModelLike, reference_int8: ModelLike, device: DeviceSpec | str, **kw: Any) -> PrecisionBridge:
+        return cls(model_bytes(reference), model_bytes(reference_int8), load_device(device), **kw)
+
+    def _convert_once(self) -> None:
+        self.conversions.append(measure_paired(self.reference_int8, self.reference, self.device, cache=False))
+        self._last = time.monotonic()
+
+    def conversion(self) -> float:
+        """Dense INT8 over dense fp32, from the conversion pair whose two graphs ran fastest; takes
+        the first pairs when there are none yet."""
+        while len(self.conversions) < FIRST_PAIRS:
+            self._convert_once()
+        fastest = min(self.conversions, key=lambda p: p.model.latency_ms + p.reference.latency_ms)
+        return float(fastest.ratio)
+
+    def measure(self, model: ModelLike, *, cache: bool = True) -> BridgedRatio:
+        """`model` (an INT8 graph in the reference's scheme) paired with the dense INT8 graph, and
+        its ratio carried over to the fp32 reference by the conversion."""
+        if self.conversions and len(self.conversions) < MAX_PAIRS and time.monotonic() - self._last >= SPACING_S:
+            self._convert_once()
+        conversion = self.conversion()
+        pair = measure_paired(model, self.reference_int8, self.device, cache=cache, not_before=self.not_before)
+        return BridgedRatio(ratio=float(pair.ratio) * conversion, pair=pair, conversion=conversion)
+
+    def summary(self) -> dict[str, Any]:
+        """The conversion and every conversion pair's ratio, for a run's record."""
+        return {
+            "int8_conversion": self.conversion() if self.conversions else None,
+            "int8_conversion_ratios": [round(float(p.ratio), 4) for p in self.conversions],
+        }
+
+
+__all__ = ["FIRST_PAIRS", "MAX_PAIRS", "SPACING_S", "BridgedRatio", "PrecisionBridge"]
