@@ -223,18 +223,18 @@ def matrix(
                 if "error" in cell:
                     continue
                 try:
-                    pair = hwprofiler.measure_paired(onnx_bytes, dense_onnx, d, cache=False)
+                    ratio = float(hwprofiler.measure_paired(onnx_bytes, dense_onnx, d, cache=False).ratio)
                     if p in schemes:
                         key = (d, schemes[p])
                         if key not in bridges:
                             dense_q = quantize_structure(dense_onnx, Scheme.parse(schemes[p]))
                             bridges[key] = PrecisionBridge.of(dense_onnx, dense_q, d)
-                        cell.setdefault("direct_ratios", []).append(float(pair.ratio))
-                        pair = bridges[key].measure(onnx_bytes, cache=False)
+                        cell.setdefault("direct_ratios", []).append(ratio)
+                        ratio = bridges[key].measure(onnx_bytes, cache=False).ratio
                 except hwprofiler.InvalidModelError as exc:
                     cell["error"] = str(exc).splitlines()[0]
                     continue
-                cell["ratios"].append(float(pair.ratio))
+                cell["ratios"].append(ratio)
         print(f"  matrix: round {rep + 1}/{repeats} done", flush=True)
     for (d, scheme), bridge in bridges.items():
         for p in policies:
