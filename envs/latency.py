@@ -105,7 +105,10 @@ class PolicyLatency:
         self.lut = hwprofiler.open_lut(self.device, lut_path)
         scope = model_scope(name, self.input_shape, groups_signature(self.groups))
         self.predictor = hwprofiler.Predictor(self.lut, scope=scope)
-        self.predictor_q = hwprofiler.Predictor(self.lut, scope=f"{scope}|{int8_name}") if int8_structure else None
+        # INT8 observations are bridged ratios x the reference's fp32 LUT price (`calibrate`, `observe`),
+        # filed apart from the absolute times earlier versions recorded under `{scope}|{int8_name}`
+        q_scope = f"{scope}|{int8_name}|bridged"
+        self.predictor_q = hwprofiler.Predictor(self.lut, scope=q_scope) if int8_structure else None
         self._entries_at_save = len(self.lut)
         self._last_save = time.monotonic()
         self._memo: dict[tuple[int, ...], float] = {}
@@ -145,15 +148,16 @@ class PolicyLatency:
         self.n_settled = 0  # live ratios measured again because they disagreed with the LUT
         self.dense_latency_ms = float(m.latency_ms)
         self.dense_measurement = m
+        self.max_key = tuple(channels_after(g.channels, self.max_ratio, self.round_to) for g in self.groups)
+        self.dense_key = tuple(g.channels for g in self.groups)
+        self.reference_kernels = reference_kernels
         if reference_kernels is not None:
             self.observe(reference_kernels, m.latency_ms)
             if latency_source != "live":
                 self.calibrate(progress=calibrate_progress)
-        self.max_key = tuple(channels_after(g.channels, self.max_ratio, self.round_to) for g in self.groups)
-        self.dense_key = tuple(g.channels for g in self.groups)
         self.dense_lut_latency_ms = float("nan")  # the reference's LUT latency: the frame of LUT-judged speedups
         if self.has_lut and reference_kernels is not None:
-            self.dense_lut_latency_ms = self.predict_key(self.dense_key) if same else self._price(reference_kernels)
+            self.dense_lut_latency_ms = self._reference_lut_ms()
 
     # --- construction ---------------------------------------------------------------------------
     def calibrate(self, progress: bool = True) -> int:
@@ -167,6 +171,9 @@ class PolicyLatency:
             targets.append((self.predictor_q, self.kmap_q if self.kmap_q_ok else None, self.int8_structure))
         n = 0
         for predictor, kmap, transform in targets:
+            live = None
+            if transform is not None:  # INT8: in the frame a search observes them in (`observe`)
+                live = self._int8_in_lut_frame(self._reference_lut_ms())
             n += calibrate(
                 self.surgeon,
                 self.device,
@@ -178,12 +185,30 @@ class PolicyLatency:
                 progress=progress,
                 lock=lambda: device_lock(self.fingerprint_id, self.lock),
                 transform=transform,
+                live=live,
             )
+            self._memo.clear()  # the INT8 frame is read from the fp32 predictor as just calibrated
         if n:
             self._memo.clear()
             self._memo_q.clear()
             self._entries_at_save = len(self.lut)
         return n
+
+    def _reference_lut_ms(self) -> float:
+        """The reference's fp32 LUT latency: LUT-judged ratios are fractions of it, and live ratios
+        enter the predictors as multiples of it."""
+        same = self.surgeon.full is self.surgeon.dense
+        return self.predict_key(self.dense_key) if same else self._price(self.reference_kernels or [])
+
+    def _int8_in_lut_frame(self, reference_lut_ms: float) -> Callable[[bytes], float]:
+        """How an INT8 calibration graph is measured: its bridged ratio to the fp32 reference
+        (`measure_paired(int8=True)`) times the reference's LUT price. Absolute INT8 times would
+        mix a vCPU's speed modes into the INT8 predictor (one slowed INT8 1.65x, fp32 1.35x)."""
+
+        def live(data: bytes) -> float:
+            return float(self.bridge().measure(data, cache=False).ratio) * reference_lut_ms
+
+        return live
 
     def _build_kernel_map(self, int8: bool = False) -> None:
         """KernelMap (no-surgery kernels) if it reproduces real exports, else the slow path.

@@ -56,12 +56,14 @@ def calibrate(
     progress: bool = True,
     lock: Any = None,
     transform: Callable[[bytes], bytes] | None = None,
+    live: Callable[[bytes], float] | None = None,
 ) -> int:
     """Measure live until the predictor's scope has `runs` observations; returns how many were taken.
 
     `lock` (a context manager factory) is held around each live run, so two processes sharing the
     device do not time at once. `transform` turns each exported graph into the one to run (e.g.
-    its INT8 form; `kmap` then maps the transformed graphs)."""
+    its INT8 form; `kmap` then maps the transformed graphs). `live`: a graph's latency in the
+    predictor's frame (default: `measure_onnx`'s, in ms)."""
     todo = runs - own_observations(predictor)
     if todo <= 0:
         return 0
@@ -73,6 +75,10 @@ def calibrate(
     policies = calibration_policies(len(surgeon.groups), runs, max_ratio, seed)[runs - todo :]
     what = f"calibrating {device.name}" + (f" ({predictor.scope.rsplit('|', 1)[-1]})" if transform is not None else "")
     bar = tqdm(policies, desc=what, unit="run", disable=not progress, leave=False)
+
+    def measure(data: bytes) -> float:
+        return float(live(data) if live is not None else measure_onnx(data, device, cache=False).latency_ms)
+
     for ratios in bar:
         policy = surgeon.policy(ratios, round_to=round_to, max_ratio=max_ratio)
         data = to_onnx_bytes(surgeon.apply(policy, count=False).model, input_shape, device.batch)  # type: ignore[arg-type]
@@ -82,10 +88,10 @@ def calibrate(
         predictor.lut.fill(kernels, progress=False, save=False)
         if lock is not None:
             with lock():
-                live = measure_onnx(data, device, cache=False).latency_ms
+                ms = measure(data)
         else:
-            live = measure_onnx(data, device, cache=False).latency_ms
-        predictor.observe(kernels, live, save=False, refit=False)
+            ms = measure(data)
+        predictor.observe(kernels, ms, save=False, refit=False)
     predictor.refit()  # once, on every run (the same correction as refitting after each)
     predictor.lut.save()
     return todo

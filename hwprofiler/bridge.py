@@ -5,12 +5,17 @@ Paired windows cancel a slowdown that hits both graphs alike. On an Ice Lake Xeo
 that came and went for minutes slowed INT8 graphs by about 1.65x and the fp32 dense graph by 1.35x
 (docs/benchmarks.md, paired_precision_icl): a pruned INT8 graph's ratio to the fp32 dense model
 read 0.49 in the fast mode and 0.61-0.81 in the slow one, while its ratio to the dense INT8 graph
-stayed within 0.92-0.98 in both. So an INT8 graph is paired with the dense graph in its own scheme,
-and that ratio is multiplied by the *conversion*: the dense INT8 graph's ratio to the dense fp32
-one, taken from the conversion pair in which both ran fastest (the machine's undisturbed mode;
-noise only adds time). Conversion pairs are taken at first use and then one more at most every
-`SPACING_S` while graphs are measured, up to `MAX_PAIRS`, so the fastest mode is found even when a
-measurement starts in a slow spell.
+stayed within 0.92-0.98 in both. OpenVINO on the same vCPU showed the same two speeds (INT8 0.25 or
+0.39-0.41 ms, fp32 0.61 or 0.80-0.86 ms for resnet20), and three back-to-back pairs of the two
+dense graphs read 0.28, 0.48 and 0.70. The slow speed can hold for one session of a graph and not
+for the other session timed beside it, so even a graph paired with itself read 0.6 at times.
+
+So an INT8 graph is paired with the dense graph in its own scheme, and that ratio is multiplied by
+the *conversion*: the dense INT8 graph's fastest time over the dense fp32 graph's fastest time,
+each the minimum over every conversion pair (noise only adds time, and each graph's fast speed
+shows in some pair even when no pair caught both at it). Conversion pairs are taken at first use
+and then one more at most every `SPACING_S` while graphs are measured, up to `MAX_PAIRS`, so the
+fast speed is found even when a measurement starts in a slow spell.
 """
 
 from __future__ import annotations
@@ -72,12 +77,13 @@ class PrecisionBridge:
         self._last = time.monotonic()
 
     def conversion(self) -> float:
-        """Dense INT8 over dense fp32, from the conversion pair whose two graphs ran fastest; takes
+        """Dense INT8 over dense fp32: each graph's fastest time over the conversion pairs; takes
         the first pairs when there are none yet."""
         while len(self.conversions) < FIRST_PAIRS:
             self._convert_once()
-        fastest = min(self.conversions, key=lambda p: p.model.latency_ms + p.reference.latency_ms)
-        return float(fastest.ratio)
+        int8 = min(p.model.latency_ms for p in self.conversions)
+        fp32 = min(p.reference.latency_ms for p in self.conversions)
+        return float(int8 / fp32)
 
     def measure(self, model: ModelLike, *, cache: bool = True) -> BridgedRatio:
         """`model` (an INT8 graph in the reference's scheme) paired with the dense INT8 graph, and
@@ -89,7 +95,7 @@ class PrecisionBridge:
         return BridgedRatio(ratio=float(pair.ratio) * conversion, pair=pair, conversion=conversion)
 
     def summary(self) -> dict[str, Any]:
-        """The conversion and every conversion pair's ratio, for a run's record."""
+        """The conversion and every conversion pair's own ratio, for a run's record."""
         return {
             "int8_conversion": self.conversion() if self.conversions else None,
             "int8_conversion_ratios": [round(float(p.ratio), 4) for p in self.conversions],

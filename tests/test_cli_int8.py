@@ -88,9 +88,8 @@ def test_export_int8_ships_the_int8_graph_with_its_model_card(search_run: Path, 
     policy = Policy.load(out / "policy.json")
     assert policy.metrics["precision"] == "int8" and policy.metrics["quantization"]["scheme"]["name"] == QDQ_U8
     bridge = policy.metrics["live_int8_conversion"]  # every layer INT8: timed through the dense INT8 graph
-    assert bridge["int8_conversion"] > 0 and bridge["int8_conversion"] in [
-        pytest.approx(r, abs=1e-4) for r in bridge["int8_conversion_ratios"]
-    ]
+    assert bridge["int8_conversion_ratios"] and bridge["int8_conversion"] > 0
+    assert all(r == pytest.approx(bridge["int8_conversion"], abs=1e-4) for r in bridge["int8_conversion_ratios"])  # sim-cpu
     fp32 = run_json(capsys, [*args[:-1], str(tmp_path / "fp32"), "--precision", "fp32", "--json"])
     assert fp32["precision"] == "fp32" and "quantization" not in fp32 and not (tmp_path / "fp32" / "model.fp32.onnx").exists()
     # the search judged its policies as INT8 graphs (--precision int8, its default): export follows it

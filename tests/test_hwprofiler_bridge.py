@@ -26,14 +26,14 @@ def _pair(int8_ms: float, fp32_ms: float) -> PairedMeasurement:
     return PairedMeasurement(model=m(int8_ms), reference=m(fp32_ms), ratio=int8_ms / fp32_ms)
 
 
-def test_the_conversion_comes_from_the_pair_where_both_graphs_ran_fastest():
-    """Pairs as measured on an Ice Lake vCPU (paired_precision_icl): the slow mode slowed INT8 1.65x
-    and fp32 1.35x, and a mode change inside a pair moved the ratio either way. Only the pair where
-    both ran fast says what INT8 buys on the undisturbed machine."""
+def test_the_conversion_is_each_dense_graphs_fastest_time_over_the_pairs():
+    """Pairs as measured on an Ice Lake vCPU (paired_precision_icl): a slow speed slowed INT8 1.65x
+    and fp32 1.35x, and could hold for one side of a pair only. Here no pair caught both graphs
+    fast, yet each graph's fast time shows in some pair: their ratio is what INT8 buys undisturbed."""
     b = PrecisionBridge(b"fp32", b"int8", fast_device())
-    b.conversions = [_pair(0.52, 0.64), _pair(0.54, 0.86), _pair(0.315, 0.89), _pair(0.315, 0.64), _pair(0.52, 0.70)]
+    b.conversions = [_pair(0.52, 0.64), _pair(0.54, 0.86), _pair(0.315, 0.89), _pair(0.52, 0.70)]
     assert b.conversion() == pytest.approx(0.315 / 0.64)
-    assert b.summary()["int8_conversion_ratios"][3] == pytest.approx(0.4922, abs=1e-4)
+    assert b.summary()["int8_conversion_ratios"] == [pytest.approx(r, abs=1e-4) for r in (0.8125, 0.6279, 0.3539, 0.7429)]
 
 
 def test_an_int8_graph_is_paired_with_the_dense_int8_graph_and_converted(monkeypatch):

@@ -18,6 +18,7 @@ from envs.precision import search_precision
 from hilprune.data import load_dataset
 from hilprune.export import to_onnx_bytes
 from hilprune.quantize import TrainCalibration, fp32_nodes
+from hwprofiler.bridge import FIRST_PAIRS
 from hwprofiler.quantization import Quantizer, Scheme, candidate_schemes
 
 SCHEME = candidate_schemes({})[0].name  # sim-cpu's qdq-u8s8 (-rr: 7-bit weights where this host lacks VNNI)
@@ -119,8 +120,6 @@ def test_an_all_int8_policy_is_timed_against_the_dense_int8_graph_and_converted(
     """A vCPU's slow mode can slow INT8 more than fp32, so an INT8 graph's ratio to the fp32 model
     reads one mode or the other: it is paired with the dense INT8 graph and carried over by the
     conversion (hwprofiler.bridge). Mixed graphs stay paired with the fp32 model."""
-    from hwprofiler.bridge import FIRST_PAIRS
-
     names = [g.name for g in mixed.groups]
     ratios = [0.375] * len(names)
     marks = {n: "fp32" if i == 0 else "int8" for i, n in enumerate(names)}
@@ -140,6 +139,22 @@ def test_an_all_int8_policy_is_timed_against_the_dense_int8_graph_and_converted(
     assert r.live_ratio == pytest.approx(to_int8 * stats["int8_conversion"])
     # sim-cpu's times do not wander, so the bridge lands where the direct pair does
     assert r.live_ratio == pytest.approx(hwprofiler.measure_paired(graph, bridge.reference, mixed.device, cache=False).ratio)
+
+
+def test_int8_calibration_runs_are_observed_as_bridged_ratios_in_the_lut_frame(tmp_path, monkeypatch):
+    """The INT8 predictor learns from ratios to the fp32 reference, carried over from the dense INT8
+    graph (hwprofiler.bridge), times the reference's LUT price: the frame a search's live INT8
+    measurements enter it in. Absolute times would mix a vCPU's speed modes into it."""
+    monkeypatch.setenv("HWPROFILER_CACHE", str(tmp_path / "cache"))  # a new table: calibrated here
+    ev = PolicyEvaluator("digits-cnn", "digits", device="sim-cpu", precision="int8", round_to=8, proxy="bn:10")
+    lat = ev.latency
+    scope = lat.predictor_q.scope
+    assert scope.endswith("|bridged")
+    own = [o for o in lat.lut.observations if o.get("scope") == scope]
+    assert len(own) >= 12 and len(ev.stats()["int8_conversion_ratios"]) >= FIRST_PAIRS
+    dense_q = lat.int8_structure(lat.reference_onnx)
+    direct = hwprofiler.measure_paired(dense_q, lat.reference_onnx, lat.device, cache=False).ratio
+    assert own[0]["live_ms"] == pytest.approx(direct * lat.dense_lut_latency_ms, rel=1e-6)  # the first run: dense
 
 
 def test_a_device_where_int8_is_slower_keeps_fp32():
