@@ -2,7 +2,7 @@
 
 Pure logic: how a scheme's latency and accuracy are obtained is passed in (the pipeline measures on
 the device and runs onnxruntime; tests pass deterministic functions). Every scheme is timed paired
-with fp32, and its time over the fp32 graph's fastest time in any of the pairs must beat 1 by
+with fp32, and its INT8 time must beat the fp32 graph's fastest time in any scheme's pair by
 `min_speedup`. The schemes within `runoff` of the fastest are then
 timed head to head (`compare(a, b)`: a's time over b's, paired), in candidate order: a later one
 must beat the current leader by more than `tie` to take its place, so timing noise does not flip
