@@ -105,8 +105,8 @@ class PrecisionBridge:
         for _ in range(RETRIES):
             if pair.cached or pair.reference.latency_ms <= REFERENCE_SLOW * self._int8_floor:
                 break
-            self.retries += 1
-            pair = measure_paired(model, self.reference_int8, self.device, cache=False)
+            self.retries += 1  # measured now, and replacing the slow pair in the cache when one is kept
+            pair = measure_paired(model, self.reference_int8, self.device, cache=cache, not_before=time.time())
         self._int8_floor = min(self._int8_floor, pair.reference.latency_ms)
         return BridgedRatio(ratio=float(pair.ratio) * conversion, pair=pair, conversion=conversion)
 

@@ -43,14 +43,14 @@ def test_an_int8_graph_is_paired_with_the_dense_int8_graph_and_converted(monkeyp
     dense_q = quantize_structure(fp32, scheme)
     pruned_q = quantize_structure(tiny_cnn(c=8).SerializeToString(), scheme)
     b = PrecisionBridge.of(fp32, dense_q, dev)
-    assert b.summary() == {"int8_conversion": None, "int8_conversion_ratios": []}
+    assert b.summary() == {"int8_conversion": None, "int8_conversion_ratios": [], "int8_reference_retries": 0}
 
     got = b.measure(pruned_q)
     assert len(b.conversions) == FIRST_PAIRS  # the first measurement takes the first conversion pairs
     assert got.conversion == b.conversion() and got.ratio == pytest.approx(got.pair.ratio * got.conversion)
     assert math.isfinite(got.ratio) and got.ratio > 0 and not got.cached
-    again = measure_paired(pruned_q, dense_q, dev)  # the graph's own pair was with the dense INT8 graph
-    assert again.cached and again.ratio == got.pair.ratio
+    again = measure_paired(pruned_q, dense_q, dev)  # the graph's own pair was with the dense INT8 graph (the last
+    assert again.cached and again.ratio == got.pair.ratio  # one taken, when its reference ran slow at first)
 
     b.measure(pruned_q)  # within SPACING_S: no new conversion pair
     assert len(b.conversions) == FIRST_PAIRS
@@ -70,13 +70,14 @@ def test_a_pair_whose_reference_ran_slow_is_measured_again(monkeypatch):
     calls: list[bool] = []
 
     def scripted(model, reference, device, *, cache=True, not_before=None):
-        calls.append(cache)
+        calls.append(not_before is not None)  # a retry is measured now
         return script[len(calls) - 1]
 
     monkeypatch.setattr(bridge_mod, "measure_paired", scripted)
     b = PrecisionBridge(b"fp32", b"int8", fast_device())
     got = b.measure(b"graph")
     assert len(calls) == FIRST_PAIRS + 3 and b.retries == 2  # 0.55 and 0.53 are over 1.3 x 0.33
+    assert calls[FIRST_PAIRS:] == [False, True, True]  # the retries are measured now (and replace the cached pair)
     assert got.pair.reference.latency_ms == 0.34 and got.ratio == pytest.approx(0.33 / 0.34 * 0.33 / 0.64)
     assert b.summary()["int8_reference_retries"] == 2
     script.append(_pair(0.33, 0.60))
