@@ -472,6 +472,24 @@ def markdown(res: dict[str, Any]) -> str:
                 for d in devs
             )
             lines.append(f"| {m['model']} | {p} | {cells} | {100 * m['searched'][p]['test_accuracy']:.1f}% |")
+    bridged = [(m, p, d) for m in res["models"] for p in devs for d in devs if m["matrix"][p][d].get("direct_ratios")]
+    if bridged:
+        lines += [
+            "",
+            "INT8 graphs are measured through the dense graph in their scheme (`hwprofiler/bridge.py`), and paired "
+            "with the fp32 dense model directly as well, each round:",
+            "",
+            "| model | policy searched for | on | ratios, bridged | ratios, direct | conversion (its pairs) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m, p, d in bridged:
+            c = m["matrix"][p][d]
+            fmt = ", ".join
+            lines.append(
+                f"| {m['model']} | {p} | {d} | {fmt(f'{r:.3f}' for r in c['ratios'])} | "
+                f"{fmt(f'{r:.3f}' for r in c['direct_ratios'])} | {c['int8_conversion']:.3f} "
+                f"({fmt(f'{r:.3f}' for r in c['int8_conversion_ratios'])}) |"
+            )
     lines += [
         "",
         "### Targets",

@@ -7,11 +7,14 @@ hwprofiler judges a pruned graph by its latency *paired* with the dense model's 
 when the vCPU slows for seconds at a time, both slow alike and the ratio holds. That premise was
 measured for fp32 graphs. On an Ice Lake Xeon an INT8 graph's ratio to the fp32 dense model moved
 from 0.47 to 0.81 between measurements minutes apart (docs/benchmarks.md, cross_device_icl_int8_r20).
-This bench measures three pairs, interleaved, `--repeats` times each:
+This bench measures four pairs, interleaved, `--repeats` times each:
 
 - fp32 pruned against fp32 dense (the premise's own case);
 - INT8 pruned against fp32 dense (what an INT8 search compares with its fp32 budget);
-- INT8 pruned against INT8 dense (same precision on both sides).
+- INT8 pruned against INT8 dense (same precision on both sides);
+- INT8 pruned against fp32 dense through the bridge (`hwprofiler/bridge.py`: the third pair's ratio
+  times each dense graph's fastest time over conversion pairs), as searches and exports time
+  all-INT8 graphs; its reference is the dense INT8 graph.
 
 For each pair: the median ratio, its spread (max / min, and the interquartile range over the median),
 and Spearman's rho between the ratio and the reference's own latency in the same measurement (near 0:
@@ -33,7 +36,8 @@ from bench.common import add_output_options, header, machine, note_lines, publis
 
 NAME = "paired_precision"
 DATASET = "fashion-mnist"
-PAIRS = ("fp32/fp32", "int8/fp32", "int8/int8")
+PAIRS = ("fp32/fp32", "int8/fp32", "int8/int8", "int8 bridged/fp32")
+BRIDGED = "int8 bridged/fp32"  # through the dense INT8 graph and the conversion (hwprofiler.bridge), as searches time INT8
 
 
 def _say(msg: str) -> None:
@@ -86,14 +90,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "int8/fp32": (g["pruned_int8"], g["dense"]),
         "int8/int8": (g["pruned_int8"], g["dense_int8"]),
     }
+    from hwprofiler.bridge import PrecisionBridge
+
+    bridge = PrecisionBridge(g["dense"], g["dense_int8"], dev)
     samples: dict[str, list[dict[str, float]]] = {p: [] for p in PAIRS}
     for i in range(args.repeats):
         order = PAIRS if i % 2 == 0 else PAIRS[::-1]
         for pair in order:
-            model, reference = members[pair]
-            m = hwprofiler.measure_paired(model, reference, dev, cache=False)
+            if pair == BRIDGED:
+                b = bridge.measure(g["pruned_int8"], cache=False)
+                ratio, m = b.ratio, b.pair
+            else:
+                model, reference = members[pair]
+                m = hwprofiler.measure_paired(model, reference, dev, cache=False)
+                ratio = m.ratio
             samples[pair].append(
-                {"ratio": float(m.ratio), "model_ms": float(m.model.latency_ms), "reference_ms": float(m.reference.latency_ms)}
+                {"ratio": float(ratio), "model_ms": float(m.model.latency_ms), "reference_ms": float(m.reference.latency_ms)}
             )
         _say(f"repeat {i + 1}/{args.repeats}: " + ", ".join(f"{p} {samples[p][-1]['ratio']:.3f}" for p in PAIRS))
     return {
@@ -106,6 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeats": args.repeats,
         "samples": samples,
         "summary": {p: summary(samples[p]) for p in PAIRS},
+        "bridge": bridge.summary(),
     }
 
 
@@ -116,19 +129,27 @@ def markdown(res: dict[str, Any]) -> str:
         header(res["machine"]),
         f"{res['model']} (Fashion-MNIST shapes), every group pruned by {res['ratio']} (channels rounded to 8), on "
         f"`{res['device']}`; INT8 is {res['scheme']} (the graph a search prices, `quantize_structure`). Each pair measured "
-        f"{res['repeats']} times by hwprofiler's paired measurement (A B B A windows, the device's estimator), the three "
-        "pairs interleaved. rho: Spearman's rank correlation of the ratio with the reference's latency in the same "
+        f"{res['repeats']} times by hwprofiler's paired measurement (A B B A windows, the device's estimator), the "
+        f"{len(res['summary'])} pairs interleaved. rho: Spearman's rank correlation of the ratio with the reference's latency in the same "
         "measurement (the machine's speed at the time).",
         "",
         "| pruned / reference | median ratio | min – max | max / min | IQR / median | rho (ratio, reference ms) |",
         "|---|---|---|---|---|---|",
     ]
-    for pair in PAIRS:
-        s = res["summary"][pair]
+    for pair, s in res["summary"].items():  # results from before the bridge have three pairs
         lines.append(
             f"| {pair} | {s['median']:.3f} | {s['min']:.3f} – {s['max']:.3f} | {s['max_over_min']:.2f} | "
             f"{s['iqr_over_median']:.3f} | {s['rho_ratio_vs_reference_ms']:+.2f} |"
         )
+    if res.get("bridge"):
+        b = res["bridge"]
+        ratios = ", ".join(f"{r:.3f}" for r in b["int8_conversion_ratios"])
+        lines += [
+            "",
+            f"The bridge's conversion: {b['int8_conversion']:.3f} from {len(b['int8_conversion_ratios'])} pairs of the dense "
+            f"graphs (their own ratios {ratios}); {b['int8_reference_retries']} pair(s) measured again because the dense "
+            "INT8 side ran slow. Its rho is against the dense INT8 graph's latency.",
+        ]
     return "\n".join(lines + note_lines(res)) + "\n"
 
 
