@@ -155,7 +155,7 @@ def run_peer(
     data: Any,
     input_shape: tuple[int, int, int],
     dataset: str,
-    live_in_frame: Callable[[bytes], float],
+    live_in_frame: Callable[[bytes, str | None], float],
     budget_ms: float,
     *,
     finetune_epochs: float,
@@ -202,7 +202,7 @@ def run_peer(
 
     def latency_at(ratio: float) -> float:
         if ratio not in measured:
-            measured[ratio] = live_in_frame(graph(prune_global(dense, input_shape, ratio, round_to)))
+            measured[ratio] = live_in_frame(graph(prune_global(dense, input_shape, ratio, round_to)), int8_scheme)
         return measured[ratio]
 
     if bisected is None:
@@ -253,7 +253,7 @@ def run_peer(
         if outcome.int8_bytes is not None:
             shipped, scheme, fp32_test = "int8", outcome.scheme.name if outcome.scheme else None, test_after
             test_after = float(outcome.int8_test_accuracy if outcome.int8_test_accuracy is not None else test_after)
-        latency_ms = live_in_frame(outcome.shipped)  # the shipped graph, with its real scales
+        latency_ms = live_in_frame(outcome.shipped, scheme)  # the shipped graph, with its real scales
     return PeerResult(
         ratio=ratio,
         latency_ms=latency_ms,

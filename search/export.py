@@ -167,9 +167,10 @@ class LiveLatency:
 
         return settle(first_ratio, self.budget_ratio, again), pair
 
-    def in_frame(self, onnx_bytes: bytes) -> float:
-        """A graph's live latency in the job's dense reference frame (median ratio x reference ms)."""
-        return statistics.median(self.settled(onnx_bytes)[0]) * self.reference_ms
+    def in_frame(self, onnx_bytes: bytes, scheme: str | None = None) -> float:
+        """A graph's live latency in the job's dense reference frame (median ratio x reference ms);
+        `scheme`: the graph is all INT8 in it (`measure_bytes`)."""
+        return statistics.median(self.settled(onnx_bytes, scheme=scheme)[0]) * self.reference_ms
 
     def __call__(self, policy: Any, recorded_ms: float | None = None) -> float:
         """A policy's live latency in the job's frame: of its INT8 graph when it marks groups int8

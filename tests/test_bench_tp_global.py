@@ -98,9 +98,11 @@ def test_the_int8_peer_is_refitted_fine_tuned_and_shipped_as_the_export_ships_a_
     dense = spec.build()
     data = load_dataset("digits")
     sizes: list[int] = []
+    schemes: list[str | None] = []
 
-    def size_in_frame(onnx_bytes: bytes) -> float:
+    def size_in_frame(onnx_bytes: bytes, scheme: str | None) -> float:
         sizes.append(len(onnx_bytes))
+        schemes.append(scheme)
         return len(onnx_bytes) / 1e6
 
     from hwprofiler.quantization import Scheme, quantize_structure
@@ -128,6 +130,7 @@ def test_the_int8_peer_is_refitted_fine_tuned_and_shipped_as_the_export_ships_a_
     if res.shipped == "int8":
         assert res.scheme is not None and res.fp32_test_accuracy is not None
     assert res.latency_ms == sizes[-1] / 1e6  # judged by the shipped graph, measured last
+    assert set(schemes[:-1]) == {"qdq-u8s8"} and schemes[-1] == res.scheme  # INT8 graphs timed as INT8 (the bridge)
 
 
 def _onnx(model: object, input_shape: tuple[int, int, int]) -> bytes:
@@ -137,7 +140,7 @@ def _onnx(model: object, input_shape: tuple[int, int, int]) -> bytes:
 
 
 def test_an_int8_peer_without_a_device_is_refused_before_any_work() -> None:
-    def never_measured(onnx_bytes: bytes) -> float:
+    def never_measured(onnx_bytes: bytes, scheme: str | None) -> float:
         raise AssertionError("nothing may be measured")
 
     with pytest.raises(ValueError, match="needs the device"):
@@ -155,7 +158,7 @@ def test_a_peer_reusing_an_earlier_bisection_measures_nothing_and_chooses_its_ri
     dense = spec.build()
     data = load_dataset("digits")
 
-    def never_measured(onnx_bytes: bytes) -> float:
+    def never_measured(onnx_bytes: bytes, scheme: str | None) -> float:
         raise AssertionError("the earlier bisection's latency must be reused")
 
     tried = [[0.7, 0.2], [0.3, 0.45]]  # as read back from JSON
