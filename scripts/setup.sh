@@ -12,7 +12,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q -r requirements/torch-cpu.txt
 fi
 stamp=.venv/.hilprune-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ -L .venv ]; then
+  # A venv borrowed from another checkout (e.g. a worktree that runs benches on a fixed commit):
+  # installing here would point that checkout's editable install at this one.
+  echo "setup: .venv links to $(readlink .venv); hilprune is not reinstalled into it (run with PYTHONPATH=$PWD)" >&2
+elif [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[dev,postgres,openvino]"
   touch "$stamp"
 fi
