@@ -211,7 +211,6 @@ def matrix(
     `direct_ratios` are paired with the fp32 dense model as well, to show what the bridge changed."""
     import hwprofiler
     from hwprofiler.bridge import PrecisionBridge
-    from hwprofiler.quantization import Scheme, quantize_structure
 
     schemes = int8_schemes or {}
     bridges: dict[tuple[str, str], PrecisionBridge] = {}
@@ -227,8 +226,7 @@ def matrix(
                     if p in schemes:
                         key = (d, schemes[p])
                         if key not in bridges:
-                            dense_q = quantize_structure(dense_onnx, Scheme.parse(schemes[p]))
-                            bridges[key] = PrecisionBridge.of(dense_onnx, dense_q, d)
+                            bridges[key] = PrecisionBridge.in_scheme(dense_onnx, schemes[p], d)
                         cell.setdefault("direct_ratios", []).append(ratio)
                         ratio = bridges[key].measure(onnx_bytes, cache=False).ratio
                 except hwprofiler.InvalidModelError as exc:

@@ -80,6 +80,15 @@ class PrecisionBridge:
     def of(cls, reference: ModelLike, reference_int8: ModelLike, device: DeviceSpec | str, **kw: Any) -> PrecisionBridge:
         return cls(model_bytes(reference), model_bytes(reference_int8), load_device(device), **kw)
 
+    @classmethod
+    def in_scheme(cls, reference: ModelLike, scheme: str, device: DeviceSpec | str, **kw: Any) -> PrecisionBridge:
+        """The bridge for all-INT8 graphs in `scheme` (a name, e.g. ``qdq-u8s8``): the reference
+        quantized in it by `quantize_structure` (timing does not depend on the scales)."""
+        from hwprofiler.quantization import Scheme, quantize_structure
+
+        data = model_bytes(reference)
+        return cls.of(data, quantize_structure(data, Scheme.parse(scheme)), device, **kw)
+
     def _convert_once(self) -> None:
         pair = measure_paired(self.reference_int8, self.reference, self.device, cache=False)
         self.conversions.append(pair)

@@ -147,10 +147,8 @@ class LiveLatency:
         """The `hwprofiler.bridge.PrecisionBridge` for all-INT8 graphs in `scheme` (one per scheme)."""
         if scheme not in self.bridges:
             from hwprofiler.bridge import PrecisionBridge
-            from hwprofiler.quantization import Scheme, quantize_structure
 
-            quantized = quantize_structure(self.dense_onnx, Scheme.parse(scheme))
-            self.bridges[scheme] = PrecisionBridge.of(self.dense_onnx, quantized, self.device, not_before=self.not_before)
+            self.bridges[scheme] = PrecisionBridge.in_scheme(self.dense_onnx, scheme, self.device, not_before=self.not_before)
         return self.bridges[scheme]
 
     def settled(self, onnx_bytes: bytes, first_ratio: float | None = None, scheme: str | None = None) -> tuple[list[float], Any]:

@@ -129,13 +129,12 @@ def on_fastest_fp32(trials: Sequence[Trial]) -> None:
     pairs on a vCPU (OpenVINO on an Ice Lake Xeon: 0.63 and 0.89 ms), and that alone once chose
     between two schemes whose INT8 graphs ran at 0.265 and 0.270 ms. Noise only adds time, so the
     fastest fp32 time is the fp32 graph's own."""
-    timed = [t for t in trials if t.timing is not None and t.timing.fp32_ms > 0]
+    timed = [(t, t.timing) for t in trials if t.timing is not None and t.timing.fp32_ms > 0]
     if not timed:
         return
-    fp32 = min(t.timing.fp32_ms for t in timed if t.timing is not None)
-    for t in timed:
-        assert t.timing is not None
-        t.timing = Timing(t.timing.int8_ms, t.timing.fp32_ms, t.timing.int8_ms / fp32)
+    fp32 = min(timing.fp32_ms for _, timing in timed)
+    for t, timing in timed:
+        t.timing = Timing(timing.int8_ms, timing.fp32_ms, timing.int8_ms / fp32)
 
 
 def _first_line(e: Exception) -> str:
