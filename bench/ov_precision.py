@@ -37,19 +37,21 @@ def _say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def predictions(data: bytes, spec: Any, x: Any) -> Any:
-    """Top-1 classes of OpenVINO compiled as `spec` says, one image at a time (the graph's batch)."""
+def predictions(data: bytes, spec: Any, x: Any) -> tuple[Any, str]:
+    """Top-1 classes of OpenVINO compiled as `spec` says, one image at a time (the graph's batch), and
+    the inference precision OpenVINO compiled it in (its hint may be ignored: bf16 runs f32 on AVX2)."""
     import numpy as np
 
     from hwprofiler.runtimes.ov import compile_onnx
 
     compiled = compile_onnx(data, spec)
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
     request = compiled.create_infer_request()
     out = []
     for i in range(len(x)):
         result = request.infer({0: np.ascontiguousarray(x[i : i + 1])})
         out.append(int(next(iter(result.values())).argmax()))
-    return np.array(out)
+    return np.array(out), precision
 
 
 def one_model(model: str, rounds: int, test_size: int) -> dict[str, Any]:
@@ -73,7 +75,7 @@ def one_model(model: str, rounds: int, test_size: int) -> dict[str, Any]:
             times[name].append(float(hwprofiler.measure_onnx(data, dev, cache=False).latency_ms))
     test = load_dataset(DATASET).test.subset(test_size)
     x, y = test.x.numpy(), test.y.numpy()
-    pred_f32, pred_bf16 = predictions(data, f32, x), predictions(data, bf16, x)
+    (pred_f32, _), (pred_bf16, compiled_as) = predictions(data, f32, x), predictions(data, bf16, x)
     row: dict[str, Any] = {
         "model": model,
         "f32_ms": min(times["f32"]),
@@ -83,6 +85,7 @@ def one_model(model: str, rounds: int, test_size: int) -> dict[str, Any]:
         "f32_acc": float((pred_f32 == y).mean()),
         "bf16_acc": float((pred_bf16 == y).mean()),
         "agreement": float((pred_f32 == pred_bf16).mean()),
+        "bf16_compiled_as": compiled_as,
         "test_images": int(len(y)),
     }
     _say(
@@ -90,6 +93,18 @@ def one_model(model: str, rounds: int, test_size: int) -> dict[str, Any]:
         f"onnxruntime {row['ort_ms']:.3f} ms; test acc f32 {100 * row['f32_acc']:.2f}%, bf16 {100 * row['bf16_acc']:.2f}%"
     )
     return row
+
+
+def _bf16_fallback(rows: list[dict[str, Any]]) -> str:
+    """What OpenVINO made of the bf16 hint on a CPU without bf16 units, as its compiled models said."""
+    compiled = {r.get("bf16_compiled_as") for r in rows}
+    if compiled == {"f32"}:
+        return "and OpenVINO compiled the bf16 hint as f32: its column is the f32 graph timed again"
+    if compiled == {"bf16"}:
+        return "so its column is OpenVINO emulating it"
+    if None in compiled:  # results from before the compiled precision was recorded
+        return "so OpenVINO emulates it or runs f32"
+    return f"and OpenVINO compiled the bf16 hint as {' or '.join(sorted(compiled))}, by model"
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -107,11 +122,10 @@ def markdown(res: dict[str, Any]) -> str:
     ]
     caps = res.get("capabilities")
     if caps is not None:
-        native = "BF16" in caps
         lines[3] += f" OpenVINO's CPU capabilities here: {', '.join(caps)}; bf16 is " + (
             "native."
-            if native
-            else "not native, so its column is OpenVINO emulating it (hwprofiler refuses `ov-cpu-1t-bf16` here)."
+            if "BF16" in caps
+            else f"not native, {_bf16_fallback(res['rows'])} (hwprofiler refuses `ov-cpu-1t-bf16` here)."
         )
     for r in res["rows"]:
         lines.append(
