@@ -18,7 +18,11 @@ graph. On a shared vCPU (or a 2-thread device with another process on the second
 disagree several-fold, and a scheme then "wins" because its fp32 partner ran in a slow window. A
 table whose fp32 timings spread by more than `SETTLED` is measured again (up to `ATTEMPTS` times);
 the least-spread attempt is kept and marked `settled: false` when none agreed, and a cached table
-that is not settled is measured afresh on its next use rather than trusted forever.
+that is not settled is measured afresh on its next use rather than trusted forever. Within the kept
+attempt, each scheme's `ratio` is its INT8 time over the fp32 graph's fastest time across every
+scheme's pair (`on_fastest_fp32`; the pair's own ratio stays as `pair_ratio`): noise only adds time,
+so a slow fp32 partner no longer makes its scheme look faster, as export's scheme choice rules
+(`hilprune.quantize.select`).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from hwprofiler.quantization import Quantizer, Scheme, candidate_schemes, random
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: ratios on the fastest fp32 time (on_fastest_fp32)
 CHANNELS, HW, DEPTH = 64, 16, 4
 REFERENCE = f"{DEPTH} x conv3x3 {CHANNELS}->{CHANNELS} at {HW}x{HW} + Relu, batch 1"
 FASTER = 0.95  # a scheme counts as faster than fp32 below this ratio (paired timings spread a few %)
@@ -108,6 +112,20 @@ def _measure_once(spec: DeviceSpec, schemes: list[Scheme], ref: bytes) -> list[d
     return rows
 
 
+def on_fastest_fp32(rows: list[dict[str, Any]]) -> None:
+    """Each timed row's `ratio` re-taken against the fastest fp32 time of all rows (its pair's own
+    ratio kept as `pair_ratio`), and `faster` judged on it."""
+    fp32 = [float(r["fp32_ms"]) for r in rows if r.get("fp32_ms")]
+    if not fp32:
+        return
+    fastest = min(fp32)
+    for r in rows:
+        if r.get("int8_ms"):
+            r["pair_ratio"] = r.get("pair_ratio", r["ratio"])
+            r["ratio"] = float(r["int8_ms"]) / fastest
+            r["faster"] = r["ratio"] < FASTER
+
+
 def measure_precisions(
     device: DeviceSpec | str,
     schemes: list[Scheme] | None = None,
@@ -141,6 +159,7 @@ def measure_precisions(
             tried,
             "`hilprune devices`" if model is None else "search or export of this model",
         )
+    on_fastest_fp32(rows)
     faster = sorted((r for r in rows if r["faster"]), key=lambda r: r["ratio"])
     return {
         "format": FORMAT,

@@ -223,6 +223,11 @@ def test_a_table_that_never_settles_is_flagged_and_not_trusted_from_the_cache(mo
     dev = sim(run_us=4.0)
     first = precision_table(dev)
     assert first["attempts"] == 3 and first["settled"] is False and first["fp32_spread"] == pytest.approx(5.0, rel=0.01)
+    # unsettled, yet the slow window no longer ranks: each ratio is on the fastest fp32 time of the table
+    assert first["best"] == SIM_U8S8
+    s8s8 = next(r for r in first["schemes"] if r["name"] == candidate_schemes({})[1].name)
+    assert s8s8["ratio"] == pytest.approx(5.0 * s8s8["pair_ratio"], rel=0.05)
+    assert s8s8["ratio"] == pytest.approx(s8s8["int8_ms"] / min(r["fp32_ms"] for r in first["schemes"]), rel=1e-9)
     again = precision_table(dev)  # the cached table is unsettled: measured afresh, the slow window gone
     assert not again["cached"] and again["settled"] and again["attempts"] == 1 and again["best"] == SIM_U8S8
     assert precision_table(dev)["cached"]
