@@ -101,3 +101,45 @@ def test_the_search_command_it_records_names_the_proxy_its_trials_were_scored_wi
     assert "--proxy" not in search_args("resnet20", "ort-cpu-1t", tmp_path, argparse.Namespace(**base, proxy=None))
     blocks = search_args("resnet20", "ort-cpu-1t", tmp_path, argparse.Namespace(**base, proxy=None, remove_blocks="3"))
     assert blocks[-2:] == ["--remove-blocks", "3"]
+
+
+def test_a_cell_is_settled_when_two_thirds_of_at_least_repeats_ratios_agree_within_five_percent() -> None:
+    from bench.cross_device import settled
+
+    assert not settled([0.529, 0.495, 0.432], 3)  # as a Zen 3 bench read one pair: two of three off the median
+    assert settled([0.481, 0.403, 0.487], 3)  # one slow round of three
+    assert not settled([0.49, 0.49], 3)  # too few rounds yet
+    assert settled([0.49], 1)
+
+
+def test_the_matrix_measures_a_cell_again_until_its_ratios_agree_or_the_rounds_run_out(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import hwprofiler
+    from bench.cross_device import MAX_ROUNDS, _agreement_lines
+
+    script = {
+        b"steady": iter([0.5] * 20),
+        b"one-bad-start": iter([0.3, 0.7, 0.5, 0.5, 0.5] + [0.5] * 20),
+        b"wild": iter([0.3, 0.45, 0.6] * 10),
+    }
+    monkeypatch.setattr(hwprofiler, "measure_paired", lambda model, ref, dev, **kw: SimpleNamespace(ratio=next(script[model])))
+    cells = matrix({p.decode(): p for p in script}, b"dense", ["dev"], repeats=3)
+    steady, late, wild = (cells[p]["dev"] for p in ("steady", "one-bad-start", "wild"))
+    assert len(steady["ratios"]) == 3 and steady["settled"] and steady["ratio"] == 0.5
+    assert len(late["ratios"]) == 6 and late["settled"] and late["ratio"] == 0.5  # two bad rounds: 4 of 6 must agree
+    assert len(wild["ratios"]) == MAX_ROUNDS * 3 and not wild["settled"]
+    # the section names the cell that took more rounds and the one that never agreed, not the steady one
+    res = {
+        "args": {"repeats": 3},
+        "models": [{"model": "m", "matrix": {"a": {"a": steady, "b": late}, "b": {"a": wild, "b": steady}}}],
+    }
+    again, never = _agreement_lines(res, ["a", "b"])[1:]
+    assert "m searched for a on b (6 rounds, ratios 0.300-0.700)" in again and "searched for a on a" not in again
+    assert never.startswith("**Never agreed** in 9 rounds") and "m searched for b on a (9 rounds" in never
+    assert (
+        _agreement_lines(
+            {"args": {"repeats": 3}, "models": [{"model": "m", "matrix": {"a": {"a": {"ratios": [0.3, 0.6]}}}}]}, ["a"]
+        )
+        == []
+    )
