@@ -415,7 +415,8 @@ def _agreement_lines(res: dict[str, Any], devs: list[str]) -> list[str]:
     """The matrix cells that took more rounds than `--repeats` to agree, or never did (results from
     before the rule recorded no `settled`, and get no line)."""
     repeats = int(res["args"]["repeats"])
-    again, never = [], []
+    again: list[str] = []
+    never: list[str] = []
     for m in res["models"]:
         for p in devs:
             for d in devs:

@@ -97,14 +97,14 @@ def one_model(model: str, rounds: int, test_size: int) -> dict[str, Any]:
 
 def _bf16_fallback(rows: list[dict[str, Any]]) -> str:
     """What OpenVINO made of the bf16 hint on a CPU without bf16 units, as its compiled models said."""
-    compiled = {r.get("bf16_compiled_as") for r in rows}
+    compiled: set[str | None] = {r.get("bf16_compiled_as") for r in rows}
     if compiled == {"f32"}:
         return "and OpenVINO compiled the bf16 hint as f32: its column is the f32 graph timed again"
     if compiled == {"bf16"}:
         return "so its column is OpenVINO emulating it"
     if None in compiled:  # results from before the compiled precision was recorded
         return "so OpenVINO emulates it or runs f32"
-    return f"and OpenVINO compiled the bf16 hint as {' or '.join(sorted(compiled))}, by model"
+    return f"and OpenVINO compiled the bf16 hint as {' or '.join(sorted(str(c) for c in compiled))}, by model"
 
 
 def markdown(res: dict[str, Any]) -> str:
