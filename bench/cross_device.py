@@ -265,7 +265,7 @@ def matrix(
 def settled(ratios: list[float], repeats: int) -> bool:
     """Whether a matrix cell's ratios can be trusted: at least `repeats` of them, and `QUORUM` of
     them within `AGREE` of their median. On a shared vCPU a round can catch one graph's session in a
-    slow window for seconds (on a Zen 3 EPYC, resnet20 pairs that read 0.48-0.49 in nine rounds
+    slow window for seconds (on a Zen 3 EPYC, a resnet20 pair that read 0.48-0.50 in nine rounds
     measured alone read 0.31-0.51 in three rounds of a bench), and a median of three does not
     survive two such rounds."""
     if len(ratios) < max(1, repeats):
