@@ -63,3 +63,21 @@ def test_unknown_device_is_one_clear_error(capsys) -> None:
     assert main(["profile", "--model", "digits-cnn", "--dataset", "digits", "--device", "no-such-device"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "no-such-device" in err and "Traceback" not in err
+
+
+def test_the_precision_table_shows_each_scheme_against_the_fastest_fp32_time(capsys, monkeypatch) -> None:
+    """The row whose fp32 partner ran slow shows the fastest fp32 time, so its two times give its speedup."""
+    from hilprune.cli import device_cmd, output
+    from hwprofiler.precision import on_fastest_fp32
+
+    monkeypatch.setattr(output.out, "width", 200)
+    rows = [
+        {"name": "qdq-u8s8", "int8_ms": 0.30, "fp32_ms": 0.60, "ratio": 0.5, "faster": True},
+        {"name": "qdq-s8s8", "int8_ms": 0.45, "fp32_ms": 0.90, "ratio": 0.5, "faster": True},  # its fp32 partner ran slow
+    ]
+    on_fastest_fp32(rows)
+    table = {"schemes": rows, "keeps_fp32": False, "settled": True}
+    device_cmd._print_precisions([{"name": "dev", "precision": table}])
+    text = capsys.readouterr().out
+    assert "0.45 / 0.6" in text and "1.33x" in text and "0.45 / 0.9" not in text
+    assert "0.3 / 0.6" in text and "2.00x" in text
