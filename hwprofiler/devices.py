@@ -35,6 +35,11 @@ class MeasurePolicy:
     time, and two models measured together alternate their windows (A B B A ...) to see the same
     conditions. The estimator is applied to all windows (`hwprofiler.stats.ESTIMATORS`): noise on
     a shared host only adds time, so the low end of the samples is what repeats.
+
+    `chain` (kernel policies only) times each kernel as `chain` copies run back to back in one
+    graph against the kernel alone (`hwprofiler.kernel_chain`), which takes the per-inference
+    fixed cost out of its time: a runtime that reorders every graph's input and output into its
+    own layout (OpenVINO) spends more on that than on a small kernel. 1: the kernel alone.
     """
 
     warmup: int = 10
@@ -43,10 +48,13 @@ class MeasurePolicy:
     min_round_runs: int = 3
     max_round_runs: int = 100_000
     estimator: str = "min"
+    chain: int = 1
 
     def __post_init__(self) -> None:
         from hwprofiler.stats import ESTIMATORS
 
+        if not isinstance(self.chain, int) or isinstance(self.chain, bool) or self.chain < 1:
+            raise DeviceError(f"bad measurement policy: chain must be a whole number >= 1, got {self.chain!r}")
         if self.warmup < 0 or self.rounds < 1 or self.min_round_runs < 1 or self.max_round_runs < self.min_round_runs:
             raise DeviceError(
                 f"bad measurement policy {self}: need warmup >= 0, rounds >= 1 and 1 <= min_round_runs <= max_round_runs"
@@ -57,7 +65,12 @@ class MeasurePolicy:
             raise DeviceError(f"bad measurement policy: unknown estimator {self.estimator!r}; known: {', '.join(ESTIMATORS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The policy's fields; `chain` only where it is on, so the fingerprints (and tables) of
+        devices that time kernels alone stay what they were before chaining existed."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if d["chain"] == 1:
+            del d["chain"]
+        return d
 
 
 # What a device file gets where it sets no policy (chosen by bench/live_estimator.py).
@@ -203,6 +216,8 @@ def spec_from_dict(data: dict[str, Any], source: str) -> DeviceSpec:
     if dtype not in DTYPES:
         raise DeviceError(f"{source}: dtype {dtype!r} is not one of {DTYPES}")
     policy = _policy(data.get("policy"), f"{source} [policy]", DEFAULT_POLICY)
+    if policy.chain != 1:
+        raise DeviceError(f"{source} [policy]: chain times kernels, so it belongs in [kernel_policy]")
     kpolicy = _policy(data.get("kernel_policy"), f"{source} [kernel_policy]", DEFAULT_KERNEL_POLICY)
     policy, kpolicy = _round_override(policy, source), _round_override(kpolicy, source)
     return DeviceSpec(

@@ -20,6 +20,7 @@ from hwprofiler.cache import atomic_write_json, default_cache_dir, file_lock
 from hwprofiler.devices import DeviceSpec, load_device
 from hwprofiler.errors import DeviceError
 from hwprofiler.fingerprint import fingerprint, fingerprint_id
+from hwprofiler.kernel_chain import measure_kernel_chained
 from hwprofiler.kernels import KernelSpec, build_kernel_model
 from hwprofiler.measure import Measurement, measure_local, model_bytes
 from hwprofiler.runtimes import get_runtime
@@ -33,17 +34,19 @@ KernelTiming = tuple[Measurement, str | None]  # the kernel's latency, and the l
 
 
 def measure_kernels(specs: list[KernelSpec], device: DeviceSpec) -> list[KernelTiming]:
-    """Time each kernel's one-kernel model on the device with its kernel policy, and read the
-    layout the runtime chose for it (see `Runtime.kernel_layout`)."""
+    """Time each kernel's one-kernel model on the device with its kernel policy (net of the
+    per-inference fixed cost where the policy chains kernels, `hwprofiler.kernel_chain`), and read
+    the layout the runtime chose for it (see `Runtime.kernel_layout`)."""
     if device.is_remote:
         from hwprofiler.client import client_for
 
         return client_for(device).kernels(specs)
-    runtime = get_runtime(device.runtime)
+    runtime, policy = get_runtime(device.runtime), device.kernel_policy
     out = []
     for s in specs:
         data = model_bytes(build_kernel_model(s, device.dtype))
-        out.append((measure_local(data, device, device.kernel_policy), runtime.kernel_layout(data, device)))
+        m = measure_kernel_chained(s, device, policy) if policy.chain > 1 else measure_local(data, device, policy)
+        out.append((m, runtime.kernel_layout(data, device)))
     return out
 
 
