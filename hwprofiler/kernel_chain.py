@@ -140,7 +140,7 @@ def measure_kernel_chained(spec: KernelSpec, device: DeviceSpec, policy: Measure
         alone, net = timed
         return replace(alone, latency_ms=net)
     alone = measure_local(model_bytes(model), device, policy)
-    ends = [_nchw(model.graph.input[0]), _nchw(model.graph.output[0])]
+    ends = [_nchw(vi) for vi in (*model.graph.input[:1], model.graph.output[0])]  # a graph may take only constants
     costs = [probe_fixed_cost(s, device, policy) for s in ends if s is not None]
     if not costs:  # a tensor of another rank: no probe fits, the kernel keeps its time alone
         return alone
