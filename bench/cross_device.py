@@ -6,7 +6,7 @@ searched for another? (Here: onnxruntime vs OpenVINO on the same CPU.)
                                  [--latency-source hybrid] [--round-to 1] [--finetune-epochs 1]
                                  [--repeats 3] [--seed 0] [--precision fp32] [--proxy ls,kd:40] [--remove-blocks N]
                                  [--results-name cross_device]
-                                 [--quick] [--no-doc] [--markdown-only]
+                                 [--quick] [--no-doc] [--markdown-only] [--tally]
 
 Per model (Fashion-MNIST; digits-cnn on digits):
 
@@ -37,8 +37,15 @@ on that device) and exports with `--precision auto`, which chooses the scheme ag
 then measures each device's shipped graph (INT8 where its export kept a scheme) on every device.
 
 Target, per model and device D (the other device O): D's policy is at least as good on D as O's:
-at least 10% lower latency on D, or at least 1 point more test accuracy at equal latency (within
-10%). A cell where both searches found the same policy is reported as such.
+at least 10% lower latency on D at equal accuracy (at most 1 point less test accuracy), or at least
+1 point more test accuracy at equal latency (within 10%). A faster policy that is less accurate by
+more than that is a different point of the trade-off, not a better one. A cell where both searches
+found the same policy is reported as such.
+
+    python bench/cross_device.py --tally [--note TEXT]   # every results file judged by today's rule
+
+`--tally` measures nothing: it judges every bench/results/cross_device*.json again by the rule above
+and writes the `cross_device_tally` section (the verdicts each run recorded beside today's).
 
 Writes bench/results/<results-name>.json and the `<results-name>` section of docs/benchmarks.md.
 `--quick`: digits-cnn on digits, agents uniform,random, 3 evaluations each, latency source live,
@@ -276,11 +283,14 @@ def settled(ratios: list[float], repeats: int) -> bool:
 
 
 def verdict(own_ms: float, other_ms: float, own_acc: float, other_acc: float) -> tuple[bool, str]:
-    """Whether a device's own policy is at least as good on it as the other device's policy."""
+    """Whether a device's own policy is at least as good on it as the other device's policy: faster
+    at equal accuracy, or more accurate at equal latency (see the module's docstring)."""
     ratio = own_ms / other_ms
-    gain = 100.0 * (own_acc - other_acc)
+    gain = round(100.0 * (own_acc - other_acc), 9)  # points; rounded so that 0.9032 - 0.9132 is -1, not below it
     if ratio <= LATENCY_BETTER:
-        return True, f"{100 * (1 - ratio):.0f}% lower latency"
+        if gain >= -ACCURACY_POINTS:
+            return True, f"{100 * (1 - ratio):.0f}% lower latency"
+        return False, f"{100 * (1 - ratio):.0f}% lower latency, but {-gain:.2f} points less accurate"
     if ratio <= EQUAL_LATENCY and gain >= ACCURACY_POINTS:
         return True, f"equal latency ({ratio:.2f}x), +{gain:.1f} points"
     return False, f"latency {ratio:.2f}x, accuracy {gain:+.1f} points"
@@ -368,12 +378,26 @@ def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[
             if cell["ratio"] is not None:
                 cell["ms"] = cell["ratio"] * dense[d]["ms"]
                 cell["speedup"] = 1.0 / cell["ratio"]
+    return {
+        "model": model,
+        "dataset": dataset_of(model),
+        "weights": "random" if wtag == "random" else "checkpoint",
+        "checkpoint": ckpt,
+        "dense": dense,
+        "searched": searched,
+        "matrix": cells,
+        "targets": targets_of(model, devices, searched, cells),
+    }
+
+
+def targets_of(model: str, devices: list[str], searched: dict[str, Any], cells: dict[str, Any]) -> list[dict[str, Any]]:
+    """The target, judged for every ordered pair of devices (this device, the other), by `verdict`."""
     targets = []
     for d in devices:
         for o in devices:
             if o == d:
                 continue
-            row = {"model": model, "device": d, "other": o}
+            row: dict[str, Any] = {"model": model, "device": d, "other": o}
             if same_deployment(searched[d], searched[o]):
                 row |= {"met": None, "why": "both searches found the same policy"}
             elif "ms" not in cells[o][d]:
@@ -384,16 +408,14 @@ def run_model(model: str, devices: list[str], args: argparse.Namespace) -> dict[
                 )
                 row |= {"met": met, "why": why, "own_ms": cells[d][d]["ms"], "other_ms": cells[o][d]["ms"]}
             targets.append(row)
-    return {
-        "model": model,
-        "dataset": dataset_of(model),
-        "weights": "random" if wtag == "random" else "checkpoint",
-        "checkpoint": ckpt,
-        "dense": dense,
-        "searched": searched,
-        "matrix": cells,
-        "targets": targets,
-    }
+    return targets
+
+
+def rejudged(model_res: dict[str, Any]) -> list[dict[str, Any]]:
+    """A stored model result's targets judged again by today's `verdict` (the rule has changed once:
+    a faster but less accurate own policy used to count as met)."""
+    devices = list(model_res["searched"])
+    return targets_of(model_res["model"], devices, model_res["searched"], model_res["matrix"])
 
 
 # --- markdown -------------------------------------------------------------------------------------
@@ -553,7 +575,7 @@ def markdown(res: dict[str, Any]) -> str:
     ]
     met = total = 0
     for m in res["models"]:
-        for t in m["targets"]:
+        for t in rejudged(m):
             if t["met"] is not None:
                 total += 1
                 met += int(t["met"])
@@ -571,6 +593,52 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 # --- main -----------------------------------------------------------------------------------------
+def tally_markdown(runs: dict[str, dict[str, Any]], note: str = "") -> str:
+    """The `cross_device_tally` section: every results file's cells, as recorded and by today's rule."""
+    lines = [
+        "## Cross-device targets, every run judged by today's rule",
+        "",
+        "Command: `python bench/cross_device.py --tally`",
+        "",
+        "Every `bench/results/cross_device*.json`, its targets judged again by `verdict` (measuring "
+        "nothing): a device's own policy must be at least 10% faster on it at equal accuracy (at most "
+        f"{ACCURACY_POINTS:g} point less accurate), or at least {ACCURACY_POINTS:g} point more accurate "
+        "at equal latency. Until this section existed a faster own policy counted as met however much "
+        "less accurate it was; the cells that rule change turns are listed. Reruns of one setting "
+        "(`_settle`, `_bridge`, `_refstack`) appear beside the run they repeat.",
+        "",
+        "| results | CPU (ISA) | model | devices | precision | met as recorded | met today | cells turned |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, res in sorted(runs.items()):
+        fp = next(iter(res.get("fingerprints", {}).values()), {})
+        cpu = f"{fp.get('cpu_model', res['machine'].get('cpu', '?'))} ({', '.join(fp.get('isa', []))})"
+        precision = res.get("args", {}).get("precision", "fp32")
+        for m in res["models"]:
+            then, now = m["targets"], rejudged(m)
+            judged = [t for t in now if t["met"] is not None]
+            turned = [f"{n['device']}: {n['why']}" for t, n in zip(then, now) if t["met"] is not None and t["met"] != n["met"]]
+            lines.append(
+                f"| `{name}` | {cpu} | {m['model']} | {', '.join(m['searched'])} | {precision} | "
+                f"{sum(bool(t['met']) for t in then if t['met'] is not None)}/{len(judged)} | "
+                f"{sum(bool(t['met']) for t in judged)}/{len(judged)} | {'; '.join(turned) or '-'} |"
+            )
+    if note:
+        lines += ["", note]
+    return "\n".join(lines)
+
+
+def tally(note: str) -> None:
+    """`--tally`: judge every stored run again and write the `cross_device_tally` section."""
+    import json
+
+    from bench.common import RESULTS, write_section
+
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("cross_device*.json"))}
+    write_section("cross_device_tally", tally_markdown(runs, note))
+    print(f"wrote docs/benchmarks.md (cross_device_tally section) from {len(runs)} results files")
+
+
 def main() -> None:
     from envs.precision import MODES
 
@@ -609,6 +677,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="digits-cnn, uniform+random, 3 evaluations, 1 repeat: the pipeline only")
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the docs section from bench/results/<name>.json")
+    ap.add_argument(
+        "--tally", action="store_true", help="judge every stored cross_device results file by today's rule; measure nothing"
+    )
     ap.add_argument("--note", default="", help="a paragraph for the docs section (with --markdown-only too)")
     args = ap.parse_args()
 
@@ -616,6 +687,9 @@ def main() -> None:
 
     if args.markdown_only:
         rewrite_section(args.results_name, markdown, note=args.note)
+        return
+    if args.tally:
+        tally(args.note)
         return
     if args.quick:
         preset(

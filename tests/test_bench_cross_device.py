@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cross_device import matrix, other_fits_budget, same_deployment, verdict
+from bench.cross_device import matrix, other_fits_budget, rejudged, same_deployment, tally_markdown, verdict
 
 
 def _searched(kept: list[int], shipped: str | None = None, scheme: str | None = None) -> dict:
@@ -38,6 +38,43 @@ def test_verdict_wants_ten_percent_lower_latency_or_a_point_more_at_equal_latenc
     assert not verdict(0.95, 1.0, 0.90, 0.90)[0]
     assert verdict(1.05, 1.0, 0.915, 0.90)[0]
     assert not verdict(1.2, 1.0, 0.95, 0.90)[0]
+
+
+def test_a_faster_own_policy_counts_only_at_equal_accuracy() -> None:
+    # The accuracy issue's proxy can ship a deeper cut on one device: 20% faster but 4.3 points
+    # less accurate is another point of the trade-off, not a better policy (cross_device_zen5_bf16_r20).
+    met, why = verdict(0.80, 1.0, 0.8706, 0.9132)
+    assert not met and why == "20% lower latency, but 4.26 points less accurate"
+    assert verdict(0.80, 1.0, 0.9032, 0.9132)[0]  # one point less is equal accuracy
+    assert not verdict(0.55, 1.0, 0.9271, 0.9376)[0]  # 1.05 points less (cross_device_intel_bf16_mbv2)
+
+
+def _stored(own_ms: float, other_ms: float, own_acc: float, other_acc: float, met: bool) -> dict:
+    """A results file's model entry as an older run wrote it (its targets by the rule of its day)."""
+    searched = {"a": {"kept": [8], "test_accuracy": own_acc}, "b": {"kept": [16], "test_accuracy": other_acc}}
+    cells = {"a": {"a": {"ms": own_ms}, "b": {"ms": 0.5}}, "b": {"a": {"ms": other_ms}, "b": {"ms": 1.0}}}
+    targets = [
+        {"model": "m", "device": "a", "other": "b", "met": met, "why": "as recorded"},
+        {"model": "m", "device": "b", "other": "a", "met": False, "why": "as recorded"},
+    ]
+    return {"model": "m", "searched": searched, "matrix": cells, "targets": targets}
+
+
+def test_the_tally_judges_every_stored_run_again_and_names_the_cells_that_turned() -> None:
+    turned = _stored(0.8, 1.0, 0.87, 0.91, met=True)  # met under the old rule only
+    kept = _stored(0.8, 1.0, 0.91, 0.91, met=True)
+    assert [t["met"] for t in rejudged(turned)] == [False, False]
+    assert [t["met"] for t in rejudged(kept)] == [True, False]
+    runs = {
+        name: {"machine": {"cpu": "X"}, "fingerprints": {"a": {"cpu_model": "X", "isa": ["avx2"]}}, "models": [m]}
+        for name, m in (("cross_device_old", turned), ("cross_device_new", kept))
+    }
+    text = tally_markdown(runs, note="what this says")
+    row = next(line for line in text.splitlines() if "`cross_device_old`" in line)
+    assert "| 1/2 | 0/2 | a: 20% lower latency, but 4.00 points less accurate |" in row
+    row = next(line for line in text.splitlines() if "`cross_device_new`" in line)
+    assert row.endswith("| 1/2 | 1/2 | - |")
+    assert text.endswith("what this says")
 
 
 def test_a_graph_one_runtime_cannot_read_is_reported_not_measured() -> None:
