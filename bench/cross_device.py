@@ -611,7 +611,7 @@ def tally_markdown(runs: dict[str, dict[str, Any]], note: str = "") -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, res in sorted(runs.items()):
-        fp = next(iter(res.get("fingerprints", {}).values()), {})
+        fp: dict[str, Any] = next(iter(res.get("fingerprints", {}).values()), {})
         cpu = f"{fp.get('cpu_model', res['machine'].get('cpu', '?'))} ({', '.join(fp.get('isa', []))})"
         precision = res.get("args", {}).get("precision", "fp32")
         for m in res["models"]:
