@@ -3,8 +3,9 @@
 A one-kernel graph costs the kernel plus what every inference costs: the call itself and, on a
 runtime with its own tensor layout (OpenVINO's blocked channels), reordering the graph's input and
 output. Inside a network only the first and last kernels pay the reorders, so a table of
-one-kernel times overprices every kernel, small ones most: on OpenVINO the bare kernel sum was 2-3x
-the live network time, and it ranked pruned networks worse than FLOPs did.
+one-kernel times overprices every kernel, small ones most: on OpenVINO the bare kernel sum was
+2.6x (resnet20) and 3.5x (mobilenetv2) the live network time (docs/benchmarks.md,
+lut_fidelity_ov_zen5), and the predictor's calibration had to scale that away.
 
 `n` copies of a kernel run back to back, timed interleaved with the kernel alone (so both see the
 same machine speed), give the kernel's in-network time as their difference over n - 1; what is
