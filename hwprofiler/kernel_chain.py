@@ -80,10 +80,14 @@ def chain_model(model: onnx.ModelProto, n: int) -> onnx.ModelProto | None:
     return chained
 
 
+def _bounded(net_ms: float, alone_ms: float) -> float:
+    """A kernel keeps between MIN_SHARE and all of its time alone, whatever the noise in a difference."""
+    return min(max(net_ms, MIN_SHARE * alone_ms), alone_ms)
+
+
 def _net(pair_chain_ms: float, alone_ms: float, n: int) -> tuple[float, float]:
-    """(kernel time in a chain, fixed cost) from the chain of `n` and the kernel alone; the kernel
-    keeps between MIN_SHARE and all of its time alone, whatever the noise in the difference."""
-    net = min(max((pair_chain_ms - alone_ms) / (n - 1), MIN_SHARE * alone_ms), alone_ms)
+    """(kernel time in a chain, fixed cost) from the chain of `n` and the kernel alone."""
+    net = _bounded((pair_chain_ms - alone_ms) / (n - 1), alone_ms)
     return net, alone_ms - net
 
 
@@ -130,12 +134,11 @@ def _nchw(vi: onnx.ValueInfoProto) -> Shape | None:
     return None
 
 
-def measure_kernel_chained(spec: KernelSpec, device: DeviceSpec, policy: MeasurePolicy) -> Measurement:
-    """The kernel's time net of the fixed cost: its `latency_ms` is the in-chain (or probe-corrected)
-    time; its other statistics are the kernel alone's."""
+def measure_kernel_chained(model: onnx.ModelProto, device: DeviceSpec, policy: MeasurePolicy) -> Measurement:
+    """A one-kernel graph's (`build_kernel_model`) time net of the fixed cost: its `latency_ms` is
+    the in-chain (or probe-corrected) time; its other statistics are the kernel alone's."""
     if policy.chain < 2:
         raise ValueError("measure_kernel_chained needs a policy with chain >= 2")
-    model = build_kernel_model(spec, device.dtype)
     timed = _chained(model, device, policy)
     if timed is not None:
         alone, net = timed
@@ -146,4 +149,4 @@ def measure_kernel_chained(spec: KernelSpec, device: DeviceSpec, policy: Measure
     if not costs:  # a tensor of another rank: no probe fits, the kernel keeps its time alone
         return alone
     fixed = sum(costs) / len(costs)
-    return replace(alone, latency_ms=min(max(alone.latency_ms - fixed, MIN_SHARE * alone.latency_ms), alone.latency_ms))
+    return replace(alone, latency_ms=_bounded(alone.latency_ms - fixed, alone.latency_ms))

@@ -44,8 +44,9 @@ def measure_kernels(specs: list[KernelSpec], device: DeviceSpec) -> list[KernelT
     runtime, policy = get_runtime(device.runtime), device.kernel_policy
     out = []
     for s in specs:
-        data = model_bytes(build_kernel_model(s, device.dtype))
-        m = measure_kernel_chained(s, device, policy) if policy.chain > 1 else measure_local(data, device, policy)
+        model = build_kernel_model(s, device.dtype)
+        data = model_bytes(model)
+        m = measure_kernel_chained(model, device, policy) if policy.chain > 1 else measure_local(data, device, policy)
         out.append((m, runtime.kernel_layout(data, device)))
     return out
 

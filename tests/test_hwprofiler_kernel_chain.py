@@ -98,16 +98,16 @@ def test_net_time_and_fixed_cost_come_out_of_the_chain(monkeypatch):
     monkeypatch.setattr(kc, "measure_local", dev.single)
     device, policy = fast_device(), MeasurePolicy(chain=4)
 
-    chained = kc.measure_kernel_chained(CONV, device, policy)
+    chained = kc.measure_kernel_chained(build_kernel_model(CONV), device, policy)
     assert chained.latency_ms == pytest.approx(0.02)  # the kernel's own time, no fixed cost
     assert chained.min_ms == pytest.approx(0.02 + ScriptedDevice.CALL + 2 * 288 * ScriptedDevice.PER_ELEM)  # alone
 
     # No chain for a stride: its input's and output's probes say what its one-kernel graph pays
     # beyond the kernel (the call once, and reordering 288 + 144 elements).
-    net = kc.measure_kernel_chained(stride2, device, policy)
+    net = kc.measure_kernel_chained(build_kernel_model(stride2), device, policy)
     assert net.latency_ms == pytest.approx(0.03)
     assert len(kc._PROBES) == 2
-    kc.measure_kernel_chained(stride2, device, policy)
+    kc.measure_kernel_chained(build_kernel_model(stride2), device, policy)
     assert len(kc._PROBES) == 2  # memoised per shape
 
 
