@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 import hwprofiler
 from hwprofiler import FlopsPredictor, Predictor, fidelity
+from hwprofiler.predictor import FLOOR
 
 from .calibrate import CALIBRATION_RUNS, calibrate, model_scope
 from .export import to_onnx_bytes
@@ -31,19 +32,22 @@ def _export(surgeon: Surgeon, spec: ModelSpec, ratios: list[float], round_to: in
     return to_onnx_bytes(pruned, spec.input_shape, batch)
 
 
-def _ablation(predictor: Predictor, kernels: list[list[Any]], live: list[float]) -> dict[str, dict[str, float]]:
+def _ablation(predictor: Predictor, kernels: list[list[Any]], live: list[float]) -> dict[str, Any]:
     """The same judged policies priced by simpler corrections fitted on the same calibration runs:
-    the bare kernel sum, and one scale for every kernel class (with the same extra terms); what
-    the per-class, per-layout correction earns over them."""
+    the bare kernel sum, one scale for every kernel class (with the same extra terms), and the
+    correction chosen without the MACs term; what the per-class, per-layout correction and the
+    MACs term earn over them."""
     from hwprofiler.predictor import fit_correction
 
     points = predictor.lut.observations
     one_class = [p | {"class_ms": {"all": p["sum_ms"]}} for p in points]
     single = fit_correction(one_class, predictor.prior_weight)
+    no_macs = fit_correction([{k: v for k, v in p.items() if k != "macs"} for p in points], predictor.prior_weight)
     feats = [predictor.features(ks) for ks in kernels]
     return {
         "kernel_sum": fidelity([f["sum_ms"] for f in feats], live),
         "one_scale": fidelity([single.predict(f | {"class_ms": {"all": f["sum_ms"]}}) for f in feats], live),
+        "no_macs": fidelity([max(no_macs.predict(f), FLOOR * f["sum_ms"], 1e-6) for f in feats], live) | {"model": no_macs.model},
     }
 
 

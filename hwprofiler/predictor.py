@@ -13,10 +13,16 @@ The correction is a ridge regression on kernel-level features, on errors relativ
 latency, shrunk toward "the kernel sum is right" while few measurements are known:
 
     live_ms ~ sum_k s[class(k)] * lut_ms(k) + b * n_kernels + c + d * weight_mb + f * transition_melems
+              [+ g * gmacs]
 
 with one scale `s` per kernel class (conv, depthwise conv, grouped conv, pool, linear, element-wise,
-other; each by its layout). Observations carry a scope (the model they came from): a model with
-enough of its own is fitted on those alone, others on all of the device's.
+other; each by its layout), or one scale for all. The MACs term is a candidate, not a given: where
+the kernel times carry scattered errors of their own (OpenVINO's mobilenetv2 on a Zen 5, where
+MACs ranked 20 policies at Kendall's tau 0.93 and the LUT at 0.83), some of a network's time is
+better read from its arithmetic; where MACs lie (odd channel counts on onnxruntime) it is not.
+The device's own runs decide, by leave-one-out (`fit_correction`). Observations carry a scope
+(the model they came from): a model with enough of its own is fitted on those alone, others on
+all of the device's.
 """
 
 from __future__ import annotations
@@ -41,8 +47,9 @@ from hwprofiler.onnx_kernels import kernels_from_onnx
 FLOOR = 0.25  # of the kernel sum: see Predictor.predict
 MIN_SCOPE = 12  # observations of one model before it is fitted on its own
 LAYOUT_OPS = ("conv", "maxpool", "avgpool", "globalavgpool", "globalmaxpool")
-EXTRA = ("n_kernels", "intercept", "weight_mb", "transition_melems")  # the features after the class sums
-NONNEGATIVE = ("intercept", "weight_mb", "transition_melems")  # physical: none of these makes a network faster
+EXTRA = ("n_kernels", "intercept", "weight_mb", "transition_melems", "gmacs")  # the features after the class sums
+NONNEGATIVE = ("intercept", "weight_mb", "transition_melems", "gmacs")  # physical: none of these makes a network faster
+MACS_TERM = "+macs"  # the suffix of a candidate model that fits the MACs term (without it, g stays 0)
 MIN_SCALE = 0.05  # a kernel class cannot cost less than this share of its time alone
 MINOR_SHARE = 0.05  # classes below this share of the calibration's kernel time share one scale
 MIN_LOO = 8  # live runs before the per-class model may be chosen over one scale
@@ -112,7 +119,8 @@ def _row(f: dict[str, Any], columns: Sequence[str], mapping: dict[str, str]) -> 
     for c, v in f["class_ms"].items():
         if c in mapping:
             cols[mapping[c]] += float(v)
-    return np.array([*cols.values(), float(f["n_kernels"]), 1.0, float(f["weight_mb"]), float(f["transition_melems"])])
+    extras = [float(f["n_kernels"]), 1.0, float(f["weight_mb"]), float(f["transition_melems"]), float(f.get("macs", 0)) / 1e9]
+    return np.array([*cols.values(), *extras])
 
 
 class Correction:
@@ -124,36 +132,37 @@ class Correction:
 
     @classmethod
     def prior(cls) -> Correction:
-        return cls([], {}, np.array([0.0, 0.0, 0.0, 0.0]), 0)
+        return cls([], {}, np.zeros(len(EXTRA)), 0)
+
+    def _extra(self, name: str) -> float:
+        return float(self.coef[len(self.columns) + EXTRA.index(name)])
 
     def predict(self, f: dict[str, Any]) -> float:
         """Predicted ms; classes the fit never saw keep their LUT time (scale 1)."""
         unseen = sum(float(v) for c, v in f["class_ms"].items() if c not in self.mapping)
         return float(_row(f, self.columns, self.mapping) @ self.coef) + unseen
 
-    def kernel_cost(self, cls: str, lut_ms: float, weight: float) -> float:
+    def kernel_cost(self, cls: str, lut_ms: float, weight: float, macs: float = 0.0) -> float:
         """One kernel's own share of a prediction: its LUT time scaled by its class's factor, plus
-        the per-kernel and per-weight terms (the intercept and the layout reorders belong to the
-        network, not to a kernel)."""
-        n = len(self.columns)
+        the per-kernel, per-weight and per-MAC terms (the intercept and the layout reorders belong
+        to the network, not to a kernel)."""
         scale = float(self.coef[self.columns.index(self.mapping[cls])]) if cls in self.mapping else 1.0
-        return (
-            scale * lut_ms
-            + float(self.coef[n + EXTRA.index("n_kernels")])
-            + float(self.coef[n + EXTRA.index("weight_mb")]) * weight
-        )
+        return scale * lut_ms + self._extra("n_kernels") + self._extra("weight_mb") * weight + self._extra("gmacs") * macs / 1e9
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model}
         out |= {f"scale[{c}]": float(v) for c, v in zip(self.columns, self.coef)}
-        extras = self.coef[len(self.columns) :]
-        out |= {"b_ms_per_kernel": float(extras[0]), "c_ms": float(extras[1]), "d_ms_per_weight_mb": float(extras[2])}
-        out |= {"f_ms_per_transition_melem": float(extras[3]), "n_observations": self.n}
+        out |= {"b_ms_per_kernel": self._extra("n_kernels"), "c_ms": self._extra("intercept")}
+        out |= {"d_ms_per_weight_mb": self._extra("weight_mb"), "f_ms_per_transition_melem": self._extra("transition_melems")}
+        out |= {"g_ms_per_gmac": self._extra("gmacs"), "n_observations": self.n}
         return out
 
 
-def _solve(points: Sequence[dict[str, Any]], columns: list[str], mapping: dict[str, str], prior_weight: float) -> np.ndarray:
-    """Bounded ridge fit of live_ms on the features, on residuals relative to live_ms."""
+def _solve(
+    points: Sequence[dict[str, Any]], columns: list[str], mapping: dict[str, str], prior_weight: float, macs: bool = False
+) -> np.ndarray:
+    """Bounded ridge fit of live_ms on the features, on residuals relative to live_ms; the MACs
+    term is fitted only with `macs` (else it stays 0)."""
     from scipy.optimize import lsq_linear
 
     y = np.array([float(p["live_ms"]) for p in points])
@@ -163,16 +172,17 @@ def _solve(points: Sequence[dict[str, Any]], columns: list[str], mapping: dict[s
     lower = np.array([MIN_SCALE] * len(columns) + [-np.inf if e not in NONNEGATIVE else 0.0 for e in EXTRA])
     upper = np.full(len(prior), np.inf)
     unused = ~np.any(X, axis=0)  # a feature no observation has (no reorders, say): it stays at its prior
+    unused[len(columns) + EXTRA.index("gmacs")] |= not macs
     lower[unused] = prior[unused] - 1e-12
     upper[unused] = prior[unused] + 1e-12
-    fit = lsq_linear(np.vstack([X, P]), np.concatenate([np.ones(len(X)), P @ prior]), bounds=(lower, upper))
+    fit = lsq_linear(np.vstack([X, P]), np.concatenate([np.ones(len(X)), P @ prior]), bounds=(lower, upper), method="bvls")
     return np.clip(fit.x, lower, upper)
 
 
 def _groupings(points: Sequence[dict[str, Any]]) -> dict[str, tuple[list[str], dict[str, str]]]:
-    """The candidate models: one scale per kernel class (classes with under MINOR_SHARE of the
-    time pooled: a few dozen runs cannot tell a tiny class from the fixed terms), and one scale
-    for all."""
+    """The candidate groupings of kernel classes: one scale per kernel class (classes with under
+    MINOR_SHARE of the time pooled: a few dozen runs cannot tell a tiny class from the fixed
+    terms), and one scale for all."""
     totals: dict[str, float] = {}
     for p in points:
         for c, v in p["class_ms"].items():
@@ -186,11 +196,23 @@ def _groupings(points: Sequence[dict[str, Any]]) -> dict[str, tuple[list[str], d
     }
 
 
-def _loo_error(points: Sequence[dict[str, Any]], columns: list[str], mapping: dict[str, str], prior_weight: float) -> float:
+def _candidates(points: Sequence[dict[str, Any]]) -> dict[str, tuple[list[str], dict[str, str], bool]]:
+    """The candidate models: each grouping without the MACs term, then, where the runs know their
+    MACs, with it (so a tie leaves the term out)."""
+    groupings = _groupings(points)
+    out = {name: (*g, False) for name, g in groupings.items()}
+    if any(float(p.get("macs", 0)) > 0 for p in points):
+        out |= {name + MACS_TERM: (*g, True) for name, g in groupings.items()}
+    return out
+
+
+def _loo_error(
+    points: Sequence[dict[str, Any]], columns: list[str], mapping: dict[str, str], macs: bool, prior_weight: float
+) -> float:
     """Mean relative error of each point predicted by a fit on all the others."""
     errs = []
     for i, p in enumerate(points):
-        coef = _solve([q for j, q in enumerate(points) if j != i], columns, mapping, prior_weight)
+        coef = _solve([q for j, q in enumerate(points) if j != i], columns, mapping, prior_weight, macs)
         pred = Correction(columns, mapping, coef, 0).predict(p)
         errs.append(abs(pred / float(p["live_ms"]) - 1))
     return float(np.mean(errs))
@@ -199,25 +221,29 @@ def _loo_error(points: Sequence[dict[str, Any]], columns: list[str], mapping: di
 def fit_correction(points: Sequence[dict[str, Any]], prior_weight: float = 0.3) -> Correction:
     """The correction for a device, learned from its live runs.
 
-    Each candidate model (`_groupings`) is a ridge fit of live_ms on the features, on residuals
-    relative to live_ms (a 10% miss counts the same on a 0.1 ms and a 100 ms network), each
-    coefficient pulled toward its prior (scales 1, extras 0) by a row scaled to what one unit of
-    it does, and kept physical by bounds: a scale stays positive, and neither the fixed cost, the
-    weights nor the reorders can make a network faster. Which model a device gets is decided by
-    its own runs: the one with the lower leave-one-out error on the latest MAX_LOO runs (with fewer
-    than MIN_LOO runs, the simpler one). Per-class scales won on some models and CPUs and overfitted on others
+    Each candidate model (`_candidates`: per-class scales or one scale, with or without the MACs
+    term) is a ridge fit of live_ms on the features, on residuals relative to live_ms (a 10% miss
+    counts the same on a 0.1 ms and a 100 ms network), each coefficient pulled toward its prior
+    (scales 1, extras 0) by a row scaled to what one unit of it does, and kept physical by bounds:
+    a scale stays positive, and neither the fixed cost, the weights, the reorders nor the MACs can
+    make a network faster. Which model a device gets is decided by its own runs: the one with the
+    lowest leave-one-out error on the latest MAX_LOO runs (with fewer than MIN_LOO runs, one scale
+    without the MACs term). Per-class scales won on some models and CPUs and overfitted on others,
+    and MACs help where kernel times scatter but mislead where channel counts are odd
     (docs/benchmarks.md, "LUT fidelity"), so the data chooses."""
     usable = [p for p in points if isinstance(p.get("class_ms"), dict) and float(p.get("live_ms", 0)) > 0]
     if not usable:
         return Correction.prior()
-    candidates = _groupings(usable)
-    if len(usable) < MIN_LOO or len(candidates["per_class"][0]) == 1:
+    candidates = _candidates(usable)
+    if len(candidates["per_class"][0]) == 1:  # one class: per-class scales are one scale
+        candidates = {m: c for m, c in candidates.items() if not m.startswith("per_class")}
+    if len(usable) < MIN_LOO:
         name = "one_scale"
     else:
         recent = usable[-MAX_LOO:]
         name = min(candidates, key=lambda m: _loo_error(recent, *candidates[m], prior_weight))
-    columns, mapping = candidates[name]
-    return Correction(columns, mapping, _solve(usable, columns, mapping, prior_weight), len(usable), name)
+    columns, mapping, macs = candidates[name]
+    return Correction(columns, mapping, _solve(usable, columns, mapping, prior_weight, macs), len(usable), name)
 
 
 class Predictor:
@@ -270,7 +296,9 @@ class Predictor:
         parts of two networks, such as one layer's fp32 and INT8 kernels."""
         self.lut.fill(kernels, progress=False, save=False)
         return [
-            self.correction.kernel_cost(kernel_class(k, self.lut.layout(k)), self.lut.get(k), weight_mb([k], self._dtype))
+            self.correction.kernel_cost(
+                kernel_class(k, self.lut.layout(k)), self.lut.get(k), weight_mb([k], self._dtype), float(k.macs)
+            )
             for k in kernels
         ]
 

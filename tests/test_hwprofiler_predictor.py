@@ -115,6 +115,29 @@ def test_kernel_costs_add_up_to_the_prediction_less_its_network_terms():
     assert sum(costs) + TRUTH["c_ms"] + TRUTH["f_ms_per_transition_melem"] * 0.25 == pytest.approx(c.predict(f))
 
 
+def test_the_macs_term_is_fitted_where_the_runs_need_it_and_only_there():
+    """Part of a network's time that its kernel times miss but its MACs carry is fitted as
+    g ms per GMAC, and the model is named for it; MACs that explain nothing get no weight; runs
+    that do not know their MACs are fitted without the term."""
+    macs = [0.3e9, 1.1e9, 0.2e9, 2.0e9, 0.9e9, 0.5e9, 1.6e9, 0.1e9, 1.3e9]  # not proportional to the class sums
+    g = 0.04
+    with_macs = [point(*sh, TRUTH) | {"macs": m} for sh, m in zip(SHAPES, macs)]
+    for p, m in zip(with_macs, macs):
+        p["live_ms"] += g * m / 1e9
+    fitted = fit_correction(with_macs, prior_weight=0.0).to_dict()
+    assert fitted["model"] == "per_class+macs"
+    assert fitted["g_ms_per_gmac"] == pytest.approx(g, abs=1e-9)
+    assert {k: fitted[k] for k in TRUTH} == pytest.approx(TRUTH, abs=1e-9)
+    plain = [point(*sh, TRUTH) | {"macs": m} for sh, m in zip(SHAPES, macs)]
+    assert fit_correction(plain, prior_weight=0.0).to_dict()["g_ms_per_gmac"] == pytest.approx(0.0, abs=1e-9)
+    unknown = [{k: v for k, v in p.items() if k != "macs"} for p in with_macs]
+    assert not fit_correction(unknown, prior_weight=0.0).to_dict()["model"].endswith("+macs")
+    cheaper = [p | {"live_ms": p["live_ms"] - 0.05 * p["macs"] / 1e9} for p in plain]
+    assert fit_correction(cheaper).to_dict()["g_ms_per_gmac"] >= 0.0  # more MACs never make a network faster
+    c = fit_correction(with_macs, prior_weight=0.0)
+    assert c.kernel_cost("conv:blocked", 1.5, 0.4, 0.5e9) == pytest.approx(0.8 * 1.5 - 0.01 + 0.2 * 0.4 + g * 0.5)
+
+
 def test_flops_baseline_and_fidelity_metrics():
     points = [{"macs": m, "live_ms": 2e-6 * m} for m in (1e5, 3e5, 9e5)]
     assert FlopsPredictor.fit(points).ms_per_mac == pytest.approx(2e-6)
