@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 
 import hwprofiler
 from hwprofiler import FlopsPredictor, Predictor, fidelity
-from hwprofiler.predictor import FLOOR
 
 from .calibrate import CALIBRATION_RUNS, calibrate, model_scope
 from .export import to_onnx_bytes
@@ -47,7 +46,7 @@ def _ablation(predictor: Predictor, kernels: list[list[Any]], live: list[float])
     return {
         "kernel_sum": fidelity([f["sum_ms"] for f in feats], live),
         "one_scale": fidelity([single.predict(f | {"class_ms": {"all": f["sum_ms"]}}) for f in feats], live),
-        "no_macs": fidelity([max(no_macs.predict(f), FLOOR * f["sum_ms"], 1e-6) for f in feats], live) | {"model": no_macs.model},
+        "no_macs": fidelity([no_macs.price(f) for f in feats], live) | {"model": no_macs.model},
     }
 
 

@@ -44,7 +44,7 @@ from hwprofiler.measure import measure_onnx, model_bytes
 from hwprofiler.measurement import Measurement
 from hwprofiler.onnx_kernels import kernels_from_onnx
 
-FLOOR = 0.25  # of the kernel sum: see Predictor.predict
+FLOOR = 0.25  # of the kernel sum: see Correction.price
 MIN_SCOPE = 12  # observations of one model before it is fitted on its own
 LAYOUT_OPS = ("conv", "maxpool", "avgpool", "globalavgpool", "globalmaxpool")
 EXTRA = ("n_kernels", "intercept", "weight_mb", "transition_melems", "gmacs")  # the features after the class sums
@@ -141,6 +141,12 @@ class Correction:
         """Predicted ms; classes the fit never saw keep their LUT time (scale 1)."""
         unseen = sum(float(v) for c, v in f["class_ms"].items() if c not in self.mapping)
         return float(_row(f, self.columns, self.mapping) @ self.coef) + unseen
+
+    def price(self, f: dict[str, Any]) -> float:
+        """`predict`, floored at a quarter of the kernel sum: the fit is linear, and far outside
+        the networks it was fitted on (a tiny, heavily pruned one) a negative per-kernel term must
+        not reach zero."""
+        return max(self.predict(f), FLOOR * f["sum_ms"], 1e-6)
 
     def kernel_cost(self, cls: str, lut_ms: float, weight: float, macs: float = 0.0) -> float:
         """One kernel's own share of a prediction: its LUT time scaled by its class's factor, plus
@@ -283,13 +289,8 @@ class Predictor:
         return float(self.features(kernels)["sum_ms"])
 
     def predict(self, kernels: Sequence[KernelSpec]) -> float:
-        """Predicted network latency in ms.
-
-        Floored at a quarter of the kernel sum: the fit is linear, and far outside the networks it
-        was fitted on (a tiny, heavily pruned one) a negative per-kernel term must not reach zero.
-        """
-        f = self.features(kernels)
-        return max(self.correction.predict(f), FLOOR * f["sum_ms"], 1e-6)
+        """Predicted network latency in ms (`Correction.price`)."""
+        return self.correction.price(self.features(kernels))
 
     def kernel_costs(self, kernels: Sequence[KernelSpec]) -> list[float]:
         """Each kernel's share of `predict` (`Correction.kernel_cost`): what lets a caller compare
